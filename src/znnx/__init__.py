@@ -1,0 +1,20 @@
+"""znnx: fast inference of 3D convolutional networks over large volumes."""
+
+from znnx.errors import DeviceError, GraphError, InputError, ModelError, UnsupportedError, ZnnxError
+from znnx.frontends import load
+from znnx.ir import Graph
+from znnx.net import Net, compile  # noqa: A004  (the public name znnx.compile is intended)
+
+__all__ = [
+    "DeviceError",
+    "Graph",
+    "GraphError",
+    "InputError",
+    "ModelError",
+    "Net",
+    "UnsupportedError",
+    "ZnnxError",
+    "compile",
+    "load",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Backends turn a shaped graph into a callable on batched tensors."""

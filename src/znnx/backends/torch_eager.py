@@ -1,0 +1,174 @@
+"""Node-by-node execution with PyTorch operators on any torch device.
+
+The first backend: correct for every IR op and as fast as PyTorch's eager kernels. Parameters are
+moved to the device once; values are freed after their last use. Asymmetric padding and ceil-mode
+pooling are expressed as an explicit pad so PyTorch's own conventions never leak into the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from znnx.ir.graph import Graph, Node, TensorType
+from znnx.ir.ops import center_crop_begin, pool_output
+
+Tensor = torch.Tensor
+Kernel = Callable[[Sequence[Tensor]], Tensor]
+
+
+def _torch_pad(pads: Sequence[int]) -> list[int]:
+    """IR pads (begin d,h,w, end d,h,w) in torch's last-axis-first order."""
+    return [pads[2], pads[5], pads[1], pads[4], pads[0], pads[3]]
+
+
+def _symmetric(pads: Sequence[int]) -> bool:
+    return tuple(pads[:3]) == tuple(pads[3:])
+
+
+class _Builder:
+    def __init__(self, graph: Graph, device: torch.device) -> None:
+        self.graph = graph
+        self.device = device
+
+    def param(self, node: Node, key: str, channel_view: bool = False) -> Tensor | None:
+        if key not in node.params:
+            return None
+        tensor = torch.from_numpy(node.params[key].copy()).to(self.device)
+        return tensor.reshape(1, -1, 1, 1, 1) if channel_view else tensor
+
+    def need(self, node: Node, key: str, channel_view: bool = False) -> Tensor:
+        tensor = self.param(node, key, channel_view)
+        assert tensor is not None, f"verify() guarantees parameter {key!r} of node {node.name!r}"
+        return tensor
+
+    def in_type(self, node: Node, index: int = 0) -> TensorType:
+        return self.graph.types[node.inputs[index]]
+
+    def conv(self, node: Node) -> Kernel:
+        w, b = self.need(node, "weight"), self.param(node, "bias")
+        a = node.attrs
+        pads = a["pads"]
+        if _symmetric(pads):
+            return lambda x: F.conv3d(x[0], w, b, a["stride"], pads[:3], a["dilation"], a["groups"])
+        explicit = _torch_pad(pads)
+        return lambda x: F.conv3d(F.pad(x[0], explicit), w, b, a["stride"], 0, a["dilation"], a["groups"])
+
+    def conv_transpose(self, node: Node) -> Kernel:
+        w, b = self.need(node, "weight"), self.param(node, "bias", channel_view=True)
+        a = node.attrs
+        out = self.graph.types[node.output].spatial
+        pads = a["pads"]
+
+        def run(x: Sequence[Tensor]) -> Tensor:
+            full = F.conv_transpose3d(x[0], w, None, a["stride"], 0, 0, a["groups"], a["dilation"])
+            window = full[..., pads[0]:pads[0] + out[0], pads[1]:pads[1] + out[1], pads[2]:pads[2] + out[2]]
+            short = [o - s for o, s in zip(out, window.shape[2:])]
+            if any(short):
+                window = F.pad(window, [0, short[2], 0, short[1], 0, short[0]])
+            return window if b is None else window + b
+
+        return run
+
+    def pool(self, node: Node) -> Kernel:
+        a = node.attrs
+        in_sp = self.in_type(node).spatial
+        kernel, stride, pads = a["kernel"], a["stride"], a["pads"]
+        out = pool_output(in_sp, kernel, stride, pads, a["ceil_mode"])
+        extra = [max(0, (out[i] - 1) * stride[i] + kernel[i] - (in_sp[i] + pads[i] + pads[3 + i])) for i in range(3)]
+        full = _torch_pad([*pads[:3], *(pads[3 + i] + extra[i] for i in range(3))])
+        if node.op == "max_pool":
+            if not any(full):
+                return lambda x: F.max_pool3d(x[0], kernel, stride)
+            return lambda x: F.max_pool3d(F.pad(x[0], full, value=-torch.inf), kernel, stride)
+        if not any(full):
+            return lambda x: F.avg_pool3d(x[0], kernel, stride)
+        counted = torch.ones((1, 1, *in_sp), device=self.device)
+        counted = F.pad(counted, _torch_pad(pads), value=1.0 if a["count_include_pad"] else 0.0)
+        counted = F.pad(counted, _torch_pad([0, 0, 0, *extra]))
+        divisor = F.avg_pool3d(counted, kernel, stride)
+        return lambda x: F.avg_pool3d(F.pad(x[0], full), kernel, stride) / divisor
+
+    def binary(self, node: Node) -> Kernel:
+        fns: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"add": torch.add, "mul": torch.mul, "div": torch.div}
+        fn = fns[node.op]
+        constant = self.param(node, "constant", channel_view=True)
+        if constant is None:
+            return lambda x: fn(x[0], x[1])
+        return lambda x: fn(x[0], constant)
+
+    def center_crop(self, node: Node) -> Kernel:
+        target = self.graph.types[node.output].spatial
+        d, h, w = center_crop_begin(self.in_type(node).spatial, target)
+        return lambda x: x[0][..., d:d + target[0], h:h + target[1], w:w + target[2]]
+
+    def crop(self, node: Node) -> Kernel:
+        (d, h, w), size = node.attrs["begin"], self.graph.types[node.output].spatial
+        return lambda x: x[0][..., d:d + size[0], h:h + size[1], w:w + size[2]]
+
+    def pad(self, node: Node) -> Kernel:
+        pads, mode = _torch_pad(node.attrs["pads"]), node.attrs["mode"]
+        if mode == "constant":
+            value = float(node.attrs["value"])
+            return lambda x: F.pad(x[0], pads, value=value)
+        return lambda x: F.pad(x[0], pads, mode=mode)
+
+    def upsample(self, node: Node) -> Kernel:
+        a = node.attrs
+        scales = list(a["scales"])
+        if a["mode"] == "nearest":
+            return lambda x: F.interpolate(x[0], scale_factor=scales, mode="nearest")
+        return lambda x: F.interpolate(x[0], scale_factor=scales, mode="trilinear", align_corners=a["align_corners"])
+
+    def batchnorm(self, node: Node) -> Kernel:
+        mean, var, gamma, beta = (self.param(node, k) for k in ("mean", "var", "gamma", "beta"))
+        eps = float(node.attrs["eps"])
+        return lambda x: F.batch_norm(x[0], mean, var, gamma, beta, False, 0.0, eps)
+
+    def scale(self, node: Node) -> Kernel:
+        gamma, beta = self.need(node, "gamma", True), self.param(node, "beta", True)
+        if beta is None:
+            return lambda x: x[0] * gamma
+        return lambda x: torch.addcmul(beta, x[0], gamma)
+
+    def kernel(self, node: Node) -> Kernel:
+        a = node.attrs
+        simple: dict[str, Kernel] = {
+            "relu": lambda x: F.relu(x[0]),
+            "leaky_relu": lambda x: F.leaky_relu(x[0], float(a.get("alpha", 0.0))),
+            "elu": lambda x: F.elu(x[0], float(a.get("alpha", 1.0))),
+            "sigmoid": lambda x: torch.sigmoid(x[0]),
+            "tanh": lambda x: torch.tanh(x[0]),
+            "softmax": lambda x: torch.softmax(x[0], dim=1),
+            "concat": lambda x: torch.cat(list(x), dim=1),
+            "identity": lambda x: x[0],
+        }
+        if node.op in simple:
+            return simple[node.op]
+        if node.op in ("max_pool", "avg_pool"):
+            return self.pool(node)
+        if node.op in ("add", "mul", "div"):
+            return self.binary(node)
+        builder: Callable[[Node], Kernel] = getattr(self, node.op)
+        return builder(node)
+
+
+def build(graph: Graph, device: torch.device) -> Callable[[Sequence[Tensor]], list[Tensor]]:
+    """A function from input tensors (graph input order, each (N, C, D, H, W)) to output tensors."""
+    builder = _Builder(graph, device)
+    steps = [(node, builder.kernel(node)) for node in graph.nodes]
+    last_use = {value: i for i, node in enumerate(graph.nodes) for value in node.inputs}
+    keep = set(graph.outputs)
+
+    def execute(inputs: Sequence[Tensor]) -> list[Tensor]:
+        values = dict(zip(graph.inputs, inputs))
+        for i, (node, fn) in enumerate(steps):
+            values[node.output] = fn([values[v] for v in node.inputs])
+            for value in set(node.inputs):
+                if last_use[value] == i and value not in keep:
+                    del values[value]
+        return [values[name] for name in graph.outputs]
+
+    return execute

@@ -1,0 +1,130 @@
+"""The `znnx` command: a thin layer over the library. Errors print one line, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from znnx.errors import ModelError, ZnnxError
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,64,64,64, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"sizes must be positive integers, got {text!r}")
+    return values
+
+
+def resolve_model(spec: str) -> Any:
+    """An .onnx path as is; `file.py:factory` or `package.module:factory` called to build a module."""
+    if spec.lower().endswith(".onnx") or ":" not in spec:
+        return spec
+    target, _, attr = spec.rpartition(":")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise ModelError(f"cli: python file {target!r} does not exist")
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert module_spec is not None and module_spec.loader is not None
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as error:
+            raise ModelError(f"cli: cannot import {target!r}: {error}") from None
+    if not hasattr(module, attr):
+        raise ModelError(f"cli: {target!r} has no attribute {attr!r}")
+    factory = getattr(module, attr)
+    return factory() if callable(factory) and not hasattr(factory, "forward") else factory
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import znnx
+
+    graph = znnx.load(resolve_model(args.model), args.input_shape)
+    print(znnx.compile(graph).summary() if args.patch is None else znnx.compile(graph, args.patch).summary())
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import znnx
+
+    array = np.load(args.input, allow_pickle=False)
+    shape = array.shape[1:] if args.batched else array.shape
+    graph = znnx.load(resolve_model(args.model), shape)
+    net = znnx.compile(graph, device=args.device)
+    start = time.perf_counter()
+    result = net(array)
+    seconds = time.perf_counter() - start
+    np.save(args.output, result)
+    voxels = np.prod(result.shape[-net.graph.spatial_rank:]) * (array.shape[0] if args.batched else 1)
+    print(f"wrote {args.output}: shape {result.shape}, {seconds:.3f} s, {voxels / seconds:,.0f} output voxels/s")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from znnx.demo import run_demo
+
+    print(run_demo(Path(args.out), args.size, args.device))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="znnx", description="Run trained 3D ConvNets over volumes, fast.")
+    commands = main.add_subparsers(dest="command", required=True)
+    model_help = "an .onnx file, or file.py:factory / package.module:factory returning a torch.nn.Module"
+
+    inspect = commands.add_parser("inspect", help="show a model's layers, parameters, FLOPs and geometry",
+                                  description="Show each layer (op, output shape, parameters, FLOPs) and the "
+                                              "net's receptive field and output/input geometry.")
+    inspect.add_argument("model", help=model_help)
+    inspect.add_argument("--input-shape", type=_shape, metavar="C,D,H,W",
+                         help="input channels and patch size (required for torch modules)")
+    inspect.add_argument("--patch", type=_shape, metavar="D,H,W", help="show the geometry for this patch size")
+    inspect.set_defaults(handler=_inspect)
+
+    run = commands.add_parser("run", help="run a model on one .npy patch",
+                              description="Run MODEL on INPUT.npy, shaped (C, *spatial), and save OUTPUT.npy.")
+    run.add_argument("model", help=model_help)
+    run.add_argument("input", help="input array (.npy), floating point, shaped (C, *spatial)")
+    run.add_argument("output", help="where to write the output array (.npy)")
+    run.add_argument("--batched", action="store_true", help="the input is (N, C, *spatial)")
+    run.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    run.set_defaults(handler=_run)
+
+    demo = commands.add_parser("demo", help="run the bundled example net on a synthetic volume",
+                               description="Generate a synthetic volume, run the bundled U-Net on it, check "
+                                           "the result against the reference executor and save both arrays.")
+    demo.add_argument("--out", default="znnx-demo", help="output folder (default: znnx-demo)")
+    demo.add_argument("--size", type=int, default=48, help="edge of the cubic volume (default: 48)")
+    demo.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    demo.set_defaults(handler=_demo)
+    return main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ZnnxError as error:
+        print(f"znnx: error: {error}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as error:
+        print(f"znnx: error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

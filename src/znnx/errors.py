@@ -1,0 +1,33 @@
+"""The znnx error hierarchy.
+
+Every message names the component that failed, the constraint that was broken, the values seen and
+the fix, so a user never needs a traceback from inside a library to act on it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DeviceError", "GraphError", "InputError", "ModelError", "UnsupportedError", "ZnnxError"]
+
+
+class ZnnxError(Exception):
+    """Base class of every error znnx raises on purpose."""
+
+
+class ModelError(ZnnxError):
+    """A model file or module cannot be read: corrupt, truncated, dynamic, or inconsistent."""
+
+
+class UnsupportedError(ModelError):
+    """A model uses an operator or an operator feature that znnx does not implement."""
+
+
+class GraphError(ZnnxError):
+    """A graph breaks an IR rule: a dangling edge, a bad attribute or incompatible shapes."""
+
+
+class InputError(ZnnxError):
+    """An array handed to a compiled net has the wrong shape or dtype."""
+
+
+class DeviceError(ZnnxError):
+    """A requested device is unknown or not present on this machine."""

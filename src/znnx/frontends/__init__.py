@@ -1,0 +1,41 @@
+"""Model importers: `load` dispatches on what it is given."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from znnx.errors import ModelError
+from znnx.ir.graph import Graph
+
+
+def load(model: Any, input_shape: Sequence[int] | None = None) -> Graph:
+    """Import a model as a verified Graph.
+
+    `model` is a `torch.nn.Module`, a path to an `.onnx` file, or an `onnx.ModelProto`.
+    `input_shape` is (C, *spatial) of one input patch; required for modules, optional for ONNX
+    files whose input shape is static.
+    """
+    if isinstance(model, str | Path):
+        path = Path(model)
+        if path.suffix.lower() == ".onnx":
+            from znnx.frontends.from_onnx import load_onnx
+
+            return load_onnx(path, input_shape)
+        raise ModelError(f"load: cannot tell the format of {str(path)!r}; znnx reads .onnx files "
+                         f"and torch.nn.Module objects")
+    if type(model).__module__.startswith("onnx"):
+        from znnx.frontends.from_onnx import load_onnx
+
+        return load_onnx(model, input_shape)
+    if _is_module(model):
+        from znnx.frontends.from_torch import load_module
+
+        return load_module(model, input_shape)
+    raise ModelError(f"load: cannot import a {type(model).__name__}; pass a torch.nn.Module, "
+                     f"an .onnx path or an onnx.ModelProto")
+
+
+def _is_module(model: Any) -> bool:
+    return any(c.__module__ == "torch.nn.modules.module" and c.__name__ == "Module" for c in type(model).__mro__)

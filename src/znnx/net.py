@@ -1,0 +1,155 @@
+"""Compile a graph for one patch shape and device, and run it: `znnx.compile` and `Net`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from znnx.errors import DeviceError, GraphError, InputError
+from znnx.ir.graph import Graph, TensorType
+from znnx.ir.verify import infer_types, verify
+from znnx.report import summary_table
+
+if TYPE_CHECKING:
+    import torch
+
+
+def model_shape(graph: Graph, ttype: TensorType) -> tuple[int, ...]:
+    """A lifted type shown in the model's own rank: (C, *spatial[-rank:])."""
+    return (ttype.channels, *ttype.spatial[3 - graph.spatial_rank:])
+
+
+def _patch_types(graph: Graph, patch: Sequence[int]) -> dict[str, TensorType]:
+    rank = graph.spatial_rank
+    patch = tuple(int(p) for p in patch)
+    if len(patch) == 3 and rank < 3 and patch[:3 - rank] == (1,) * (3 - rank):
+        patch = patch[3 - rank:]
+    if len(patch) != rank or any(p < 1 for p in patch):
+        raise GraphError(f"compile: patch must have {rank} positive sizes for this {rank}D model, got {patch}")
+    spatial = (1,) * (3 - rank) + patch
+    return {name: TensorType(graph.types[name].channels, spatial) for name in graph.inputs}  # type: ignore[arg-type]
+
+
+def reshape(graph: Graph, patch: Sequence[int]) -> Graph:
+    """`graph` re-typed for input patches of spatial shape `patch`, with a fix when that is invalid."""
+    try:
+        return infer_types(graph, _patch_types(graph, patch))
+    except GraphError as error:
+        near = valid_patches_near(graph, patch)
+        hint = f"; valid patch sizes near it: {near}" if near else ""
+        raise GraphError(f"compile: patch {tuple(patch)} does not fit the model: {error}{hint}") from None
+
+
+def valid_patches_near(graph: Graph, patch: Sequence[int], reach: int = 16) -> tuple[int, ...] | None:
+    """The nearest valid patch, searched axis by axis with the other axes at the graph's own sizes."""
+    rank = graph.spatial_rank
+    own = graph.types[graph.inputs[0]].spatial[3 - rank:]
+    found = []
+    for axis in range(rank):
+        for step in sorted(range(-reach, reach + 1), key=abs):
+            trial = list(own)
+            trial[axis] = patch[axis] + step
+            if trial[axis] < 1:
+                continue
+            try:
+                infer_types(graph, _patch_types(graph, trial))
+            except GraphError:
+                continue
+            found.append(trial[axis])
+            break
+        else:
+            return None
+    return tuple(found)
+
+
+def _device(name: str) -> torch.device:
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"compile: unknown device {name!r}; use 'cpu' or 'cuda[:N]'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"compile: device {name!r} requested but no CUDA GPU is available; use device='cpu'")
+    if device.type not in ("cpu", "cuda"):
+        raise DeviceError(f"compile: device type {device.type!r} is not supported; use 'cpu' or 'cuda[:N]'")
+    return device
+
+
+class Net:
+    """A graph compiled for one patch shape on one device; call it on (C, *S) or (N, C, *S) arrays."""
+
+    def __init__(self, graph: Graph, device: str = "cpu") -> None:
+        from znnx.backends import torch_eager
+
+        self.graph = verify(graph)
+        self.device = _device(device)
+        self._run = torch_eager.build(self.graph, self.device)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, *spatial) of the (first) input, in the model's own spatial rank."""
+        return model_shape(self.graph, self.graph.types[self.graph.inputs[0]])
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """(C, *spatial) of the (first) output, in the model's own spatial rank."""
+        return model_shape(self.graph, self.graph.types[self.graph.outputs[0]])
+
+    def summary(self) -> str:
+        return summary_table(self.graph)
+
+    def _to_tensor(self, name: str, value: Any) -> tuple[torch.Tensor, bool]:
+        import torch
+
+        is_torch = isinstance(value, torch.Tensor)
+        array = value if is_torch else np.asarray(value)
+        dtype = str(array.dtype)
+        floating = value.is_floating_point() if is_torch else np.asarray(value).dtype.kind == "f"
+        if not floating:
+            raise InputError(
+                f"net: input {name!r} has dtype {dtype}; znnx nets take floating point input. Normalize "
+                f"first, e.g. x.astype(np.float32) / 255 for uint8 images"
+            )
+        expected = model_shape(self.graph, self.graph.types[name])
+        shape = tuple(array.shape)
+        if shape == expected:
+            shape = (1, *shape)
+        elif len(shape) != len(expected) + 1 or shape[1:] != expected:
+            raise InputError(
+                f"net: input {name!r} has shape {tuple(array.shape)}, but this net was compiled for "
+                f"{expected} (C, *spatial) or (N, {', '.join(map(str, expected))}); compile with "
+                f"patch={expected[1:]} matching your data, or use `znnx infer` for whole volumes"
+            )
+        tensor = value if is_torch else torch.from_numpy(np.ascontiguousarray(array))
+        lifted = (shape[0], shape[1], *self.graph.types[name].spatial)
+        return tensor.to(self.device, torch.float32).reshape(lifted), is_torch
+
+    def __call__(self, *inputs: Any) -> Any:
+        """Run the net; returns arrays of the inputs' kind (NumPy or torch), batched like the input."""
+        import torch
+
+        if len(inputs) != len(self.graph.inputs):
+            raise InputError(f"net: expected {len(self.graph.inputs)} input(s) {list(self.graph.inputs)}, "
+                             f"got {len(inputs)}")
+        converted = [self._to_tensor(n, v) for n, v in zip(self.graph.inputs, inputs)]
+        batched = any(np.ndim(v) == len(self.input_shape) + 1 for v in inputs)
+        with torch.inference_mode():
+            outputs = self._run([t for t, _ in converted])
+        results = []
+        for name, out in zip(self.graph.outputs, outputs):
+            shape = (out.shape[0], *model_shape(self.graph, self.graph.types[name]))
+            out = out.reshape(shape if batched else shape[1:])
+            results.append(out if converted[0][1] else out.cpu().numpy())
+        return results[0] if len(results) == 1 else tuple(results)
+
+    def __repr__(self) -> str:
+        return f"Net({self.graph.name!r}, input={self.input_shape}, output={self.output_shape}, device={self.device})"
+
+
+def compile(graph: Graph, patch: Sequence[int] | None = None, device: str = "cpu") -> Net:  # noqa: A001
+    """Compile `graph` for input patches of spatial shape `patch` (the graph's own shape if None)."""
+    verify(graph)
+    return Net(graph if patch is None else reshape(graph, patch), device)

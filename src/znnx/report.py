@@ -1,0 +1,125 @@
+"""Static facts about a shaped graph: per-layer parameters and FLOPs, and the net's geometry.
+
+FLOPs count one multiply-add as two for conv and conv_transpose, one per window element for
+pooling, and one per output element for other computing ops; pure data movement (crop, pad,
+concat, identity) counts zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+from znnx.ir.graph import Graph, Node
+
+_MOVES = frozenset({"crop", "center_crop", "pad", "concat", "identity"})
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    op: str
+    shape: str
+    params: int
+    flops: int
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Receptive field and total stride of the first output w.r.t. the first input, per axis."""
+
+    input_spatial: tuple[int, ...]
+    output_spatial: tuple[int, ...]
+    receptive_field: tuple[int, ...]
+    stride: tuple[Fraction, ...]
+
+    @property
+    def voxel_ratio(self) -> float:
+        return math.prod(self.output_spatial) / math.prod(self.input_spatial)
+
+
+def node_flops(graph: Graph, node: Node) -> int:
+    out = graph.types[node.output]
+    kernel = math.prod(node.attrs.get("kernel", (1,)))
+    if node.op == "conv":
+        c_in = graph.types[node.inputs[0]].channels // node.attrs["groups"]
+        return 2 * c_in * kernel * out.numel
+    if node.op == "conv_transpose":
+        x = graph.types[node.inputs[0]]
+        return 2 * x.numel * kernel * out.channels // node.attrs["groups"]
+    if node.op in ("max_pool", "avg_pool"):
+        return kernel * out.numel
+    return 0 if node.op in _MOVES else out.numel
+
+
+def layers(graph: Graph) -> list[Layer]:
+    rank = graph.spatial_rank
+    return [
+        Layer(node.name, node.op, "x".join(map(str, (graph.types[node.output].channels,
+                                                      *graph.types[node.output].spatial[3 - rank:]))),
+              sum(int(p.size) for p in node.params.values()), node_flops(graph, node))
+        for node in graph.nodes
+    ]
+
+
+def _grow(node: Node, axis: int, field: Fraction, jump: Fraction) -> tuple[Fraction, Fraction]:
+    a = node.attrs
+    if node.op in ("conv", "max_pool", "avg_pool"):
+        span = (a["kernel"][axis] - 1) * a.get("dilation", (1, 1, 1))[axis]
+        return field + span * jump, jump * a["stride"][axis]
+    if node.op == "conv_transpose":
+        span = (a["kernel"][axis] - 1) * a["dilation"][axis] + 1
+        return field + (math.ceil(span / a["stride"][axis]) - 1) * jump, jump / a["stride"][axis]
+    if node.op == "upsample":
+        scale = Fraction(a["scales"][axis]).limit_denominator(1000)
+        return field + (jump if a["mode"] == "trilinear" else 0), jump / scale
+    return field, jump
+
+
+def geometry(graph: Graph) -> Geometry:
+    """Receptive field (in input voxels) and stride of the first output along each model axis."""
+    rank = graph.spatial_rank
+    fields: dict[str, list[tuple[Fraction, Fraction]]] = {
+        name: [(Fraction(1), Fraction(1))] * 3 for name in graph.inputs}
+    for node in graph.nodes:
+        sources = [fields[v] for v in node.inputs]
+        merged = [max(s[axis] for s in sources) for axis in range(3)]
+        fields[node.output] = [_grow(node, axis, *merged[axis]) for axis in range(3)]
+    final = fields[graph.outputs[0]][3 - rank:]
+    return Geometry(
+        graph.types[graph.inputs[0]].spatial[3 - rank:],
+        graph.types[graph.outputs[0]].spatial[3 - rank:],
+        tuple(math.ceil(f) for f, _ in final),
+        tuple(j for _, j in final),
+    )
+
+
+def _si(value: float) -> str:
+    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.2f}{unit}"
+    return str(int(value))
+
+
+def summary_table(graph: Graph) -> str:
+    """A fixed-width table of every layer and the net's totals and geometry, for humans."""
+    rows = layers(graph)
+    name_w = max([4, *(len(r.name) for r in rows)])
+    op_w = max([2, *(len(r.op) for r in rows)])
+    shape_w = max([12, *(len(r.shape) for r in rows)])
+    lines = [f"{'node':<{name_w}}  {'op':<{op_w}}  {'output shape':<{shape_w}}  {'params':>9}  {'FLOPs':>9}"]
+    lines.append("-" * len(lines[0]))
+    lines += [f"{r.name:<{name_w}}  {r.op:<{op_w}}  {r.shape:<{shape_w}}  {_si(r.params):>9}  {_si(r.flops):>9}"
+              for r in rows]
+    geo = geometry(graph)
+    axes = "x".join
+    lines += [
+        "-" * len(lines[0]),
+        f"nodes {len(rows)}, parameters {_si(sum(r.params for r in rows))}, "
+        f"FLOPs per patch {_si(sum(r.flops for r in rows))}",
+        f"input {axes(map(str, geo.input_spatial))} -> output {axes(map(str, geo.output_spatial))} "
+        f"(output/input voxels {geo.voxel_ratio:.3f})",
+        f"receptive field {axes(map(str, geo.receptive_field))}, stride {axes(map(str, geo.stride))}",
+    ]
+    return "\n".join(lines)
