@@ -41,7 +41,8 @@ def conv(x: Array, weight: Array, bias: Array | None, stride: Sequence[int],
         for k in itertools.product(*(range(n) for n in kernel)):
             window = (slice(None), slice(None),
                       *(_window(k[i] * dilation[i], out_sp[i], stride[i]) for i in range(3)))
-            out[:, g * c_out_g:(g + 1) * c_out_g] += np.einsum("oc,ncdhw->nodhw", wg[:, :, k[0], k[1], k[2]], xg[window])
+            tap = wg[:, :, k[0], k[1], k[2]]
+            out[:, g * c_out_g:(g + 1) * c_out_g] += np.einsum("oc,ncdhw->nodhw", tap, xg[window])
     if bias is not None:
         out += bias.reshape(1, -1, 1, 1, 1)
     return out
