@@ -34,12 +34,14 @@ def _patch_types(graph: Graph, patch: Sequence[int]) -> dict[str, TensorType]:
 
 def reshape(graph: Graph, patch: Sequence[int]) -> Graph:
     """`graph` re-typed for input patches of spatial shape `patch`, with a fix when that is invalid."""
+    types = _patch_types(graph, patch)
     try:
-        return infer_types(graph, _patch_types(graph, patch))
+        return infer_types(graph, types)
     except GraphError as error:
-        near = valid_patches_near(graph, patch)
+        wanted = types[graph.inputs[0]].spatial[3 - graph.spatial_rank:]
+        near = valid_patches_near(graph, wanted)
         hint = f"; valid patch sizes near it: {near}" if near else ""
-        raise GraphError(f"compile: patch {tuple(patch)} does not fit the model: {error}{hint}") from None
+        raise GraphError(f"compile: patch {wanted} does not fit the model: {error}{hint}") from None
 
 
 def valid_patches_near(graph: Graph, patch: Sequence[int], reach: int = 16) -> tuple[int, ...] | None:

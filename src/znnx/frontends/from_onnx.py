@@ -58,12 +58,15 @@ class _Converter:
         self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
         self.acts: dict[str, str] = {}
         self.onnx_node: onnx.NodeProto | None = None
+        self.index = 0
         self.attrs: dict[str, Any] = {}
 
     # -- helpers -------------------------------------------------------------------------------
     def label(self) -> str:
         node = self.onnx_node
-        return f"{self.where} node {node.name or '?'!r} ({node.op_type})" if node else self.where
+        if node is None:
+            return self.where
+        return f"{self.where} node {node.name or f'#{self.index}'!r} ({node.op_type})"
 
     def fail(self, message: str) -> UnsupportedError:
         return UnsupportedError(f"{COMPONENT}: {self.label()}: {message}")
@@ -301,6 +304,13 @@ class _Converter:
         if factors[0] != 1 or factors[1] != 1:
             raise self.fail(f"Resize of the batch or channel axis (scales {factors[:2]}) is not supported")
         spatial_scales = factors[2:]
+        out_sizes = [math.floor(s * f) for s, f in zip(spatial, spatial_scales)]
+        if transform == "align_corners" and any(not (s * f).is_integer() for s, f in zip(spatial, spatial_scales)):
+            raise self.fail(f"align_corners Resize to the fractional lengths "
+                            f"{[s * f for s, f in zip(spatial, spatial_scales)]} is not supported (ONNX "
+                            f"interpolates over the unrounded length, PyTorch over the rounded one)")
+        if transform == "pytorch_half_pixel" and 1 in out_sizes:
+            raise self.fail(f"pytorch_half_pixel Resize to an output length of 1 ({out_sizes}) is not supported")
         if mode == "nearest":
             nearest = a.get("nearest_mode", "round_prefer_floor")
             asym_floor = transform == "asymmetric" and nearest == "floor"
@@ -367,8 +377,8 @@ class _Converter:
         for name, value in zip(node.output, results):
             self.consts[name] = np.asarray(value)
 
-    def convert(self, node: onnx.NodeProto) -> None:
-        self.onnx_node = node
+    def convert(self, index: int, node: onnx.NodeProto) -> None:
+        self.onnx_node, self.index = node, index
         self.attrs = {a.name: _attr(a) for a in node.attribute}
         if node.domain not in ("", "ai.onnx"):
             raise self.fail(f"operator domain {node.domain!r} is not supported (only the default ONNX domain)")
@@ -440,8 +450,8 @@ def load_onnx(source: str | Path | onnx.ModelProto, input_shape: Sequence[int] |
     converter = _Converter(model, where, ranks.pop())
     for value, shape in zip(inputs, shapes):
         converter.acts[value.name] = converter.b.add_input(value.name, shape[0], shape[1:])
-    for node in model.graph.node:
-        converter.convert(node)
+    for index, node in enumerate(model.graph.node):
+        converter.convert(index, node)
     converter.onnx_node = None
     missing = [o.name for o in model.graph.output if o.name not in converter.acts]
     if missing:

@@ -171,7 +171,8 @@ class _Converter:
         left, right = a["self"], a["other"]
         alpha = a.get("alpha", 1)
         if isinstance(right, _Const | int | float):
-            right = _Const(np.asarray(right, dtype=np.float64) * alpha)
+            value = right.array if isinstance(right, _Const) else right
+            right = _Const(np.asarray(value, dtype=np.float64) * alpha)
         elif alpha != 1:
             raise self.fail(f"{op} with alpha={alpha} between two activations is not supported")
         if isinstance(left, str) and isinstance(right, str):

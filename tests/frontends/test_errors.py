@@ -1,0 +1,123 @@
+"""Bad models give one clear error naming what is wrong and where, never a library traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from onnx import helper
+from torch import nn
+
+import znnx
+from znnx.demo import model_path
+
+
+def _onnx_model(op: str, dtype: int = onnx.TensorProto.FLOAT, shape: tuple = (1, 2, 4, 4, 4), **attrs: object):
+    node = helper.make_node(op, ["x"], ["y"], name="the_node", **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", dtype, shape)],
+                              [helper.make_tensor_value_info("y", dtype, shape)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_corrupt_onnx_file(tmp_path: Path) -> None:
+    path = tmp_path / "noise.onnx"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(znnx.ModelError, match=r"onnx frontend: .*noise\.onnx.*(not a readable ONNX|no graph nodes)"):
+        znnx.load(path)
+
+
+def test_truncated_onnx_file(tmp_path: Path) -> None:
+    data = model_path().read_bytes()
+    path = tmp_path / "cut.onnx"
+    for keep in (len(data) // 2, len(data) - 7, 100):
+        path.write_bytes(data[:keep])
+        with pytest.raises(znnx.ModelError, match=r"onnx frontend: .*cut\.onnx"):
+            znnx.load(path)
+
+
+def test_empty_and_missing_files(tmp_path: Path) -> None:
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(znnx.ModelError, match="holds no graph nodes"):
+        znnx.load(tmp_path / "empty.onnx")
+    with pytest.raises(znnx.ModelError, match="does not exist"):
+        znnx.load(tmp_path / "nowhere.onnx")
+    with pytest.raises(znnx.ModelError, match="cannot tell the format"):
+        znnx.load(tmp_path / "model.pb")
+
+
+def test_unsupported_onnx_op_names_node_and_op() -> None:
+    with pytest.raises(znnx.UnsupportedError, match=r"node 'the_node' \(Erf\): operator Erf is not supported"):
+        znnx.load(_onnx_model("Erf"))
+
+
+def test_unsupported_onnx_attribute() -> None:
+    with pytest.raises(znnx.UnsupportedError, match=r"'the_node' \(Softmax\): Softmax over axis -1"):
+        znnx.load(_onnx_model("Softmax"))
+
+
+def test_integer_onnx_input() -> None:
+    with pytest.raises(znnx.UnsupportedError, match="input 'x' has element type INT32"):
+        znnx.load(_onnx_model("Relu", onnx.TensorProto.INT32))
+
+
+def test_symbolic_onnx_shape_needs_input_shape() -> None:
+    model = _onnx_model("Relu", shape=("N", 2, "D", 4, 4))
+    with pytest.raises(znnx.ModelError, match=r"symbolic shape .* pass input_shape"):
+        znnx.load(model)
+    assert znnx.compile(znnx.load(model, input_shape=(2, 6, 4, 4))).output_shape == (2, 6, 4, 4)
+
+
+def test_onnx_undefined_input_names_it() -> None:
+    node = helper.make_node("Add", ["x", "ghost"], ["y"], name="adder")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, (1, 2, 4, 4, 4))],
+                              [helper.make_tensor_value_info("y", 1, (1, 2, 4, 4, 4))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(znnx.ModelError, match=r"'ghost'"):
+        znnx.load(model)
+
+
+class _Branchy(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.mean() > 0:
+            return x * 2
+        return x
+
+
+class _Gelu(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(1, 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.conv(x))
+
+
+def test_dynamic_control_flow_is_named_with_its_line() -> None:
+    with pytest.raises(znnx.ModelError, match=r"dynamic control flow at .*test_errors\.py:\d+ `if x\.mean\(\) > 0:`"):
+        znnx.load(_Branchy(), input_shape=(1, 8, 8, 8))
+
+
+def test_unsupported_torch_op_names_code_line() -> None:
+    message = r"test_errors\.py:\d+ `return F\.gelu.*aten\.gelu is not supported"
+    with pytest.raises(znnx.UnsupportedError, match=message):
+        znnx.load(_Gelu(), input_shape=(1, 8, 8, 8))
+
+
+def test_module_needs_input_shape() -> None:
+    with pytest.raises(znnx.ModelError, match=r"input_shape=\(C, \*spatial\) is required"):
+        znnx.load(_Gelu())
+
+
+def test_load_rejects_other_objects() -> None:
+    with pytest.raises(znnx.ModelError, match="cannot import a dict"):
+        znnx.load({})
+
+
+def test_import_keeps_training_flag() -> None:
+    model = nn.Sequential(nn.Conv3d(1, 1, 1)).train()
+    znnx.load(model, input_shape=(1, 2, 2, 2))
+    assert model.training

@@ -1,0 +1,74 @@
+"""Whole nets through both frontends: znnx == PyTorch within 1e-4 relative, and the reference agrees."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import znnx
+from tests.nets import Case, ValidUNet, cases, randomize, rel_error
+from znnx import reference
+
+TOLERANCE = 1e-4
+
+
+def _expected(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def _onnx(model: torch.nn.Module, x: np.ndarray, keep_batchnorm: bool) -> onnx.ModelProto:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.from_numpy(x),), buffer, dynamo=False, opset_version=17,
+                          training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=not keep_batchnorm)
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _check(graph: znnx.Graph, x: np.ndarray, expected: np.ndarray) -> None:
+    net = znnx.compile(graph)
+    assert rel_error(net(x), expected) < TOLERANCE
+    lifted = x.reshape(x.shape[:2] + graph.types[graph.inputs[0]].spatial)
+    oracle = reference.run(net.graph, {graph.inputs[0]: lifted})[graph.outputs[0]]
+    assert rel_error(oracle.reshape(expected.shape), expected) < TOLERANCE
+
+
+@pytest.mark.parametrize("case", cases(), ids=str)
+def test_torch_frontend_matches_pytorch(case: Case) -> None:
+    model = case.build()
+    x = np.random.default_rng(1).standard_normal((2, *case.input_shape), dtype=np.float32)
+    _check(znnx.load(model, case.input_shape), x, _expected(model, x))
+
+
+@pytest.mark.parametrize("case", cases(), ids=str)
+def test_onnx_frontend_matches_pytorch(case: Case) -> None:
+    model = case.build()
+    x = np.random.default_rng(2).standard_normal((1, *case.input_shape), dtype=np.float32)
+    graph = znnx.load(_onnx(model, x, keep_batchnorm=case.name.startswith(("valid", "net2d"))))
+    _check(graph, x, _expected(model, x))
+
+
+def test_onnx_keeps_batchnorm_when_exported_unfolded() -> None:
+    model = randomize(ValidUNet(2), 0)
+    x = np.zeros((1, 1, 44, 44, 44), np.float32)
+    graph = znnx.load(_onnx(model, x, keep_batchnorm=True))
+    assert sum(node.op == "batchnorm" for node in graph) == 6  # three blocks of two
+
+
+@pytest.mark.parametrize("frontend", ["torch", "onnx"])
+def test_valid_unet_recompiles_at_another_patch(frontend: str) -> None:
+    """Traced centre crops become crops to the reference, so other patch sizes stay correct."""
+    model = randomize(ValidUNet(2), 3)
+    traced = np.zeros((1, 1, 44, 44, 44), np.float32)
+    graph = znnx.load(model, (1, 44, 44, 44)) if frontend == "torch" else znnx.load(_onnx(model, traced, False))
+    assert sum(node.op == "center_crop" for node in graph) == 1
+    x = np.random.default_rng(4).standard_normal((1, 1, 52, 48, 60), dtype=np.float32)
+    net = znnx.compile(graph, patch=(52, 48, 60))
+    assert net.output_shape == (3, 36, 32, 44)
+    assert rel_error(net(x), _expected(model, x)) < TOLERANCE

@@ -1,0 +1,59 @@
+"""The `znnx` command: inspect, run, demo, and one-line errors without a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from znnx.cli import main
+from znnx.demo import model_path
+
+
+def test_inspect_onnx(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(model_path())]) == 0
+    out = capsys.readouterr().out
+    assert "batchnorm" in out and "conv_transpose" in out
+    assert "input 32x32x32 -> output 32x32x32" in out
+
+
+def test_inspect_torch_factory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "mynet.py"
+    source.write_text("import torch.nn as nn\n\ndef build():\n    return nn.Conv3d(1, 4, (1, 3, 3))\n")
+    assert main(["inspect", f"{source}:build", "--input-shape", "1,5,16,16", "--patch", "7,20,20"]) == 0
+    assert "input 7x20x20 -> output 7x18x18" in capsys.readouterr().out
+
+
+def test_run_writes_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    x = np.random.default_rng(0).random((1, 16, 24, 20), dtype=np.float32)
+    np.save(tmp_path / "in.npy", x)
+    assert main(["run", str(model_path()), str(tmp_path / "in.npy"), str(tmp_path / "out.npy")]) == 0
+    assert np.load(tmp_path / "out.npy").shape == (3, 16, 24, 20)
+    assert "output voxels/s" in capsys.readouterr().out
+
+
+def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    np.save(tmp_path / "in.npy", np.zeros((1, 16, 16, 16), np.uint8))
+    assert main(["run", str(model_path()), str(tmp_path / "in.npy"), str(tmp_path / "out.npy")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("znnx: error: net: input 'raw' has dtype uint8")
+    assert "Traceback" not in err
+    assert main(["inspect", str(tmp_path / "missing.onnx")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_demo_runs_and_checks_itself(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--out", str(tmp_path), "--size", "24"]) == 0
+    out = capsys.readouterr().out
+    error = float(out.rsplit("max error vs the NumPy reference executor: ", 1)[1].split()[0])
+    assert error < 1e-4
+    assert np.load(tmp_path / "output.npy").shape == (3, 24, 24, 24)
+
+
+def test_help_everywhere() -> None:
+    for args in ([], ["inspect"], ["run"], ["demo"]):
+        result = subprocess.run([sys.executable, "-m", "znnx.cli", *args, "--help"], capture_output=True, text=True)
+        assert result.returncode == 0 and "usage: znnx" in result.stdout
