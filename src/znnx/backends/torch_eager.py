@@ -7,6 +7,7 @@ pooling are expressed as an explicit pad so PyTorch's own conventions never leak
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -164,11 +165,22 @@ def build(graph: Graph, device: torch.device) -> Callable[[Sequence[Tensor]], li
 
     def execute(inputs: Sequence[Tensor]) -> list[Tensor]:
         values = dict(zip(graph.inputs, inputs))
-        for i, (node, fn) in enumerate(steps):
-            values[node.output] = fn([values[v] for v in node.inputs])
-            for value in set(node.inputs):
-                if last_use[value] == i and value not in keep:
-                    del values[value]
+        with _fp32_convolutions():
+            for i, (node, fn) in enumerate(steps):
+                values[node.output] = fn([values[v] for v in node.inputs])
+                for value in set(node.inputs):
+                    if last_use[value] == i and value not in keep:
+                        del values[value]
         return [values[name] for name in graph.outputs]
 
     return execute
+
+
+def _fp32_convolutions() -> contextlib.AbstractContextManager[None]:
+    """cuDNN convolutions default to TF32 (about 1e-4 relative error); znnx's fp32 means fp32.
+
+    Scoped to znnx's own calls: the user's global cuDNN settings stay as they are.
+    """
+    cudnn = torch.backends.cudnn
+    return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                       allow_tf32=False)
