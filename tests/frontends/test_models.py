@@ -72,3 +72,19 @@ def test_valid_unet_recompiles_at_another_patch(frontend: str) -> None:
     net = znnx.compile(graph, patch=(52, 48, 60))
     assert net.output_shape == (3, 36, 32, 44)
     assert rel_error(net(x), _expected(model, x)) < TOLERANCE
+
+
+@pytest.mark.parametrize("opset", [13, 21])
+def test_onnx_opset_range(opset: int) -> None:
+    """The ends of the supported opset range: exported at 13, converted up to 21."""
+    from onnx import version_converter
+
+    model = randomize(ValidUNet(2), 5)
+    x = np.random.default_rng(5).standard_normal((1, 1, 44, 44, 44), dtype=np.float32)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.from_numpy(x),), buffer, dynamo=False, opset_version=13)
+    proto = version_converter.convert_version(onnx.load_from_string(buffer.getvalue()), opset)
+    assert proto.opset_import[0].version == opset
+    assert rel_error(znnx.compile(znnx.load(proto))(x), _expected(model, x)) < TOLERANCE
