@@ -39,8 +39,9 @@ def _block(c_in: int, c_out: int, padding: int | tuple[int, ...], kernel: int | 
 class ValidUNet(nn.Module):
     """The 3D U-Net paper's shape: valid convs, max pool, transposed conv, centre crop + concat."""
 
-    def __init__(self, width: int, levels: int = 2) -> None:
+    def __init__(self, width: int, levels: int = 2, skip_first: bool = True) -> None:
         super().__init__()
+        self.skip_first = skip_first
         widths = [width * 2**i for i in range(levels)]
         self.down = nn.ModuleList(_block(c_in, c, 0) for c_in, c in zip([1, *widths[:-2]], widths[:-1]))
         self.bottom = _block(widths[-2], widths[-1], 0)
@@ -59,7 +60,7 @@ class ValidUNet(nn.Module):
             x = up(x)
             d, h, w = ((s - t) // 2 for s, t in zip(skip.shape[2:], x.shape[2:]))
             cropped = skip[:, :, d:d + x.shape[2], h:h + x.shape[3], w:w + x.shape[4]]
-            x = block(torch.cat([cropped, x], dim=1))
+            x = block(torch.cat([cropped, x] if self.skip_first else [x, cropped], dim=1))
         return torch.sigmoid(self.head(x))
 
 

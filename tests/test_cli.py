@@ -27,6 +27,14 @@ def test_inspect_torch_factory(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "input 7x20x20 -> output 7x18x18" in capsys.readouterr().out
 
 
+def test_inspect_caffe_without_weights(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.frontends.test_from_caffe import PZNET
+
+    assert main(["inspect", str(PZNET), "--patch", "18,64,64"]) == 0
+    out = capsys.readouterr().out
+    assert "input 18x64x64 -> output 18x64x64" in out and "nodes 193" in out
+
+
 def test_run_writes_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     x = np.random.default_rng(0).random((1, 16, 24, 20), dtype=np.float32)
     np.save(tmp_path / "in.npy", x)

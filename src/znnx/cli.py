@@ -27,8 +27,8 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def resolve_model(spec: str) -> Any:
-    """An .onnx path as is; `file.py:factory` or `package.module:factory` called to build a module."""
-    if spec.lower().endswith(".onnx") or ":" not in spec:
+    """A model file path as is; `file.py:factory` or `package.module:factory` called to build a module."""
+    if spec.lower().endswith((".onnx", ".prototxt")) or ":" not in spec:
         return spec
     target, _, attr = spec.rpartition(":")
     if target.endswith(".py"):
@@ -53,7 +53,10 @@ def resolve_model(spec: str) -> Any:
 def _inspect(args: argparse.Namespace) -> int:
     import znnx
 
-    graph = znnx.load(resolve_model(args.model), args.input_shape)
+    weights = args.weights
+    if weights is None and args.model.lower().endswith(".prototxt"):
+        weights = "random"  # the table depends on shapes only
+    graph = znnx.load(resolve_model(args.model), args.input_shape, weights)
     print(znnx.compile(graph).summary() if args.patch is None else znnx.compile(graph, args.patch).summary())
     return 0
 
@@ -63,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
 
     array = np.load(args.input, allow_pickle=False)
     shape = array.shape[1:] if args.batched else array.shape
-    graph = znnx.load(resolve_model(args.model), shape)
+    graph = znnx.load(resolve_model(args.model), shape, args.weights)
     net = znnx.compile(graph, device=args.device)
     start = time.perf_counter()
     result = net(array)
@@ -84,7 +87,9 @@ def _demo(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="znnx", description="Run trained 3D ConvNets over volumes, fast.")
     commands = main.add_subparsers(dest="command", required=True)
-    model_help = "an .onnx file, or file.py:factory / package.module:factory returning a torch.nn.Module"
+    model_help = ("an .onnx or Caffe .prototxt file, or file.py:factory / package.module:factory returning a "
+                  "torch.nn.Module")
+    weights_help = "Caffe weights (.caffemodel, .npz, .h5) for a .prototxt model, or 'random'"
 
     inspect = commands.add_parser("inspect", help="show a model's layers, parameters, FLOPs and geometry",
                                   description="Show each layer (op, output shape, parameters, FLOPs) and the "
@@ -93,6 +98,8 @@ def parser() -> argparse.ArgumentParser:
     inspect.add_argument("--input-shape", type=_shape, metavar="C,D,H,W",
                          help="input channels and patch size (required for torch modules)")
     inspect.add_argument("--patch", type=_shape, metavar="D,H,W", help="show the geometry for this patch size")
+    inspect.add_argument("--weights", help=weights_help + " (default for .prototxt: random; the table needs "
+                                                           "shapes only)")
     inspect.set_defaults(handler=_inspect)
 
     run = commands.add_parser("run", help="run a model on one .npy patch",
@@ -102,6 +109,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("output", help="where to write the output array (.npy)")
     run.add_argument("--batched", action="store_true", help="the input is (N, C, *spatial)")
     run.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    run.add_argument("--weights", help=weights_help)
     run.set_defaults(handler=_run)
 
     demo = commands.add_parser("demo", help="run the bundled example net on a synthetic volume",

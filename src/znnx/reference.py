@@ -140,6 +140,8 @@ def _binary(node: Node, args: Sequence[Array]) -> Array:
         return a + b
     if node.op == "mul":
         return a * b
+    if node.op == "max":
+        return np.maximum(a, b)
     return a / b
 
 
@@ -188,6 +190,7 @@ _OPS: dict[str, OpFn] = {
     "add": _binary,
     "mul": _binary,
     "div": _binary,
+    "max": _binary,
     "concat": lambda n, a: np.concatenate(a, axis=1),
     "crop": lambda n, a: _crop(a[0], n.attrs["begin"], [
         s - b - e for s, b, e in zip(a[0].shape[2:], n.attrs["begin"], n.attrs["end"])]),

@@ -91,6 +91,7 @@ def test_pool_asymmetric(kernel: tuple[int, ...], stride: tuple[int, ...], spati
         ("tanh", {}, {}, 1),
         ("softmax", {}, {}, 1),
         ("add", {}, {}, 2),
+        ("max", {}, {}, 2),
         ("mul", {}, {"constant": [3.0]}, 1),
         ("div", {}, {"constant": [2.0, 4.0]}, 1),
         ("concat", {}, {}, 3),

@@ -93,7 +93,8 @@ class _Builder:
         return lambda x: F.avg_pool3d(F.pad(x[0], full), kernel, stride) / divisor
 
     def binary(self, node: Node) -> Kernel:
-        fns: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"add": torch.add, "mul": torch.mul, "div": torch.div}
+        fns: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"add": torch.add, "mul": torch.mul, "div": torch.div,
+                                                              "max": torch.maximum}
         fn = fns[node.op]
         constant = self.param(node, "constant", channel_view=True)
         if constant is None:
@@ -150,7 +151,7 @@ class _Builder:
             return simple[node.op]
         if node.op in ("max_pool", "avg_pool"):
             return self.pool(node)
-        if node.op in ("add", "mul", "div"):
+        if node.op in ("add", "mul", "div", "max"):
             return self.binary(node)
         builder: Callable[[Node], Kernel] = getattr(self, node.op)
         return builder(node)

@@ -10,20 +10,27 @@ from znnx.errors import ModelError
 from znnx.ir.graph import Graph
 
 
-def load(model: Any, input_shape: Sequence[int] | None = None) -> Graph:
+def load(model: Any, input_shape: Sequence[int] | None = None, weights: Any = None) -> Graph:
     """Import a model as a verified Graph.
 
-    `model` is a `torch.nn.Module`, a path to an `.onnx` file, or an `onnx.ModelProto`.
-    `input_shape` is (C, *spatial) of one input patch; required for modules, optional for ONNX
-    files whose input shape is static.
+    `model` is a `torch.nn.Module`, a path to an `.onnx` or Caffe `.prototxt` file, or an
+    `onnx.ModelProto`. `input_shape` is (C, *spatial) of one input patch; required for modules,
+    optional for files whose input shape is static. `weights` is for Caffe nets only: a
+    .caffemodel/.npz/.h5 path, a mapping {layer: [blobs]}, or "random".
     """
+    if weights is not None and not (isinstance(model, str | Path) and Path(model).suffix.lower() == ".prototxt"):
+        raise ModelError("load: weights= is only for Caffe .prototxt models; other formats carry their weights")
     if isinstance(model, str | Path):
         path = Path(model)
         if path.suffix.lower() == ".onnx":
             from znnx.frontends.from_onnx import load_onnx
 
             return load_onnx(path, input_shape)
-        raise ModelError(f"load: cannot tell the format of {str(path)!r}; znnx reads .onnx files "
+        if path.suffix.lower() == ".prototxt":
+            from znnx.frontends.from_caffe import load_caffe
+
+            return load_caffe(path, weights, input_shape)
+        raise ModelError(f"load: cannot tell the format of {str(path)!r}; znnx reads .onnx and .prototxt files "
                          f"and torch.nn.Module objects")
     if type(model).__module__.startswith("onnx"):
         from znnx.frontends.from_onnx import load_onnx

@@ -14,7 +14,7 @@ from znnx.errors import GraphError
 from znnx.ir.graph import Node, Shape3, TensorType
 
 ACTIVATIONS = frozenset({"relu", "leaky_relu", "elu", "sigmoid", "tanh"})
-BINARY = frozenset({"add", "mul", "div"})
+BINARY = frozenset({"add", "mul", "div", "max"})
 PAD_MODES = frozenset({"constant", "replicate", "reflect"})
 UPSAMPLE_MODES = frozenset({"nearest", "trilinear"})
 
