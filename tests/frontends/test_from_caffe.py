@@ -175,6 +175,16 @@ def test_truncated_caffemodel(tmp_path: Path) -> None:
         _load_text(tmp_path, SMALL_NET, tmp_path / "cut.caffemodel")
 
 
+def test_legacy_input_dim_and_batch_statistics(tmp_path: Path) -> None:
+    legacy = SMALL_NET.replace("input_shape { dim: 1 dim: 2 dim: 6 dim: 9 dim: 8 }",
+                               "input_dim: 1 input_dim: 2 input_dim: 6 input_dim: 9 input_dim: 8")
+    assert znnx.compile(_load_text(tmp_path, legacy)).input_shape == (2, 6, 9, 8)
+    batch_stats = SMALL_NET.replace('layer { name: "split"', 'layer { name: "bn" type: "BatchNorm" bottom: "conv" '
+                                    'top: "conv" batch_norm_param { use_global_stats: false } }\nlayer { name: "split"')
+    with pytest.raises(znnx.UnsupportedError, match=r"layer 'bn' \(BatchNorm\): use_global_stats: false"):
+        _load_text(tmp_path, batch_stats)
+
+
 def test_v1_layers_format_is_named(tmp_path: Path) -> None:
     with pytest.raises(znnx.UnsupportedError, match="V1 'layers' format"):
         _load_text(tmp_path, 'input: "data"\nlayers { name: "c" type: CONVOLUTION bottom: "data" top: "c" }\n')

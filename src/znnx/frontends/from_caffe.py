@@ -126,7 +126,11 @@ class _Converter:
     def batchnorm(self) -> str:
         (x,) = self.bottoms(1)
         c = self.b.type(x).channels
-        eps = self.layer.message("batch_norm_param").get_float("eps", 1e-5)
+        param = self.layer.message("batch_norm_param")
+        if not param.get_bool("use_global_stats", True):
+            raise self.fail("use_global_stats: false normalizes by batch statistics; znnx runs inference with "
+                            "the stored statistics (remove the field or set it true)")
+        eps = param.get_float("eps", 1e-5)
 
         def random() -> list[np.ndarray]:
             return [self.rng.uniform(-0.2, 0.2, c), self.rng.uniform(0.5, 1.5, c), np.ones(1)]
@@ -316,9 +320,10 @@ def _inputs(net: Message, layers: list[Message], source: str) -> list[tuple[str,
     shapes = [m.ints("dim") for m in net.messages("input_shape")]
     legacy = net.ints("input_dim")
     for i, name in enumerate(names):
-        dims = shapes[i] if i < len(shapes) else legacy[i * 4:(i + 1) * 4] if len(names) == 1 and legacy else []
-        if len(names) == 1 and len(legacy) in (4, 5):
-            dims = dims or legacy
+        if i < len(shapes):
+            dims = shapes[i]
+        else:
+            dims = legacy if len(names) == 1 else legacy[i * 4:(i + 1) * 4]
         found.append((name, dims))
     for layer in layers:
         if layer.get_str("type") == "Input":
