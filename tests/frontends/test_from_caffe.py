@@ -21,7 +21,7 @@ from znnx.frontends.prototxt import PrototxtError, parse
 from znnx.ir import Graph
 
 TOLERANCE = 1e-4
-PZNET = Path(__file__).resolve().parents[3] / "shared" / "models" / "pznet_unet.prototxt"
+PZNET = Path(__file__).resolve().parents[1] / "data" / "pznet_unet.prototxt"
 
 ROUND_TRIPS = {
     "residual": (lambda: randomize(ResidualNet(5), 0), (1, 5, 24, 30)),
