@@ -84,6 +84,39 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import shlex
+
+    from znnx.bench import machine, report, runner
+    from znnx.bench.cost import load_prices
+    from znnx.bench.models import NETS
+    from znnx.bench.peers import PEERS
+
+    nets, peers = args.nets.split(","), args.peers.split(",")
+    unknown = [n for n in nets if n not in NETS] + [p for p in peers if p not in PEERS]
+    if unknown:
+        raise ValueError(f"unknown net or runtime {unknown}; nets: {sorted(NETS)}, runtimes: {sorted(PEERS)}")
+    settings = runner.Settings(args.threads, args.warmup, args.reps, args.tiny)
+    print(f"znnx bench: {len(nets)} net(s) x {len(peers)} runtime(s), {args.threads} threads")
+    results = runner.measure(nets, peers, settings, profile=True)
+    sweep = []
+    if args.sweep:
+        print("patch sweep: znnx and the fastest peer of each net")
+        for net in nets:
+            best = report.best_peer(results, net)
+            sweep_peers = ["znnx", *([best.peer] if best else [])]
+            sizes = NETS[net].tiny_sweep if args.tiny else NETS[net].sweep
+            sweep += runner.sweep(net, sweep_peers, sizes, runner.Settings(args.threads, 1, max(1, min(args.reps, 2)),
+                                                                            args.tiny))
+    command = "znnx bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["bench"] else \
+        "znnx bench"
+    path = report.write(Path(args.out), results, sweep, settings, machine.describe(), command, load_prices(),
+                        args.budget_gib * 1024)
+    print(path.read_text().split("## Side by side", 1)[1].split("![", 1)[0])
+    print(f"wrote {path} and plots beside it")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="znnx", description="Run trained 3D ConvNets over volumes, fast.")
     commands = main.add_subparsers(dest="command", required=True)
@@ -119,6 +152,23 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=48, help="edge of the cubic volume (default: 48)")
     demo.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     demo.set_defaults(handler=_demo)
+
+    bench = commands.add_parser("bench", help="benchmark znnx against PyTorch, ONNX Runtime and OpenVINO",
+                                description="Run the benchmark U-Nets through znnx and each available peer side by "
+                                            "side (same input, same threads, each in its own process) and write a "
+                                            "markdown table, JSON and plots.")
+    bench.add_argument("--nets", default="original,symmetric,residual,pznet", help="comma-separated benchmark nets")
+    bench.add_argument("--peers", default="pytorch-eager,pytorch-channels-last,torch.compile,onnxruntime,openvino,znnx",
+                       help="comma-separated runtimes")
+    bench.add_argument("--threads", type=int, default=2, help="threads for every runtime (default 2)")
+    bench.add_argument("--warmup", type=int, default=1, help="untimed runs after the first (default 1)")
+    bench.add_argument("--reps", type=int, default=3, help="timed runs; the median is reported (default 3)")
+    bench.add_argument("--sweep", action="store_true", help="also measure throughput against patch size")
+    bench.add_argument("--budget-gib", type=float, default=16.0, help="memory budget for the sweep (default 16)")
+    bench.add_argument("--tiny", action="store_true",
+                       help="narrow nets on small patches: a smoke test, not a benchmark")
+    bench.add_argument("--out", default="benchmarks/results", help="results folder (default benchmarks/results)")
+    bench.set_defaults(handler=_bench)
     return main
 
 

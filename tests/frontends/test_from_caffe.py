@@ -17,11 +17,12 @@ import znnx
 from tests.caffe_export import caffemodel, npz_arrays, to_caffe
 from tests.nets import ResidualNet, SymmetricUNet, ValidUNet, randomize, rel_error
 from znnx import reference
+from znnx.bench.models import PZNET_PROTOTXT
 from znnx.frontends.prototxt import PrototxtError, parse
 from znnx.ir import Graph
 
 TOLERANCE = 1e-4
-PZNET = Path(__file__).resolve().parents[1] / "data" / "pznet_unet.prototxt"
+PZNET = PZNET_PROTOTXT
 
 ROUND_TRIPS = {
     "residual": (lambda: randomize(ResidualNet(5), 0), (1, 5, 24, 30)),

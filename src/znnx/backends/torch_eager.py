@@ -8,6 +8,7 @@ pooling are expressed as an explicit pad so PyTorch's own conventions never leak
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -164,9 +165,11 @@ def build(graph: Graph, device: torch.device) -> Callable[[Sequence[Tensor]], li
     last_use = {value: i for i, node in enumerate(graph.nodes) for value in node.inputs}
     keep = set(graph.outputs)
 
+    precision = _fp32_convolutions if device.type == "cuda" else contextlib.nullcontext
+
     def execute(inputs: Sequence[Tensor]) -> list[Tensor]:
         values = dict(zip(graph.inputs, inputs))
-        with _fp32_convolutions():
+        with precision():
             for i, (node, fn) in enumerate(steps):
                 values[node.output] = fn([values[v] for v in node.inputs])
                 for value in set(node.inputs):
@@ -180,8 +183,27 @@ def build(graph: Graph, device: torch.device) -> Callable[[Sequence[Tensor]], li
 def _fp32_convolutions() -> contextlib.AbstractContextManager[None]:
     """cuDNN convolutions default to TF32 (about 1e-4 relative error); znnx's fp32 means fp32.
 
-    Scoped to znnx's own calls: the user's global cuDNN settings stay as they are.
+    Scoped to znnx's own calls: the user's global cuDNN settings stay as they are. CUDA only: on
+    the CPU the flags mean nothing, and torch.compile cannot trace through them.
     """
     cudnn = torch.backends.cudnn
     return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
                        allow_tf32=False)
+
+
+def profile(graph: Graph, device: torch.device, inputs: Sequence[Tensor]) -> list[tuple[Node, float]]:
+    """Run `graph` once, node by node, and return each node with its wall time in seconds."""
+    builder = _Builder(graph, device)
+    values = dict(zip(graph.inputs, inputs))
+    timings = []
+    with _fp32_convolutions() if device.type == "cuda" else contextlib.nullcontext():
+        for node in graph.nodes:
+            fn = builder.kernel(node)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            values[node.output] = fn([values[v] for v in node.inputs])
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            timings.append((node, time.perf_counter() - start))
+    return timings

@@ -1,0 +1,199 @@
+"""The benchmark networks of design/BENCHMARK_MODELS.md as PyTorch modules.
+
+Every conv is followed by BatchNorm (affine) and ELU unless stated; 1 input channel, 3 output
+channels through a 1x1x1 conv and sigmoid. Weights are random; BatchNorm statistics are random
+too (timing does not depend on trained values, and identity statistics would hide BN's cost).
+The fourth net, pznet, is the PZnet authors' Caffe prototxt, run by peers through a PyTorch
+module that executes the imported graph. pznet_unet.prototxt beside this file is a copy of the
+project's shared/models/pznet_unet.prototxt (public repository seung-lab/pznet, tests/unet.prototxt,
+commit ef8dcdc); no weights are published, so it runs with random ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PZNET_PROTOTXT = Path(__file__).resolve().parent / "pznet_unet.prototxt"
+
+
+def conv_bn_elu(c_in: int, c_out: int, kernel: int | tuple[int, int, int], padding: int | tuple[int, int, int]
+                ) -> nn.Sequential:
+    return nn.Sequential(nn.Conv3d(c_in, c_out, kernel, padding=padding), nn.BatchNorm3d(c_out), nn.ELU())
+
+
+class OriginalUNet(nn.Module):
+    """3D U-Net (Cicek et al. 2016): two valid 3x3x3 convs per block, max pool 2, transposed conv
+    2x2x2 stride 2 halving channels, centre crop of the skip (MergeCrop) and concat."""
+
+    def __init__(self, widths: Sequence[int] = (64, 128, 256, 512)) -> None:
+        super().__init__()
+        ins = [1, *widths[:-1]]
+        self.down = nn.ModuleList(nn.Sequential(conv_bn_elu(i, w, 3, 0), conv_bn_elu(w, w, 3, 0))
+                                  for i, w in zip(ins, widths))
+        self.up = nn.ModuleList(nn.ConvTranspose3d(w, w // 2, 2, stride=2) for w in reversed(widths[1:]))
+        self.up_blocks = nn.ModuleList(nn.Sequential(conv_bn_elu(w, w // 2, 3, 0), conv_bn_elu(w // 2, w // 2, 3, 0))
+                                       for w in reversed(widths[1:]))
+        self.head = nn.Conv3d(widths[0], 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x)
+            if i < len(self.down) - 1:
+                skips.append(x)
+                x = F.max_pool3d(x, 2)
+        for up, block, skip in zip(self.up, self.up_blocks, reversed(skips)):
+            x = up(x)
+            d, h, w = ((s - t) // 2 for s, t in zip(skip.shape[2:], x.shape[2:]))
+            x = block(torch.cat([skip[:, :, d:d + x.shape[2], h:h + x.shape[3], w:w + x.shape[4]], x], dim=1))
+        return torch.sigmoid(self.head(x))
+
+
+class SymmetricUNet(nn.Module):
+    """Two same-padded 3x3x3 convs per block, max pool 2, transposed conv halving channels, add joins."""
+
+    def __init__(self, widths: Sequence[int] = (32, 64, 128, 256)) -> None:
+        super().__init__()
+        ins = [1, *widths[:-1]]
+        self.down = nn.ModuleList(nn.Sequential(conv_bn_elu(i, w, 3, 1), conv_bn_elu(w, w, 3, 1))
+                                  for i, w in zip(ins, widths))
+        self.up = nn.ModuleList(nn.ConvTranspose3d(w, w // 2, 2, stride=2) for w in reversed(widths[1:]))
+        self.up_blocks = nn.ModuleList(
+            nn.Sequential(conv_bn_elu(w // 2, w // 2, 3, 1), conv_bn_elu(w // 2, w // 2, 3, 1))
+            for w in reversed(widths[1:]))
+        self.head = nn.Conv3d(widths[0], 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x)
+            if i < len(self.down) - 1:
+                skips.append(x)
+                x = F.max_pool3d(x, 2)
+        for up, block, skip in zip(self.up, self.up_blocks, reversed(skips)):
+            x = block(up(x) + skip)
+        return torch.sigmoid(self.head(x))
+
+
+class ResidualBlock(nn.Module):
+    """conv (1,3,3) -> [conv 3x3x3 -> BN -> ELU -> conv 3x3x3 -> BN, + input, ELU] -> conv (1,3,3)."""
+
+    def __init__(self, c_in: int, c: int) -> None:
+        super().__init__()
+        self.pre = conv_bn_elu(c_in, c, (1, 3, 3), (0, 1, 1))
+        self.res = nn.Sequential(conv_bn_elu(c, c, 3, 1), nn.Conv3d(c, c, 3, padding=1), nn.BatchNorm3d(c))
+        self.post = conv_bn_elu(c, c, (1, 3, 3), (0, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pre(x)
+        return self.post(F.elu(self.res(x) + x))
+
+
+class ResidualUNet(nn.Module):
+    """Residual symmetric U-Net after Lee et al. 2017: anisotropic (1,2,2) pooling and upsampling."""
+
+    def __init__(self, widths: Sequence[int] = (28, 36, 48, 64, 80)) -> None:
+        super().__init__()
+        self.embed = conv_bn_elu(1, widths[0], (1, 5, 5), (0, 2, 2))
+        self.down = nn.ModuleList(ResidualBlock(i, w) for i, w in zip([widths[0], *widths[:-1]], widths))
+        self.up = nn.ModuleList(nn.ConvTranspose3d(w, lower, (1, 2, 2), stride=(1, 2, 2))
+                                for w, lower in zip(reversed(widths[1:]), reversed(widths[:-1])))
+        self.up_blocks = nn.ModuleList(ResidualBlock(w, w) for w in reversed(widths[:-1]))
+        self.out = conv_bn_elu(widths[0], widths[0], (1, 5, 5), (0, 2, 2))
+        self.head = nn.Conv3d(widths[0], 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x)
+            if i < len(self.down) - 1:
+                skips.append(x)
+                x = F.max_pool3d(x, (1, 2, 2))
+        for up, block, skip in zip(self.up, self.up_blocks, reversed(skips)):
+            x = block(up(x) + skip)
+        return torch.sigmoid(self.head(self.out(x)))
+
+
+class GraphModule(nn.Module):
+    """A PyTorch module that runs a znnx graph with PyTorch ops, so peers can run imported nets."""
+
+    def __init__(self, graph: object) -> None:
+        super().__init__()
+        from znnx.backends import torch_eager
+        from znnx.ir import Graph
+
+        assert isinstance(graph, Graph)
+        self.graph: Graph = graph
+        self.run = torch_eager.build(graph, torch.device("cpu"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run([x])[0]
+
+
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random weights (PyTorch's default init, seeded) and random BatchNorm statistics; eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv3d | nn.ConvTranspose3d):
+                fan_in = module.weight[0].numel() if isinstance(module, nn.Conv3d) else module.weight.shape[0]
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) / fan_in**0.5)
+                bias = module.bias
+                if bias is not None:
+                    bias.copy_(torch.randn(bias.shape, generator=generator) * 0.1)
+            if isinstance(module, nn.BatchNorm3d):
+                c = module.num_features
+                stats = (module.running_mean, module.running_var, module.weight, module.bias)
+                values = (torch.rand(c, generator=generator) * 0.4 - 0.2, torch.rand(c, generator=generator) + 0.5,
+                          torch.rand(c, generator=generator) + 0.5, torch.rand(c, generator=generator) * 0.2 - 0.1)
+                for target, value in zip(stats, values):
+                    assert target is not None, "BatchNorm3d is built with affine=True and running stats"
+                    target.copy_(value)
+    return model.eval()
+
+
+@dataclass(frozen=True)
+class BenchNet:
+    """A benchmark net: how to build it, its standard patch, sizes for the patch sweep, and a tiny
+    variant (narrow widths, small patches) for smoke tests."""
+
+    name: str
+    build: Callable[[bool, tuple[int, ...]], nn.Module]
+    patch: tuple[int, int, int]
+    sweep: tuple[tuple[int, int, int], ...]
+    tiny_patch: tuple[int, int, int]
+    tiny_sweep: tuple[tuple[int, int, int], ...]
+
+
+def _pznet(tiny: bool, patch: tuple[int, ...]) -> nn.Module:
+    """The imported Caffe graph shaped for `patch` (a GraphModule runs one static shape)."""
+    import znnx
+
+    return GraphModule(znnx.compile(znnx.load(PZNET_PROTOTXT, weights="random"), patch=patch).graph).eval()
+
+
+def _cubes(*sizes: int) -> tuple[tuple[int, int, int], ...]:
+    return tuple((s, s, s) for s in sizes)
+
+
+NETS: dict[str, BenchNet] = {
+    "original": BenchNet(
+        "original", lambda tiny, patch: randomize(OriginalUNet((4, 8, 16, 32) if tiny else (64, 128, 256, 512))),
+        (116, 132, 132), _cubes(100, 116, 132, 148), (108, 108, 108), _cubes(100, 108)),
+    "symmetric": BenchNet(
+        "symmetric", lambda tiny, patch: randomize(SymmetricUNet((4, 8, 16, 32) if tiny else (32, 64, 128, 256))),
+        (64, 128, 128), _cubes(48, 64, 96, 128), (16, 32, 32), _cubes(16, 24)),
+    "residual": BenchNet(
+        "residual", lambda tiny, patch: randomize(ResidualUNet((4, 6, 8, 10, 12) if tiny else (28, 36, 48, 64, 80))),
+        (20, 256, 256), ((20, 128, 128), (20, 192, 192), (20, 256, 256), (20, 320, 320)), (4, 32, 32),
+        ((4, 32, 32), (4, 48, 48))),
+    "pznet": BenchNet("pznet", _pznet, (18, 192, 192), ((18, 128, 128), (18, 192, 192), (18, 256, 256)),
+                      (2, 32, 32), ((2, 32, 32), (2, 64, 64))),
+}

@@ -1,0 +1,126 @@
+"""Run the side-by-side benchmark: every (net, runtime[, patch]) in its own worker process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from znnx.bench.models import NETS
+from znnx.bench.peers import PEERS, REFERENCE_PEER, thread_environment
+
+ERROR_FLAG = 1e-4
+
+
+@dataclass(frozen=True)
+class Measurement:
+    net: str
+    peer: str
+    patch: tuple[int, ...]
+    ok: bool
+    median_s: float = float("nan")
+    times: tuple[float, ...] = ()
+    output_shape: tuple[int, ...] = ()
+    peak_rss_mib: float = float("nan")
+    prepare_s: float = float("nan")
+    error: str = ""
+    max_rel_error: float = float("nan")
+    layers: tuple[dict, ...] = field(default_factory=tuple)
+
+    @property
+    def output_voxels(self) -> int:
+        return int(np.prod(self.output_shape[2:])) * (self.output_shape[0] if self.output_shape else 0)
+
+    @property
+    def voxels_per_s(self) -> float:
+        return self.output_voxels / self.median_s if self.ok else float("nan")
+
+    @property
+    def flagged(self) -> bool:
+        return self.ok and not self.max_rel_error <= ERROR_FLAG
+
+
+@dataclass(frozen=True)
+class Settings:
+    threads: int = 2
+    warmup: int = 1
+    reps: int = 5
+    tiny: bool = False
+    timeout_s: float = 3600.0
+
+
+def _run_worker(job: dict, folder: Path, timeout_s: float, threads: int) -> dict:
+    path = folder / f"{job['net']}-{job['peer']}-{'x'.join(map(str, job['patch']))}.json"
+    path.write_text(json.dumps(job))
+    try:
+        completed = subprocess.run([sys.executable, "-m", "znnx.bench.worker", str(path)],
+                                   env=thread_environment(threads), capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"timed out after {timeout_s:.0f} s"}
+    result_path = path.with_suffix(".result.json")
+    if not result_path.exists():
+        tail = (completed.stderr or "").strip().splitlines()[-1:] or ["no output"]
+        return {"ok": False,
+                "error": f"worker died with exit code {completed.returncode} (out of memory?): {tail[0][:200]}"}
+    return dict(json.loads(result_path.read_text()))
+
+
+def measure(nets: Sequence[str], peers: Sequence[str], settings: Settings,
+            patches: dict[str, tuple[int, ...]] | None = None, profile: bool = False,
+            progress: Callable[[str], None] = print, with_reference: bool = True) -> list[Measurement]:
+    """Measure every net with every peer; with_reference runs PyTorch eager first and attaches each
+    runtime's max error relative to it."""
+    order = [REFERENCE_PEER, *(p for p in peers if p != REFERENCE_PEER)] if with_reference else list(peers)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="znnx-bench-") as tmp:
+        folder = Path(tmp)
+        for net in nets:
+            patch = (patches or {}).get(net) or (NETS[net].tiny_patch if settings.tiny else NETS[net].patch)
+            reference = None
+            for peer in order:
+                missing = PEERS[peer].missing()
+                if missing:
+                    results.append(Measurement(net, peer, tuple(patch), False, error=f"absent ({missing})"))
+                    continue
+                output = folder / f"{net}-{peer}.npy"
+                job = {"net": net, "peer": peer, "patch": list(patch), "threads": settings.threads,
+                       "warmup": settings.warmup, "reps": settings.reps, "tiny": settings.tiny,
+                       "output": str(output), "profile": profile}
+                progress(f"  {net:10s} {peer:22s} patch {'x'.join(map(str, patch))} ...")
+                raw = _run_worker(job, folder, settings.timeout_s, settings.threads)
+                error = float("nan")
+                if raw.get("ok"):
+                    out = np.load(output)
+                    if peer == REFERENCE_PEER:
+                        reference = out
+                    if reference is not None and reference.shape == out.shape:
+                        error = float(np.abs(out - reference).max() / max(np.abs(reference).max(), 1e-30))
+                results.append(Measurement(
+                    net, peer, tuple(patch), bool(raw.get("ok")), float(raw.get("median_s", float("nan"))),
+                    tuple(raw.get("times", ())), tuple(raw.get("output_shape", ())),
+                    float(raw.get("peak_rss_mib", float("nan"))), float(raw.get("prepare_and_first_s", float("nan"))),
+                    str(raw.get("error", "")), error, tuple(raw.get("layers", ()))))
+                progress(f"    -> {_summary(results[-1])}")
+    return results
+
+
+def _summary(m: Measurement) -> str:
+    if not m.ok:
+        return m.error
+    return f"{m.median_s * 1e3:.0f} ms, {m.voxels_per_s / 1e6:.2f} Mvox/s, RSS {m.peak_rss_mib:.0f} MiB, " \
+           f"err {m.max_rel_error:.1e}"
+
+
+def sweep(net: str, peers: Sequence[str], sizes: Sequence[tuple[int, ...]], settings: Settings,
+          progress: Callable[[str], None] = print) -> list[Measurement]:
+    """Throughput against patch size for `peers` (ZNNi's figure); each size in its own process."""
+    results: list[Measurement] = []
+    for size in sizes:
+        results += measure([net], peers, settings, {net: size}, progress=progress, with_reference=False)
+    return results

@@ -1,0 +1,101 @@
+"""One benchmark measurement in its own process: `python -m znnx.bench.worker JOB.json`.
+
+A separate process per (net, runtime, patch) makes the peak resident memory that runtime's own,
+isolates thread settings, and keeps one runtime's crash from ending the run. The job's result is
+written as JSON next to the job file; the output array is saved for the error comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from znnx.ir import Graph
+
+
+def bench_input(patch: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """The shared input of every runtime: uniform noise in [0, 1), shaped (1, 1, *patch)."""
+    return np.random.default_rng(seed).random((1, 1, *patch), dtype=np.float32)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(job: dict) -> dict:
+    import torch
+
+    from znnx.bench.models import NETS
+    from znnx.bench.peers import PEERS
+
+    torch.set_num_threads(int(job["threads"]))
+    torch.manual_seed(0)
+    net = NETS[job["net"]]
+    x = bench_input(tuple(job["patch"]))
+    model = net.build(bool(job["tiny"]), tuple(job["patch"]))
+    start = time.perf_counter()
+    run = PEERS[job["peer"]].prepare(model, x)
+    out = run(x)
+    first = time.perf_counter() - start
+    for _ in range(int(job["warmup"])):
+        run(x)
+    times = []
+    for _ in range(int(job["reps"])):
+        start = time.perf_counter()
+        out = run(x)
+        times.append(time.perf_counter() - start)
+    np.save(job["output"], out)
+    result = {"ok": True, "times": times, "median_s": float(np.median(times)), "prepare_and_first_s": first,
+              "output_shape": list(out.shape), "peak_rss_mib": peak_rss_mib()}
+    if job.get("profile") and job["peer"] == "znnx":
+        result["layers"] = profile_layers(model, x)
+    return result
+
+
+def profile_layers(model: object, x: np.ndarray) -> list[dict]:
+    """Per-node times of the znnx net (the median of three timed passes)."""
+    import torch
+
+    import znnx
+    from znnx.backends import torch_eager
+    from znnx.report import node_flops
+
+    net = znnx.compile(load_graph(model, x))
+    tensor = torch.from_numpy(x)
+    with torch.inference_mode():
+        passes = [torch_eager.profile(net.graph, torch.device("cpu"), [tensor]) for _ in range(3)]
+    return [{"node": node.name, "op": node.op, "algorithm": "direct (PyTorch)" if node.op.startswith("conv") else "",
+             "seconds": float(np.median([p[i][1] for p in passes])), "flops": node_flops(net.graph, node)}
+            for i, (node, _) in enumerate(passes[0])]
+
+
+def load_graph(model: object, x: np.ndarray) -> Graph:
+    """The znnx graph of a benchmark model: imported, or the graph a GraphModule already runs."""
+    import znnx
+    from znnx.bench.models import GraphModule
+
+    if isinstance(model, GraphModule):
+        return model.graph
+    return znnx.load(model, input_shape=x.shape[1:])
+
+
+def main(path: str) -> int:
+    job_path = Path(path)
+    job = json.loads(job_path.read_text())
+    try:
+        result = measure(job)
+    except Exception as error:  # a runtime's failure is a row in the report, not a crash of the run
+        result = {"ok": False, "error": f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}",
+                  "trace": traceback.format_exc()[-2000:], "peak_rss_mib": peak_rss_mib()}
+    job_path.with_suffix(".result.json").write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

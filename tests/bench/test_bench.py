@@ -1,0 +1,59 @@
+"""Smoke test of `znnx bench` on tiny nets (untimed: it checks the machinery, never the speed)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from znnx.bench import cost, machine, report, runner
+from znnx.bench.models import NETS
+from znnx.cli import main
+
+
+def test_bench_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    args = ["bench", "--tiny", "--nets", "symmetric,pznet", "--peers", "pytorch-eager,torch.compile,onnxruntime,"
+            "openvino,znnx", "--reps", "1", "--warmup", "0", "--sweep", "--out", str(tmp_path)]
+    assert main(args) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    rows = results["results"]
+    assert {(r["net"], r["peer"]) for r in rows} >= {("symmetric", "znnx"), ("pznet", "pytorch-eager")}
+    for row in rows:
+        assert row["ok"] or row["error"].startswith("absent"), row
+        if row["ok"]:
+            assert row["max_rel_error"] < runner.ERROR_FLAG and row["peak_rss_mib"] > 0
+    assert any(r["layers"] for r in rows if r["peer"] == "znnx")
+    assert {r["peer"] for r in results["sweep"]} >= {"znnx"}
+    text = (tmp_path / "results.md").read_text()
+    assert "## Side by side" in text and "## znnx per-layer breakdown" in text and "USD / gigavoxel" in text
+    for plot in ("throughput.png", "patch_sweep.png"):
+        assert (tmp_path / plot).stat().st_size > 10_000
+
+
+def test_error_flag_and_absent_rows() -> None:
+    settings = runner.Settings(reps=1)
+    flagged = runner.Measurement("n", "x", (4, 4, 4), True, 0.5, (0.5,), (1, 3, 4, 4, 4), 100.0, 1.0, "", 2e-4)
+    absent = runner.Measurement("n", "y", (4, 4, 4), False, error="absent (not installed: pip install y)")
+    lines = report.side_by_side_table([flagged, absent], settings)
+    assert "flagged" in lines[2] and "absent" in lines[3]
+    assert flagged.voxels_per_s == 64 / 0.5
+
+
+def test_cost_model() -> None:
+    prices = cost.load_prices()
+    assert prices.instances and prices.read_on
+    assert math.isclose(cost.usd_per_gigavoxel(3.6, 1e6), 1.0)
+    cpu = next(i for i in prices.instances if i.kind == "cpu")
+    assert cost.cpu_throughput(cpu, 2e6, 2) == 1e6 * cpu.vcpus
+    gpu = next(i for i in prices.instances if i.kind == "gpu")
+    assert cost.gpu_throughput(gpu, {}) is None
+
+
+def test_machine_and_models() -> None:
+    described = machine.describe()
+    assert described["torch"] != "absent" and described["cores"]
+    assert set(NETS) == {"original", "symmetric", "residual", "pznet"}
+    assert NETS["original"].patch == (116, 132, 132)
