@@ -92,6 +92,11 @@ def _bench(args: argparse.Namespace) -> int:
     from znnx.bench.models import NETS
     from znnx.bench.peers import PEERS
 
+    if args.report_only:
+        source = Path(args.report_only)
+        path = report.rewrite(source, source.parent, load_prices(), args.budget_gib * 1024)
+        print(f"rewrote {path} and plots beside it from {source}")
+        return 0
     nets, peers = args.nets.split(","), args.peers.split(",")
     unknown = [n for n in nets if n not in NETS] + [p for p in peers if p not in PEERS]
     if unknown:
@@ -168,6 +173,8 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--tiny", action="store_true",
                        help="narrow nets on small patches: a smoke test, not a benchmark")
     bench.add_argument("--out", default="benchmarks/results", help="results folder (default benchmarks/results)")
+    bench.add_argument("--report-only", metavar="RESULTS_JSON",
+                       help="measure nothing: render results.md and plots again from a results.json")
     bench.set_defaults(handler=_bench)
     return main
 

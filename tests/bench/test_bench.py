@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -31,6 +32,17 @@ def test_bench_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert "## Side by side" in text and "## znnx per-layer breakdown" in text and "USD / gigavoxel" in text
     for plot in ("throughput.png", "patch_sweep.png"):
         assert (tmp_path / plot).stat().st_size > 10_000
+    (tmp_path / "results.md").unlink()
+    assert main(["bench", "--report-only", str(tmp_path / "results.json")]) == 0
+    assert "extrapolated" in (tmp_path / "results.md").read_text()
+
+
+def test_budget_extrapolation() -> None:
+    points = [runner.Measurement("n", "p", (10, 10, 10), True, peak_rss_mib=1000.0 + 2.0 * v, output_shape=(1, 1))
+              for v in (1000, 2000)]
+    points = [dataclasses.replace(m, patch=(v, 1, 1)) for m, v in zip(points, (1000, 2000))]
+    assert math.isclose(report.budget_limit(points, 5000.0) or 0.0, 2000.0)
+    assert report.budget_limit(points[:1], 5000.0) is None
 
 
 def test_error_flag_and_absent_rows() -> None:

@@ -87,6 +87,35 @@ def cost_table(results: Sequence[Measurement], prices: PriceTable, threads: int,
     return lines
 
 
+def budget_limit(points: Sequence[Measurement], budget_mib: float) -> float | None:
+    """Input voxels at which peak RSS reaches the budget: a least-squares line through the measured
+    (input voxels, peak RSS) points, extended. None with fewer than two points or no growth."""
+    ok = [m for m in points if m.ok]
+    if len(ok) < 2:
+        return None
+    xs = [math.prod(m.patch) for m in ok]
+    ys = [m.peak_rss_mib for m in ok]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / spread if spread else 0.0
+    if slope <= 0:
+        return None
+    return (budget_mib - (mean_y - slope * mean_x)) / slope
+
+
+def budget_table(results: Sequence[Measurement], budget_mib: float) -> list[str]:
+    lines = [f"| net | runtime | input patch at the {budget_mib / 1024:.0f} GiB budget (extrapolated) | "
+             "largest measured patch |", "|---|---|---:|---:|"]
+    for net in dict.fromkeys(m.net for m in results):
+        for peer in dict.fromkeys(m.peer for m in results if m.net == net):
+            points = [m for m in results if m.net == net and m.peer == peer]
+            limit = budget_limit(points, budget_mib)
+            largest = max((math.prod(m.patch) for m in points if m.ok), default=0)
+            lines.append(f"| {net} | {peer} | {'-' if limit is None else f'{limit / 1e6:,.1f} Mvoxel'} | "
+                         f"{largest / 1e6:.2f} Mvoxel |")
+    return lines
+
+
 def sweep_table(results: Sequence[Measurement], budget_mib: float) -> list[str]:
     lines = ["| net | runtime | patch in -> out | output Mvox/s | peak RSS MiB | within budget |",
              "|---|---|---|---:|---:|---|"]
@@ -142,10 +171,17 @@ def plot_sweep(results: Sequence[Measurement], budget_mib: float, path: Path) ->
                      color=line.get_color(), markersize=9)
             bottom.plot([math.prod(m.patch) / 1e6 for m in points if m.ok],
                         [m.peak_rss_mib / 1024 for m in points if m.ok], "o-", color=line.get_color(), label=peer)
+            limit = budget_limit(points, budget_mib)
+            last = max((m for m in points if m.ok), key=lambda m: math.prod(m.patch), default=None)
+            if limit is not None and last is not None:
+                bottom.plot([math.prod(last.patch) / 1e6, limit / 1e6], [last.peak_rss_mib / 1024, budget_mib / 1024],
+                            ":", color=line.get_color())
+                bottom.annotate(f"{limit / 1e6:.0f} Mvox", (limit / 1e6, budget_mib / 1024), textcoords="offset points",
+                                xytext=(0, 6), ha="center", fontsize=8, color=line.get_color())
         bottom.axhline(budget_mib / 1024, color="red", linestyle="--", label="memory budget")
         top.set_title(f"{net}: throughput vs patch size")
         top.set_ylabel("output throughput (Mvoxel/s)")
-        bottom.set_title(f"{net}: peak resident memory (x: over budget)")
+        bottom.set_title(f"{net}: peak RSS, dotted: extrapolated to budget")
         bottom.set_ylabel("peak RSS (GiB)")
         for ax in (top, bottom):
             ax.set_xlabel("input patch (Mvoxel)")
@@ -154,6 +190,15 @@ def plot_sweep(results: Sequence[Measurement], budget_mib: float, path: Path) ->
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def rewrite(results_json: Path, folder: Path, prices: PriceTable, budget_mib: float) -> Path:
+    """Render the report again from a results.json (after editing prices, say) without measuring."""
+    raw = json.loads(results_json.read_text())
+    results = [Measurement.from_dict(m) for m in raw["results"]]
+    sweep = [Measurement.from_dict(m) for m in raw["sweep"]]
+    return write(folder, results, sweep, Settings(**raw["settings"]), raw["machine"], raw["command"], prices,
+                 budget_mib)
 
 
 def write(folder: Path, results: Sequence[Measurement], sweep: Sequence[Measurement], settings: Settings,
@@ -170,6 +215,8 @@ def write(folder: Path, results: Sequence[Measurement], sweep: Sequence[Measurem
     if sweep:
         lines += ["## Throughput against patch size (ZNNi)", "",
                   f"Memory budget {budget_mib / 1024:.1f} GiB (peak RSS).", "", *sweep_table(sweep, budget_mib), "",
+                  "Where the budget stops each runtime, from a straight line through its measured (input voxels, "
+                  "peak RSS) points; an extrapolation, not a measurement:", "", *budget_table(sweep, budget_mib), "",
                   "![patch sweep](patch_sweep.png)", ""]
         plot_sweep(sweep, budget_mib, folder / "patch_sweep.png")
     profiled = [m for m in results if m.peer == "znnx" and m.layers]

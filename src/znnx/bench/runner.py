@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,13 @@ class Measurement:
     error: str = ""
     max_rel_error: float = float("nan")
     layers: tuple[dict, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> Measurement:
+        """A measurement as saved in results.json."""
+        tuples = {"patch", "times", "output_shape", "layers"}
+        fields: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in raw.items()}
+        return cls(**fields)
 
     @property
     def output_voxels(self) -> int:
