@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from znnx.bench.models import encode
+
 
 def randomize(model: nn.Module, seed: int) -> nn.Module:
     """Random weights and BatchNorm statistics (the defaults would make BN an identity)."""
@@ -50,12 +52,7 @@ class ValidUNet(nn.Module):
         self.head = nn.Conv3d(widths[0], 3, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for block in self.down:
-            x = block(x)
-            skips.append(x)
-            x = F.max_pool3d(x, 2)
-        x = self.bottom(x)
+        x, skips = encode(nn.ModuleList([*self.down, self.bottom]), x)
         for up, block, skip in zip(self.up, self.up_blocks, reversed(skips)):
             x = up(x)
             d, h, w = ((s - t) // 2 for s, t in zip(skip.shape[2:], x.shape[2:]))
@@ -77,12 +74,7 @@ class SymmetricUNet(nn.Module):
         self.head = nn.Conv3d(widths[0], 3, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for block in self.down:
-            x = block(x)
-            skips.append(x)
-            x = nn.functional.max_pool3d(x, 2)
-        x = self.bottom(x)
+        x, skips = encode(nn.ModuleList([*self.down, self.bottom]), x)
         for up, block, skip in zip(self.up, self.up_blocks, reversed(skips)):
             x = block(up(x) + skip)
         return torch.sigmoid(self.head(x))

@@ -27,6 +27,18 @@ def conv_bn_elu(c_in: int, c_out: int, kernel: int | tuple[int, int, int], paddi
     return nn.Sequential(nn.Conv3d(c_in, c_out, kernel, padding=padding), nn.BatchNorm3d(c_out), nn.ELU())
 
 
+def encode(blocks: nn.ModuleList, x: torch.Tensor, pool: tuple[int, int, int] = (2, 2, 2)
+           ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The contracting path: every block but the last keeps a skip and is max-pooled."""
+    skips = []
+    for i, block in enumerate(blocks):
+        x = block(x)
+        if i < len(blocks) - 1:
+            skips.append(x)
+            x = F.max_pool3d(x, pool)
+    return x, skips
+
+
 class OriginalUNet(nn.Module):
     """3D U-Net (Cicek et al. 2016): two valid 3x3x3 convs per block, max pool 2, transposed conv
     2x2x2 stride 2 halving channels, centre crop of the skip (MergeCrop) and concat."""
@@ -42,12 +54,7 @@ class OriginalUNet(nn.Module):
         self.head = nn.Conv3d(widths[0], 3, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for i, block in enumerate(self.down):
-            x = block(x)
-            if i < len(self.down) - 1:
-                skips.append(x)
-                x = F.max_pool3d(x, 2)
+        x, skips = encode(self.down, x)
         for up, block, skip in zip(self.up, self.up_blocks, reversed(skips)):
             x = up(x)
             d, h, w = ((s - t) // 2 for s, t in zip(skip.shape[2:], x.shape[2:]))
@@ -70,12 +77,7 @@ class SymmetricUNet(nn.Module):
         self.head = nn.Conv3d(widths[0], 3, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for i, block in enumerate(self.down):
-            x = block(x)
-            if i < len(self.down) - 1:
-                skips.append(x)
-                x = F.max_pool3d(x, 2)
+        x, skips = encode(self.down, x)
         for up, block, skip in zip(self.up, self.up_blocks, reversed(skips)):
             x = block(up(x) + skip)
         return torch.sigmoid(self.head(x))
@@ -109,13 +111,7 @@ class ResidualUNet(nn.Module):
         self.head = nn.Conv3d(widths[0], 3, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.embed(x)
-        skips = []
-        for i, block in enumerate(self.down):
-            x = block(x)
-            if i < len(self.down) - 1:
-                skips.append(x)
-                x = F.max_pool3d(x, (1, 2, 2))
+        x, skips = encode(self.down, self.embed(x), (1, 2, 2))
         for up, block, skip in zip(self.up, self.up_blocks, reversed(skips)):
             x = block(up(x) + skip)
         return torch.sigmoid(self.head(self.out(x)))

@@ -127,27 +127,24 @@ class _Converter:
     def ints(self, key: str, default: int) -> tuple[int, int, int]:
         return lift(list(self.attrs.get(key, [default] * self.rank)), default)
 
-    # -- op converters ---------------------------------------------------------------------------
-    def conv(self) -> str:
+    def weights(self) -> tuple[dict[str, np.ndarray], tuple[int, ...], tuple[int, int, int], tuple[int, int, int]]:
+        """Conv/ConvTranspose parameters (weight lifted to 3D, optional bias), kernel, stride, dilation."""
         weight = lift_weight(self.need(1).astype(np.float64))
         params = {"weight": weight}
         bias = self.const(2)
         if bias is not None:
             params["bias"] = bias
-        kernel = tuple(weight.shape[2:])
-        stride, dilation = self.ints("strides", 1), self.ints("dilations", 1)
+        return params, tuple(weight.shape[2:]), self.ints("strides", 1), self.ints("dilations", 1)
+
+    # -- op converters ---------------------------------------------------------------------------
+    def conv(self) -> str:
+        params, kernel, stride, dilation = self.weights()
         attrs = {"kernel": kernel, "stride": stride, "dilation": dilation,
                  "pads": self.auto_pads(kernel, stride, dilation), "groups": int(self.attrs.get("group", 1))}
         return self.add("conv", [self.act(0)], attrs, params)
 
     def conv_transpose(self) -> str:
-        weight = lift_weight(self.need(1).astype(np.float64))
-        params = {"weight": weight}
-        bias = self.const(2)
-        if bias is not None:
-            params["bias"] = bias
-        kernel = tuple(weight.shape[2:])
-        stride, dilation = self.ints("strides", 1), self.ints("dilations", 1)
+        params, kernel, stride, dilation = self.weights()
         output_padding = self.ints("output_padding", 0)
         x = self.act(0)
         mode = self.attrs.get("auto_pad", "NOTSET")
