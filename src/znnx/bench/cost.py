@@ -2,7 +2,8 @@
 
 usd_per_gigavoxel = usd_per_hour / (voxels_per_s * 3600) * 1e9. A CPU instance's throughput is
 the measured throughput per thread times its vCPU count (linear scaling: an assumption the table
-states); a GPU instance is priced only from a GPU measurement of the same GPU model.
+states); a GPU instance is priced only from a measurement on the same GPU model; znnx bench does not
+measure GPUs yet, so those rows read "not measured".
 """
 
 from __future__ import annotations
