@@ -59,6 +59,7 @@ class _Converter:
         self.acts: dict[str, str] = {}
         self.onnx_node: onnx.NodeProto | None = None
         self.index = 0
+        self.table = self.converters()
         self.attrs: dict[str, Any] = {}
 
     # -- helpers -------------------------------------------------------------------------------
@@ -382,9 +383,9 @@ class _Converter:
         if all(name in self.consts for name in node.input if name):
             self.fold(node)
             return
-        converter = self.converters().get(node.op_type)
+        converter = self.table.get(node.op_type)
         if converter is None:
-            raise self.fail(f"operator {node.op_type} is not supported; znnx supports {sorted(self.converters())}")
+            raise self.fail(f"operator {node.op_type} is not supported; znnx supports {sorted(self.table)}")
         used_extra = [o for o in node.output[1:] if o]
         if used_extra and node.op_type not in ("Dropout",):
             raise self.fail(f"extra outputs {used_extra} are not supported (only the first output)")

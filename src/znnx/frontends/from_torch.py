@@ -72,6 +72,7 @@ class _Converter:
         self.b = GraphBuilder(COMPONENT, rank, type(exported).__name__)
         self.env: dict[torch.fx.Node, Any] = {}
         self.node: torch.fx.Node | None = None
+        self.table = self.converters()
 
     # -- helpers -------------------------------------------------------------------------------
     def fail(self, message: str) -> UnsupportedError:
@@ -276,9 +277,9 @@ class _Converter:
             if name.endswith("dropout") and a.get("train"):
                 raise self.fail("dropout in training mode; znnx imports models in eval mode")
             return a.get("input", a.get("self"))
-        converter = self.converters().get(name)
+        converter = self.table.get(name)
         if converter is None:
-            raise self.fail(f"operator aten.{name} is not supported; znnx supports {sorted(self.converters())}")
+            raise self.fail(f"operator aten.{name} is not supported; znnx supports {sorted(self.table)}")
         return converter(a)
 
     def converters(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
