@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from znnx.ir.graph import Graph, Node, TensorType
-from znnx.ir.ops import center_crop_begin, pool_output
+from znnx.ir.ops import BINARY, center_crop_begin, pool_output
 
 Tensor = torch.Tensor
 Kernel = Callable[[Sequence[Tensor]], Tensor]
@@ -152,7 +152,7 @@ class _Builder:
             return simple[node.op]
         if node.op in ("max_pool", "avg_pool"):
             return self.pool(node)
-        if node.op in ("add", "mul", "div", "max"):
+        if node.op in BINARY:
             return self.binary(node)
         builder: Callable[[Node], Kernel] = getattr(self, node.op)
         return builder(node)
@@ -165,11 +165,9 @@ def build(graph: Graph, device: torch.device) -> Callable[[Sequence[Tensor]], li
     last_use = {value: i for i, node in enumerate(graph.nodes) for value in node.inputs}
     keep = set(graph.outputs)
 
-    precision = _fp32_convolutions if device.type == "cuda" else contextlib.nullcontext
-
     def execute(inputs: Sequence[Tensor]) -> list[Tensor]:
         values = dict(zip(graph.inputs, inputs))
-        with precision():
+        with _fp32(device):
             for i, (node, fn) in enumerate(steps):
                 values[node.output] = fn([values[v] for v in node.inputs])
                 for value in set(node.inputs):
@@ -180,12 +178,14 @@ def build(graph: Graph, device: torch.device) -> Callable[[Sequence[Tensor]], li
     return execute
 
 
-def _fp32_convolutions() -> contextlib.AbstractContextManager[None]:
+def _fp32(device: torch.device) -> contextlib.AbstractContextManager[None]:
     """cuDNN convolutions default to TF32 (about 1e-4 relative error); znnx's fp32 means fp32.
 
     Scoped to znnx's own calls: the user's global cuDNN settings stay as they are. CUDA only: on
     the CPU the flags mean nothing, and torch.compile cannot trace through them.
     """
+    if device.type != "cuda":
+        return contextlib.nullcontext()
     cudnn = torch.backends.cudnn
     return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
                        allow_tf32=False)
@@ -196,7 +196,7 @@ def profile(graph: Graph, device: torch.device, inputs: Sequence[Tensor]) -> lis
     builder = _Builder(graph, device)
     values = dict(zip(graph.inputs, inputs))
     timings = []
-    with _fp32_convolutions() if device.type == "cuda" else contextlib.nullcontext():
+    with _fp32(device):
         for node in graph.nodes:
             fn = builder.kernel(node)
             if device.type == "cuda":

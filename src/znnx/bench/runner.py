@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -36,10 +37,11 @@ class Measurement:
 
     @classmethod
     def from_dict(cls, raw: dict) -> Measurement:
-        """A measurement as saved in results.json."""
+        """A measurement from results.json or a worker's result; keys that are no field are ignored."""
         tuples = {"patch", "times", "output_shape", "layers"}
-        fields: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in raw.items()}
-        return cls(**fields)
+        names = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in raw.items() if k in names}
+        return cls(**values)
 
     @property
     def output_voxels(self) -> int:
@@ -102,18 +104,15 @@ def measure(nets: Sequence[str], peers: Sequence[str], settings: Settings,
                        "output": str(output), "profile": profile}
                 progress(f"  {net:10s} {peer:22s} patch {'x'.join(map(str, patch))} ...")
                 raw = _run_worker(job, folder, settings.timeout_s, settings.threads)
-                error = float("nan")
-                if raw.get("ok"):
+                raw.update(net=net, peer=peer, patch=patch, ok=bool(raw.get("ok")))
+                if raw["ok"]:
                     out = np.load(output)
                     if peer == REFERENCE_PEER:
                         reference = out
                     if reference is not None and reference.shape == out.shape:
-                        error = float(np.abs(out - reference).max() / max(np.abs(reference).max(), 1e-30))
-                results.append(Measurement(
-                    net, peer, tuple(patch), bool(raw.get("ok")), float(raw.get("median_s", float("nan"))),
-                    tuple(raw.get("times", ())), tuple(raw.get("output_shape", ())),
-                    float(raw.get("peak_rss_mib", float("nan"))), float(raw.get("prepare_and_first_s", float("nan"))),
-                    str(raw.get("error", "")), error, tuple(raw.get("layers", ()))))
+                        raw["max_rel_error"] = float(np.abs(out - reference).max()
+                                                     / max(np.abs(reference).max(), 1e-30))
+                results.append(Measurement.from_dict(raw))
                 progress(f"    -> {_summary(results[-1])}")
     return results
 

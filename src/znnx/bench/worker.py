@@ -51,7 +51,7 @@ def measure(job: dict) -> dict:
         out = run(x)
         times.append(time.perf_counter() - start)
     np.save(job["output"], out)
-    result = {"ok": True, "times": times, "median_s": float(np.median(times)), "prepare_and_first_s": first,
+    result = {"ok": True, "times": times, "median_s": float(np.median(times)), "prepare_s": first,
               "output_shape": list(out.shape), "peak_rss_mib": peak_rss_mib()}
     if job.get("profile") and job["peer"] == "znnx":
         result["layers"] = profile_layers(model, x)
