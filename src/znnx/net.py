@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from znnx import passes
 from znnx.errors import DeviceError, GraphError, InputError
 from znnx.ir.graph import Graph, TensorType
 from znnx.ir.verify import infer_types, verify
+from znnx.plan.memory import MemoryPlan, plan_memory
 from znnx.report import summary_table
 
 if TYPE_CHECKING:
@@ -81,14 +83,28 @@ def _device(name: str) -> torch.device:
 
 
 class Net:
-    """A graph compiled for one patch shape on one device; call it on (C, *S) or (N, C, *S) arrays."""
+    """A graph compiled for one patch shape on one device; call it on (C, *S) or (N, C, *S) arrays.
 
-    def __init__(self, graph: Graph, device: str = "cpu") -> None:
-        from znnx.backends import torch_eager
+    `graph` is what runs (optimized by `compile`); `rewrites` counts what each pass changed.
+    """
 
+    def __init__(self, graph: Graph, device: str = "cpu", rewrites: tuple[tuple[str, int], ...] = ()) -> None:
         self.graph = verify(graph)
         self.device = _device(device)
-        self._run = torch_eager.build(self.graph, self.device)
+        self.rewrites = rewrites
+        self.plan = plan_memory(self.graph, relayout=self.device.type == "cpu")
+        self._run = _backend(self.graph, self.device, self.plan)
+
+    def memory_bytes(self, batch: int = 1) -> int:
+        """Predicted peak bytes one call allocates for activations (beyond weights and its input),
+        for `batch` patches: the memory plan's largest set of simultaneously live buffers."""
+        if batch == 1:
+            return self.plan.peak_bytes
+        return plan_memory(self.graph, batch, relayout=self.device.type == "cpu").peak_bytes
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.plan.weight_bytes
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -151,7 +167,25 @@ class Net:
         return f"Net({self.graph.name!r}, input={self.input_shape}, output={self.output_shape}, device={self.device})"
 
 
-def compile(graph: Graph, patch: Sequence[int] | None = None, device: str = "cpu") -> Net:  # noqa: A001
-    """Compile `graph` for input patches of spatial shape `patch` (the graph's own shape if None)."""
+def _backend(graph: Graph, device: torch.device, plan: MemoryPlan) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
+    if device.type == "cpu":
+        from znnx.backends import cpu
+
+        return cpu.build(graph, plan)
+    from znnx.backends import torch_eager
+
+    return torch_eager.build(graph, device)
+
+
+def compile(graph: Graph, patch: Sequence[int] | None = None, device: str = "cpu",  # noqa: A001
+            optimize: bool = True) -> Net:
+    """Compile `graph` for input patches of spatial shape `patch` (the graph's own shape if None).
+
+    With `optimize`, the graph passes run first (BatchNorm folding, epilogue fusion, ...).
+    """
     verify(graph)
-    return Net(graph if patch is None else reshape(graph, patch), device)
+    shaped = graph if patch is None else reshape(graph, patch)
+    if not optimize:
+        return Net(shaped, device)
+    optimized = passes.optimize(shaped)
+    return Net(optimized.graph, device, optimized.rewrites)

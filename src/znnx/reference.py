@@ -14,7 +14,7 @@ import numpy as np
 
 from znnx.errors import InputError
 from znnx.ir.graph import Graph, Node
-from znnx.ir.ops import center_crop_begin, pool_output
+from znnx.ir.ops import ACTIVATIONS, center_crop_begin, pool_output
 
 Array = np.ndarray
 
@@ -164,28 +164,41 @@ def _p(node: Node, key: str) -> Array | None:
     return None if value is None else value.astype(np.float64)
 
 
-def _elu(x: Array, alpha: float) -> Array:
-    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+def activation(op: str, x: Array, alpha: float = 0.0) -> Array:
+    """relu, leaky_relu, elu, sigmoid or tanh of `x` (`alpha` for leaky_relu and elu)."""
+    if op == "relu":
+        return np.maximum(x, 0.0)
+    if op == "leaky_relu":
+        return np.where(x > 0, x, x * alpha)
+    if op == "elu":
+        return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+    if op == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-x))
+    return np.tanh(x)
+
+
+def _epilogue(node: Node, out: Array, args: Sequence[Array]) -> Array:
+    """A conv's fused steps in order: add the residual (second input), apply the activation."""
+    for step in node.attrs.get("epilogue", ()):
+        out = out + args[1] if step == "add" else activation(step, out, node.attrs.get("alpha", 0.0))
+    return out
 
 
 OpFn = Callable[[Node, Sequence[Array]], Array]
 
 _OPS: dict[str, OpFn] = {
-    "conv": lambda n, a: conv(a[0], _p(n, "weight"), _p(n, "bias"), n.attrs["stride"],  # type: ignore[arg-type]
-                              n.attrs["dilation"], n.attrs["pads"], n.attrs["groups"]),
-    "conv_transpose": lambda n, a: conv_transpose(
+    "conv": lambda n, a: _epilogue(n, conv(
+        a[0], _p(n, "weight"), _p(n, "bias"), n.attrs["stride"],  # type: ignore[arg-type]
+        n.attrs["dilation"], n.attrs["pads"], n.attrs["groups"]), a),
+    "conv_transpose": lambda n, a: _epilogue(n, conv_transpose(
         a[0], _p(n, "weight"), _p(n, "bias"), n.attrs["stride"], n.attrs["dilation"],  # type: ignore[arg-type]
-        n.attrs["pads"], n.attrs["output_padding"], n.attrs["groups"]),
+        n.attrs["pads"], n.attrs["output_padding"], n.attrs["groups"]), a),
     "batchnorm": lambda n, a: (a[0] - _channel(n.params["mean"]))
     / np.sqrt(_channel(n.params["var"]) + n.attrs["eps"]) * _channel(n.params["gamma"])
     + _channel(n.params["beta"]),
     "scale": lambda n, a: a[0] * _channel(n.params["gamma"])
     + (_channel(n.params["beta"]) if "beta" in n.params else 0.0),
-    "relu": lambda n, a: np.maximum(a[0], 0.0),
-    "leaky_relu": lambda n, a: np.where(a[0] > 0, a[0], a[0] * n.attrs["alpha"]),
-    "elu": lambda n, a: _elu(a[0], n.attrs["alpha"]),
-    "sigmoid": lambda n, a: 1.0 / (1.0 + np.exp(-a[0])),
-    "tanh": lambda n, a: np.tanh(a[0]),
+    **{op: (lambda n, a: activation(n.op, a[0], n.attrs.get("alpha", 0.0))) for op in ACTIVATIONS},
     "softmax": lambda n, a: softmax(a[0]),
     "add": _binary,
     "mul": _binary,

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from znnx.ir.graph import Graph, Node, TensorType
-from znnx.ir.ops import BINARY, center_crop_begin, pool_output
+from znnx.ir.ops import ACTIVATIONS, BINARY, center_crop_begin, pool_output
 
 Tensor = torch.Tensor
 Kernel = Callable[[Sequence[Tensor]], Tensor]
@@ -30,7 +30,37 @@ def _symmetric(pads: Sequence[int]) -> bool:
     return tuple(pads[:3]) == tuple(pads[3:])
 
 
-class _Builder:
+def activation(op: str, alpha: float = 0.0) -> Callable[[Tensor], Tensor]:
+    """The torch function of an IR activation (`alpha` for leaky_relu and elu)."""
+    table: dict[str, Callable[[Tensor], Tensor]] = {
+        "relu": F.relu,
+        "leaky_relu": lambda x: F.leaky_relu(x, alpha),
+        "elu": lambda x: F.elu(x, alpha),
+        "sigmoid": torch.sigmoid,
+        "tanh": torch.tanh,
+    }
+    return table[op]
+
+
+def with_epilogue(node: Node, conv: Kernel) -> Kernel:
+    """`conv` followed by the node's fused steps: add the residual (second input), activate."""
+    steps = tuple(node.attrs.get("epilogue", ()))
+    if not steps:
+        return conv
+    alpha = float(node.attrs.get("alpha", 0.0))
+    fns = [(lambda y, x: y + x[1]) if step == "add" else (lambda y, x, f=activation(step, alpha): f(y))
+           for step in steps]
+
+    def run(x: Sequence[Tensor]) -> Tensor:
+        y = conv(x)
+        for fn in fns:
+            y = fn(y, x)
+        return y
+
+    return run
+
+
+class Builder:
     def __init__(self, graph: Graph, device: torch.device) -> None:
         self.graph = graph
         self.device = device
@@ -54,9 +84,11 @@ class _Builder:
         a = node.attrs
         pads = a["pads"]
         if _symmetric(pads):
-            return lambda x: F.conv3d(x[0], w, b, a["stride"], pads[:3], a["dilation"], a["groups"])
+            return with_epilogue(node, lambda x: F.conv3d(x[0], w, b, a["stride"], pads[:3], a["dilation"],
+                                                          a["groups"]))
         explicit = _torch_pad(pads)
-        return lambda x: F.conv3d(F.pad(x[0], explicit), w, b, a["stride"], 0, a["dilation"], a["groups"])
+        return with_epilogue(node, lambda x: F.conv3d(F.pad(x[0], explicit), w, b, a["stride"], 0, a["dilation"],
+                                                      a["groups"]))
 
     def conv_transpose(self, node: Node) -> Kernel:
         w, b = self.need(node, "weight"), self.param(node, "bias", channel_view=True)
@@ -72,7 +104,7 @@ class _Builder:
                 window = F.pad(window, [0, short[2], 0, short[1], 0, short[0]])
             return window if b is None else window + b
 
-        return run
+        return with_epilogue(node, run)
 
     def pool(self, node: Node) -> Kernel:
         a = node.attrs
@@ -138,12 +170,10 @@ class _Builder:
 
     def kernel(self, node: Node) -> Kernel:
         a = node.attrs
+        if node.op in ACTIVATIONS:
+            fn = activation(node.op, float(a.get("alpha", 0.0)))
+            return lambda x: fn(x[0])
         simple: dict[str, Kernel] = {
-            "relu": lambda x: F.relu(x[0]),
-            "leaky_relu": lambda x: F.leaky_relu(x[0], float(a.get("alpha", 0.0))),
-            "elu": lambda x: F.elu(x[0], float(a.get("alpha", 1.0))),
-            "sigmoid": lambda x: torch.sigmoid(x[0]),
-            "tanh": lambda x: torch.tanh(x[0]),
             "softmax": lambda x: torch.softmax(x[0], dim=1),
             "concat": lambda x: torch.cat(list(x), dim=1),
             "identity": lambda x: x[0],
@@ -160,7 +190,7 @@ class _Builder:
 
 def build(graph: Graph, device: torch.device) -> Callable[[Sequence[Tensor]], list[Tensor]]:
     """A function from input tensors (graph input order, each (N, C, D, H, W)) to output tensors."""
-    builder = _Builder(graph, device)
+    builder = Builder(graph, device)
     steps = [(node, builder.kernel(node)) for node in graph.nodes]
     last_use = {value: i for i, node in enumerate(graph.nodes) for value in node.inputs}
     keep = set(graph.outputs)
@@ -193,7 +223,7 @@ def _fp32(device: torch.device) -> contextlib.AbstractContextManager[None]:
 
 def profile(graph: Graph, device: torch.device, inputs: Sequence[Tensor]) -> list[tuple[Node, float]]:
     """Run `graph` once, node by node, and return each node with its wall time in seconds."""
-    builder = _Builder(graph, device)
+    builder = Builder(graph, device)
     values = dict(zip(graph.inputs, inputs))
     timings = []
     with _fp32(device):

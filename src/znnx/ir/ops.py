@@ -86,8 +86,30 @@ def _same_spatial(node: Node, types: Sequence[TensorType]) -> None:
         raise _fail(node, f"inputs must share one spatial shape, got {[str(t) for t in types]}")
 
 
+def epilogue(node: Node) -> tuple[str, ...]:
+    """The fused steps a conv applies to its biased output, in order: "add" (the second input) and
+    at most one activation (with `alpha` for elu and leaky_relu)."""
+    return tuple(node.attrs.get("epilogue", ()))
+
+
+def _check_epilogue(node: Node, types: Sequence[TensorType], out: TensorType) -> TensorType:
+    steps = node.attrs.get("epilogue", ())
+    if not isinstance(steps, tuple) or not all(s == "add" or s in ACTIVATIONS for s in steps):
+        raise _fail(node, f"attribute 'epilogue' must be a tuple of 'add' and {sorted(ACTIVATIONS)}, got {steps!r}")
+    activations = [s for s in steps if s != "add"]
+    if steps.count("add") > 1 or len(activations) > 1:
+        raise _fail(node, f"epilogue {steps} may hold one 'add' and one activation at most")
+    if set(activations) & {"elu", "leaky_relu"}:
+        _scalar(node, "alpha", (int, float))
+    if ("add" in steps) != (len(types) == 2):
+        raise _fail(node, f"epilogue {steps} needs {2 if 'add' in steps else 1} input(s), got {len(types)}")
+    if len(types) == 2 and types[1] != out:
+        raise _fail(node, f"the residual input {types[1]} must match the output {out}")
+    return out
+
+
 def _conv(node: Node, types: Sequence[TensorType]) -> TensorType:
-    (x,) = types
+    x = types[0]
     kernel = _ints(node, "kernel", 3, 1)
     stride = _ints(node, "stride", 3, 1)
     dilation = _ints(node, "dilation", 3, 1)
@@ -107,11 +129,12 @@ def _conv(node: Node, types: Sequence[TensorType]) -> TensorType:
         (size + pads[i] + pads[i + 3] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
         for i, size in enumerate(x.spatial)
     ]
-    return TensorType(c_out, _positive(node, spatial, f"input {x} with kernel {kernel}"))
+    out = TensorType(c_out, _positive(node, spatial, f"input {x} with kernel {kernel}"))
+    return _check_epilogue(node, types, out)
 
 
 def _conv_transpose(node: Node, types: Sequence[TensorType]) -> TensorType:
-    (x,) = types
+    x = types[0]
     kernel = _ints(node, "kernel", 3, 1)
     stride = _ints(node, "stride", 3, 1)
     dilation = _ints(node, "dilation", 3, 1)
@@ -144,7 +167,8 @@ def _conv_transpose(node: Node, types: Sequence[TensorType]) -> TensorType:
         - pads[i + 3]
         for i, size in enumerate(x.spatial)
     ]
-    return TensorType(c_out, _positive(node, spatial, f"input {x} with pads {pads}"))
+    out = TensorType(c_out, _positive(node, spatial, f"input {x} with pads {pads}"))
+    return _check_epilogue(node, types, out)
 
 
 def _pool(node: Node, types: Sequence[TensorType]) -> TensorType:
@@ -286,8 +310,8 @@ class OpSpec:
 
 
 OPS: dict[str, OpSpec] = {
-    "conv": OpSpec(1, 1, _conv),
-    "conv_transpose": OpSpec(1, 1, _conv_transpose),
+    "conv": OpSpec(1, 2, _conv),
+    "conv_transpose": OpSpec(1, 2, _conv_transpose),
     "batchnorm": OpSpec(1, 1, _batchnorm),
     "scale": OpSpec(1, 1, _scale),
     **{op: OpSpec(1, 1, _activation) for op in ACTIVATIONS},
