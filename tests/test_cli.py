@@ -20,6 +20,33 @@ def test_inspect_onnx(capsys: pytest.CaptureFixture[str]) -> None:
     assert "input 32x32x32 -> output 32x32x32" in out
 
 
+def test_inspect_optimized_shows_both_graphs_and_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(model_path()), "--optimized"]) == 0
+    out = capsys.readouterr().out
+    before, after = out.split("after optimization", 1)
+    table, counts = after.split("rewrites per pass", 1)
+    assert "batchnorm" in before and "batchnorm" not in table
+    assert "conv+elu" in after and "conv_transpose+add" in after and "conv+sigmoid" in after
+    assert "fold_batchnorm       6" in counts and "planned peak" in table
+
+
+def test_compile_writes_a_network_file_that_run_and_inspect_read(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "net.znnx"
+    assert main(["compile", str(model_path()), "--patch", "16,24,20", "-o", str(path)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    x = np.random.default_rng(0).random((1, 16, 24, 20), dtype=np.float32)
+    np.save(tmp_path / "in.npy", x)
+    assert main(["run", str(path), str(tmp_path / "in.npy"), str(tmp_path / "a.npy")]) == 0
+    assert main(["run", str(model_path()), str(tmp_path / "in.npy"), str(tmp_path / "b.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    assert main(["inspect", str(path)]) == 0
+    assert "conv+elu" in capsys.readouterr().out
+    path.write_bytes(path.read_bytes()[:100])
+    assert main(["inspect", str(path)]) == 2
+    assert "truncated or corrupt" in capsys.readouterr().err
+
+
 def test_inspect_torch_factory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "mynet.py"
     source.write_text("import torch.nn as nn\n\ndef build():\n    return nn.Conv3d(1, 4, (1, 3, 3))\n")
@@ -62,6 +89,6 @@ def test_demo_runs_and_checks_itself(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_help_everywhere() -> None:
-    for args in ([], ["inspect"], ["run"], ["demo"]):
+    for args in ([], ["inspect"], ["compile"], ["run"], ["demo"]):
         result = subprocess.run([sys.executable, "-m", "znnx.cli", *args, "--help"], capture_output=True, text=True)
         assert result.returncode == 0 and "usage: znnx" in result.stdout

@@ -3,7 +3,7 @@
 from znnx.errors import DeviceError, GraphError, InputError, ModelError, UnsupportedError, ZnnxError
 from znnx.frontends import load
 from znnx.ir import Graph
-from znnx.net import Net, compile  # noqa: A004  (the public name znnx.compile is intended)
+from znnx.net import Net, compile, load_net  # noqa: A004  (the public name znnx.compile is intended)
 
 __all__ = [
     "DeviceError",
@@ -16,5 +16,6 @@ __all__ = [
     "ZnnxError",
     "compile",
     "load",
+    "load_net",
 ]
 __version__ = "0.1.0"

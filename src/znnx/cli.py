@@ -50,14 +50,59 @@ def resolve_model(spec: str) -> Any:
     return factory() if callable(factory) and not hasattr(factory, "forward") else factory
 
 
-def _inspect(args: argparse.Namespace) -> int:
+def _is_network_file(spec: str) -> bool:
+    return spec.lower().endswith(".znnx")
+
+
+def _load_graph(args: argparse.Namespace) -> Any:
     import znnx
 
     weights = args.weights
     if weights is None and args.model.lower().endswith(".prototxt"):
         weights = "random"  # the table depends on shapes only
-    graph = znnx.load(resolve_model(args.model), args.input_shape, weights)
-    print(znnx.compile(graph).summary() if args.patch is None else znnx.compile(graph, args.patch).summary())
+    return znnx.load(resolve_model(args.model), args.input_shape, weights)
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / (1 << 20):,.1f} MiB"
+
+
+def _memory_lines(net: Any) -> list[str]:
+    plan = net.plan
+    return [f"memory per patch: planned peak {_mib(plan.peak_bytes)} (arena {_mib(plan.arena_bytes)} in "
+            f"{len(plan.slot_bytes)} slots), all tensors live {_mib(plan.naive_bytes)}, "
+            f"weights {_mib(plan.weight_bytes)}"]
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import znnx
+
+    if _is_network_file(args.model):
+        net = znnx.load_net(args.model)
+        print("\n".join([f"network file {args.model}", net.summary(), *_memory_lines(net),
+                         "rewrites: " + ", ".join(f"{n}: {c}" for n, c in net.rewrites)]))
+        return 0
+    graph = _load_graph(args)
+    before = znnx.compile(graph, args.patch, optimize=False)
+    if not args.optimized:
+        print(before.summary())
+        return 0
+    after = znnx.compile(graph, args.patch)
+    print("\n".join([
+        f"before optimization ({len(before.graph.nodes)} nodes)", before.summary(), "",
+        f"after optimization ({len(after.graph.nodes)} nodes)", after.summary(), *_memory_lines(after), "",
+        "rewrites per pass:", *(f"  {name:<20} {count}" for name, count in after.rewrites),
+    ]))
+    return 0
+
+
+def _compile(args: argparse.Namespace) -> int:
+    import znnx
+
+    net = znnx.compile(_load_graph(args), args.patch)
+    path = net.save(args.output)
+    print(f"wrote {path}: {net!r}, {len(net.graph.nodes)} nodes, {path.stat().st_size / (1 << 20):.1f} MiB")
+    print("\n".join(_memory_lines(net)))
     return 0
 
 
@@ -66,8 +111,10 @@ def _run(args: argparse.Namespace) -> int:
 
     array = np.load(args.input, allow_pickle=False)
     shape = array.shape[1:] if args.batched else array.shape
-    graph = znnx.load(resolve_model(args.model), shape, args.weights)
-    net = znnx.compile(graph, device=args.device)
+    if _is_network_file(args.model):
+        net = znnx.load_net(args.model, args.device)
+    else:
+        net = znnx.compile(znnx.load(resolve_model(args.model), shape, args.weights), device=args.device)
     start = time.perf_counter()
     result = net(array)
     seconds = time.perf_counter() - start
@@ -127,22 +174,37 @@ def parser() -> argparse.ArgumentParser:
     commands = main.add_subparsers(dest="command", required=True)
     model_help = ("an .onnx or Caffe .prototxt file, or file.py:factory / package.module:factory returning a "
                   "torch.nn.Module")
+    net_help = model_help + ", or a .znnx network file from `znnx compile`"
     weights_help = "Caffe weights (.caffemodel, .npz, .h5) for a .prototxt model, or 'random'"
 
     inspect = commands.add_parser("inspect", help="show a model's layers, parameters, FLOPs and geometry",
                                   description="Show each layer (op, output shape, parameters, FLOPs) and the "
                                               "net's receptive field and output/input geometry.")
-    inspect.add_argument("model", help=model_help)
+    inspect.add_argument("model", help=net_help)
     inspect.add_argument("--input-shape", type=_shape, metavar="C,D,H,W",
                          help="input channels and patch size (required for torch modules)")
     inspect.add_argument("--patch", type=_shape, metavar="D,H,W", help="show the geometry for this patch size")
     inspect.add_argument("--weights", help=weights_help + " (default for .prototxt: random; the table needs "
                                                            "shapes only)")
+    inspect.add_argument("--optimized", action="store_true",
+                         help="also show the graph after the optimization passes and what each pass rewrote")
     inspect.set_defaults(handler=_inspect)
+
+    compile_ = commands.add_parser("compile", help="optimize a model for one patch size and save a network file",
+                                   description="Import MODEL, run the optimization passes, plan memory for the "
+                                               "patch and write the result as a network file (safetensors with a "
+                                               "JSON header; no code) that `znnx run` and znnx.load_net() read.")
+    compile_.add_argument("model", help=model_help)
+    compile_.add_argument("--patch", type=_shape, metavar="D,H,W", required=True, help="input patch size")
+    compile_.add_argument("-o", "--output", required=True, help="network file to write (e.g. net.znnx)")
+    compile_.add_argument("--input-shape", type=_shape, metavar="C,D,H,W",
+                          help="input channels and a patch size the model accepts (required for torch modules)")
+    compile_.add_argument("--weights", help=weights_help)
+    compile_.set_defaults(handler=_compile)
 
     run = commands.add_parser("run", help="run a model on one .npy patch",
                               description="Run MODEL on INPUT.npy, shaped (C, *spatial), and save OUTPUT.npy.")
-    run.add_argument("model", help=model_help)
+    run.add_argument("model", help=net_help)
     run.add_argument("input", help="input array (.npy), floating point, shaped (C, *spatial)")
     run.add_argument("output", help="where to write the output array (.npy)")
     run.add_argument("--batched", action="store_true", help="the input is (N, C, *spatial)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -92,19 +93,30 @@ class Net:
         self.graph = verify(graph)
         self.device = _device(device)
         self.rewrites = rewrites
-        self.plan = plan_memory(self.graph, relayout=self.device.type == "cpu")
+        self.plan = self._plan(1)
         self._run = _backend(self.graph, self.device, self.plan)
 
     def memory_bytes(self, batch: int = 1) -> int:
         """Predicted peak bytes one call allocates for activations (beyond weights and its input),
         for `batch` patches: the memory plan's largest set of simultaneously live buffers."""
-        if batch == 1:
-            return self.plan.peak_bytes
-        return plan_memory(self.graph, batch, relayout=self.device.type == "cpu").peak_bytes
+        return self.plan.peak_bytes if batch == 1 else self._plan(batch).peak_bytes
+
+    def _plan(self, batch: int) -> MemoryPlan:
+        if self.device.type != "cpu":
+            return plan_memory(self.graph, batch)
+        from znnx.backends import cpu
+
+        return plan_memory(self.graph, batch, relayout=True, placeable=cpu.placeable)
 
     @property
     def weight_bytes(self) -> int:
         return self.plan.weight_bytes
+
+    def save(self, path: str | Path) -> Path:
+        """Write this net as a network file (optimized graph, plan, weights; no code): see `load_net`."""
+        from znnx.plan import network_file
+
+        return network_file.save(self, path)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -167,7 +179,10 @@ class Net:
         return f"Net({self.graph.name!r}, input={self.input_shape}, output={self.output_shape}, device={self.device})"
 
 
-def _backend(graph: Graph, device: torch.device, plan: MemoryPlan) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
+Execute = Callable[[list["torch.Tensor"]], list["torch.Tensor"]]
+
+
+def _backend(graph: Graph, device: torch.device, plan: MemoryPlan) -> Execute:
     if device.type == "cpu":
         from znnx.backends import cpu
 
@@ -175,6 +190,13 @@ def _backend(graph: Graph, device: torch.device, plan: MemoryPlan) -> Callable[[
     from znnx.backends import torch_eager
 
     return torch_eager.build(graph, device)
+
+
+def load_net(path: str | Path, device: str = "cpu") -> Net:
+    """Load a network file written by `Net.save` or `znnx compile`, compiled for its stored patch."""
+    from znnx.plan import network_file
+
+    return network_file.load(path, device)
 
 
 def compile(graph: Graph, patch: Sequence[int] | None = None, device: str = "cpu",  # noqa: A001

@@ -1,8 +1,9 @@
 """Static facts about a shaped graph: per-layer parameters and FLOPs, and the net's geometry.
 
-FLOPs count one multiply-add as two for conv and conv_transpose, one per window element for
-pooling, and one per output element for other computing ops; pure data movement (crop, pad,
-concat, identity) counts zero.
+FLOPs count one multiply-add as two for conv and conv_transpose (plus one per output element for
+each fused epilogue step), one per window element for pooling, and one per output element for
+other computing ops; pure data movement (crop, pad, concat, identity) counts zero. A fused conv is
+shown as its op and epilogue, e.g. `conv+add+elu`.
 """
 
 from __future__ import annotations
@@ -42,12 +43,13 @@ class Geometry:
 def node_flops(graph: Graph, node: Node) -> int:
     out = graph.types[node.output]
     kernel = math.prod(node.attrs.get("kernel", (1,)))
+    fused = len(node.attrs.get("epilogue", ())) * out.numel
     if node.op == "conv":
         c_in = graph.types[node.inputs[0]].channels // node.attrs["groups"]
-        return 2 * c_in * kernel * out.numel
+        return 2 * c_in * kernel * out.numel + fused
     if node.op == "conv_transpose":
         x = graph.types[node.inputs[0]]
-        return 2 * x.numel * kernel * out.channels // node.attrs["groups"]
+        return 2 * x.numel * kernel * out.channels // node.attrs["groups"] + fused
     if node.op in ("max_pool", "avg_pool"):
         return kernel * out.numel
     return 0 if node.op in _MOVES else out.numel
@@ -56,8 +58,8 @@ def node_flops(graph: Graph, node: Node) -> int:
 def layers(graph: Graph) -> list[Layer]:
     rank = graph.spatial_rank
     return [
-        Layer(node.name, node.op, "x".join(map(str, (graph.types[node.output].channels,
-                                                      *graph.types[node.output].spatial[3 - rank:]))),
+        Layer(node.name, "+".join((node.op, *node.attrs.get("epilogue", ()))),
+              "x".join(map(str, (graph.types[node.output].channels, *graph.types[node.output].spatial[3 - rank:]))),
               sum(int(p.size) for p in node.params.values()), node_flops(graph, node))
         for node in graph.nodes
     ]

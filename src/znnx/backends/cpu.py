@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 from znnx.backends import torch_eager
 from znnx.ir.graph import Graph, Node
-from znnx.ir.ops import ACTIVATIONS, BINARY, epilogue
-from znnx.plan.memory import MemoryPlan, Step
+from znnx.ir.ops import ACTIVATIONS, epilogue
+from znnx.plan.memory import FLOAT_BYTES, MemoryPlan, Step
 
 Tensor = torch.Tensor
 Kernel = Callable[[Sequence[Tensor]], Tensor]
@@ -41,8 +41,27 @@ def inplace_activation(op: str, alpha: float) -> Callable[[Tensor], Tensor]:
     return table[op]
 
 
+def _inplace_step(step: str, alpha: float) -> Callable[[Tensor, Sequence[Tensor]], Tensor]:
+    if step == "add":
+        return lambda y, xs: y.add_(xs[1])
+    fn = inplace_activation(step, alpha)
+    return lambda y, xs: fn(y)
+
+
 def available() -> bool:
     return bool(torch.backends.mkldnn.is_available())
+
+
+def placeable(node: Node) -> bool:
+    """Ops this backend can point at an arena slot: oneDNN convs (through the in-place primitive,
+    into a zeroed slot or one holding the residual) and concat (`out=`)."""
+    if node.op == "conv":
+        pads = tuple(node.attrs["pads"])
+        return pads[:3] == pads[3:] and available()
+    return node.op == "concat"
+
+
+Run = Callable[[Sequence[Tensor], Tensor | None], Tensor]
 
 
 class _Builder:
@@ -51,53 +70,43 @@ class _Builder:
         self.plan = plan
         self.eager = torch_eager.Builder(graph, torch.device("cpu"))
 
-    def param(self, node: Node, key: str) -> Tensor | None:
-        return self.eager.param(node, key)
-
-    def conv(self, node: Node, step: Step) -> Kernel:
+    def conv(self, node: Node, step: Step) -> Run:
         a = node.attrs
-        pads = tuple(a["pads"])
-        if pads[:3] != pads[3:] or not available():
-            return self.eager.kernel(node)
-        padding, stride, dilation, groups = list(pads[:3]), list(a["stride"]), list(a["dilation"]), int(a["groups"])
+        padding, stride, dilation = list(a["pads"][:3]), list(a["stride"]), list(a["dilation"])
+        groups = int(a["groups"])
         x = self.graph.types[node.inputs[0]]
         w = torch.ops.mkldnn._reorder_convolution_weight(
             self.eager.need(node, "weight"), padding, stride, dilation, groups, [1, x.channels, *x.spatial])
-        b = self.param(node, "bias")
+        b = self.eager.param(node, "bias")
+        args = (padding, stride, dilation, groups)
         steps = epilogue(node)
         act = next((s for s in steps if s != "add"), None)
         alpha = float(a.get("alpha", 0.0))
-        add_first = bool(steps) and steps[0] == "add"
-        fused = act if act in ONEDNN_UNARY and (not add_first or act == "relu") else None
-        scalars = [alpha] if fused == "leaky_relu" else []
-        later = inplace_activation(act, alpha) if act is not None and fused is None else None
-        conv_args = (padding, stride, dilation, groups)
+        add_first, add_last = steps[:1] == ("add",), steps[-1:] == ("add",) and act is not None
+        relu = "relu" if act == "relu" else None
+        after_relu = inplace_activation(act, alpha) if act not in (None, "relu") else None
+        plain = act if act in ONEDNN_UNARY else "none"
+        after_plain = inplace_activation(act, alpha) if act is not None and act not in ONEDNN_UNARY else None
+        scalars = [alpha] if plain == "leaky_relu" else []
+        pointwise, accumulate = torch.ops.mkldnn._convolution_pointwise, torch.ops.mkldnn._convolution_pointwise_
 
-        if "add" not in steps:
-            def plain(xs: Sequence[Tensor]) -> Tensor:
-                y = torch.ops.mkldnn._convolution_pointwise(xs[0], w, b, *conv_args, fused or "none", scalars, "")
-                return y if later is None else later(y)
-            return plain
+        def run(xs: Sequence[Tensor], out: Tensor | None) -> Tensor:
+            if step.inplace == 1:
+                y, post = xs[1], after_relu
+                accumulate(y, xs[0], w, b, *args, "add", 1.0, relu, [], "")
+            elif out is not None:
+                y, post = (out.copy_(xs[1]) if add_first else out.zero_()), after_relu
+                accumulate(y, xs[0], w, b, *args, "add", 1.0, relu, [], "")
+            elif add_first:
+                y, post = pointwise(xs[0], xs[1].contiguous(memory_format=CHANNELS_LAST), w, b, *args, "add", 1.0,
+                                    relu, [], ""), after_relu
+            else:
+                y, post = pointwise(xs[0], w, b, *args, plain, scalars, ""), after_plain
+            if post is not None:
+                y = post(y)
+            return y.add_(xs[1]) if add_last else y
 
-        if add_first and step.inplace == 1:
-            def accumulate(xs: Sequence[Tensor]) -> Tensor:
-                r = xs[1]
-                torch.ops.mkldnn._convolution_pointwise_(r, xs[0], w, b, *conv_args, "add", 1.0, fused, [], "")
-                return r if later is None else later(r)
-            return accumulate
-
-        if add_first:
-            def binary(xs: Sequence[Tensor]) -> Tensor:
-                r = xs[1].contiguous(memory_format=CHANNELS_LAST)
-                y = torch.ops.mkldnn._convolution_pointwise(xs[0], r, w, b, *conv_args, "add", 1.0, fused, [], "")
-                return y if later is None else later(y)
-            return binary
-
-        def activate_then_add(xs: Sequence[Tensor]) -> Tensor:
-            y = torch.ops.mkldnn._convolution_pointwise(xs[0], w, b, *conv_args, fused or "none", scalars, "")
-            y = y if later is None else later(y)
-            return xs[1].add_(y) if step.inplace == 1 else y.add_(xs[1])
-        return activate_then_add
+        return run
 
     def conv_transpose(self, node: Node) -> Kernel:
         a = node.attrs
@@ -109,12 +118,9 @@ class _Builder:
         x = self.graph.types[node.inputs[0]]
         w = torch.ops.mkldnn._reorder_convolution_transpose_weight(
             self.eager.need(node, "weight"), padding, out_pad, stride, dilation, groups, [1, x.channels, *x.spatial])
-        b = self.param(node, "bias")
+        b = self.eager.param(node, "bias")
         alpha = float(a.get("alpha", 0.0))
-        actions: list[Callable[[Tensor, Sequence[Tensor]], Tensor]] = [
-            (lambda y, xs: y.add_(xs[1])) if s == "add" else (lambda y, xs, f=inplace_activation(s, alpha): f(y))
-            for s in epilogue(node)
-        ]
+        actions = [_inplace_step(s, alpha) for s in epilogue(node)]
         args = (padding, out_pad, stride, dilation, groups)
 
         def run(xs: Sequence[Tensor]) -> Tensor:
@@ -125,8 +131,7 @@ class _Builder:
 
         return run
 
-    def elementwise(self, node: Node, step: Step) -> Kernel:
-        k = step.inplace
+    def inplace(self, node: Node, k: int) -> Kernel:
         if node.op in ACTIVATIONS:
             fn = inplace_activation(node.op, float(node.attrs.get("alpha", 0.0)))
             return lambda xs: fn(xs[0])
@@ -144,14 +149,41 @@ class _Builder:
             return lambda xs: fn(xs[0], constant, out=xs[0])
         return lambda xs: fn(xs[0], xs[1], out=xs[k])
 
-    def kernel(self, node: Node, step: Step) -> Kernel:
-        if node.op == "conv":
+    def kernel(self, node: Node, step: Step) -> Run:
+        if node.op == "conv" and placeable(node):
             return self.conv(node, step)
+        if node.op == "concat":
+            return lambda xs, out: torch.cat(list(xs), dim=1, out=out) if out is not None else torch.cat(list(xs), 1)
         if node.op == "conv_transpose":
-            return self.conv_transpose(node)
-        if step.inplace is not None and (node.op in ACTIVATIONS or node.op in BINARY or node.op == "scale"):
-            return self.elementwise(node, step)
-        return self.eager.kernel(node)
+            fn = self.conv_transpose(node)
+        elif step.inplace is not None:
+            fn = self.inplace(node, step.inplace)
+        else:
+            fn = self.eager.kernel(node)
+        return lambda xs, out: fn(xs)
+
+
+class _Arena:
+    """The plan's slots for one batch size, allocated on first use and kept between calls."""
+
+    def __init__(self, graph: Graph, plan: MemoryPlan) -> None:
+        self.graph = graph
+        self.plan = plan
+        self.batch = 0
+        self.views: dict[str, Tensor] = {}
+
+    def outputs(self, batch: int) -> dict[str, Tensor]:
+        """Node name -> the channels-last view of its slot, for `batch` patches."""
+        if batch != self.batch:
+            self.views = {}
+            slots = [torch.empty(n * batch // FLOAT_BYTES) for n in self.plan.slot_bytes]
+            for node, step in zip(self.graph.nodes, self.plan.steps):
+                if step.slot is not None:
+                    t = self.graph.types[node.output]
+                    flat = slots[step.slot][:batch * t.numel]
+                    self.views[node.name] = flat.view(batch, *t.spatial, t.channels).permute(0, 4, 1, 2, 3)
+            self.batch = batch
+        return self.views
 
 
 def build(graph: Graph, plan: MemoryPlan) -> Callable[[Sequence[Tensor]], list[Tensor]]:
@@ -162,11 +194,13 @@ def build(graph: Graph, plan: MemoryPlan) -> Callable[[Sequence[Tensor]], list[T
     keep = set(graph.outputs)
     frees = [[v for v in dict.fromkeys(node.inputs) if last_use[v] == i and v not in keep]
              for i, node in enumerate(graph.nodes)]
+    arena = _Arena(graph, plan)
 
     def execute(inputs: Sequence[Tensor]) -> list[Tensor]:
+        slots = arena.outputs(inputs[0].shape[0])
         values = dict(zip(graph.inputs, map(_enter, inputs)))
         for (node, fn), dead in zip(steps, frees):
-            values[node.output] = fn([values[v] for v in node.inputs])
+            values[node.output] = fn([values[v] for v in node.inputs], slots.get(node.name))
             for value in dead:
                 del values[value]
         return [values[name].contiguous() for name in graph.outputs]

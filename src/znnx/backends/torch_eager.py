@@ -42,14 +42,20 @@ def activation(op: str, alpha: float = 0.0) -> Callable[[Tensor], Tensor]:
     return table[op]
 
 
+def _epilogue_step(step: str, alpha: float) -> Callable[[Tensor, Sequence[Tensor]], Tensor]:
+    if step == "add":
+        return lambda y, x: y + x[1]
+    fn = activation(step, alpha)
+    return lambda y, x: fn(y)
+
+
 def with_epilogue(node: Node, conv: Kernel) -> Kernel:
     """`conv` followed by the node's fused steps: add the residual (second input), activate."""
     steps = tuple(node.attrs.get("epilogue", ()))
     if not steps:
         return conv
     alpha = float(node.attrs.get("alpha", 0.0))
-    fns = [(lambda y, x: y + x[1]) if step == "add" else (lambda y, x, f=activation(step, alpha): f(y))
-           for step in steps]
+    fns = [_epilogue_step(step, alpha) for step in steps]
 
     def run(x: Sequence[Tensor]) -> Tensor:
         y = conv(x)

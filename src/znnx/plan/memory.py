@@ -1,16 +1,21 @@
-"""Liveness-based memory plan: which steps write in place, when buffers die, and the peak bytes.
+"""Liveness-based memory plan: where every value lives, when buffers die, and the peak bytes.
 
-The plan is a value the backend obeys, so the prediction is the execution's own accounting:
-- a *view* step (crop, center_crop, identity) aliases its input's buffer, keeping it alive;
-- an *in-place* step writes its output into an input's buffer when that buffer has no later reader
-  (activations, scale, binary ops, and a conv's residual add, which accumulates into the residual);
-- every other step allocates its output while its inputs are alive, then frees the buffers whose
-  last reader it was. Graph inputs belong to the caller and graph outputs live to the end.
-Peak bytes is the largest sum of live buffers at any step, plus that step's transient scratch.
+The plan is a value the backend obeys, so the prediction is the execution's own accounting. Each
+node's output is one of:
+- a *view* (crop, center_crop, identity) aliasing its input's buffer, keeping it alive;
+- *in place*: written into an input's buffer that has no later reader (activations, scale,
+  binary ops, and a conv's residual add, which accumulates into the residual);
+- a *slot* of the net's arena: buffers allocated once and reused by values whose lifetimes do not
+  overlap (best fit among free slots), for ops the backend can point at a given buffer;
+- *fresh*: allocated by the op itself and freed after its last reader.
+Graph inputs belong to the caller; graph outputs live to the end and never in a slot, since the
+arena is overwritten by the next call. Peak bytes = the arena + the largest sum of live fresh
+buffers at any step, plus that step's transient scratch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from znnx.ir.graph import Graph, Node
@@ -22,21 +27,28 @@ VIEW_OPS = frozenset({"crop", "center_crop", "identity"})
 
 @dataclass(frozen=True)
 class Step:
-    """How one node runs: the input whose buffer it overwrites (`inplace`), or a view of input 0."""
+    """Where one node's output lives: an input's buffer (`inplace`), input 0 (`view`), an arena
+    `slot`, or a fresh allocation (all None/False); `live_bytes` is the memory in use during it."""
 
     node: str
     inplace: int | None
     view: bool
+    slot: int | None
     live_bytes: int
 
 
 @dataclass(frozen=True)
 class MemoryPlan:
     steps: tuple[Step, ...]
+    slot_bytes: tuple[int, ...]
     peak_bytes: int
     naive_bytes: int
     weight_bytes: int
-    input_bytes: int
+    batch: int
+
+    @property
+    def arena_bytes(self) -> int:
+        return sum(self.slot_bytes)
 
     def step(self, name: str) -> Step:
         return next(step for step in self.steps if step.node == name)
@@ -48,7 +60,7 @@ def inplace_candidates(node: Node) -> tuple[int, ...]:
         return (0,)
     if node.op in BINARY:
         return (0, 1)
-    if node.op == "conv" and "add" in epilogue(node):
+    if node.op == "conv" and epilogue(node)[:1] == ("add",):
         return (1,)
     return ()
 
@@ -67,58 +79,102 @@ def transient_bytes(graph: Graph, node: Node, batch: int) -> int:
     return 0
 
 
-def plan_memory(graph: Graph, batch: int = 1, relayout: bool = False) -> MemoryPlan:
-    """The memory plan of running `graph` once on a batch of `batch` patches.
+class _Slots:
+    """Arena slots: best fit among slots free before a buffer's first step, else the largest free
+    slot grown to fit, else a new slot."""
 
-    With `relayout`, the backend copies multi-channel inputs into its own layout on entry (a buffer
-    it owns and frees after the last reader) and multi-channel outputs back to NCDHW on exit.
-    """
-    size = {name: t.numel * batch * FLOAT_BYTES for name, t in graph.types.items()}
+    def __init__(self) -> None:
+        self.size: list[int] = []
+        self.busy_until: list[int] = []
+
+    def take(self, nbytes: int, first: int, last: int) -> int:
+        free = [i for i, until in enumerate(self.busy_until) if until < first]
+        fitting = [i for i in free if self.size[i] >= nbytes]
+        if fitting:
+            slot = min(fitting, key=lambda i: self.size[i])
+        elif free:
+            slot = max(free, key=lambda i: self.size[i])
+        else:
+            self.size.append(0)
+            self.busy_until.append(0)
+            slot = len(self.size) - 1
+        self.size[slot] = max(self.size[slot], nbytes)
+        self.busy_until[slot] = last
+        return slot
+
+
+@dataclass(frozen=True)
+class _Aliasing:
+    buffer_of: dict[str, str]
+    first: dict[str, int]
+    last: dict[str, int]
+    inplace: dict[str, int]
+
+
+def _alias(graph: Graph, size: dict[str, int], owned_inputs: set[str]) -> _Aliasing:
+    """Decide views and in-place writes; every buffer's first and last step (graph outputs: forever)."""
     last_use = {value: i for i, node in enumerate(graph.nodes) for value in node.inputs}
     forever = len(graph.nodes)
     for name in graph.outputs:
         last_use[name] = forever
     buffer_of = {name: name for name in graph.inputs}
-    buffer_size = {name: size[name] for name in graph.inputs}
+    first = {name: -1 for name in graph.inputs}
+    last = {name: last_use.get(name, -1) if name in owned_inputs else forever for name in graph.inputs}
+    inplace: dict[str, int] = {}
+    for i, node in enumerate(graph.nodes):
+        buffer = node.output
+        if node.op in VIEW_OPS:
+            buffer = buffer_of[node.inputs[0]]
+        else:
+            for k in inplace_candidates(node):
+                candidate = buffer_of[node.inputs[k]]
+                owned = first[candidate] >= 0 or candidate in owned_inputs
+                if (owned and last[candidate] == i and size[candidate] == size[node.output]
+                        and node.inputs.count(node.inputs[k]) == 1):
+                    inplace[node.name], buffer = k, candidate
+                    break
+        if buffer == node.output:
+            first[buffer], last[buffer] = i, i
+        buffer_of[node.output] = buffer
+        last[buffer] = max(last[buffer], last_use.get(node.output, i))
+    return _Aliasing(buffer_of, first, last, inplace)
+
+
+def plan_memory(graph: Graph, batch: int = 1, relayout: bool = False,
+                placeable: Callable[[Node], bool] = lambda node: False) -> MemoryPlan:
+    """The memory plan of running `graph` once on a batch of `batch` patches.
+
+    `placeable(node)` says whether the backend can write the node's output into an arena slot.
+    With `relayout`, the backend copies multi-channel inputs into its own layout on entry (a buffer
+    it owns and frees after the last reader) and multi-channel outputs back to NCDHW on exit.
+    """
+    size = {name: t.numel * batch * FLOAT_BYTES for name, t in graph.types.items()}
     copied = {name for name in graph.inputs if relayout and graph.types[name].channels > 1}
-    buffer_end = {name: last_use.get(name, 0) if name in copied else forever for name in graph.inputs}
-    owned = set(copied)
-    live = sum(size[name] for name in copied)
+    aliasing = _alias(graph, size, copied)
+    forever = len(graph.nodes)
+    slots, slot_of = _Slots(), {}
+    for node in graph.nodes:
+        buffer = node.output
+        if aliasing.buffer_of[buffer] == buffer and placeable(node) and aliasing.last[buffer] < forever:
+            slot_of[buffer] = slots.take(size[buffer], aliasing.first[buffer], aliasing.last[buffer])
+    fresh = [b for b in aliasing.first if b not in slot_of and (b in copied or b not in graph.inputs)]
     steps = []
     for i, node in enumerate(graph.nodes):
-        view = node.op in VIEW_OPS
-        inplace = None
-        if not view:
-            for k in inplace_candidates(node):
-                buffer = buffer_of[node.inputs[k]]
-                if (buffer in owned and buffer_end[buffer] == i and size[node.inputs[k]] == size[node.output]
-                        and buffer_size[buffer] == size[node.output]
-                        and node.inputs.count(node.inputs[k]) == 1):
-                    inplace = k
-                    break
-        if view or inplace is not None:
-            buffer = buffer_of[node.inputs[0 if view else inplace]]  # type: ignore[index]
-        else:
-            buffer = node.output
-            buffer_size[buffer] = size[node.output]
-            buffer_end[buffer] = i
-            owned.add(buffer)
-            live += size[node.output]
-        buffer_of[node.output] = buffer
-        buffer_end[buffer] = max(buffer_end[buffer], last_use.get(node.output, i))
-        steps.append(Step(node.name, inplace, view, live + transient_bytes(graph, node, batch)))
-        for value in set(node.inputs) | {node.output}:
-            dead = buffer_of[value]
-            if dead in owned and buffer_end[dead] == i:
-                owned.discard(dead)
-                live -= buffer_size[dead]
+        live = sum(size[b] for b in fresh if aliasing.first[b] <= i <= aliasing.last[b])
+        buffer = aliasing.buffer_of[node.output]
+        steps.append(Step(node.name, aliasing.inplace.get(node.name), node.op in VIEW_OPS,
+                          slot_of.get(buffer) if buffer == node.output else None,
+                          live + transient_bytes(graph, node, batch)))
+    at_exit = sum(size[b] for b in fresh if aliasing.last[b] >= forever)
     exit_copies = sum(size[name] for name in graph.outputs if relayout and graph.types[name].channels > 1)
     intermediates = [node.output for node in graph.nodes if node.op not in VIEW_OPS]
     weights = sum(int(p.nbytes) for node in graph.nodes for p in node.params.values())
+    arena = sum(slots.size)
     return MemoryPlan(
         steps=tuple(steps),
-        peak_bytes=max([live + exit_copies, *(step.live_bytes for step in steps)]),
+        slot_bytes=tuple(slots.size),
+        peak_bytes=arena + max([at_exit + exit_copies, *(step.live_bytes for step in steps)]),
         naive_bytes=sum(size[name] for name in intermediates),
         weight_bytes=weights,
-        input_bytes=sum(size[name] for name in graph.inputs),
+        batch=batch,
     )

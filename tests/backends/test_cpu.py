@@ -1,0 +1,81 @@
+"""The fused CPU backend against the reference executor: every epilogue path, slots, in-place steps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.passes.graphs import batchnorm, builder, conv
+from znnx import reference
+from znnx.ir.graph import Graph
+from znnx.net import Net
+from znnx.passes import optimize
+
+
+def _check(graph: Graph, batch: int = 2, tolerance: float = 1e-5) -> Net:
+    net = Net(graph)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((batch, graph.types["x"].channels, *graph.types["x"].spatial)).astype(np.float32)
+    original = x.copy()
+    expected = reference.run(graph, {"x": x})[graph.outputs[0]]
+    for _ in range(2):
+        actual = net(x)
+        actual = actual[0] if isinstance(actual, tuple) else actual
+        assert np.abs(actual - expected).max() / np.abs(expected).max() < tolerance
+    np.testing.assert_array_equal(x, original)
+    return net
+
+
+@pytest.mark.parametrize("act", [None, "relu", "elu", "sigmoid", "tanh", "leaky_relu"])
+@pytest.mark.parametrize("order", ["add_first", "act_first", "no_add"])
+def test_conv_epilogues(act: str | None, order: str) -> None:
+    b, x = builder(channels=4, spatial=(3, 6, 5))
+    h = conv(b, x, 4)
+    c = conv(b, h, 4)
+    attrs = {"alpha": 0.2} if act in ("elu", "leaky_relu") else {}
+    if order == "no_add":
+        out = b.add(act, [c], attrs) if act else c
+    elif order == "add_first":
+        s = b.add("add", [c, h])
+        out = b.add(act, [s], attrs) if act else s
+    else:
+        a = b.add(act, [c], attrs) if act else c
+        out = b.add("add", [h, a])
+    graph = optimize(b.finish([b.add("tanh", [out])])).graph
+    _check(graph)
+
+
+def test_residual_still_needed_later_is_copied_into_a_slot() -> None:
+    b, x = builder(channels=4, spatial=(3, 6, 5))
+    h = conv(b, x, 4)
+    s = b.add("add", [conv(b, h, 4), h])
+    graph = optimize(b.finish([b.add("concat", [s, h])])).graph
+    net = _check(graph)
+    assert any(step.slot is not None for step in net.plan.steps)
+
+
+def test_anisotropic_strided_grouped_and_asymmetric_convs() -> None:
+    b, x = builder(channels=4, spatial=(5, 9, 8))
+    y = conv(b, x, 6, kernel=(1, 3, 3), pads=(0, 1, 1, 0, 1, 1), stride=(1, 2, 2))
+    y = conv(b, y, 6, kernel=(3, 1, 1), pads=(1, 0, 0, 1, 0, 0), groups=3)
+    y = conv(b, b.add("elu", [batchnorm(b, y)], {"alpha": 1.0}), 4, kernel=(2, 2, 3), pads=(0, 1, 1, 1, 0, 1))
+    y = conv(b, y, 4, kernel=(2, 2, 2), pads=(0,) * 6, transposed=True, stride=(2, 2, 2))
+    graph = optimize(b.finish([b.add("relu", [y])])).graph
+    _check(graph)
+
+
+def test_transposed_conv_with_residual_and_pooling() -> None:
+    b, x = builder(channels=2, spatial=(4, 8, 8))
+    skip = b.add("elu", [conv(b, x, 4)], {"alpha": 1.0})
+    down = b.add("max_pool", [skip], {"kernel": (2, 2, 2), "stride": (2, 2, 2), "pads": (0,) * 6,
+                                      "ceil_mode": False})
+    up = conv(b, conv(b, down, 8), 4, kernel=(2, 2, 2), pads=(0,) * 6, transposed=True, stride=(2, 2, 2))
+    graph = optimize(b.finish([conv(b, b.add("add", [up, skip]), 3, kernel=(1, 1, 1), pads=(0,) * 6)])).graph
+    assert [n.op for n in graph.nodes].count("add") == 0
+    _check(graph)
+
+
+def test_multichannel_input_is_copied_not_overwritten() -> None:
+    b, x = builder(channels=3, spatial=(2, 5, 5))
+    graph = optimize(b.finish([b.add("add", [b.add("relu", [x]), x])])).graph
+    _check(graph, batch=1)

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from tests.passes.graphs import assert_same_numbers, builder, conv, ops
+from znnx.errors import GraphError
+from znnx.ir.verify import verify
+from znnx.passes.fuse_activation import fuse_activation
+from znnx.passes.fuse_residual_add import fuse_residual_add
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", "elu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_activation_fuses_into_the_conv(act: str, transposed: bool) -> None:
+    b, x = builder()
+    attrs = {"alpha": 0.3} if act in ("elu", "leaky_relu") else {}
+    before = b.finish([b.add(act, [conv(b, x, 4, transposed=transposed)], attrs)])
+    after, count = fuse_activation(before)
+    assert count == 1 and len(after.nodes) == 1
+    assert after.nodes[0].attrs["epilogue"] == (act,)
+    assert after.outputs == before.outputs
+    assert_same_numbers(before, after)
+
+
+def test_second_activation_is_not_fused() -> None:
+    b, x = builder()
+    before = b.finish([b.add("sigmoid", [b.add("relu", [conv(b, x, 4)])])])
+    after, count = fuse_activation(before)
+    assert (ops(after), count) == (["conv", "sigmoid"], 1)
+    assert_same_numbers(before, after)
+
+
+def test_residual_block_fuses_add_then_activation() -> None:
+    """conv -> add(block input) -> elu: the add goes into the conv, then the elu after it."""
+    b, x = builder(channels=4)
+    h = b.add("elu", [conv(b, x, 4)], {"alpha": 1.0})
+    before = b.finish([b.add("elu", [b.add("add", [conv(b, h, 4), x])], {"alpha": 1.0})])
+    fused, adds = fuse_residual_add(before)
+    after, acts = fuse_activation(fused)
+    assert (adds, acts) == (1, 2)
+    assert [n.attrs.get("epilogue") for n in after.nodes] == [("elu",), ("add", "elu")]
+    assert after.nodes[1].inputs == (after.nodes[0].output, x)
+    assert_same_numbers(before, after)
+
+
+def test_activation_then_add_keeps_the_order() -> None:
+    b, x = builder(channels=4)
+    y = b.add("relu", [conv(b, x, 4)])
+    before = b.finish([b.add("add", [x, y])])
+    after, _ = fuse_activation(before)
+    after, count = fuse_residual_add(after)
+    assert count == 1 and after.nodes[0].attrs["epilogue"] == ("relu", "add")
+    assert_same_numbers(before, after)
+
+
+def test_later_conv_absorbs_the_add_and_runs_in_its_place() -> None:
+    b, x = builder(channels=4)
+    first = conv(b, x, 4)
+    second = conv(b, x, 4)
+    before = b.finish([b.add("add", [first, second])])
+    after, count = fuse_residual_add(before)
+    assert count == 1 and ops(after) == ["conv", "conv"]
+    assert after.nodes[1].inputs == (x, after.nodes[0].output)
+    assert_same_numbers(before, after)
+
+
+def test_add_with_a_residual_computed_after_the_conv_moves_the_conv() -> None:
+    b, x = builder(channels=4)
+    c = conv(b, x, 4)
+    r = b.add("tanh", [x])
+    before = b.finish([b.add("add", [c, r])])
+    after, count = fuse_residual_add(before)
+    assert count == 1 and ops(after) == ["tanh", "conv"]
+    assert_same_numbers(before, after)
+
+
+def test_broadcast_add_and_shared_conv_are_not_fused() -> None:
+    b, x = builder(channels=4)
+    c = conv(b, x, 4)
+    one = conv(b, x, 1)
+    before = b.finish([b.add("add", [c, one]), b.add("add", [c, x])])
+    after, count = fuse_residual_add(before)
+    assert count == 0 and ops(after) == ops(before)
+
+
+def test_verify_rejects_a_broken_epilogue() -> None:
+    b, x = builder(channels=4)
+    before = b.finish([b.add("elu", [conv(b, x, 4)], {"alpha": 1.0})])
+    good = fuse_activation(before)[0]
+    node = good.nodes[0]
+    bad_attrs = {**node.attrs, "epilogue": ("elu", "relu")}
+    bad = dataclasses.replace(good, nodes=(dataclasses.replace(node, attrs=bad_attrs),))
+    with pytest.raises(GraphError, match="one 'add' and one activation at most"):
+        verify(bad)
+    missing = dataclasses.replace(good, nodes=(dataclasses.replace(node, attrs={**node.attrs, "epilogue": ("add",)}),))
+    with pytest.raises(GraphError, match=r"needs 2 input\(s\), got 1"):
+        verify(missing)
