@@ -106,7 +106,7 @@ class Net:
             return plan_memory(self.graph, batch)
         from znnx.backends import cpu
 
-        return plan_memory(self.graph, batch, relayout=True, placeable=cpu.placeable)
+        return plan_memory(self.graph, batch, relayout=True, placeable=cpu.placeable, scratch=cpu.scratch_bytes)
 
     @property
     def weight_bytes(self) -> int:

@@ -79,3 +79,15 @@ def test_multichannel_input_is_copied_not_overwritten() -> None:
     b, x = builder(channels=3, spatial=(2, 5, 5))
     graph = optimize(b.finish([b.add("add", [b.add("relu", [x]), x])])).graph
     _check(graph, batch=1)
+
+
+@pytest.mark.parametrize("kernel, pads", [((3, 3, 3), (1,) * 6), ((2, 2, 2), (1, 0, 1, 1, 0, 1)),
+                                          ((1, 2, 2), (0,) * 6)])
+def test_transposed_conv_paths_with_residual(kernel: tuple[int, ...], pads: tuple[int, ...]) -> None:
+    b, x = builder(channels=3, spatial=(3, 5, 4))
+    stride = (1, 2, 2) if kernel == (1, 2, 2) else (2, 2, 2)
+    first = conv(b, x, 4, kernel=kernel, pads=pads, transposed=True, stride=stride)
+    second = conv(b, x, 4, kernel=kernel, pads=pads, transposed=True, stride=stride)
+    graph = optimize(b.finish([b.add("elu", [b.add("add", [first, second])], {"alpha": 1.0})])).graph
+    assert [n.attrs.get("epilogue") for n in graph.nodes][-1] == ("add", "elu")
+    _check(graph)

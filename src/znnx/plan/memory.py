@@ -28,13 +28,15 @@ VIEW_OPS = frozenset({"crop", "center_crop", "identity"})
 @dataclass(frozen=True)
 class Step:
     """Where one node's output lives: an input's buffer (`inplace`), input 0 (`view`), an arena
-    `slot`, or a fresh allocation (all None/False); `live_bytes` is the memory in use during it."""
+    `slot`, or a fresh allocation (all None/False); `live_bytes` is the memory in use during it;
+    `scratch` is the arena slot of its temporary buffer, if the backend asked for one."""
 
     node: str
     inplace: int | None
     view: bool
     slot: int | None
     live_bytes: int
+    scratch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def inplace_candidates(node: Node) -> tuple[int, ...]:
         return (0,)
     if node.op in BINARY:
         return (0, 1)
-    if node.op == "conv" and epilogue(node)[:1] == ("add",):
+    if node.op in ("conv", "conv_transpose") and epilogue(node)[:1] == ("add",):
         return (1,)
     return ()
 
@@ -141,10 +143,12 @@ def _alias(graph: Graph, size: dict[str, int], owned_inputs: set[str]) -> _Alias
 
 
 def plan_memory(graph: Graph, batch: int = 1, relayout: bool = False,
-                placeable: Callable[[Node], bool] = lambda node: False) -> MemoryPlan:
+                placeable: Callable[[Node], bool] = lambda node: False,
+                scratch: Callable[[Graph, Node], int] = lambda graph, node: 0) -> MemoryPlan:
     """The memory plan of running `graph` once on a batch of `batch` patches.
 
-    `placeable(node)` says whether the backend can write the node's output into an arena slot.
+    `placeable(node)` says whether the backend can write the node's output into an arena slot;
+    `scratch(graph, node)` how many bytes per patch of arena scratch the step needs while it runs.
     With `relayout`, the backend copies multi-channel inputs into its own layout on entry (a buffer
     it owns and frees after the last reader) and multi-channel outputs back to NCDHW on exit.
     """
@@ -152,19 +156,23 @@ def plan_memory(graph: Graph, batch: int = 1, relayout: bool = False,
     copied = {name for name in graph.inputs if relayout and graph.types[name].channels > 1}
     aliasing = _alias(graph, size, copied)
     forever = len(graph.nodes)
-    slots, slot_of = _Slots(), {}
-    for node in graph.nodes:
+    slots, slot_of, scratch_of = _Slots(), {}, {}
+    for i, node in enumerate(graph.nodes):
         buffer = node.output
         if aliasing.buffer_of[buffer] == buffer and placeable(node) and aliasing.last[buffer] < forever:
             slot_of[buffer] = slots.take(size[buffer], aliasing.first[buffer], aliasing.last[buffer])
+        if scratch(graph, node):
+            scratch_of[node.name] = slots.take(scratch(graph, node) * batch, i, i)
     fresh = [b for b in aliasing.first if b not in slot_of and (b in copied or b not in graph.inputs)]
     steps = []
     for i, node in enumerate(graph.nodes):
         live = sum(size[b] for b in fresh if aliasing.first[b] <= i <= aliasing.last[b])
         buffer = aliasing.buffer_of[node.output]
+        if node.op == "conv_transpose" and node.name in aliasing.inplace and node.name not in scratch_of:
+            live += size[node.output]  # computed apart, then added into the residual
         steps.append(Step(node.name, aliasing.inplace.get(node.name), node.op in VIEW_OPS,
                           slot_of.get(buffer) if buffer == node.output else None,
-                          live + transient_bytes(graph, node, batch)))
+                          live + transient_bytes(graph, node, batch), scratch_of.get(node.name)))
     at_exit = sum(size[b] for b in fresh if aliasing.last[b] >= forever)
     exit_copies = sum(size[name] for name in graph.outputs if relayout and graph.types[name].channels > 1)
     intermediates = [node.output for node in graph.nodes if node.op not in VIEW_OPS]
