@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -248,26 +249,48 @@ class _Arena:
         return self.views
 
 
-def build(graph: Graph, plan: MemoryPlan) -> Callable[[Sequence[Tensor]], list[Tensor]]:
-    """A function from NCDHW input tensors (graph input order) to NCDHW output tensors."""
-    builder = _Builder(graph, plan)
-    steps = [(node, builder.kernel(node, plan.step(node.name))) for node in graph.nodes]
-    last_use = {value: i for i, node in enumerate(graph.nodes) for value in node.inputs}
-    keep = set(graph.outputs)
-    frees = [[v for v in dict.fromkeys(node.inputs) if last_use[v] == i and v not in keep]
-             for i, node in enumerate(graph.nodes)]
-    arena = _Arena(graph, plan)
+class _Program:
+    """The built steps of one graph: kernels, arena, and which values die after each step."""
 
-    def execute(inputs: Sequence[Tensor]) -> list[Tensor]:
-        buffers = arena.buffers(inputs[0].shape[0])
-        values = dict(zip(graph.inputs, map(_enter, inputs)))
-        for (node, fn), dead in zip(steps, frees):
+    def __init__(self, graph: Graph, plan: MemoryPlan) -> None:
+        builder = _Builder(graph, plan)
+        self.graph = graph
+        self.steps = [(node, builder.kernel(node, plan.step(node.name))) for node in graph.nodes]
+        last_use = {value: i for i, node in enumerate(graph.nodes) for value in node.inputs}
+        keep = set(graph.outputs)
+        self.frees = [[v for v in dict.fromkeys(node.inputs) if last_use[v] == i and v not in keep]
+                      for i, node in enumerate(graph.nodes)]
+        self.arena = _Arena(graph, plan)
+
+    def run(self, inputs: Sequence[Tensor], times: list[float] | None = None) -> list[Tensor]:
+        """Outputs for `inputs`; with `times`, append each step's wall time in seconds."""
+        buffers = self.arena.buffers(inputs[0].shape[0])
+        values = dict(zip(self.graph.inputs, map(_enter, inputs)))
+        for (node, fn), dead in zip(self.steps, self.frees):
+            start = time.perf_counter()
             values[node.output] = fn([values[v] for v in node.inputs], *buffers[node.name])
+            if times is not None:
+                times.append(time.perf_counter() - start)
             for value in dead:
                 del values[value]
-        return [values[name].contiguous() for name in graph.outputs]
+        return [values[name].contiguous() for name in self.graph.outputs]
 
-    return execute
+
+def build(graph: Graph, plan: MemoryPlan) -> Callable[[Sequence[Tensor]], list[Tensor]]:
+    """A function from NCDHW input tensors (graph input order) to NCDHW output tensors."""
+    program = _Program(graph, plan)
+    return lambda inputs: program.run(inputs)
+
+
+def profile(graph: Graph, plan: MemoryPlan, inputs: Sequence[Tensor], passes: int = 3) -> list[tuple[Node, float]]:
+    """Each node with its median wall time over `passes` runs, after one untimed run."""
+    program = _Program(graph, plan)
+    program.run(inputs)
+    runs: list[list[float]] = []
+    for _ in range(passes):
+        runs.append([])
+        program.run(inputs, runs[-1])
+    return [(node, sorted(run[i] for run in runs)[passes // 2]) for i, (node, _) in enumerate(program.steps)]
 
 
 def _enter(tensor: Tensor) -> Tensor:

@@ -8,7 +8,6 @@ pooling are expressed as an explicit pad so PyTorch's own conventions never leak
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -225,21 +224,3 @@ def _fp32(device: torch.device) -> contextlib.AbstractContextManager[None]:
     cudnn = torch.backends.cudnn
     return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
                        allow_tf32=False)
-
-
-def profile(graph: Graph, device: torch.device, inputs: Sequence[Tensor]) -> list[tuple[Node, float]]:
-    """Run `graph` once, node by node, and return each node with its wall time in seconds."""
-    builder = Builder(graph, device)
-    values = dict(zip(graph.inputs, inputs))
-    timings = []
-    with _fp32(device):
-        for node in graph.nodes:
-            fn = builder.kernel(node)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            values[node.output] = fn([values[v] for v in node.inputs])
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            timings.append((node, time.perf_counter() - start))
-    return timings

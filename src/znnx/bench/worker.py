@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from znnx.ir import Graph
+from znnx.ir import Graph, Node
 
 
 def bench_input(patch: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -59,20 +59,27 @@ def measure(job: dict) -> dict:
 
 
 def profile_layers(model: object, x: np.ndarray) -> list[dict]:
-    """Per-node times of the znnx net (the median of three timed passes)."""
+    """Per-node times of the fused CPU execution of the znnx net (the median of three timed passes)."""
     import torch
 
     import znnx
-    from znnx.backends import torch_eager
+    from znnx.backends import cpu
     from znnx.report import node_flops
 
     net = znnx.compile(load_graph(model, x))
-    tensor = torch.from_numpy(x)
     with torch.inference_mode():
-        passes = [torch_eager.profile(net.graph, torch.device("cpu"), [tensor]) for _ in range(3)]
-    return [{"node": node.name, "op": node.op, "algorithm": "direct (PyTorch)" if node.op.startswith("conv") else "",
-             "seconds": float(np.median([p[i][1] for p in passes])), "flops": node_flops(net.graph, node)}
-            for i, (node, _) in enumerate(passes[0])]
+        timings = cpu.profile(net.graph, net.plan, [torch.from_numpy(x)])
+    return [{"node": node.name, "op": "+".join((node.op, *node.attrs.get("epilogue", ()))),
+             "algorithm": _algorithm(node), "seconds": seconds, "flops": node_flops(net.graph, node)}
+            for node, seconds in timings]
+
+
+def _algorithm(node: Node) -> str:
+    from znnx.backends import cpu
+
+    if cpu.shuffles(node):
+        return "GEMM + shuffle"
+    return "oneDNN direct" if node.op.startswith("conv") else ""
 
 
 def load_graph(model: object, x: np.ndarray) -> Graph:
