@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from znnx.backends import torch_eager
 from znnx.ir.graph import Graph, Node
@@ -28,25 +27,6 @@ Tensor = torch.Tensor
 Kernel = Callable[[Sequence[Tensor]], Tensor]
 CHANNELS_LAST = torch.channels_last_3d
 ONEDNN_UNARY = frozenset({"relu", "sigmoid", "tanh", "leaky_relu"})
-
-
-def inplace_activation(op: str, alpha: float) -> Callable[[Tensor], Tensor]:
-    """The in-place torch function of an IR activation."""
-    table: dict[str, Callable[[Tensor], Tensor]] = {
-        "relu": torch.relu_,
-        "leaky_relu": lambda t: F.leaky_relu_(t, alpha),
-        "elu": lambda t: F.elu_(t, alpha),
-        "sigmoid": torch.sigmoid_,
-        "tanh": torch.tanh_,
-    }
-    return table[op]
-
-
-def _inplace_step(step: str, alpha: float) -> Callable[[Tensor, Sequence[Tensor]], Tensor]:
-    if step == "add":
-        return lambda y, xs: y.add_(xs[1])
-    fn = inplace_activation(step, alpha)
-    return lambda y, xs: fn(y)
 
 
 def available() -> bool:
@@ -80,9 +60,8 @@ Run = Callable[[Sequence[Tensor], Tensor | None, Tensor | None], Tensor]
 
 
 class _Builder:
-    def __init__(self, graph: Graph, plan: MemoryPlan) -> None:
+    def __init__(self, graph: Graph) -> None:
         self.graph = graph
-        self.plan = plan
         self.eager = torch_eager.Builder(graph, torch.device("cpu"))
 
     def conv(self, node: Node, step: Step) -> Run:
@@ -99,9 +78,9 @@ class _Builder:
         alpha = float(a.get("alpha", 0.0))
         add_first, add_last = steps[:1] == ("add",), steps[-1:] == ("add",) and act is not None
         relu = "relu" if act == "relu" else None
-        after_relu = inplace_activation(act, alpha) if act not in (None, "relu") else None
+        after_relu = None if act in (None, "relu") else torch_eager.activation(act, alpha, inplace=True)
         plain = act if act in ONEDNN_UNARY else "none"
-        after_plain = inplace_activation(act, alpha) if act is not None and act not in ONEDNN_UNARY else None
+        after_plain = None if act is None or act in ONEDNN_UNARY else torch_eager.activation(act, alpha, inplace=True)
         scalars = [alpha] if plain == "leaky_relu" else []
         pointwise, accumulate = torch.ops.mkldnn._convolution_pointwise, torch.ops.mkldnn._convolution_pointwise_
 
@@ -132,7 +111,8 @@ class _Builder:
         bias = self.eager.param(node, "bias")
         b2d = (torch.zeros(c_out) if bias is None else bias).repeat(kd * kh * kw)
         add_first = epilogue(node)[:1] == ("add",)
-        actions = [_inplace_step(s, float(node.attrs.get("alpha", 0.0))) for s in epilogue(node)[add_first:]]
+        alpha = float(node.attrs.get("alpha", 0.0))
+        actions = [torch_eager.epilogue_step(s, alpha, inplace=True) for s in epilogue(node)[add_first:]]
 
         def tiles(t: Tensor, n: int, d: int, h: int, w: int) -> Tensor:
             """An NDHWC output as (n, d, kd, h, kh, w, kw, c_out) without copying."""
@@ -175,7 +155,7 @@ class _Builder:
             self.eager.need(node, "weight"), padding, out_pad, stride, dilation, groups, [1, x.channels, *x.spatial])
         b = self.eager.param(node, "bias")
         alpha = float(a.get("alpha", 0.0))
-        actions = [_inplace_step(s, alpha) for s in epilogue(node)]
+        actions = [torch_eager.epilogue_step(s, alpha, inplace=True) for s in epilogue(node)]
         args = (padding, out_pad, stride, dilation, groups)
 
         def run(xs: Sequence[Tensor]) -> Tensor:
@@ -190,7 +170,7 @@ class _Builder:
 
     def inplace(self, node: Node, k: int) -> Kernel:
         if node.op in ACTIVATIONS:
-            fn = inplace_activation(node.op, float(node.attrs.get("alpha", 0.0)))
+            fn = torch_eager.activation(node.op, float(node.attrs.get("alpha", 0.0)), inplace=True)
             return lambda xs: fn(xs[0])
         if node.op == "scale":
             gamma = self.eager.need(node, "gamma", channel_view=True)
@@ -253,9 +233,9 @@ class _Program:
     """The built steps of one graph: kernels, arena, and which values die after each step."""
 
     def __init__(self, graph: Graph, plan: MemoryPlan) -> None:
-        builder = _Builder(graph, plan)
+        builder = _Builder(graph)
         self.graph = graph
-        self.steps = [(node, builder.kernel(node, plan.step(node.name))) for node in graph.nodes]
+        self.steps = [(node, builder.kernel(node, step)) for node, step in zip(graph.nodes, plan.steps)]
         last_use = {value: i for i, node in enumerate(graph.nodes) for value in node.inputs}
         keep = set(graph.outputs)
         self.frees = [[v for v in dict.fromkeys(node.inputs) if last_use[v] == i and v not in keep]

@@ -29,22 +29,23 @@ def _symmetric(pads: Sequence[int]) -> bool:
     return tuple(pads[:3]) == tuple(pads[3:])
 
 
-def activation(op: str, alpha: float = 0.0) -> Callable[[Tensor], Tensor]:
-    """The torch function of an IR activation (`alpha` for leaky_relu and elu)."""
+def activation(op: str, alpha: float = 0.0, inplace: bool = False) -> Callable[[Tensor], Tensor]:
+    """The torch function of an IR activation (`alpha` for leaky_relu and elu), optionally in place."""
     table: dict[str, Callable[[Tensor], Tensor]] = {
-        "relu": F.relu,
-        "leaky_relu": lambda x: F.leaky_relu(x, alpha),
-        "elu": lambda x: F.elu(x, alpha),
-        "sigmoid": torch.sigmoid,
-        "tanh": torch.tanh,
+        "relu": lambda x: F.relu(x, inplace),
+        "leaky_relu": lambda x: F.leaky_relu(x, alpha, inplace),
+        "elu": lambda x: F.elu(x, alpha, inplace),
+        "sigmoid": torch.sigmoid_ if inplace else torch.sigmoid,
+        "tanh": torch.tanh_ if inplace else torch.tanh,
     }
     return table[op]
 
 
-def _epilogue_step(step: str, alpha: float) -> Callable[[Tensor, Sequence[Tensor]], Tensor]:
+def epilogue_step(step: str, alpha: float, inplace: bool = False) -> Callable[[Tensor, Sequence[Tensor]], Tensor]:
+    """One fused step as a function of the conv output and the node's inputs (the residual is input 1)."""
     if step == "add":
-        return lambda y, x: y + x[1]
-    fn = activation(step, alpha)
+        return (lambda y, x: y.add_(x[1])) if inplace else (lambda y, x: y + x[1])
+    fn = activation(step, alpha, inplace)
     return lambda y, x: fn(y)
 
 
@@ -54,7 +55,7 @@ def with_epilogue(node: Node, conv: Kernel) -> Kernel:
     if not steps:
         return conv
     alpha = float(node.attrs.get("alpha", 0.0))
-    fns = [_epilogue_step(step, alpha) for step in steps]
+    fns = [epilogue_step(step, alpha) for step in steps]
 
     def run(x: Sequence[Tensor]) -> Tensor:
         y = conv(x)

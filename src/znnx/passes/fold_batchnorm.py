@@ -15,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 
 from znnx.ir.graph import Graph, Node
-from znnx.passes.rewrite import consumers, merge, rebuild, sole_consumer
+from znnx.passes.rewrite import consumers, exhaust, merge, rebuild, sole_consumer
 
 Array = np.ndarray
 
@@ -66,9 +66,7 @@ def _fold_one(graph: Graph) -> Graph | None:
 
 
 def fold_batchnorm(graph: Graph) -> tuple[Graph, int]:
-    count = 0
-    while (folded := _fold_one(graph)) is not None:
-        graph, count = folded, count + 1
+    graph, count = exhaust(graph, _fold_one)
     nodes = []
     for node in graph.nodes:
         if node.op == "batchnorm":

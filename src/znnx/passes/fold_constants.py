@@ -15,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 
 from znnx.ir.graph import Graph, Node
-from znnx.passes.rewrite import consumers, merge, rebuild, sole_consumer
+from znnx.passes.rewrite import consumers, exhaust, merge, rebuild, sole_consumer
 
 
 def _as_scale(node: Node, channels: int) -> Node:
@@ -45,7 +45,5 @@ def fold_constants(graph: Graph) -> tuple[Graph, int]:
             node = _as_scale(node, graph.types[node.output].channels)
             count += 1
         nodes.append(node)
-    graph = rebuild(graph, nodes) if count else graph
-    while (merged := _merge_one(graph)) is not None:
-        graph, count = merged, count + 1
-    return graph, count
+    graph, merges = exhaust(rebuild(graph, nodes) if count else graph, _merge_one)
+    return graph, count + merges

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from znnx.ir.graph import Graph
 from znnx.ir.ops import ACTIVATIONS, epilogue
-from znnx.passes.rewrite import consumers, merge, sole_consumer
+from znnx.passes.rewrite import consumers, exhaust, merge, sole_consumer
 
 
 def _fuse_one(graph: Graph) -> Graph | None:
@@ -31,7 +31,4 @@ def _fuse_one(graph: Graph) -> Graph | None:
 
 
 def fuse_activation(graph: Graph) -> tuple[Graph, int]:
-    count = 0
-    while (fused := _fuse_one(graph)) is not None:
-        graph, count = fused, count + 1
-    return graph, count
+    return exhaust(graph, _fuse_one)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from znnx.ir.graph import Graph, Node
@@ -80,3 +80,11 @@ def bypass(graph: Graph, node: Node) -> Graph | None:
         n = rename_inputs(n, {source: target})
         nodes.append(replace(n, output=target) if n is producer else n)
     return rebuild(graph, nodes)
+
+
+def exhaust(graph: Graph, rewrite_one: Callable[[Graph], Graph | None]) -> tuple[Graph, int]:
+    """Apply `rewrite_one` (a single rewrite, or None when nothing matches) until nothing matches."""
+    count = 0
+    while (rewritten := rewrite_one(graph)) is not None:
+        graph, count = rewritten, count + 1
+    return graph, count

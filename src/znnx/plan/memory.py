@@ -52,9 +52,6 @@ class MemoryPlan:
     def arena_bytes(self) -> int:
         return sum(self.slot_bytes)
 
-    def step(self, name: str) -> Step:
-        return next(step for step in self.steps if step.node == name)
-
 
 def inplace_candidates(node: Node) -> tuple[int, ...]:
     """Inputs whose buffer `node` can overwrite with its output (same shape), in preference order."""
