@@ -6,7 +6,7 @@ the fix, so a user never needs a traceback from inside a library to act on it.
 
 from __future__ import annotations
 
-__all__ = ["DeviceError", "GraphError", "InputError", "ModelError", "UnsupportedError", "ZnnxError"]
+__all__ = ["DeviceError", "GraphError", "InputError", "ModelError", "StorageError", "UnsupportedError", "ZnnxError"]
 
 
 class ZnnxError(Exception):
@@ -31,3 +31,8 @@ class InputError(ZnnxError):
 
 class DeviceError(ZnnxError):
     """A requested device is unknown or not present on this machine."""
+
+
+class StorageError(ZnnxError):
+    """A volume cannot be read or written: missing, wrong shape or dtype, unwritable, or a resume
+    ledger that belongs to a different run."""

@@ -28,12 +28,19 @@ class Layer:
 
 @dataclass(frozen=True)
 class Geometry:
-    """Receptive field and total stride of the first output w.r.t. the first input, per axis."""
+    """The first output w.r.t. the first input, per model axis: receptive field (input voxels),
+    stride (input voxels per output voxel), offset (input position of output voxel 0's centre,
+    input voxel 0's centre at 0), downsampling (the coarsest stride of any tensor on the way:
+    shifting the input by a multiple of it shifts the output without changing it), and whether
+    any op pads (reads outside its input)."""
 
     input_spatial: tuple[int, ...]
     output_spatial: tuple[int, ...]
     receptive_field: tuple[int, ...]
     stride: tuple[Fraction, ...]
+    offset: tuple[Fraction, ...] = ()
+    downsampling: tuple[int, ...] = ()
+    pads: bool = False
 
     @property
     def voxel_ratio(self) -> float:
@@ -79,21 +86,56 @@ def _grow(node: Node, axis: int, field: Fraction, jump: Fraction) -> tuple[Fract
     return field, jump
 
 
+def _shift(graph: Graph, node: Node, axis: int, jump: Fraction) -> Fraction:
+    """How far (in input voxels) `node` moves the centre of voxel 0 from its first input's, given
+    that input's jump (input voxels per voxel)."""
+    a = node.attrs
+    if node.op in ("conv", "max_pool", "avg_pool"):
+        return jump * (Fraction((a["kernel"][axis] - 1) * a.get("dilation", (1, 1, 1))[axis], 2) - a["pads"][axis])
+    if node.op == "conv_transpose":
+        reach = Fraction((a["kernel"][axis] - 1) * a["dilation"][axis], 2) - a["pads"][axis]
+        return -jump * reach / a["stride"][axis]
+    if node.op == "upsample":
+        scale = Fraction(a["scales"][axis]).limit_denominator(1000)
+        return -jump * (scale - 1) / (2 * scale)
+    if node.op == "crop":
+        return jump * a["begin"][axis]
+    if node.op == "center_crop":
+        source, target = (graph.types[v].spatial for v in node.inputs)
+        return jump * ((source[axis] - target[axis]) // 2)
+    if node.op == "pad":
+        return -jump * a["pads"][axis]
+    return Fraction(0)
+
+
+def _pads(node: Node) -> bool:
+    return node.op != "conv_transpose" and any(node.attrs.get("pads", ()))
+
+
 def geometry(graph: Graph) -> Geometry:
-    """Receptive field (in input voxels) and stride of the first output along each model axis."""
+    """Receptive field (in input voxels), stride, offset and downsampling of the first output."""
     rank = graph.spatial_rank
     fields: dict[str, list[tuple[Fraction, Fraction]]] = {
         name: [(Fraction(1), Fraction(1))] * 3 for name in graph.inputs}
+    centres: dict[str, list[Fraction]] = {name: [Fraction(0)] * 3 for name in graph.inputs}
+    coarsest = [Fraction(1)] * 3
     for node in graph.nodes:
         sources = [fields[v] for v in node.inputs]
         merged = [max(s[axis] for s in sources) for axis in range(3)]
+        jumps = fields[node.inputs[0]]
+        centres[node.output] = [centres[node.inputs[0]][axis] + _shift(graph, node, axis, jumps[axis][1])
+                                for axis in range(3)]
         fields[node.output] = [_grow(node, axis, *merged[axis]) for axis in range(3)]
+        coarsest = [max(c, j) for c, (_, j) in zip(coarsest, fields[node.output])]
     final = fields[graph.outputs[0]][3 - rank:]
     return Geometry(
         graph.types[graph.inputs[0]].spatial[3 - rank:],
         graph.types[graph.outputs[0]].spatial[3 - rank:],
         tuple(math.ceil(f) for f, _ in final),
         tuple(j for _, j in final),
+        tuple(centres[graph.outputs[0]][3 - rank:]),
+        tuple(math.ceil(c) for c in coarsest[3 - rank:]),
+        any(_pads(node) for node in graph.nodes),
     )
 
 

@@ -65,6 +65,12 @@ def _digest(header: str, tensors: Mapping[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
+def fingerprint(graph: Graph) -> str:
+    """SHA-256 of a graph's structure, shapes and weights: equal exactly for equal compiled nets."""
+    tensors = {_key(n.name, k): v for n in graph.nodes for k, v in n.params.items()}
+    return _digest(json.dumps(_graph_json(graph), sort_keys=True), tensors)
+
+
 def save(net: Net, path: str | Path) -> Path:
     """Write `net` (its optimized graph, plan and weights) to `path`."""
     from safetensors.numpy import save_file

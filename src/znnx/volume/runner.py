@@ -1,0 +1,381 @@
+"""Run a compiled net over a whole volume on disk, block by block, resumably.
+
+Reading (a thread pool, prefetching), computing (the caller's thread, the net's own threads) and
+writing (one thread, write-behind) overlap, so storage does not stall the net. A block's output is
+written, flushed, and only then recorded in the ledger; rerunning the same call after a crash
+computes only the blocks the ledger does not list.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import numpy as np
+
+from znnx.errors import GraphError, InputError, StorageError
+from znnx.report import geometry
+from znnx.volume import storage
+from znnx.volume.blend import WEIGHTINGS, window_weights
+from znnx.volume.block import Block, Box, Tiling, blend_blocks, exact_blocks, exact_steps, tiling, whole
+from znnx.volume.ledger import Ledger, run_key
+from znnx.volume.progress import Progress, peak_rss_bytes
+
+if TYPE_CHECKING:
+    from znnx.net import Net
+
+MODES = ("exact", "blend")
+OUTPUT_DTYPES = ("float32", "float16", "uint8")
+CHUNK_EDGE = 128
+
+
+@dataclass(frozen=True)
+class VolumeOptions:
+    """How to run a volume. Normalization is explicit: the net sees (x * scale - mean) / std.
+
+    `roi` limits the run to a box of the volume (the output keeps the volume's shape; the rest stays
+    zero); `mask` (same spatial shape, nonzero = wanted) and `background` (an input value) skip
+    blocks that hold nothing wanted. `overlap` and `weighting` apply to `blend` mode."""
+
+    mode: str = "exact"
+    overlap: tuple[float, ...] = (0.25, 0.25, 0.25)
+    weighting: str = "gaussian"
+    roi: Box | None = None
+    scale: float = 1.0
+    mean: float = 0.0
+    std: float = 1.0
+    output_dtype: str = "float32"
+    mask: str | None = None
+    background: float | None = None
+    overwrite: bool = False
+    prefetch: int = 2
+
+
+@dataclass
+class Summary:
+    """What a run did; `to_json` for the CLI. Seconds are wall time of this invocation."""
+
+    input: str
+    output: str
+    mode: str
+    patch: tuple[int, ...]
+    blocks: int
+    computed: int
+    skipped: int
+    resumed: int
+    patches: int
+    voxels: int
+    seconds: float
+    voxels_per_s: float
+    compute_seconds: float
+    read_wait_seconds: float
+    write_wait_seconds: float
+    peak_rss_mib: float
+    ledger: str
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _chunk_edge(step: int) -> int:
+    """The largest divisor of `step` that is at most CHUNK_EDGE (so every write covers whole chunks)."""
+    return max(d for d in range(1, min(step, CHUNK_EDGE) + 1) if step % d == 0)
+
+
+def _spatial(volume: storage.Volume, channels: int, rank: int) -> tuple[int, ...]:
+    shape = volume.shape
+    if len(shape) == rank and channels == 1:
+        return shape
+    if len(shape) == rank + 1 and shape[0] == channels:
+        return shape[1:]
+    raise InputError(f"volume: {volume.location} has shape {shape}; this net takes {channels} channel(s) of "
+                     f"{rank}D data, so the volume must be {'(D, H, W) or ' if channels == 1 else ''}"
+                     f"({channels}, D, H, W), channel first")
+
+
+def minimum_volume(net: Net) -> tuple[int, ...]:
+    """The smallest volume the net can cover along each axis: the smallest output it computes (the
+    other axes at its compiled patch). Valid nets read their context as zeros beyond the volume."""
+    from znnx.net import reshape
+
+    own, out = net.input_shape[1:], net.output_shape[1:]
+    smallest = []
+    for axis in range(len(own)):
+        for size in range(1, own[axis] + 1):
+            trial = list(own)
+            trial[axis] = size
+            try:
+                reshape(net.graph, trial)
+            except GraphError:
+                continue
+            smallest.append(size - (own[axis] - out[axis]))
+            break
+    return tuple(smallest)
+
+
+class _Reader:
+    """Reads a box of the (channel-first) input, zero outside the volume, normalized to float32."""
+
+    def __init__(self, volume: storage.Volume, spatial: tuple[int, ...], options: VolumeOptions) -> None:
+        self.volume, self.spatial, self.options = volume, spatial, options
+        self.channel_axis = len(volume.shape) > len(spatial)
+
+    def raw(self, box: Box) -> np.ndarray | None:
+        inner = box.intersect(whole(self.spatial))
+        if inner is None:
+            return None
+        index = inner.slices()
+        data = self.volume.read((slice(None), *index) if self.channel_axis else index)
+        return data if self.channel_axis else data[None]
+
+    def patch(self, box: Box, raw: np.ndarray | None, channels: int) -> np.ndarray:
+        o = self.options
+        out = np.zeros((channels, *box.shape), np.float32)
+        if raw is not None:
+            inner = box.intersect(whole(self.spatial))
+            assert inner is not None
+            values = raw.astype(np.float32)
+            if o.scale != 1.0:
+                values *= o.scale
+            if o.mean != 0.0 or o.std != 1.0:
+                values = (values - o.mean) / o.std
+            out[(slice(None), *inner.slices(box.start))] = values
+        return out
+
+
+def _to_output(values: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "uint8":
+        return np.rint(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8)
+    return values.astype(dtype)
+
+
+def _check_options(options: VolumeOptions, rank: int) -> None:
+    if options.mode not in MODES:
+        raise InputError(f"volume: mode must be one of {MODES}, got {options.mode!r}")
+    if options.output_dtype not in OUTPUT_DTYPES:
+        raise InputError(f"volume: output dtype must be one of {OUTPUT_DTYPES}, got {options.output_dtype!r}")
+    if options.weighting not in WEIGHTINGS:
+        raise InputError(f"volume: weighting must be one of {WEIGHTINGS}, got {options.weighting!r}")
+    if len(options.overlap) != rank:
+        raise InputError(f"volume: overlap needs {rank} values (one per axis), got {options.overlap}")
+    if options.std == 0:
+        raise InputError("volume: std must not be zero")
+
+
+def _blend_block_edge(patch_out: int, extent: int) -> tuple[int, int]:
+    """(chunk edge, block edge) of blend mode: chunks of at most CHUNK_EDGE, blocks about two windows."""
+    chunk = min(CHUNK_EDGE, extent, patch_out)
+    block = chunk * max(1, math.ceil(min(2 * patch_out, extent) / chunk))
+    return chunk, block
+
+
+def plan_blocks(net: Net, spatial: tuple[int, ...],
+                options: VolumeOptions) -> tuple[Tiling, list[Block], tuple[int, ...]]:
+    """The net's tiling, the blocks of the run and the output's chunk edges."""
+    geo = geometry(net.graph)
+    roi = options.roi
+    if roi is not None and (len(roi.start) != len(spatial) or any(a < 0 or b > v or a >= b for a, b, v in
+                                                                   zip(roi.start, roi.stop, spatial))):
+        raise InputError(f"volume: roi {roi.start}..{roi.stop} is not a non-empty box inside the volume {spatial}")
+    if options.mode == "exact":
+        t = tiling(geo)
+        blocks = exact_blocks(spatial, t, roi)
+        return t, blocks, tuple(_chunk_edge(s) for s in exact_steps(spatial, t))
+    t = Tiling(geo.input_spatial, geo.output_spatial,
+               tuple(math.floor(o) for o in geo.offset), (1,) * len(spatial), (0,) * len(spatial), geo.pads)
+    edges = [_blend_block_edge(q, v) for q, v in zip(t.patch_out, spatial)]
+    blocks = blend_blocks(spatial, t, options.overlap, tuple(b for _, b in edges), roi)
+    return t, blocks, tuple(c for c, _ in edges)
+
+
+def _open_mask(spec: str, spatial: tuple[int, ...]) -> storage.Volume:
+    mask = storage.open_volume(spec)
+    if mask.shape != spatial:
+        raise InputError(f"volume: mask {spec} has shape {mask.shape} but the input volume is {spatial}; the mask "
+                         f"must have the input's spatial shape (nonzero = compute)")
+    return mask
+
+
+def _open_output(location: storage.Location, shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...],
+                 description: dict[str, Any], blocks: int, overwrite: bool) -> tuple[storage.Volume, Ledger]:
+    ledger_file = storage.ledger_path(location)
+    present = storage.exists(location)
+    if overwrite or not present:
+        ledger_file.unlink(missing_ok=True)
+    elif not ledger_file.exists():
+        raise StorageError(f"volume: output {location} already exists and has no znnx ledger ({ledger_file}), so "
+                           f"znnx cannot tell what in it is finished; pass --overwrite to replace it, or choose "
+                           f"another output")
+    ledger = Ledger.open(ledger_file, run_key(description), description, blocks)
+    if ledger.done or (present and not overwrite):
+        output = storage.open_volume(location, writable=True)
+        if output.shape != shape or output.dtype != np.dtype(dtype):
+            ledger.close()
+            raise StorageError(f"volume: output {location} is {output.shape} {output.dtype}, but this run writes "
+                               f"{shape} {dtype}; pass --overwrite to replace it")
+        return output, ledger
+    if location.kind in ("npy", "tiff", "hdf5"):
+        need = math.prod(shape) * np.dtype(dtype).itemsize
+        free = storage.free_bytes(location)
+        if need > free:
+            ledger.close()
+            ledger_file.unlink(missing_ok=True)
+            raise StorageError(f"volume: output {location} needs {need / 2**30:.2f} GiB but its file system has "
+                               f"{free / 2**30:.2f} GiB free; free space or write a compressed zarr")
+    try:
+        output = storage.create_volume(location, shape, dtype, chunks)
+    except StorageError:
+        ledger.close()
+        ledger_file.unlink(missing_ok=True)
+        raise
+    return output, ledger
+
+
+def infer_volume(net: Net, input: str, output: str, options: VolumeOptions = VolumeOptions(),  # noqa: A002
+                 quiet: bool = False, stream: TextIO | None = None,
+                 on_block: Callable[[Block], None] | None = None) -> Summary:
+    """Run `net` over the volume at `input` and write the result to `output` (see `VolumeOptions`).
+
+    The output is (C_out, D, H, W), chunked so that each block writes whole chunks; a ledger beside
+    it makes the call resumable. `on_block` is called after each block is recorded (tests use it)."""
+    from znnx.plan.network_file import fingerprint
+
+    start = time.perf_counter()
+    rank = net.graph.spatial_rank
+    _check_options(options, rank)
+    source = storage.open_volume(input)
+    channels = net.input_shape[0]
+    spatial = _spatial(source, channels, rank)
+    if source.dtype.kind not in "uif" and source.dtype != np.bool_:
+        raise InputError(f"volume: {input} has dtype {source.dtype}; znnx reads integer or floating point volumes")
+    smallest = minimum_volume(net)
+    if any(v < m for v, m in zip(spatial, smallest)):
+        raise InputError(f"volume: {input} is {spatial}, smaller than the smallest output this net computes "
+                         f"{smallest}; the net cannot cover it; use a larger volume or a net for smaller data")
+    mask = _open_mask(options.mask, spatial) if options.mask else None
+    t, blocks, chunk = plan_blocks(net, spatial, options)
+    out_channels = net.output_shape[0]
+    out_location = storage.parse(output)
+    description = {
+        "model": fingerprint(net.graph), "input": str(source.location), "input_shape": source.shape,
+        "input_dtype": str(source.dtype), "normalize": [options.scale, options.mean, options.std],
+        "mode": options.mode, "patch": t.patch_in, "roi": options.roi, "output_dtype": options.output_dtype,
+        "mask": options.mask, "background": options.background, "blocks": len(blocks),
+        **({"overlap": options.overlap, "weighting": options.weighting} if options.mode == "blend" else {}),
+    }
+    sink, ledger = _open_output(out_location, (out_channels, *spatial), options.output_dtype,
+                                (out_channels, *chunk), description, len(blocks), options.overwrite)
+    reader = _Reader(source, spatial, options)
+    weights = window_weights(options.weighting, t.patch_out) if options.mode == "blend" else None
+    todo = [b for b in blocks if b.index not in ledger.done]
+    roi_voxels = (options.roi or whole(spatial)).size
+    progress = Progress(len(blocks), roi_voxels, len(blocks) - len(todo), roi_voxels - sum(b.write.size for b in todo),
+                        stream=stream, quiet=quiet)
+    stats = {"compute": 0.0, "read_wait": 0.0, "write_wait": 0.0, "skipped": 0, "patches": 0}
+
+    def load(block: Block) -> list[np.ndarray] | None:
+        if mask is not None and not mask.read(block.write.slices()).any():
+            return None
+        raws = [reader.raw(box) for box in block.reads]
+        if options.background is not None and all(r is None or (r == options.background).all() for r in raws):
+            return None
+        return [reader.patch(box, raw, channels) for box, raw in zip(block.reads, raws)]
+
+    def compute(block: Block, patches: list[np.ndarray]) -> np.ndarray:
+        began = time.perf_counter()
+        if weights is None:
+            result = net(patches[0])[(slice(None), *block.write.slices(block.outputs[0].start))]
+        else:
+            total = np.zeros((out_channels, *block.write.shape), np.float32)
+            weight_sum = np.zeros(block.write.shape, np.float32)
+            for window, patch in zip(block.outputs, patches):
+                part = window.intersect(block.write)
+                assert part is not None
+                inside, there = part.slices(window.start), part.slices(block.write.start)
+                total[(slice(None), *there)] += net(patch)[(slice(None), *inside)] * weights[inside]
+                weight_sum[there] += weights[inside]
+            result = total / weight_sum
+        stats["compute"] += time.perf_counter() - began
+        stats["patches"] += len(patches)
+        return result
+
+    def store(block: Block, result: np.ndarray | None) -> None:
+        values = np.zeros((out_channels, *block.write.shape), options.output_dtype) if result is None \
+            else _to_output(result, options.output_dtype)
+        sink.write((slice(None), *block.write.slices()), values)
+        sink.flush()
+        ledger.finish(block.index)
+        progress.advance(block.write.size)
+        if on_block is not None:
+            on_block(block)
+
+    progress.show()
+    try:
+        with ThreadPoolExecutor(2, "znnx-read") as reads, ThreadPoolExecutor(1, "znnx-write") as writes:
+            queue = iter(todo)
+            pending: deque[tuple[Block, Future]] = deque()
+            written: deque[Future] = deque()
+
+            def submit_read() -> None:
+                block = next(queue, None)
+                if block is not None:
+                    pending.append((block, reads.submit(load, block)))
+
+            for _ in range(max(options.prefetch, 1)):
+                submit_read()
+            while pending:
+                block, loaded = pending.popleft()
+                submit_read()
+                began = time.perf_counter()
+                patches = loaded.result()
+                stats["read_wait"] += time.perf_counter() - began
+                if patches is None:
+                    stats["skipped"] += 1
+                written.append(writes.submit(store, block, None if patches is None else compute(block, patches)))
+                began = time.perf_counter()
+                while len(written) > 2 or (written and written[0].done()):
+                    written.popleft().result()
+                stats["write_wait"] += time.perf_counter() - began
+            began = time.perf_counter()
+            for future in written:
+                future.result()
+            stats["write_wait"] += time.perf_counter() - began
+    finally:
+        ledger.close()
+        progress.close()
+    seconds = time.perf_counter() - start
+    work = sum(b.write.size for b in todo)
+    notes = [] if t.patch_in == t.patch_out or options.mode == "blend" else [
+        f"valid net: each patch of {t.patch_in} computes {t.patch_out}; exact mode writes "
+        f"{exact_steps(spatial, t)} of it (whole multiples of the net's downsampling {t.downsampling})"]
+    return Summary(
+        str(source.location), str(out_location), options.mode, t.patch_in, len(blocks), len(todo) - stats["skipped"],
+        stats["skipped"], len(blocks) - len(todo), stats["patches"], work, seconds, work / max(seconds, 1e-9),
+        stats["compute"], stats["read_wait"], stats["write_wait"], peak_rss_bytes() / 2**20,
+        str(Path(storage.ledger_path(out_location))), notes)
+
+
+def parse_roi(text: str, spatial_rank: int) -> Box:
+    """`z0:z1,y0:y1,x0:x1` -> Box."""
+    try:
+        pairs = [tuple(int(v) for v in part.split(":")) for part in text.split(",")]
+        if len(pairs) != spatial_rank or any(len(p) != 2 for p in pairs):
+            raise ValueError
+    except ValueError:
+        raise InputError(f"volume: roi {text!r} must be {spatial_rank} ranges start:stop separated by commas, "
+                         f"e.g. 0:64,0:128,0:128") from None
+    return Box(tuple(a for a, _ in pairs), tuple(b for _, b in pairs))
+
+
+def overlaps(values: Sequence[float], rank: int) -> tuple[float, ...]:
+    """One overlap fraction per axis from one value or one per axis."""
+    if len(values) == 1:
+        return (float(values[0]),) * rank
+    return tuple(float(v) for v in values)

@@ -1,0 +1,324 @@
+"""Volumes on disk behind one small interface: zarr (v2 and v3, the default), HDF5, TIFF, .npy, and
+N5 / neuroglancer precomputed through tensorstore (optional extra).
+
+A location names a file or container and a dataset inside it: `vol.zarr/raw` (or `vol.zarr` for
+an array at the root), `file.h5:/raw`, `stack.tif`, `slices/` (a folder of 2D TIFFs, one per z,
+read only), `vol.npy`, `vol.n5/raw`, `precomputed://path/to/layer` (read only).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from znnx.errors import StorageError
+
+Index = tuple[slice, ...]
+FORMATS = "zarr (vol.zarr/raw), HDF5 (file.h5:/raw), TIFF (stack.tif, or a folder of slices to read), " \
+          ".npy, N5 (vol.n5/raw) and precomputed://path (read) with the tensorstore extra"
+_HDF5 = (".h5", ".hdf5", ".hdf")
+_TIFF = (".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Location:
+    kind: str
+    path: Path
+    dataset: str = ""
+
+    def __str__(self) -> str:
+        if self.kind == "hdf5":
+            return f"{self.path}:{self.dataset}"
+        if self.kind == "precomputed":
+            return f"precomputed://{self.path}"
+        return str(self.path / self.dataset) if self.dataset else str(self.path)
+
+
+def _container(path: Path, suffix: str) -> tuple[Path, str] | None:
+    for i, part in enumerate(path.parts):
+        if part.endswith(suffix):
+            return Path(*path.parts[:i + 1]), "/".join(path.parts[i + 1:])
+    return None
+
+
+def _is_zarr_dir(path: Path) -> bool:
+    return any((path / name).exists() for name in ("zarr.json", ".zarray", ".zgroup"))
+
+
+def parse(spec: str) -> Location:
+    """Where a volume lives, from its command-line spelling; refuses unknown formats."""
+    if spec.startswith("precomputed://"):
+        return Location("precomputed", Path(spec[len("precomputed://"):]))
+    head, sep, dataset = spec.rpartition(":")
+    if sep and head.lower().endswith(_HDF5):
+        return Location("hdf5", Path(head), "/" + dataset.strip("/"))
+    path = Path(spec)
+    if path.suffix.lower() in _HDF5:
+        raise StorageError(f"storage: {spec!r} is an HDF5 file without a dataset; name one, e.g. {spec}:/raw")
+    for suffix, kind in ((".zarr", "zarr"), (".n5", "n5")):
+        found = _container(path, suffix)
+        if found:
+            return Location(kind, *found)
+    if path.suffix.lower() == ".npy":
+        return Location("npy", path)
+    if path.suffix.lower() in _TIFF:
+        return Location("tiff", path)
+    if path.is_dir() and _is_zarr_dir(path):
+        return Location("zarr", path)
+    if path.is_dir() and any(p.suffix.lower() in _TIFF for p in path.iterdir()):
+        return Location("tiff-slices", path)
+    raise StorageError(f"storage: cannot tell the format of {spec!r}; znnx reads and writes {FORMATS}")
+
+
+@dataclass
+class Volume:
+    """An opened array: shape, dtype, storage chunks (None if unchunked), read and write by slices."""
+
+    location: Location
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    chunks: tuple[int, ...] | None
+    _read: Callable[[Index], np.ndarray]
+    _write: Callable[[Index, np.ndarray], None] | None = None
+    _flush: Callable[[], None] = lambda: None
+
+    def read(self, index: Index) -> np.ndarray:
+        try:
+            return np.asarray(self._read(index))
+        except (OSError, ValueError, RuntimeError) as error:
+            raise StorageError(f"storage: reading {index} of {self.location} failed: {error}") from error
+
+    def write(self, index: Index, data: np.ndarray) -> None:
+        if self._write is None:
+            raise StorageError(f"storage: {self.location} is open for reading only")
+        try:
+            self._write(index, data)
+        except (OSError, ValueError, RuntimeError) as error:
+            raise StorageError(f"storage: writing {index} of {self.location} failed: {error}; check free space "
+                               f"and permissions, then rerun the same command to resume") from error
+
+    def flush(self) -> None:
+        try:
+            self._flush()
+        except (OSError, RuntimeError) as error:
+            raise StorageError(f"storage: flushing {self.location} failed: {error}") from error
+
+
+def _array_volume(location: Location, array: Any, writable: bool, flush: Callable[[], None] = lambda: None) -> Volume:
+    chunks = getattr(array, "chunks", None)
+    write = array.__setitem__ if writable else None
+    return Volume(location, tuple(array.shape), np.dtype(array.dtype), tuple(chunks) if chunks else None,
+                  array.__getitem__, write, flush)
+
+
+def _missing(location: Location, detail: str) -> StorageError:
+    return StorageError(f"storage: {location} {detail}")
+
+
+def _open_zarr(location: Location, writable: bool) -> Volume:
+    import zarr
+
+    if not location.path.exists():
+        raise _missing(location, f"does not exist: no zarr container at {location.path}")
+    try:
+        node = zarr.open(store=str(location.path), path=location.dataset, mode="r+" if writable else "r")
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        raise _missing(location, f"is not a zarr array: {error}") from None
+    if isinstance(node, zarr.Group):
+        names = sorted(name for name, _ in node.arrays())
+        raise _missing(location, f"is a zarr group, not an array; arrays in it: {names or 'none'}; "
+                                 f"name one as {location.path}/<array>")
+    return _array_volume(location, node, writable)
+
+
+def _open_hdf5(location: Location, writable: bool) -> Volume:
+    import h5py
+
+    if not location.path.exists():
+        raise _missing(location, f"does not exist: no HDF5 file at {location.path}")
+    handle = h5py.File(location.path, "r+" if writable else "r")
+    dataset = handle.get(location.dataset)
+    if not isinstance(dataset, h5py.Dataset):
+        names: list[str] = []
+        handle.visititems(lambda name, obj: names.append("/" + name) if isinstance(obj, h5py.Dataset) else None)
+        handle.close()
+        raise _missing(location, f"names no dataset; datasets in {location.path}: {names or 'none'}")
+    return _array_volume(location, dataset, writable, handle.flush)
+
+
+def _open_tiff(location: Location, writable: bool) -> Volume:
+    import tifffile
+
+    if not location.path.exists():
+        raise _missing(location, "does not exist")
+    try:
+        array = tifffile.memmap(location.path, mode="r+" if writable else "r")
+    except ValueError:
+        if writable:
+            raise _missing(location, "is a compressed or tiled TIFF; znnx writes only the TIFFs it creates") from None
+        array = tifffile.imread(location.path)
+    return _array_volume(location, array, writable, getattr(array, "flush", lambda: None))
+
+
+def _open_tiff_slices(location: Location) -> Volume:
+    import tifffile
+
+    files = sorted(p for p in location.path.iterdir() if p.suffix.lower() in _TIFF)
+    first = tifffile.imread(files[0])
+
+    def read(index: Index) -> np.ndarray:
+        planes = range(len(files))[index[0]]
+        return np.stack([tifffile.imread(files[z])[index[1:]] for z in planes]) if planes else \
+            np.zeros((0, *first[index[1:]].shape), first.dtype)
+
+    return Volume(location, (len(files), *first.shape), first.dtype, (1, *first.shape), read)
+
+
+def _open_npy(location: Location, writable: bool) -> Volume:
+    if not location.path.exists():
+        raise _missing(location, "does not exist")
+    try:
+        array = np.load(location.path, mmap_mode="r+" if writable else "r")
+    except ValueError as error:
+        raise _missing(location, f"is not a readable .npy array: {error}") from None
+    return _array_volume(location, array, writable, array.flush if writable else lambda: None)
+
+
+def _tensorstore_spec(location: Location) -> dict[str, Any]:
+    if location.kind == "precomputed":
+        return {"driver": "neuroglancer_precomputed", "kvstore": {"driver": "file", "path": str(location.path)}}
+    return {"driver": "n5", "kvstore": {"driver": "file", "path": str(location.path)}, "path": location.dataset}
+
+
+def _tensorstore() -> Any:
+    try:
+        import tensorstore
+    except ImportError:
+        raise StorageError("storage: N5 and precomputed volumes need tensorstore; pip install 'znnx[n5]'") from None
+    return tensorstore
+
+
+def _open_tensorstore(location: Location, writable: bool) -> Volume:
+    ts = _tensorstore()
+    try:
+        array = ts.open(_tensorstore_spec(location), read=True, write=writable).result()
+    except ValueError as error:
+        raise _missing(location, f"cannot be opened: {error}") from None
+    if location.kind == "precomputed":
+        array = array.T
+    return _ts_volume(location, array, writable)
+
+
+def _ts_volume(location: Location, array: Any, writable: bool) -> Volume:
+    shape = tuple(int(s) for s in array.shape)
+    origin = tuple(int(o) for o in array.domain.inclusive_min)
+
+    def shifted(index: Index) -> Index:
+        return tuple(slice(s.start + o, s.stop + o) for s, o in zip(index, origin))
+
+    def write(index: Index, data: np.ndarray) -> None:
+        array[shifted(index)].write(data).result()
+
+    chunks = tuple(int(c) for c in array.chunk_layout.write_chunk.shape)
+    return Volume(location, shape, np.dtype(array.dtype.numpy_dtype), chunks,
+                  lambda index: array[shifted(index)].read().result(), write if writable else None)
+
+
+def open_volume(spec: str | Location, writable: bool = False) -> Volume:
+    """Open an existing volume for reading (or reading and writing)."""
+    location = spec if isinstance(spec, Location) else parse(spec)
+    try:
+        if location.kind == "zarr":
+            return _open_zarr(location, writable)
+        if location.kind == "hdf5":
+            return _open_hdf5(location, writable)
+        if location.kind == "tiff":
+            return _open_tiff(location, writable)
+        if location.kind == "tiff-slices":
+            return _open_tiff_slices(location)
+        if location.kind == "npy":
+            return _open_npy(location, writable)
+        return _open_tensorstore(location, writable)
+    except PermissionError as error:
+        raise StorageError(f"storage: no permission to open {location}: {error}") from None
+
+
+def exists(location: Location) -> bool:
+    if location.kind == "hdf5":
+        if not location.path.exists():
+            return False
+        import h5py
+
+        with h5py.File(location.path, "r") as handle:
+            return location.dataset in handle
+    return (location.path / location.dataset).exists() if location.dataset else location.path.exists()
+
+
+def _zarr_format(container: Path) -> int:
+    return 2 if (container / ".zgroup").exists() or (container / ".zarray").exists() else 3
+
+
+def create_volume(spec: str | Location, shape: Sequence[int], dtype: np.dtype | str,
+                  chunks: Sequence[int]) -> Volume:
+    """Create (replacing any existing one) a chunked volume of zeros, open for writing."""
+    location = spec if isinstance(spec, Location) else parse(spec)
+    shape, chunks, dtype = tuple(shape), tuple(min(c, s) for c, s in zip(chunks, shape)), np.dtype(dtype)
+    try:
+        if location.kind == "zarr":
+            import zarr
+
+            array = zarr.create_array(store=str(location.path), name=location.dataset or None, shape=shape,
+                                      chunks=chunks, dtype=dtype, fill_value=0, overwrite=True,
+                                      zarr_format=_zarr_format(location.path))  # type: ignore[arg-type]
+            return _array_volume(location, array, True)
+        if location.kind == "hdf5":
+            import h5py
+
+            location.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = h5py.File(location.path, "a")
+            if location.dataset in handle:
+                del handle[location.dataset]
+            dataset = handle.create_dataset(location.dataset, shape=shape, dtype=dtype, chunks=chunks, fillvalue=0)
+            return _array_volume(location, dataset, True, handle.flush)
+        if location.kind == "npy":
+            location.path.parent.mkdir(parents=True, exist_ok=True)
+            array = np.lib.format.open_memmap(location.path, mode="w+", dtype=dtype, shape=shape)
+            return _array_volume(location, array, True, array.flush)
+        if location.kind == "tiff":
+            import tifffile
+
+            location.path.parent.mkdir(parents=True, exist_ok=True)
+            array = tifffile.memmap(location.path, shape=shape, dtype=dtype, bigtiff=True)
+            return _array_volume(location, array, True, array.flush)
+        if location.kind == "n5":
+            ts = _tensorstore()
+            metadata = {"dimensions": list(shape), "blockSize": list(chunks), "dataType": dtype.name,
+                        "compression": {"type": "gzip"}}
+            array = ts.open({**_tensorstore_spec(location), "metadata": metadata}, create=True,
+                            delete_existing=True).result()
+            return _ts_volume(location, array, True)
+    except OSError as error:
+        raise StorageError(f"storage: cannot create {location}: {error}; choose a writable location with "
+                           f"free space") from None
+    raise StorageError(f"storage: znnx does not write {location.kind} volumes ({location}); write zarr, HDF5, "
+                       f"TIFF, .npy or N5")
+
+
+def ledger_path(location: Location) -> Path:
+    """Where a run's resume ledger lives: beside the output (for a container, beside the container)."""
+    name = f"{location.path.name}{'.' + location.dataset.strip('/').replace('/', '.') if location.dataset else ''}"
+    return location.path.with_name(name + ".znnx-ledger")
+
+
+def free_bytes(location: Location) -> int:
+    """Free bytes on the file system that will hold the output."""
+    directory = location.path
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
+    stat = os.statvfs(directory)
+    return stat.f_bavail * stat.f_frsize
