@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -80,15 +81,37 @@ def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_demo_runs_and_checks_itself(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--out", str(tmp_path), "--size", "24"]) == 0
+def test_demo_runs_blockwise_and_checks_itself(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--out", str(tmp_path), "--size", "40"]) == 0
     out = capsys.readouterr().out
-    error = float(out.rsplit("max error vs the NumPy reference executor: ", 1)[1].split()[0])
-    assert error < 1e-4
-    assert np.load(tmp_path / "output.npy").shape == (3, 24, 24, 24)
+    assert float(out.split("blockwise vs whole-volume max difference: ", 1)[1].split()[0]) < 1e-5
+    assert float(out.rsplit("max error vs the NumPy reference executor: ", 1)[1].split()[0]) < 1e-4
+    import zarr
+
+    assert zarr.open_array(str(tmp_path / "output.zarr"), path="pred", mode="r").shape == (3, 40, 40, 40)
+    assert (tmp_path / "preview.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_infer_writes_the_volume_and_a_json_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    volume = np.random.default_rng(0).integers(0, 255, (30, 34, 38), dtype=np.uint8)
+    np.save(tmp_path / "raw.npy", volume)
+    args = ["infer", str(model_path()), str(tmp_path / "raw.npy"), str(tmp_path / "out.zarr/pred"),
+            "--patch", "24,24,24", "--scale", str(1 / 255), "--output-dtype", "float16", "--quiet"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["blocks"] == summary["computed"] > 1 and summary["voxels"] == volume.size
+    import zarr
+
+    out = zarr.open_array(str(tmp_path / "out.zarr"), path="pred", mode="r")
+    assert out.shape == (3, 30, 34, 38) and out.dtype == np.float16
+    assert main(args) == 0  # a finished run is not recomputed
+    again = json.loads(capsys.readouterr().out)
+    assert again["resumed"] == summary["blocks"] and again["computed"] == 0
+    assert main([*args[:-1], "--patch", "32,32,32"]) == 2
+    assert "different run" in capsys.readouterr().err
 
 
 def test_help_everywhere() -> None:
-    for args in ([], ["inspect"], ["compile"], ["run"], ["demo"]):
+    for args in ([], ["inspect"], ["compile"], ["run"], ["demo"], ["infer"]):
         result = subprocess.run([sys.executable, "-m", "znnx.cli", *args, "--help"], capture_output=True, text=True)
         assert result.returncode == 0 and "usage: znnx" in result.stdout

@@ -124,6 +124,45 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _patch_or_auto(text: str) -> tuple[int, ...] | str:
+    return "auto" if text == "auto" else _shape(text)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.25 or 0.5,0.25,0.25, "
+                                         f"got {text!r}") from None
+
+
+def _infer(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    import znnx
+    from znnx.volume import VolumeOptions, infer_volume
+    from znnx.volume.autopatch import parse_bytes
+    from znnx.volume.runner import overlaps, parse_roi
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = znnx.load_net(args.model, args.device) if _is_network_file(args.model) else _load_graph(args)
+    rank = model.graph.spatial_rank if isinstance(model, znnx.Net) else model.spatial_rank
+    options = VolumeOptions(
+        mode=args.mode, overlap=overlaps(args.overlap, rank), weighting=args.weighting,
+        roi=parse_roi(args.roi, rank) if args.roi else None, scale=args.scale, mean=args.mean, std=args.std,
+        output_dtype=args.output_dtype, mask=args.mask, background=args.background, overwrite=args.overwrite)
+    summary = infer_volume(model, args.input, args.output, args.patch, options,
+                           parse_bytes(args.memory) if args.memory else None, args.device, args.quiet)
+    report = json.dumps(summary.to_json(), indent=2, default=str)
+    if args.json:
+        Path(args.json).write_text(report + "\n")
+    print(report)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from znnx.demo import run_demo
 
@@ -212,11 +251,49 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", help=weights_help)
     run.set_defaults(handler=_run)
 
+    infer = commands.add_parser(
+        "infer", help="run a model over a whole volume on disk and write the result (resumable)",
+        description="Stream a volume (zarr vol.zarr/raw, HDF5 file.h5:/raw, TIFF, .npy, N5) through a model block "
+                    "by block and write a (C, D, H, W) output. Rerunning the same command after a crash finishes "
+                    "only the missing blocks. Progress goes to stderr, a JSON summary to stdout.")
+    infer.add_argument("model", help=net_help)
+    infer.add_argument("input", help="input volume, (D, H, W) or (C, D, H, W): vol.zarr/raw, file.h5:/raw, "
+                                     "x.tif, x.npy")
+    infer.add_argument("output", help="output volume (created): vol.zarr/pred (default format), file.h5:/pred, ...")
+    infer.add_argument("--patch", type=_patch_or_auto, default="auto", metavar="auto|D,H,W",
+                       help="input patch size; auto (default) measures candidates within --memory")
+    infer.add_argument("--mode", choices=("exact", "blend"), default="exact",
+                       help="exact: equals whole-volume inference (default); blend: overlapping weighted windows")
+    infer.add_argument("--overlap", type=_floats, default=(0.25,), metavar="F[,F,F]",
+                       help="blend mode: window overlap per axis (default 0.25)")
+    infer.add_argument("--weighting", choices=("gaussian", "bump", "constant"), default="gaussian",
+                       help="blend mode: window weights (default gaussian)")
+    infer.add_argument("--memory", metavar="SIZE", help="memory budget for --patch auto, e.g. 8GiB "
+                                                        "(default: half the free memory)")
+    infer.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    infer.add_argument("--threads", type=int, help="compute threads (default: PyTorch's)")
+    infer.add_argument("--mask", help="volume of the input's spatial shape; blocks where it is all zero are skipped")
+    infer.add_argument("--background", type=float, help="skip blocks whose input is entirely this value")
+    infer.add_argument("--output-dtype", choices=("float32", "float16", "uint8"), default="float32",
+                       help="uint8 maps [0, 1] to 0..255, clipped (default float32)")
+    infer.add_argument("--roi", metavar="Z0:Z1,Y0:Y1,X0:X1", help="compute only this box (output keeps the "
+                                                                  "volume's shape)")
+    infer.add_argument("--scale", type=float, default=1.0, help="the net sees (x * scale - mean) / std; e.g. "
+                                                                "0.00392156 for uint8 -> [0, 1] (default 1)")
+    infer.add_argument("--mean", type=float, default=0.0, help="subtracted after --scale (default 0)")
+    infer.add_argument("--std", type=float, default=1.0, help="divides after --mean (default 1)")
+    infer.add_argument("--overwrite", action="store_true", help="replace an existing output and its ledger")
+    infer.add_argument("--quiet", action="store_true", help="no progress line")
+    infer.add_argument("--json", metavar="PATH", help="also write the JSON summary here")
+    infer.add_argument("--input-shape", type=_shape, metavar="C,D,H,W", help="for torch factories: an example shape")
+    infer.add_argument("--weights", help=weights_help)
+    infer.set_defaults(handler=_infer)
+
     demo = commands.add_parser("demo", help="run the bundled example net on a synthetic volume",
                                description="Generate a synthetic volume, run the bundled U-Net on it, check "
                                            "the result against the reference executor and save both arrays.")
     demo.add_argument("--out", default="znnx-demo", help="output folder (default: znnx-demo)")
-    demo.add_argument("--size", type=int, default=48, help="edge of the cubic volume (default: 48)")
+    demo.add_argument("--size", type=int, default=64, help="edge of the cubic volume (default: 64)")
     demo.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     demo.set_defaults(handler=_demo)
 

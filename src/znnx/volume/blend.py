@@ -11,11 +11,12 @@ where no other window covers them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from znnx.errors import InputError
+from znnx.volume.block import Box
 
 WEIGHTINGS = ("gaussian", "bump", "constant")
 SIGMA_SCALE = 0.125
@@ -42,3 +43,21 @@ def window_weights(kind: str, shape: Sequence[int]) -> np.ndarray:
     weights = weights / weights.max()
     positive = weights[weights > 0]
     return np.maximum(weights, positive.min()).astype(np.float32)
+
+
+def blend(write: Box, windows: Iterable[tuple[Box, np.ndarray]], weights: np.ndarray) -> np.ndarray:
+    """The weighted average over `write` of window outputs (C, *window shape) placed at their boxes."""
+    total: np.ndarray | None = None
+    weight_sum = np.zeros(write.shape, np.float32)
+    for box, values in windows:
+        part = box.intersect(write)
+        if part is None:
+            continue
+        inside, there = part.slices(box.start), part.slices(write.start)
+        if total is None:
+            total = np.zeros((values.shape[0], *write.shape), np.float32)
+        total[(slice(None), *there)] += values[(slice(None), *inside)] * weights[inside]
+        weight_sum[there] += weights[inside]
+    if total is None or not weight_sum.all():
+        raise InputError(f"volume: blend windows leave voxels of {write} uncovered")
+    return total / weight_sum

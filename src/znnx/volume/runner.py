@@ -22,12 +22,13 @@ import numpy as np
 from znnx.errors import GraphError, InputError, StorageError
 from znnx.report import geometry
 from znnx.volume import storage
-from znnx.volume.blend import WEIGHTINGS, window_weights
+from znnx.volume.blend import WEIGHTINGS, blend, window_weights
 from znnx.volume.block import Block, Box, Tiling, blend_blocks, exact_blocks, exact_steps, tiling, whole
 from znnx.volume.ledger import Ledger, run_key
 from znnx.volume.progress import Progress, peak_rss_bytes
 
 if TYPE_CHECKING:
+    from znnx.ir.graph import Graph
     from znnx.net import Net
 
 MODES = ("exact", "blend")
@@ -176,10 +177,11 @@ def _blend_block_edge(patch_out: int, extent: int) -> tuple[int, int]:
     return chunk, block
 
 
-def plan_blocks(net: Net, spatial: tuple[int, ...],
+def plan_blocks(graph: Graph, spatial: tuple[int, ...],
                 options: VolumeOptions) -> tuple[Tiling, list[Block], tuple[int, ...]]:
-    """The net's tiling, the blocks of the run and the output's chunk edges."""
-    geo = geometry(net.graph)
+    """The tiling of a net (its graph shaped for one patch), the blocks of the run and the output's
+    chunk edges."""
+    geo = geometry(graph)
     roi = options.roi
     if roi is not None and (len(roi.start) != len(spatial) or any(a < 0 or b > v or a >= b for a, b, v in
                                                                    zip(roi.start, roi.stop, spatial))):
@@ -203,42 +205,49 @@ def _open_mask(spec: str, spatial: tuple[int, ...]) -> storage.Volume:
     return mask
 
 
+def _check_space(location: storage.Location, shape: tuple[int, ...], dtype: str) -> None:
+    """Uncompressed formats: refuse up front an output larger than the free space."""
+    if location.kind not in ("npy", "tiff", "hdf5"):
+        return
+    need = math.prod(shape) * np.dtype(dtype).itemsize
+    free = storage.free_bytes(location)
+    if need > free:
+        raise StorageError(f"volume: output {location} needs {need / 2**30:.2f} GiB but its file system has "
+                           f"{free / 2**30:.2f} GiB free; free space or write a compressed zarr")
+
+
+def _open_ledger(path: Path, description: dict[str, Any], blocks: int) -> Ledger:
+    try:
+        return Ledger.open(path, run_key(description), description, blocks)
+    except OSError as error:
+        raise StorageError(f"volume: cannot write the resume ledger {path}: {error}; choose a writable "
+                           f"output location") from None
+
+
 def _open_output(location: storage.Location, shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...],
                  description: dict[str, Any], blocks: int, overwrite: bool) -> tuple[storage.Volume, Ledger]:
+    """A fresh output and ledger, or (same run, unfinished) the existing ones to resume."""
     ledger_file = storage.ledger_path(location)
     present = storage.exists(location)
-    if overwrite or not present:
-        ledger_file.unlink(missing_ok=True)
-    elif not ledger_file.exists():
-        raise StorageError(f"volume: output {location} already exists and has no znnx ledger ({ledger_file}), so "
-                           f"znnx cannot tell what in it is finished; pass --overwrite to replace it, or choose "
-                           f"another output")
-    ledger = Ledger.open(ledger_file, run_key(description), description, blocks)
-    if ledger.done or (present and not overwrite):
+    if present and not overwrite:
+        if not ledger_file.exists():
+            raise StorageError(f"volume: output {location} already exists and has no znnx ledger ({ledger_file}), "
+                               f"so znnx cannot tell what in it is finished; pass --overwrite to replace it, or "
+                               f"choose another output")
+        ledger = _open_ledger(ledger_file, description, blocks)
         output = storage.open_volume(location, writable=True)
         if output.shape != shape or output.dtype != np.dtype(dtype):
             ledger.close()
             raise StorageError(f"volume: output {location} is {output.shape} {output.dtype}, but this run writes "
                                f"{shape} {dtype}; pass --overwrite to replace it")
         return output, ledger
-    if location.kind in ("npy", "tiff", "hdf5"):
-        need = math.prod(shape) * np.dtype(dtype).itemsize
-        free = storage.free_bytes(location)
-        if need > free:
-            ledger.close()
-            ledger_file.unlink(missing_ok=True)
-            raise StorageError(f"volume: output {location} needs {need / 2**30:.2f} GiB but its file system has "
-                               f"{free / 2**30:.2f} GiB free; free space or write a compressed zarr")
-    try:
-        output = storage.create_volume(location, shape, dtype, chunks)
-    except StorageError:
-        ledger.close()
-        ledger_file.unlink(missing_ok=True)
-        raise
-    return output, ledger
+    _check_space(location, shape, dtype)
+    output = storage.create_volume(location, shape, dtype, chunks)
+    ledger_file.unlink(missing_ok=True)
+    return output, _open_ledger(ledger_file, description, blocks)
 
 
-def infer_volume(net: Net, input: str, output: str, options: VolumeOptions = VolumeOptions(),  # noqa: A002
+def run_volume(net: Net, input: str, output: str, options: VolumeOptions | None = None,  # noqa: A002
                  quiet: bool = False, stream: TextIO | None = None,
                  on_block: Callable[[Block], None] | None = None) -> Summary:
     """Run `net` over the volume at `input` and write the result to `output` (see `VolumeOptions`).
@@ -247,6 +256,7 @@ def infer_volume(net: Net, input: str, output: str, options: VolumeOptions = Vol
     it makes the call resumable. `on_block` is called after each block is recorded (tests use it)."""
     from znnx.plan.network_file import fingerprint
 
+    options = options or VolumeOptions()
     start = time.perf_counter()
     rank = net.graph.spatial_rank
     _check_options(options, rank)
@@ -260,7 +270,7 @@ def infer_volume(net: Net, input: str, output: str, options: VolumeOptions = Vol
         raise InputError(f"volume: {input} is {spatial}, smaller than the smallest output this net computes "
                          f"{smallest}; the net cannot cover it; use a larger volume or a net for smaller data")
     mask = _open_mask(options.mask, spatial) if options.mask else None
-    t, blocks, chunk = plan_blocks(net, spatial, options)
+    t, blocks, chunk = plan_blocks(net.graph, spatial, options)
     out_channels = net.output_shape[0]
     out_location = storage.parse(output)
     description = {
@@ -278,7 +288,8 @@ def infer_volume(net: Net, input: str, output: str, options: VolumeOptions = Vol
     roi_voxels = (options.roi or whole(spatial)).size
     progress = Progress(len(blocks), roi_voxels, len(blocks) - len(todo), roi_voxels - sum(b.write.size for b in todo),
                         stream=stream, quiet=quiet)
-    stats = {"compute": 0.0, "read_wait": 0.0, "write_wait": 0.0, "skipped": 0, "patches": 0}
+    stats = {"compute": 0.0, "read_wait": 0.0, "write_wait": 0.0}
+    counts = {"skipped": 0, "patches": 0}
 
     def load(block: Block) -> list[np.ndarray] | None:
         if mask is not None and not mask.read(block.write.slices()).any():
@@ -293,24 +304,24 @@ def infer_volume(net: Net, input: str, output: str, options: VolumeOptions = Vol
         if weights is None:
             result = net(patches[0])[(slice(None), *block.write.slices(block.outputs[0].start))]
         else:
-            total = np.zeros((out_channels, *block.write.shape), np.float32)
-            weight_sum = np.zeros(block.write.shape, np.float32)
-            for window, patch in zip(block.outputs, patches):
-                part = window.intersect(block.write)
-                assert part is not None
-                inside, there = part.slices(window.start), part.slices(block.write.start)
-                total[(slice(None), *there)] += net(patch)[(slice(None), *inside)] * weights[inside]
-                weight_sum[there] += weights[inside]
-            result = total / weight_sum
+            result = blend(block.write, ((box, net(patch)) for box, patch in zip(block.outputs, patches)), weights)
         stats["compute"] += time.perf_counter() - began
-        stats["patches"] += len(patches)
+        counts["patches"] += len(patches)
         return result
 
+    failed: list[BaseException] = []
+
     def store(block: Block, result: np.ndarray | None) -> None:
+        if failed:  # after a failed write, queued blocks are left for the rerun
+            return
         values = np.zeros((out_channels, *block.write.shape), options.output_dtype) if result is None \
             else _to_output(result, options.output_dtype)
-        sink.write((slice(None), *block.write.slices()), values)
-        sink.flush()
+        try:
+            sink.write((slice(None), *block.write.slices()), values)
+            sink.flush()
+        except BaseException as error:
+            failed.append(error)
+            raise
         ledger.finish(block.index)
         progress.advance(block.write.size)
         if on_block is not None:
@@ -337,7 +348,7 @@ def infer_volume(net: Net, input: str, output: str, options: VolumeOptions = Vol
                 patches = loaded.result()
                 stats["read_wait"] += time.perf_counter() - began
                 if patches is None:
-                    stats["skipped"] += 1
+                    counts["skipped"] += 1
                 written.append(writes.submit(store, block, None if patches is None else compute(block, patches)))
                 began = time.perf_counter()
                 while len(written) > 2 or (written and written[0].done()):
@@ -356,8 +367,8 @@ def infer_volume(net: Net, input: str, output: str, options: VolumeOptions = Vol
         f"valid net: each patch of {t.patch_in} computes {t.patch_out}; exact mode writes "
         f"{exact_steps(spatial, t)} of it (whole multiples of the net's downsampling {t.downsampling})"]
     return Summary(
-        str(source.location), str(out_location), options.mode, t.patch_in, len(blocks), len(todo) - stats["skipped"],
-        stats["skipped"], len(blocks) - len(todo), stats["patches"], work, seconds, work / max(seconds, 1e-9),
+        str(source.location), str(out_location), options.mode, t.patch_in, len(blocks), len(todo) - counts["skipped"],
+        counts["skipped"], len(blocks) - len(todo), counts["patches"], work, seconds, work / max(seconds, 1e-9),
         stats["compute"], stats["read_wait"], stats["write_wait"], peak_rss_bytes() / 2**20,
         str(Path(storage.ledger_path(out_location))), notes)
 

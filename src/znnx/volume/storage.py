@@ -156,6 +156,7 @@ def _open_tiff(location: Location, writable: bool) -> Volume:
 
     if not location.path.exists():
         raise _missing(location, "does not exist")
+    array: Any
     try:
         array = tifffile.memmap(location.path, mode="r+" if writable else "r")
     except ValueError:
@@ -219,7 +220,7 @@ def _ts_volume(location: Location, array: Any, writable: bool) -> Volume:
     origin = tuple(int(o) for o in array.domain.inclusive_min)
 
     def shifted(index: Index) -> Index:
-        return tuple(slice(s.start + o, s.stop + o) for s, o in zip(index, origin))
+        return tuple(slice(o + range(n)[s].start, o + range(n)[s].stop) for s, o, n in zip(index, origin, shape))
 
     def write(index: Index, data: np.ndarray) -> None:
         array[shifted(index)].write(data).result()
@@ -268,6 +269,7 @@ def create_volume(spec: str | Location, shape: Sequence[int], dtype: np.dtype | 
     """Create (replacing any existing one) a chunked volume of zeros, open for writing."""
     location = spec if isinstance(spec, Location) else parse(spec)
     shape, chunks, dtype = tuple(shape), tuple(min(c, s) for c, s in zip(chunks, shape)), np.dtype(dtype)
+    array: Any
     try:
         if location.kind == "zarr":
             import zarr

@@ -1,0 +1,171 @@
+"""Choose the patch shape that runs a volume fastest within a memory budget (ZNNi's question).
+
+Candidates are the net's own patch shape scaled up and down, snapped to sizes the net accepts and
+capped where one patch already covers the volume. Each is costed without running anything: the
+memory plan's peak plus weights and the pipeline's buffers must fit the budget, and the run's FLOPs
+(patches the block layout needs x FLOPs per patch) rank them. The best few are then compiled and
+timed on one patch; the choice minimizes patches x measured seconds, i.e. maximizes the volume's
+output voxels per second, border waste and per-patch overheads included.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from znnx.errors import GraphError, InputError
+from znnx.ir.graph import Graph
+from znnx.report import layers
+from znnx.volume.runner import VolumeOptions, plan_blocks
+
+SCALES = (0.5, 0.625, 0.75, 0.875, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0)
+BUDGET_SHARE = 0.5
+PIPELINE_INPUTS = 4
+PIPELINE_OUTPUTS = 4
+
+
+@dataclass(frozen=True)
+class Candidate:
+    patch: tuple[int, ...]
+    memory_bytes: int
+    patches: int
+    flops: int
+    seconds_per_patch: float | None = None
+
+    @property
+    def seconds(self) -> float | None:
+        """Predicted compute seconds for the whole run (measured candidates only)."""
+        return None if self.seconds_per_patch is None else self.patches * self.seconds_per_patch
+
+
+@dataclass(frozen=True)
+class Choice:
+    patch: tuple[int, ...]
+    budget_bytes: int
+    candidates: tuple[Candidate, ...]
+    reason: str
+
+
+def available_memory() -> int:
+    """Bytes the OS can give without swapping (MemAvailable), or physical memory if unknown."""
+    try:
+        match = re.search(r"MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text())
+    except OSError:
+        match = None
+    if match:
+        return int(match.group(1)) * 1024
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def default_budget() -> int:
+    return int(BUDGET_SHARE * available_memory())
+
+
+def parse_bytes(text: str) -> int:
+    """'8GiB', '512MiB', '2G', '1.5e9' -> bytes."""
+    match = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([kmgt]?)(i?b?)\s*", text.lower())
+    if not match:
+        raise InputError(f"autopatch: cannot read memory size {text!r}; write e.g. 8GiB, 512MiB or 2G")
+    scale = {"": 1, "k": 1, "m": 2, "g": 3, "t": 4}[match.group(2)]
+    base = 1000 if match.group(3) == "b" else 1024
+    return int(float(match.group(1)) * base ** (scale if match.group(2) else 0))
+
+
+def _snap(graph: Graph, axis: int, size: int, own: tuple[int, ...]) -> int | None:
+    """The smallest size >= `size` (within 64) the net accepts along `axis`, others at `own`."""
+    from znnx.net import reshape
+
+    for trial_size in range(max(size, 1), size + 65):
+        trial = list(own)
+        trial[axis] = trial_size
+        try:
+            reshape(graph, trial)
+        except GraphError:
+            continue
+        return trial_size
+    return None
+
+
+def candidate_patches(graph: Graph, volume: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The graph's own patch scaled by SCALES, snapped to accepted sizes and capped per axis at the
+    smallest accepted size that covers the volume (with the net's context)."""
+    from znnx.net import model_shape
+
+    own = model_shape(graph, graph.types[graph.inputs[0]])[1:]
+    out = model_shape(graph, graph.types[graph.outputs[0]])[1:]
+    context = tuple(p - q for p, q in zip(own, out))
+    caps = [_snap(graph, axis, v + c, own) or own[axis] for axis, (v, c) in enumerate(zip(volume, context))]
+    found: list[tuple[int, ...]] = []
+    for scale in SCALES:
+        patch = []
+        for axis, size in enumerate(own):
+            snapped = _snap(graph, axis, min(max(round(size * scale), 1), caps[axis]), own)
+            patch.append(caps[axis] if snapped is None else min(snapped, caps[axis]))
+        if tuple(patch) not in found:
+            found.append(tuple(patch))
+    return found
+
+
+def _cost(graph: Graph, patch: tuple[int, ...], volume: tuple[int, ...], options: VolumeOptions) -> Candidate | None:
+    from znnx import passes
+    from znnx.backends import cpu
+    from znnx.net import reshape
+    from znnx.plan.memory import plan_memory
+
+    try:
+        shaped = passes.optimize(reshape(graph, patch)).graph
+        _, blocks, _ = plan_blocks(shaped, volume, options)
+    except (GraphError, InputError):
+        return None
+    plan = plan_memory(shaped, 1, relayout=True, placeable=cpu.placeable, scratch=cpu.scratch_bytes)
+    c_in = shaped.types[shaped.inputs[0]]
+    c_out = shaped.types[shaped.outputs[0]]
+    buffers = PIPELINE_INPUTS * c_in.numel * 4 + PIPELINE_OUTPUTS * c_out.numel * 4
+    flops = sum(layer.flops for layer in layers(shaped))
+    return Candidate(patch, plan.peak_bytes + plan.weight_bytes + buffers, sum(len(b.reads) for b in blocks), flops)
+
+
+def _time(graph: Graph, patch: tuple[int, ...], device: str, reps: int) -> float:
+    import znnx
+
+    net = znnx.compile(graph, patch=patch, device=device)
+    x = np.zeros(net.input_shape, np.float32)
+    net(x)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        net(x)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def choose_patch(graph: Graph, volume: tuple[int, ...], options: VolumeOptions, budget_bytes: int | None = None,
+                 device: str = "cpu", measure: int = 3, reps: int = 1) -> Choice:
+    """The patch that minimizes predicted run time within `budget_bytes` (default: half the free memory)."""
+    budget = budget_bytes if budget_bytes is not None else default_budget()
+    costed = [c for c in (_cost(graph, p, volume, options) for p in candidate_patches(graph, volume)) if c]
+    fitting = [c for c in costed if c.memory_bytes <= budget]
+    if not fitting:
+        smallest = min(costed, key=lambda c: c.memory_bytes, default=None)
+        need = f"; the smallest candidate {smallest.patch} needs {smallest.memory_bytes / 2**30:.2f} GiB" \
+            if smallest else ""
+        raise InputError(f"autopatch: no patch fits the memory budget of {budget / 2**30:.2f} GiB{need}; raise "
+                         f"--memory or give --patch")
+    ranked = sorted(fitting, key=lambda c: c.patches * c.flops)
+    measured = [Candidate(c.patch, c.memory_bytes, c.patches, c.flops, _time(graph, c.patch, device, reps))
+                for c in ranked[:measure]]
+    best = min(measured, key=lambda c: c.seconds or math.inf)
+    others = ", ".join(f"{'x'.join(map(str, c.patch))}: {c.patches} x {c.seconds_per_patch:.3f} s"
+                       for c in measured if c is not best)
+    reason = (f"patch {'x'.join(map(str, best.patch))}: {best.patches} patch(es) x {best.seconds_per_patch:.3f} s = "
+              f"{best.seconds:.1f} s of compute predicted, {best.memory_bytes / 2**30:.2f} GiB of the "
+              f"{budget / 2**30:.2f} GiB budget; {len(fitting)} of {len(costed)} candidates fit, the "
+              f"{len(measured)} with the fewest FLOPs were timed" + (f" (others: {others})" if others else ""))
+    return Choice(best.patch, budget, tuple(measured), reason)

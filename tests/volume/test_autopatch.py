@@ -1,0 +1,41 @@
+"""Auto patch size: candidates the net accepts, a budget that binds, and the fastest choice."""
+
+from __future__ import annotations
+
+import pytest
+
+import znnx
+from znnx.demo import model_path
+from znnx.errors import InputError
+from znnx.volume.autopatch import candidate_patches, choose_patch, parse_bytes
+from znnx.volume.runner import VolumeOptions
+
+
+@pytest.fixture(scope="module")
+def graph() -> znnx.Graph:
+    return znnx.load(model_path(), input_shape=(1, 48, 48, 48))
+
+
+def test_candidates_are_accepted_sizes_capped_at_the_volume(graph: znnx.Graph) -> None:
+    patches = candidate_patches(graph, (70, 30, 90))
+    assert all(p % 2 == 0 for patch in patches for p in patch)  # the demo net pools once
+    assert max(p[1] for p in patches) == 30 and max(p[0] for p in patches) == 70
+
+
+def test_choice_fits_the_budget_and_says_why(graph: znnx.Graph) -> None:
+    roomy = choose_patch(graph, (80, 80, 80), VolumeOptions(), budget_bytes=2**30, measure=2)
+    assert roomy.candidates and all(c.memory_bytes <= 2**30 for c in roomy.candidates)
+    assert roomy.patch == min(roomy.candidates, key=lambda c: c.seconds or 0).patch
+    assert "patch(es) x" in roomy.reason and "budget" in roomy.reason
+    tight = choose_patch(graph, (80, 80, 80), VolumeOptions(), budget_bytes=12 * 2**20, measure=1)
+    assert tight.candidates[0].memory_bytes <= 12 * 2**20 and tight.patch < roomy.patch
+    with pytest.raises(InputError, match=r"no patch fits the memory budget of 0.00 GiB.*raise --memory"):
+        choose_patch(graph, (80, 80, 80), VolumeOptions(), budget_bytes=1000)
+
+
+def test_memory_sizes_parse() -> None:
+    assert parse_bytes("8GiB") == 8 * 2**30
+    assert parse_bytes("512MB") == 512 * 10**6
+    assert parse_bytes("1.5e9") == 1_500_000_000
+    with pytest.raises(InputError, match="cannot read memory size"):
+        parse_bytes("lots")
