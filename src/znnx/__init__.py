@@ -1,9 +1,10 @@
 """znnx: fast inference of 3D convolutional networks over large volumes."""
 
-from znnx.errors import DeviceError, GraphError, InputError, ModelError, UnsupportedError, ZnnxError
+from znnx.errors import DeviceError, GraphError, InputError, ModelError, StorageError, UnsupportedError, ZnnxError
 from znnx.frontends import load
 from znnx.ir import Graph
 from znnx.net import Net, compile, load_net  # noqa: A004  (the public name znnx.compile is intended)
+from znnx.volume import VolumeOptions, infer_volume
 
 __all__ = [
     "DeviceError",
@@ -12,9 +13,12 @@ __all__ = [
     "InputError",
     "ModelError",
     "Net",
+    "StorageError",
     "UnsupportedError",
+    "VolumeOptions",
     "ZnnxError",
     "compile",
+    "infer_volume",
     "load",
     "load_net",
 ]

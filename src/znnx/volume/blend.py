@@ -5,8 +5,8 @@ Every weight is strictly positive, so a voxel covered by any window gets a defin
 - `gaussian`: MONAI's importance map, sigma = 0.125 of the window per axis, peak 1;
 - `bump`: the smooth compactly supported bump exp(1 - 1 / (1 - r^2)) per axis, r in (-1, 1);
 - `constant`: plain averaging.
-Zeros are lifted to the smallest positive weight (as MONAI does), so window edges still count
-where no other window covers them.
+Weights are floored at 1e-3 of the peak (as MONAI floors its importance map), so window edges
+still count where no other window covers them and blends near window edges match MONAI's.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from znnx.volume.block import Box
 
 WEIGHTINGS = ("gaussian", "bump", "constant")
 SIGMA_SCALE = 0.125
+FLOOR = 1e-3
 
 
 def _axis_weights(kind: str, size: int) -> np.ndarray:
@@ -40,9 +41,7 @@ def window_weights(kind: str, shape: Sequence[int]) -> np.ndarray:
     weights = np.ones((), np.float64)
     for size in shape:
         weights = np.multiply.outer(weights, _axis_weights(kind, size))
-    weights = weights / weights.max()
-    positive = weights[weights > 0]
-    return np.maximum(weights, positive.min()).astype(np.float32)
+    return np.maximum(weights / weights.max(), FLOOR).astype(np.float32)
 
 
 def blend(write: Box, windows: Iterable[tuple[Box, np.ndarray]], weights: np.ndarray) -> np.ndarray:
