@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
              f"{args.threads} threads", "",
              "| run | output voxels/s | seconds | patches | peak RSS MiB |", "|---|---:|---:|---:|---:|"]
     for name, row in rows.items():
-        lines.append(f"| {name} | {row['voxels_per_s']:,.0f} | {row['seconds']:.2f} | {row.get('patches', 1)} | "
+        lines.append(f"| {name} | {row['voxels_per_s']:,.0f} | {row['seconds']:.2f} | {row.get('patches', '-')} | "
                      f"{row['peak_rss_mib']:,.0f} |")
     lines += ["", f"- end-to-end tiles / in-memory patch throughput: {efficiency:.3f}",
               f"- znnx blend vs MONAI, end to end: {speedup:.2f}x faster",
