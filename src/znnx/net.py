@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,26 +47,35 @@ def reshape(graph: Graph, patch: Sequence[int]) -> Graph:
         raise GraphError(f"compile: patch {wanted} does not fit the model: {error}{hint}") from None
 
 
+def accepted_size(graph: Graph, axis: int, sizes: Iterable[int], own: Sequence[int]) -> int | None:
+    """The first of `sizes` the graph accepts along `axis` (other axes at `own`), or None."""
+    for size in sizes:
+        if size < 1:
+            continue
+        trial = list(own)
+        trial[axis] = size
+        try:
+            infer_types(graph, _patch_types(graph, trial))
+        except GraphError:
+            continue
+        return size
+    return None
+
+
 def valid_patches_near(graph: Graph, patch: Sequence[int], reach: int = 16) -> tuple[int, ...] | None:
     """The nearest valid patch, searched axis by axis with the other axes at the graph's own sizes."""
     rank = graph.spatial_rank
     own = graph.types[graph.inputs[0]].spatial[3 - rank:]
-    found = []
-    for axis in range(rank):
-        for step in sorted(range(-reach, reach + 1), key=abs):
-            trial = list(own)
-            trial[axis] = patch[axis] + step
-            if trial[axis] < 1:
-                continue
-            try:
-                infer_types(graph, _patch_types(graph, trial))
-            except GraphError:
-                continue
-            found.append(trial[axis])
-            break
-        else:
-            return None
-    return tuple(found)
+    found = [accepted_size(graph, axis, (patch[axis] + step for step in sorted(range(-reach, reach + 1), key=abs)),
+                           own) for axis in range(rank)]
+    return None if None in found else tuple(found)  # type: ignore[arg-type]
+
+
+def cpu_memory_plan(graph: Graph, batch: int) -> MemoryPlan:
+    """The memory plan the CPU backend executes (channels-last, arena slots where it can place)."""
+    from znnx.backends import cpu
+
+    return plan_memory(graph, batch, relayout=True, placeable=cpu.placeable, scratch=cpu.scratch_bytes)
 
 
 def _device(name: str) -> torch.device:
@@ -102,11 +111,7 @@ class Net:
         return self.plan.peak_bytes if batch == 1 else self._plan(batch).peak_bytes
 
     def _plan(self, batch: int) -> MemoryPlan:
-        if self.device.type != "cpu":
-            return plan_memory(self.graph, batch)
-        from znnx.backends import cpu
-
-        return plan_memory(self.graph, batch, relayout=True, placeable=cpu.placeable, scratch=cpu.scratch_bytes)
+        return cpu_memory_plan(self.graph, batch) if self.device.type == "cpu" else plan_memory(self.graph, batch)
 
     @property
     def weight_bytes(self) -> int:

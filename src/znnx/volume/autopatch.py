@@ -80,17 +80,9 @@ def parse_bytes(text: str) -> int:
 
 def _snap(graph: Graph, axis: int, size: int, own: tuple[int, ...]) -> int | None:
     """The smallest size >= `size` (within 64) the net accepts along `axis`, others at `own`."""
-    from znnx.net import reshape
+    from znnx.net import accepted_size
 
-    for trial_size in range(max(size, 1), size + 65):
-        trial = list(own)
-        trial[axis] = trial_size
-        try:
-            reshape(graph, trial)
-        except GraphError:
-            continue
-        return trial_size
-    return None
+    return accepted_size(graph, axis, range(max(size, 1), size + 65), own)
 
 
 def candidate_patches(graph: Graph, volume: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -115,16 +107,14 @@ def candidate_patches(graph: Graph, volume: tuple[int, ...]) -> list[tuple[int, 
 
 def _cost(graph: Graph, patch: tuple[int, ...], volume: tuple[int, ...], options: VolumeOptions) -> Candidate | None:
     from znnx import passes
-    from znnx.backends import cpu
-    from znnx.net import reshape
-    from znnx.plan.memory import plan_memory
+    from znnx.net import cpu_memory_plan, reshape
 
     try:
         shaped = passes.optimize(reshape(graph, patch)).graph
         _, blocks, _ = plan_blocks(shaped, volume, options)
     except (GraphError, InputError):
         return None
-    plan = plan_memory(shaped, 1, relayout=True, placeable=cpu.placeable, scratch=cpu.scratch_bytes)
+    plan = cpu_memory_plan(shaped, 1)
     c_in = shaped.types[shaped.inputs[0]]
     c_out = shaped.types[shaped.outputs[0]]
     buffers = PIPELINE_INPUTS * c_in.numel * 4 + PIPELINE_OUTPUTS * c_out.numel * 4

@@ -30,9 +30,8 @@ def run_key(description: Mapping[str, Any]) -> str:
 class Ledger:
     """Finished blocks of one run; `open` resumes a matching ledger or starts a new one."""
 
-    def __init__(self, path: Path, key: str, done: set[int], handle: IO[str]) -> None:
+    def __init__(self, path: Path, done: set[int], handle: IO[str]) -> None:
         self.path = path
-        self.key = key
         self.done = done
         self._handle = handle
 
@@ -62,14 +61,14 @@ class Ledger:
                     f"ledger: the output already holds part of a different run (ledger {path}); what differs: "
                     f"{', '.join(changed) or 'the model weights'}. Rerun the original command to finish it, "
                     f"pass --overwrite to discard it, or write to another output")
-            return cls(path, key, {d for d in done if d < blocks}, path.open("a"))
+            return cls(path, {d for d in done if d < blocks}, path.open("a"))
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = path.open("w")
         handle.write(json.dumps({"format": FORMAT, "version": VERSION, "key": key, "blocks": blocks,
                                  "run": dict(description)}, sort_keys=True, default=str) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
-        return cls(path, key, set(), handle)
+        return cls(path, set(), handle)
 
     def finish(self, index: int) -> None:
         """Record block `index` as written (call only after its output is flushed)."""

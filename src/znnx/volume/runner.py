@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from znnx.errors import GraphError, InputError, StorageError
+from znnx.errors import InputError, StorageError
 from znnx.report import geometry
 from znnx.volume import storage
 from znnx.volume.blend import WEIGHTINGS, blend, window_weights
@@ -104,21 +104,11 @@ def _spatial(volume: storage.Volume, channels: int, rank: int) -> tuple[int, ...
 def minimum_volume(net: Net) -> tuple[int, ...]:
     """The smallest volume the net can cover along each axis: the smallest output it computes (the
     other axes at its compiled patch). Valid nets read their context as zeros beyond the volume."""
-    from znnx.net import reshape
+    from znnx.net import accepted_size
 
     own, out = net.input_shape[1:], net.output_shape[1:]
-    smallest = []
-    for axis in range(len(own)):
-        for size in range(1, own[axis] + 1):
-            trial = list(own)
-            trial[axis] = size
-            try:
-                reshape(net.graph, trial)
-            except GraphError:
-                continue
-            smallest.append(size - (own[axis] - out[axis]))
-            break
-    return tuple(smallest)
+    smallest = [accepted_size(net.graph, axis, range(1, own[axis] + 1), own) for axis in range(len(own))]
+    return tuple(s - (p - q) for s, p, q in zip(smallest, own, out))  # type: ignore[operator]
 
 
 class _Reader:
@@ -370,7 +360,7 @@ def run_volume(net: Net, input: str, output: str, options: VolumeOptions | None 
         str(source.location), str(out_location), options.mode, t.patch_in, len(blocks), len(todo) - counts["skipped"],
         counts["skipped"], len(blocks) - len(todo), counts["patches"], work, seconds, work / max(seconds, 1e-9),
         stats["compute"], stats["read_wait"], stats["write_wait"], peak_rss_bytes() / 2**20,
-        str(Path(storage.ledger_path(out_location))), notes)
+        str(storage.ledger_path(out_location)), notes)
 
 
 def parse_roi(text: str, spatial_rank: int) -> Box:
