@@ -82,16 +82,25 @@ def test_blend_weights_sum_to_one_everywhere(t: Tiling, case: tuple, overlap: tu
     weights = window_weights(kind, t.patch_out)
     assert (weights > 0).all() and weights.max() == pytest.approx(1)
     for b in blocks:
-        ones = [(out, np.ones((1, *t.patch_out), np.float32)) for out in b.outputs]
-        assert np.allclose(blend(b.write, ones, weights), 1, atol=1e-6)
+        ones = [np.ones((1, *t.patch_out), np.float32) for _ in b.outputs]
+        assert np.allclose(blend(b.write, b.outputs, ones, weights), 1, atol=1e-6)
 
 
 def test_blend_averages_overlapping_windows_by_weight() -> None:
     write = Box((0,), (4,))
     weights = np.array([1.0, 1.0, 1.0], np.float32)
-    windows = [(Box((0,), (3,)), np.full((1, 3), 2.0, np.float32)), (Box((1,), (4,)), np.full((1, 3), 4.0, np.float32))]
-    assert blend(write, windows, weights).tolist() == [[2.0, 3.0, 3.0, 4.0]]
+    values = [np.full((1, 3), 2.0, np.float32), np.full((1, 3), 4.0, np.float32)]
+    assert blend(write, [Box((0,), (3,)), Box((1,), (4,))], values, weights).tolist() == [[2.0, 3.0, 3.0, 4.0]]
 
+
+
+def test_blend_copies_windows_that_tile_the_write_box_and_refuses_gaps() -> None:
+    weights = np.array([0.001, 1.0, 0.5], np.float32)
+    tiles = [np.array([[1.0, 2.0, 3.0]], np.float32), np.array([[4.0, 5.0, 6.0]], np.float32)]
+    assert blend(Box((1,), (5,)), [Box((0,), (3,)), Box((3,), (6,))], tiles, weights).tolist() == [[2.0, 3.0, 4.0, 5.0]]
+    ones = [np.ones((1, 3), np.float32)] * 2
+    with pytest.raises(InputError, match="uncovered"):  # sizes add up to the box's, but 5 is left out
+        blend(Box((0,), (6,)), [Box((0,), (3,)), Box((2,), (5,))], ones, weights)
 
 def test_exact_blocks_refuse_a_patch_without_exact_output() -> None:
     t = Tiling((16, 16, 16), (16, 16, 16), (0, 0, 0), (4, 4, 4), (8, 8, 8), True)

@@ -44,19 +44,28 @@ def window_weights(kind: str, shape: Sequence[int]) -> np.ndarray:
     return np.maximum(weights / weights.max(), FLOOR).astype(np.float32)
 
 
-def blend(write: Box, windows: Iterable[tuple[Box, np.ndarray]], weights: np.ndarray) -> np.ndarray:
-    """The weighted average over `write` of window outputs (C, *window shape) placed at their boxes."""
+def blend(write: Box, boxes: Sequence[Box], outputs: Iterable[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """The weighted average over `write` of window outputs (C, *window shape) placed at `boxes`.
+
+    `outputs` is consumed one window at a time (it may compute them lazily). Where the windows tile
+    `write` without overlapping (their parts inside it add up to its size), each voxel's average is
+    its one window's value: the parts are copied, not weighted."""
+    parts = [box.intersect(write) for box in boxes]
+    tiled = sum(part.size for part in parts if part is not None) == write.size
     total: np.ndarray | None = None
-    weight_sum = np.zeros(write.shape, np.float32)
-    for box, values in windows:
-        part = box.intersect(write)
+    weight_sum: np.ndarray = np.zeros(write.shape, np.bool_ if tiled else np.float32)  # tiled: coverage
+    for box, part, values in zip(boxes, parts, outputs):
         if part is None:
             continue
         inside, there = part.slices(box.start), part.slices(write.start)
         if total is None:
             total = np.zeros((values.shape[0], *write.shape), np.float32)
-        total[(slice(None), *there)] += values[(slice(None), *inside)] * weights[inside]
-        weight_sum[there] += weights[inside]
+        if tiled:
+            total[(slice(None), *there)] = values[(slice(None), *inside)]
+            weight_sum[there] = True
+        else:
+            total[(slice(None), *there)] += values[(slice(None), *inside)] * weights[inside]
+            weight_sum[there] += weights[inside]
     if total is None or not weight_sum.all():
         raise InputError(f"volume: blend windows leave voxels of {write} uncovered")
-    return total / weight_sum
+    return total if tiled else total / weight_sum

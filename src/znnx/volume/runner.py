@@ -60,7 +60,9 @@ class VolumeOptions:
 
 @dataclass
 class Summary:
-    """What a run did; `to_json` for the CLI. Seconds are wall time of this invocation."""
+    """What a run did; `to_json` for the CLI. Seconds are wall time of this invocation; `retried`
+    counts blocks whose computation started more than once (a Dask worker was lost while on them),
+    `workers` the processes that computed blocks."""
 
     input: str
     output: str
@@ -79,6 +81,8 @@ class Summary:
     write_wait_seconds: float
     peak_rss_mib: float
     ledger: str
+    retried: int = 0
+    workers: int = 1
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -144,7 +148,7 @@ class _Reader:
 def _to_output(values: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "uint8":
         return np.rint(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8)
-    return values.astype(dtype)
+    return values.astype(dtype, copy=False)
 
 
 def _check_options(options: VolumeOptions, rank: int) -> None:
@@ -237,17 +241,25 @@ def _open_output(location: storage.Location, shape: tuple[int, ...], dtype: str,
     return output, _open_ledger(ledger_file, description, blocks)
 
 
-def run_volume(net: Net, input: str, output: str, options: VolumeOptions | None = None,  # noqa: A002
-                 quiet: bool = False, stream: TextIO | None = None,
-                 on_block: Callable[[Block], None] | None = None) -> Summary:
-    """Run `net` over the volume at `input` and write the result to `output` (see `VolumeOptions`).
+@dataclass(frozen=True)
+class Run:
+    """One volume run as decided up front by the process that owns the ledger: what is read, the
+    blocks, the output's shape and chunks, and the description the ledger's key hashes."""
 
-    The output is (C_out, D, H, W), chunked so that each block writes whole chunks; a ledger beside
-    it makes the call resumable. `on_block` is called after each block is recorded (tests use it)."""
+    input: str
+    output: storage.Location
+    spatial: tuple[int, ...]
+    tiling: Tiling
+    blocks: tuple[Block, ...]
+    output_shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    description: dict[str, Any]
+
+
+def plan_run(net: Net, input: str, output: str, options: VolumeOptions) -> Run:  # noqa: A002
+    """Check the input and options against the net and lay out the run's blocks (nothing written)."""
     from znnx.plan.network_file import fingerprint
 
-    options = options or VolumeOptions()
-    start = time.perf_counter()
     rank = net.graph.spatial_rank
     _check_options(options, rank)
     source = storage.open_volume(input)
@@ -259,10 +271,9 @@ def run_volume(net: Net, input: str, output: str, options: VolumeOptions | None 
     if any(v < m for v, m in zip(spatial, smallest)):
         raise InputError(f"volume: {input} is {spatial}, smaller than the smallest output this net computes "
                          f"{smallest}; the net cannot cover it; use a larger volume or a net for smaller data")
-    mask = _open_mask(options.mask, spatial) if options.mask else None
+    if options.mask:
+        _open_mask(options.mask, spatial)
     t, blocks, chunk = plan_blocks(net.graph, spatial, options)
-    out_channels = net.output_shape[0]
-    out_location = storage.parse(output)
     description = {
         "model": fingerprint(net.graph), "input": str(source.location), "input_shape": source.shape,
         "input_dtype": str(source.dtype), "normalize": [options.scale, options.mean, options.std],
@@ -270,45 +281,106 @@ def run_volume(net: Net, input: str, output: str, options: VolumeOptions | None 
         "mask": options.mask, "background": options.background, "blocks": len(blocks),
         **({"overlap": options.overlap, "weighting": options.weighting} if options.mode == "blend" else {}),
     }
-    sink, ledger = _open_output(out_location, (out_channels, *spatial), options.output_dtype,
-                                (out_channels, *chunk), description, len(blocks), options.overwrite)
-    reader = _Reader(source, spatial, options)
-    weights = window_weights(options.weighting, t.patch_out) if options.mode == "blend" else None
-    todo = [b for b in blocks if b.index not in ledger.done]
-    roi_voxels = (options.roi or whole(spatial)).size
-    progress = Progress(len(blocks), roi_voxels, len(blocks) - len(todo), roi_voxels - sum(b.write.size for b in todo),
-                        stream=stream, quiet=quiet)
-    stats = {"compute": 0.0, "read_wait": 0.0, "write_wait": 0.0}
-    counts = {"skipped": 0, "patches": 0}
+    out_channels = net.output_shape[0]
+    return Run(str(source.location), storage.parse(output), spatial, t, tuple(blocks), (out_channels, *spatial),
+               (out_channels, *chunk), description)
 
-    def load(block: Block) -> list[np.ndarray] | None:
-        if mask is not None and not mask.read(block.write.slices()).any():
+
+def open_output(run: Run, options: VolumeOptions) -> tuple[storage.Volume, Ledger]:
+    """The run's output and ledger: fresh, or (same run, unfinished) the existing ones to resume."""
+    return _open_output(run.output, run.output_shape, options.output_dtype, run.chunks, run.description,
+                        len(run.blocks), options.overwrite)
+
+
+class BlockJob:
+    """Reads, computes and writes single blocks of a run; one per process (the local runner's, or a
+    Dask worker's). `compute` runs on one thread at a time; `load` and `store` may run on others."""
+
+    def __init__(self, net: Net, input: str, output: str | storage.Volume,  # noqa: A002
+                 spatial: tuple[int, ...], options: VolumeOptions) -> None:
+        self.net, self.options = net, options
+        self.channels, self.out_channels = net.input_shape[0], net.output_shape[0]
+        self.reader = _Reader(storage.open_volume(input), spatial, options)
+        self.mask = _open_mask(options.mask, spatial) if options.mask else None
+        self.sink = storage.open_volume(output, writable=True) if isinstance(output, str) else output
+        self.weights = window_weights(options.weighting, net.output_shape[1:]) if options.mode == "blend" else None
+        self.compute_seconds = 0.0
+        self.patches = 0
+
+    def load(self, block: Block) -> list[np.ndarray] | None:
+        """The block's normalized input patches, or None if the mask or the background skips it."""
+        options = self.options
+        if self.mask is not None and not self.mask.read(block.write.slices()).any():
             return None
-        raws = [reader.raw(box) for box in block.reads]
+        raws = [self.reader.raw(box) for box in block.reads]
         if options.background is not None and all(r is None or (r == options.background).all() for r in raws):
             return None
-        return [reader.patch(box, raw, channels) for box, raw in zip(block.reads, raws)]
+        return [self.reader.patch(box, raw, self.channels) for box, raw in zip(block.reads, raws)]
 
-    def compute(block: Block, patches: list[np.ndarray]) -> np.ndarray:
+    def compute(self, block: Block, patches: list[np.ndarray]) -> np.ndarray:
+        """The block's output over its write box (C_out, *write shape), float32."""
         began = time.perf_counter()
-        if weights is None:
-            result = net(patches[0])[(slice(None), *block.write.slices(block.outputs[0].start))]
+        if self.weights is None:
+            result = self.net(patches[0])[(slice(None), *block.write.slices(block.outputs[0].start))]
         else:
-            result = blend(block.write, ((box, net(patch)) for box, patch in zip(block.outputs, patches)), weights)
-        stats["compute"] += time.perf_counter() - began
-        counts["patches"] += len(patches)
+            result = blend(block.write, block.outputs, (self.net(patch) for patch in patches), self.weights)
+        self.compute_seconds += time.perf_counter() - began
+        self.patches += len(patches)
         return result
 
+    def store(self, block: Block, result: np.ndarray | None) -> None:
+        """Write the block's output (zeros for a skipped block) and flush it; the caller then records it."""
+        values = np.zeros((self.out_channels, *block.write.shape), self.options.output_dtype) if result is None \
+            else _to_output(result, self.options.output_dtype)
+        self.sink.write((slice(None), *block.write.slices()), values)
+        self.sink.flush()
+
+
+def summarize(run: Run, todo: Sequence[Block], seconds: float, computed: int, skipped: int, patches: int,
+              compute_seconds: float, waits: tuple[float, float], options: VolumeOptions, retried: int = 0,
+              workers: int = 1) -> Summary:
+    """The run's summary; `todo` are the blocks this invocation had to do (the rest were resumed)."""
+    t = run.tiling
+    work = sum(b.write.size for b in todo)
+    notes = [] if t.patch_in == t.patch_out or options.mode == "blend" else [
+        f"valid net: each patch of {t.patch_in} computes {t.patch_out}; exact mode writes "
+        f"{exact_steps(run.spatial, t)} of it (whole multiples of the net's downsampling {t.downsampling})"]
+    return Summary(
+        run.input, str(run.output), options.mode, t.patch_in, len(run.blocks), computed, skipped,
+        len(run.blocks) - len(todo), patches, work, seconds, work / max(seconds, 1e-9), compute_seconds,
+        waits[0], waits[1], peak_rss_bytes() / 2**20, str(storage.ledger_path(run.output)), retried, workers, notes)
+
+
+def new_progress(run: Run, todo: Sequence[Block], options: VolumeOptions, quiet: bool,
+                 stream: TextIO | None) -> Progress:
+    roi_voxels = (options.roi or whole(run.spatial)).size
+    return Progress(len(run.blocks), roi_voxels, len(run.blocks) - len(todo),
+                    roi_voxels - sum(b.write.size for b in todo), stream=stream, quiet=quiet)
+
+
+def run_volume(net: Net, input: str, output: str, options: VolumeOptions | None = None,  # noqa: A002
+               quiet: bool = False, stream: TextIO | None = None,
+               on_block: Callable[[Block], None] | None = None) -> Summary:
+    """Run `net` over the volume at `input` and write the result to `output` (see `VolumeOptions`).
+
+    The output is (C_out, D, H, W), chunked so that each block writes whole chunks; a ledger beside
+    it makes the call resumable. `on_block` is called after each block is recorded (tests use it)."""
+    options = options or VolumeOptions()
+    start = time.perf_counter()
+    run = plan_run(net, input, output, options)
+    sink, ledger = open_output(run, options)
+    job = BlockJob(net, run.input, sink, run.spatial, options)
+    todo = [b for b in run.blocks if b.index not in ledger.done]
+    progress = new_progress(run, todo, options, quiet, stream)
+    waits = {"read": 0.0, "write": 0.0}
+    skipped = 0
     failed: list[BaseException] = []
 
     def store(block: Block, result: np.ndarray | None) -> None:
         if failed:  # after a failed write, queued blocks are left for the rerun
             return
-        values = np.zeros((out_channels, *block.write.shape), options.output_dtype) if result is None \
-            else _to_output(result, options.output_dtype)
         try:
-            sink.write((slice(None), *block.write.slices()), values)
-            sink.flush()
+            job.store(block, result)
         except BaseException as error:
             failed.append(error)
             raise
@@ -327,7 +399,7 @@ def run_volume(net: Net, input: str, output: str, options: VolumeOptions | None 
             def submit_read() -> None:
                 block = next(queue, None)
                 if block is not None:
-                    pending.append((block, reads.submit(load, block)))
+                    pending.append((block, reads.submit(job.load, block)))
 
             for _ in range(max(options.prefetch, 1)):
                 submit_read()
@@ -336,31 +408,22 @@ def run_volume(net: Net, input: str, output: str, options: VolumeOptions | None 
                 submit_read()
                 began = time.perf_counter()
                 patches = loaded.result()
-                stats["read_wait"] += time.perf_counter() - began
-                if patches is None:
-                    counts["skipped"] += 1
-                written.append(writes.submit(store, block, None if patches is None else compute(block, patches)))
+                waits["read"] += time.perf_counter() - began
+                skipped += patches is None
+                written.append(writes.submit(store, block, None if patches is None else job.compute(block, patches)))
                 began = time.perf_counter()
                 while len(written) > 2 or (written and written[0].done()):
                     written.popleft().result()
-                stats["write_wait"] += time.perf_counter() - began
+                waits["write"] += time.perf_counter() - began
             began = time.perf_counter()
             for future in written:
                 future.result()
-            stats["write_wait"] += time.perf_counter() - began
+            waits["write"] += time.perf_counter() - began
     finally:
         ledger.close()
         progress.close()
-    seconds = time.perf_counter() - start
-    work = sum(b.write.size for b in todo)
-    notes = [] if t.patch_in == t.patch_out or options.mode == "blend" else [
-        f"valid net: each patch of {t.patch_in} computes {t.patch_out}; exact mode writes "
-        f"{exact_steps(spatial, t)} of it (whole multiples of the net's downsampling {t.downsampling})"]
-    return Summary(
-        str(source.location), str(out_location), options.mode, t.patch_in, len(blocks), len(todo) - counts["skipped"],
-        counts["skipped"], len(blocks) - len(todo), counts["patches"], work, seconds, work / max(seconds, 1e-9),
-        stats["compute"], stats["read_wait"], stats["write_wait"], peak_rss_bytes() / 2**20,
-        str(storage.ledger_path(out_location)), notes)
+    return summarize(run, todo, time.perf_counter() - start, len(todo) - skipped, skipped, job.patches,
+                     job.compute_seconds, (waits["read"], waits["write"]), options)
 
 
 def parse_roi(text: str, spatial_rank: int) -> Box:
