@@ -136,6 +136,14 @@ def _floats(text: str) -> tuple[float, ...]:
                                          f"got {text!r}") from None
 
 
+def _local_threads(cluster: str | None) -> int | None:
+    """Compute threads per worker of a `local:N` cluster: the cores shared out (None elsewhere)."""
+    import os
+
+    count = cluster.removeprefix("local:") if cluster and cluster.startswith("local:") else ""
+    return max(1, len(os.sched_getaffinity(0)) // int(count)) if count.isdigit() and int(count) > 0 else None
+
+
 def _infer(args: argparse.Namespace) -> int:
     import json
 
@@ -154,8 +162,16 @@ def _infer(args: argparse.Namespace) -> int:
         mode=args.mode, overlap=overlaps(args.overlap, rank), weighting=args.weighting,
         roi=parse_roi(args.roi, rank) if args.roi else None, scale=args.scale, mean=args.mean, std=args.std,
         output_dtype=args.output_dtype, mask=args.mask, background=args.background, overwrite=args.overwrite)
-    summary = infer_volume(model, args.input, args.output, args.patch, options,
-                           parse_bytes(args.memory) if args.memory else None, args.device, args.quiet)
+    memory = parse_bytes(args.memory) if args.memory else None
+    if args.cluster or args.scheduler_file:
+        from znnx.volume.dask_runner import connect
+
+        threads = args.threads or _local_threads(args.cluster)
+        with connect(args.cluster, args.scheduler_file, memory) as client:
+            summary = infer_volume(model, args.input, args.output, args.patch, options, memory, args.device,
+                                   args.quiet, client=client, threads=threads)
+    else:
+        summary = infer_volume(model, args.input, args.output, args.patch, options, memory, args.device, args.quiet)
     report = json.dumps(summary.to_json(), indent=2, default=str)
     if args.json:
         Path(args.json).write_text(report + "\n")
@@ -268,10 +284,15 @@ def parser() -> argparse.ArgumentParser:
                        help="blend mode: window overlap per axis (default 0.25)")
     infer.add_argument("--weighting", choices=("gaussian", "bump", "constant"), default="gaussian",
                        help="blend mode: window weights (default gaussian)")
-    infer.add_argument("--memory", metavar="SIZE", help="memory budget for --patch auto, e.g. 8GiB "
-                                                        "(default: half the free memory)")
+    infer.add_argument("--memory", metavar="SIZE", help="memory budget for --patch auto, e.g. 8GiB (default: half "
+                       "the free memory); with --cluster local:N each worker's memory limit (default: RAM / N)")
     infer.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    infer.add_argument("--threads", type=int, help="compute threads (default: PyTorch's)")
+    infer.add_argument("--threads", type=int, help="compute threads (default: PyTorch's; on a cluster, per worker: "
+                       "the cores shared out for local:N, the workers' own setting otherwise)")
+    infer.add_argument("--cluster", metavar="local:N|tcp://HOST:PORT",
+                       help="run the blocks on Dask: local:N starts N worker processes on this machine, an address "
+                            "attaches to a running scheduler (needs the dask extra; workers must see the same paths)")
+    infer.add_argument("--scheduler-file", help="attach to the Dask scheduler described by this file")
     infer.add_argument("--mask", help="volume of the input's spatial shape; blocks where it is all zero are skipped")
     infer.add_argument("--background", type=float, help="skip blocks whose input is entirely this value")
     infer.add_argument("--output-dtype", choices=("float32", "float16", "uint8"), default="float32",

@@ -6,7 +6,8 @@ the fix, so a user never needs a traceback from inside a library to act on it.
 
 from __future__ import annotations
 
-__all__ = ["DeviceError", "GraphError", "InputError", "ModelError", "StorageError", "UnsupportedError", "ZnnxError"]
+__all__ = ["ClusterError", "DeviceError", "GraphError", "InputError", "ModelError", "StorageError", "UnsupportedError",
+           "ZnnxError"]
 
 
 class ZnnxError(Exception):
@@ -36,3 +37,7 @@ class DeviceError(ZnnxError):
 class StorageError(ZnnxError):
     """A volume cannot be read or written: missing, wrong shape or dtype, unwritable, or a resume
     ledger that belongs to a different run."""
+
+
+class ClusterError(ZnnxError):
+    """A Dask cluster cannot run a volume job: no workers, or workers lost over and over."""

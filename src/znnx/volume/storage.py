@@ -317,6 +317,11 @@ def ledger_path(location: Location) -> Path:
     return location.path.with_name(name + ".znnx-ledger")
 
 
+def network_path(location: Location) -> Path:
+    """Where a Dask run keeps the compiled net its workers load: beside the output, like the ledger."""
+    return ledger_path(location).with_suffix(".znnx-net")
+
+
 def free_bytes(location: Location) -> int:
     """Free bytes on the file system that will hold the output."""
     directory = location.path
