@@ -97,17 +97,15 @@ def run_block(setup: WorkerSetup, block: Block, run_id: str) -> dict[str, Any]:
     worker.log_event(TOPIC, {"run": run_id, "block": block.index})
     job = _job(setup, run_id)
     patches = job.load(block)
-    began = time.perf_counter()
-    if patches is None:
-        result = None
-    else:
+    result, seconds = None, 0.0
+    if patches is not None:
         with _Loaded.compute:
             began = time.perf_counter()
             result = job.compute(block, patches)
-    seconds = time.perf_counter() - began
+            seconds = time.perf_counter() - began
     job.store(block, result)
     return {"block": block.index, "skipped": patches is None, "patches": len(patches or ()),
-            "compute_s": seconds if patches is not None else 0.0, "worker": worker.address}
+            "compute_s": seconds, "worker": worker.address}
 
 
 def _peak_rss() -> int:
