@@ -136,14 +136,6 @@ def _floats(text: str) -> tuple[float, ...]:
                                          f"got {text!r}") from None
 
 
-def _local_threads(cluster: str | None) -> int | None:
-    """Compute threads per worker of a `local:N` cluster: the cores shared out (None elsewhere)."""
-    import os
-
-    count = cluster.removeprefix("local:") if cluster and cluster.startswith("local:") else ""
-    return max(1, len(os.sched_getaffinity(0)) // int(count)) if count.isdigit() and int(count) > 0 else None
-
-
 def _infer(args: argparse.Namespace) -> int:
     import json
 
@@ -164,9 +156,12 @@ def _infer(args: argparse.Namespace) -> int:
         output_dtype=args.output_dtype, mask=args.mask, background=args.background, overwrite=args.overwrite)
     memory = parse_bytes(args.memory) if args.memory else None
     if args.cluster or args.scheduler_file:
-        from znnx.volume.dask_runner import connect
+        import os
 
-        threads = args.threads or _local_threads(args.cluster)
+        from znnx.volume.dask_runner import connect, local_workers
+
+        workers = local_workers(args.cluster)  # local:N shares the cores out
+        threads = args.threads or (max(1, len(os.sched_getaffinity(0)) // workers) if workers else None)
         with connect(args.cluster, args.scheduler_file, memory) as client:
             summary = infer_volume(model, args.input, args.output, args.patch, options, memory, args.device,
                                    args.quiet, client=client, threads=threads)

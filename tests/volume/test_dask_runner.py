@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import znnx
-from tests.volume.test_runner import ROOT, _read, small_model
+from tests.volume.test_runner import ROOT, _read, kill_midway, small_model
 from znnx.errors import ClusterError, StorageError
 from znnx.volume import VolumeOptions, infer_volume
 from znnx.volume.block import Block
@@ -129,16 +129,7 @@ def test_a_client_killed_mid_run_is_resumed_by_the_same_command(
                "--patch", ",".join(map(str, PATCH)), "--input-shape", f"1,{','.join(map(str, PATCH))}",
                "--cluster", client.scheduler.address, "--threads", "1", "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.Popen(command, env=env, cwd=ROOT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and child.poll() is None:
-        if ledger.exists() and len(ledger.read_text().split("\n")) >= 5:
-            break
-        time.sleep(0.05)
-    assert child.poll() is None, "the run finished before its client could be killed"
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    finished = len(ledger.read_text().split("\n")) - 2
+    finished = kill_midway(command, env, ledger)
     client.run(_slow_compute(0))
     rerun = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=True)
     summary = json.loads(rerun.stdout)

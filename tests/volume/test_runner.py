@@ -188,16 +188,7 @@ def test_sigkill_mid_run_then_rerun_recomputes_only_unfinished_blocks(
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ZNNX_TEST_BLOCK_DELAY": "0.25"}
     command = [sys.executable, "-m", "znnx", "infer", "tests.volume.test_runner:killable_net", source, out,
                "--patch", "28,28,28", "--input-shape", "1,28,28,28", "--quiet"]
-    child = subprocess.Popen(command, env=env, cwd=ROOT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and child.poll() is None:
-        if ledger.exists() and len(ledger.read_text().split("\n")) >= 5:
-            break
-        time.sleep(0.05)
-    assert child.poll() is None, "the run finished before it could be killed"
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    finished = len(ledger.read_text().split("\n")) - 2
+    finished = kill_midway(command, env, ledger)
     assert finished >= 3
     rerun = subprocess.run(command, env={**env, "ZNNX_TEST_BLOCK_DELAY": "0"}, cwd=ROOT, capture_output=True,
                            text=True, check=True)
@@ -207,6 +198,21 @@ def test_sigkill_mid_run_then_rerun_recomputes_only_unfinished_blocks(
     clean = infer_volume(small_net, source, str(tmp_path / "clean.zarr/pred"), quiet=True)
     assert clean.blocks == summary["blocks"]
     assert np.array_equal(_read(out), _read(str(tmp_path / "clean.zarr/pred")))
+
+
+def kill_midway(command: list[str], env: dict[str, str], ledger: Path) -> int:
+    """Start `command`, SIGKILL it once its ledger lists at least 3 finished blocks, and return how
+    many the ledger lists then."""
+    child = subprocess.Popen(command, env=env, cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and child.poll() is None:
+        if ledger.exists() and len(ledger.read_text().split("\n")) >= 5:
+            break
+        time.sleep(0.05)
+    assert child.poll() is None, "the run finished before it could be killed"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    return len(ledger.read_text().split("\n")) - 2
 
 
 def killable_net() -> nn.Module:

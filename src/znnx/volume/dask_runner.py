@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from znnx.errors import ClusterError, StorageError
@@ -108,8 +109,18 @@ def run_block(setup: WorkerSetup, block: Block, run_id: str) -> dict[str, Any]:
             "compute_s": seconds, "worker": worker.address}
 
 
-def _peak_rss() -> int:
-    return peak_rss_bytes()
+def local_workers(cluster: str | None) -> int | None:
+    """N of a `local:N` cluster spec (N >= 1), else None."""
+    count = cluster.removeprefix("local:") if cluster and cluster.startswith("local:") else ""
+    return int(count) if count.isdigit() and int(count) > 0 else None
+
+
+def _save_for_workers(net: Net, output: storage.Location) -> Path:
+    """Save `net` as the network file the workers load, beside the output."""
+    network_file = storage.network_path(output)
+    network_file.parent.mkdir(parents=True, exist_ok=True)
+    net.save(network_file)
+    return network_file
 
 
 @contextmanager
@@ -131,11 +142,11 @@ def connect(cluster: str | None = None, scheduler_file: str | None = None,
         with client:
             yield client
         return
-    count = cluster.removeprefix("local:") if cluster and cluster.startswith("local:") else ""
-    if not count.isdigit() or int(count) < 1:
+    count = local_workers(cluster)
+    if count is None:
         raise ClusterError(f"dask: cluster {cluster!r} must be local:N (N worker processes on this machine, N >= 1) "
                            f"or a scheduler address like tcp://host:8786")
-    with LocalCluster(n_workers=int(count), threads_per_worker=2, processes=True, host="127.0.0.1",
+    with LocalCluster(n_workers=count, threads_per_worker=2, processes=True, host="127.0.0.1",
                       dashboard_address=None, memory_limit=memory_bytes or "auto",
                       silence_logs=logging.ERROR) as local, Client(local) as client:
         yield client
@@ -168,9 +179,7 @@ def choose_patch_on_worker(client: Client, graph: Graph, volume: tuple[int, ...]
     whole run: the block layout, and so the output and the ledger, depend on it."""
     from znnx.net import compile  # noqa: A004
 
-    network_file = storage.network_path(storage.parse(output))
-    network_file.parent.mkdir(parents=True, exist_ok=True)
-    compile(graph).save(network_file)
+    network_file = _save_for_workers(compile(graph), storage.parse(output))
     budget = memory_bytes if memory_bytes is not None else worker_budget(client)
     return client.submit(_choose_on_worker, str(network_file), volume, options, budget and int(budget * 0.8),
                          threads, pure=False).result()
@@ -196,9 +205,7 @@ def run_volume_dask(net: Net, input: str, output: str, client: Client,  # noqa: 
     if not workers:
         raise ClusterError(f"dask: the cluster at {client.scheduler.address} has no workers; start some or wait "
                            f"for them to connect")
-    network_file = storage.network_path(run.output)
-    network_file.parent.mkdir(parents=True, exist_ok=True)
-    net.save(network_file)
+    network_file = _save_for_workers(net, run.output)
     _, ledger = open_output(run, options)
     setup = WorkerSetup(str(network_file), run.description["model"], threads, run.input, str(run.output),
                         run.spatial, options)
@@ -246,7 +253,7 @@ def run_volume_dask(net: Net, input: str, output: str, client: Client,  # noqa: 
         ledger.close()
         progress.close()
     network_file.unlink(missing_ok=True)
-    peak = max([peak_rss_bytes(), *client.run(_peak_rss).values()])
+    peak = max([peak_rss_bytes(), *client.run(peak_rss_bytes).values()])
     summary = summarize(run, todo, time.perf_counter() - start, len(todo) - int(totals["skipped"]),
                         int(totals["skipped"]), int(totals["patches"]), totals["compute_s"], (0.0, 0.0), options,
                         retried=sum(1 for n in starts.values() if n > 1), workers=len(used))
