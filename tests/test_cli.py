@@ -55,6 +55,22 @@ def test_inspect_torch_factory(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "input 7x20x20 -> output 7x18x18" in capsys.readouterr().out
 
 
+def test_inspect_plan_shows_each_convs_algorithm_and_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "wide.py"
+    source.write_text("import torch.nn as nn\n\ndef build():\n"
+                      "    return nn.Sequential(nn.Conv3d(1, 16, 3, padding=1), nn.ELU(), nn.Conv3d(16, 16, 3, padding=1),"
+                      " nn.ELU(), nn.Conv3d(16, 16, (1, 3, 3)))\n")
+    model = f"{source}:build"
+    assert main(["inspect", model, "--input-shape", "1,8,12,12", "--plan"]) == 0
+    lines = capsys.readouterr().out.split("plan: convolution algorithms", 1)[1].splitlines()[2:]
+    assert [line.split()[0] for line in lines] == ["conv3d", "conv3d_1", "conv3d_2"]
+    assert lines[0].split()[-2:] == ["-", "rule"] or "direct" in lines[0]
+    assert "measured" in lines[1] and "winograd4" in lines[1] and "direct" in lines[1]
+    assert main(["inspect", model, "--input-shape", "1,8,12,12", "--plan", "--algorithm", "conv3d_2=fft"]) == 0
+    forced = capsys.readouterr().out.split("plan:", 1)[1].splitlines()[-1].split()
+    assert forced[0] == "conv3d_2" and "fft" in forced and "forced" in forced
+
+
 def test_inspect_caffe_without_weights(capsys: pytest.CaptureFixture[str]) -> None:
     from tests.frontends.test_from_caffe import PZNET
 

@@ -74,25 +74,59 @@ def _memory_lines(net: Any) -> list[str]:
             f"weights {_mib(plan.weight_bytes)}"]
 
 
+def _algorithm(text: str) -> str | dict[str, str]:
+    """`auto`, one algorithm for every conv, or per layer: `conv3d_1=winograd4,conv3d_2=direct`."""
+    if "=" not in text:
+        return text
+    try:
+        return dict(part.split("=", 1) for part in text.split(","))  # type: ignore[misc]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NODE=ALGORITHM[,NODE=ALGORITHM...], got {text!r}") from None
+
+
+def _plan_lines(net: Any) -> list[str]:
+    """Each conv's algorithm and measured time (every candidate's time in brackets)."""
+    lines = [f"{'conv':<22} {'op':<18} {'in -> out (C, D, H, W)':<34} {'algorithm':<10} {'ms':>8}  "
+             f"{'source':<8} candidates (ms, error vs direct)"]
+    for choice in net.algorithms:
+        node = next(n for n in net.graph.nodes if n.name == choice.node)
+        x, y = net.graph.types[node.inputs[0]], net.graph.types[node.output]
+        shapes = f"{(x.channels, *x.spatial)} -> {(y.channels, *y.spatial)}"
+        errors = dict(choice.errors)
+        candidates = ", ".join(f"{a} {t * 1e3:.1f}" + (f" ({errors[a]:.0e})" if a in errors and a != "direct" else "")
+                               for a, t in choice.seconds)
+        time_ms = f"{choice.time * 1e3:.1f}" if choice.time is not None else "-"
+        lines.append(f"{node.name:<22} {'+'.join((node.op, *node.attrs.get('epilogue', ()))):<18} {shapes:<34} "
+                     f"{choice.algorithm:<10} {time_ms:>8}  {choice.source:<8} {candidates}")
+    return lines
+
+
 def _inspect(args: argparse.Namespace) -> int:
     import znnx
 
+    algorithm = args.algorithm if args.plan else "direct"
     if _is_network_file(args.model):
-        net = znnx.load_net(args.model)
+        net = znnx.load_net(args.model, algorithm=algorithm)
         print("\n".join([f"network file {args.model}", net.summary(), *_memory_lines(net),
                          "rewrites: " + ", ".join(f"{n}: {c}" for n, c in net.rewrites)]))
-        return 0
-    graph = _load_graph(args)
-    before = znnx.compile(graph, args.patch, optimize=False)
-    if not args.optimized:
-        print(before.summary())
-        return 0
-    after = znnx.compile(graph, args.patch)
-    print("\n".join([
-        f"before optimization ({len(before.graph.nodes)} nodes)", before.summary(), "",
-        f"after optimization ({len(after.graph.nodes)} nodes)", after.summary(), *_memory_lines(after), "",
-        "rewrites per pass:", *(f"  {name:<20} {count}" for name, count in after.rewrites),
-    ]))
+    else:
+        graph = _load_graph(args)
+        before = znnx.compile(graph, args.patch, optimize=False, algorithm="direct")
+        if not args.optimized and not args.plan:
+            print(before.summary())
+            return 0
+        net = znnx.compile(graph, args.patch, algorithm=algorithm)
+        if args.optimized:
+            print("\n".join([
+                f"before optimization ({len(before.graph.nodes)} nodes)", before.summary(), "",
+                f"after optimization ({len(net.graph.nodes)} nodes)", net.summary(), *_memory_lines(net), "",
+                "rewrites per pass:", *(f"  {name:<20} {count}" for name, count in net.rewrites),
+            ]))
+    if args.plan:
+        import torch
+
+        print("\n".join(["", f"plan: convolution algorithms ({torch.get_num_threads()} threads; times of one patch)",
+                         *_plan_lines(net)]))
     return 0
 
 
@@ -112,9 +146,10 @@ def _run(args: argparse.Namespace) -> int:
     array = np.load(args.input, allow_pickle=False)
     shape = array.shape[1:] if args.batched else array.shape
     if _is_network_file(args.model):
-        net = znnx.load_net(args.model, args.device)
+        net = znnx.load_net(args.model, args.device, args.algorithm)
     else:
-        net = znnx.compile(znnx.load(resolve_model(args.model), shape, args.weights), device=args.device)
+        net = znnx.compile(znnx.load(resolve_model(args.model), shape, args.weights), device=args.device,
+                           algorithm=args.algorithm)
     start = time.perf_counter()
     result = net(array)
     seconds = time.perf_counter() - start
@@ -226,6 +261,8 @@ def parser() -> argparse.ArgumentParser:
                   "torch.nn.Module")
     net_help = model_help + ", or a .znnx network file from `znnx compile`"
     weights_help = "Caffe weights (.caffemodel, .npz, .h5) for a .prototxt model, or 'random'"
+    algorithm_help = ("conv algorithm on the CPU: auto (measure each layer, cached; default), direct, winograd2, "
+                      "winograd4, fft (wherever it applies), or per layer NODE=ALGO[,NODE=ALGO...]")
 
     inspect = commands.add_parser("inspect", help="show a model's layers, parameters, FLOPs and geometry",
                                   description="Show each layer (op, output shape, parameters, FLOPs) and the "
@@ -238,6 +275,10 @@ def parser() -> argparse.ArgumentParser:
                                                            "shapes only)")
     inspect.add_argument("--optimized", action="store_true",
                          help="also show the graph after the optimization passes and what each pass rewrote")
+    inspect.add_argument("--plan", action="store_true",
+                         help="also compile for the CPU and show each conv's algorithm and time (the autotuner "
+                              "measures what is not in its cache)")
+    inspect.add_argument("--algorithm", type=_algorithm, default="auto", help=algorithm_help)
     inspect.set_defaults(handler=_inspect)
 
     compile_ = commands.add_parser("compile", help="optimize a model for one patch size and save a network file",
@@ -260,6 +301,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--batched", action="store_true", help="the input is (N, C, *spatial)")
     run.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     run.add_argument("--weights", help=weights_help)
+    run.add_argument("--algorithm", type=_algorithm, default="auto", help=algorithm_help)
     run.set_defaults(handler=_run)
 
     infer = commands.add_parser(

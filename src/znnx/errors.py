@@ -6,8 +6,8 @@ the fix, so a user never needs a traceback from inside a library to act on it.
 
 from __future__ import annotations
 
-__all__ = ["ClusterError", "DeviceError", "GraphError", "InputError", "ModelError", "StorageError", "UnsupportedError",
-           "ZnnxError"]
+__all__ = ["ClusterError", "DeviceError", "GraphError", "InputError", "KernelUnavailable", "ModelError", "StorageError",
+           "UnsupportedError", "ZnnxError"]
 
 
 class ZnnxError(Exception):
@@ -41,3 +41,7 @@ class StorageError(ZnnxError):
 
 class ClusterError(ZnnxError):
     """A Dask cluster cannot run a volume job: no workers, or workers lost over and over."""
+
+
+class KernelUnavailable(ZnnxError):
+    """A compiled kernel cannot be built or loaded here (no C compiler, or the build failed)."""

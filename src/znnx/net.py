@@ -18,6 +18,8 @@ from znnx.report import summary_table
 if TYPE_CHECKING:
     import torch
 
+    from znnx.plan.autotune import Algorithm, LayerChoice
+
 
 def model_shape(graph: Graph, ttype: TensorType) -> tuple[int, ...]:
     """A lifted type shown in the model's own rank: (C, *spatial[-rank:])."""
@@ -98,12 +100,18 @@ class Net:
     `graph` is what runs (optimized by `compile`); `rewrites` counts what each pass changed.
     """
 
-    def __init__(self, graph: Graph, device: str = "cpu", rewrites: tuple[tuple[str, int], ...] = ()) -> None:
+    def __init__(self, graph: Graph, device: str = "cpu", rewrites: tuple[tuple[str, int], ...] = (),
+                 algorithm: Algorithm = None) -> None:
         self.graph = verify(graph)
         self.device = _device(device)
         self.rewrites = rewrites
         self.plan = self._plan(1)
-        self._run = _backend(self.graph, self.device, self.plan)
+        self.algorithms: tuple[LayerChoice, ...] = ()
+        if self.device.type == "cpu":
+            from znnx.backends import cpu
+
+            self.algorithms = cpu.choose_algorithms(self.graph, 1, algorithm)
+        self._run = _backend(self.graph, self.device, self.plan, {c.node: c.algorithm for c in self.algorithms})
 
     def memory_bytes(self, batch: int = 1) -> int:
         """Predicted peak bytes one call allocates for activations (beyond weights and its input),
@@ -187,32 +195,36 @@ class Net:
 Execute = Callable[[list["torch.Tensor"]], list["torch.Tensor"]]
 
 
-def _backend(graph: Graph, device: torch.device, plan: MemoryPlan) -> Execute:
+def _backend(graph: Graph, device: torch.device, plan: MemoryPlan, algorithms: dict[str, str]) -> Execute:
     if device.type == "cpu":
         from znnx.backends import cpu
 
-        return cpu.build(graph, plan)
+        return cpu.build(graph, plan, algorithms)
     from znnx.backends import torch_eager
 
     return torch_eager.build(graph, device)
 
 
-def load_net(path: str | Path, device: str = "cpu") -> Net:
-    """Load a network file written by `Net.save` or `znnx compile`, compiled for its stored patch."""
+def load_net(path: str | Path, device: str = "cpu", algorithm: Algorithm = None) -> Net:
+    """Load a network file written by `Net.save` or `znnx compile`, compiled for its stored patch
+    (`algorithm` as in `compile`)."""
     from znnx.plan import network_file
 
-    return network_file.load(path, device)
+    return network_file.load(path, device, algorithm)
 
 
 def compile(graph: Graph, patch: Sequence[int] | None = None, device: str = "cpu",  # noqa: A001
-            optimize: bool = True) -> Net:
+            optimize: bool = True, algorithm: Algorithm = None) -> Net:
     """Compile `graph` for input patches of spatial shape `patch` (the graph's own shape if None).
 
     With `optimize`, the graph passes run first (BatchNorm folding, epilogue fusion, ...).
+    `algorithm` picks each conv's algorithm on the CPU: None or "auto" measures (plan/autotune.py,
+    cached on disk), one of "direct", "winograd2", "winograd4", "fft" forces it wherever it applies,
+    and a mapping {conv node name: algorithm} forces it per layer (the others are measured).
     """
     verify(graph)
     shaped = graph if patch is None else reshape(graph, patch)
     if not optimize:
-        return Net(shaped, device)
+        return Net(shaped, device, algorithm=algorithm)
     optimized = passes.optimize(shaped)
-    return Net(optimized.graph, device, optimized.rewrites)
+    return Net(optimized.graph, device, optimized.rewrites, algorithm)

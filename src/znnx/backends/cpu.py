@@ -7,6 +7,8 @@
   tanh / leaky_relu and the residual add run as oneDNN post-ops. A residual add whose operand dies
   at the conv accumulates in place into that operand's buffer. ELU has no oneDNN post-op in
   PyTorch, so it runs in place on the conv's output while it is still the freshest tensor.
+- A conv the autotuner (plan/autotune.py) gave another algorithm runs through znnx's own kernels:
+  Winograd F(2,3) / F(4,3) (kernels/winograd.py) or tiled FFT (kernels/fft.py), epilogue included.
 - Activations, scales and binary ops write in place where the memory plan says so.
 - Every other op runs through the eager kernels, which accept channels-last tensors.
 """
@@ -14,19 +16,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
 from znnx.backends import torch_eager
 from znnx.ir.graph import Graph, Node
 from znnx.ir.ops import ACTIVATIONS, epilogue
+from znnx.plan.autotune import Algorithm, LayerChoice, tune
 from znnx.plan.memory import FLOAT_BYTES, MemoryPlan, Step
 
 Tensor = torch.Tensor
 Kernel = Callable[[Sequence[Tensor]], Tensor]
 CHANNELS_LAST = torch.channels_last_3d
 ONEDNN_UNARY = frozenset({"relu", "sigmoid", "tanh", "leaky_relu"})
+FFT_SIZE = 16
 
 
 def available() -> bool:
@@ -56,13 +60,46 @@ def scratch_bytes(graph: Graph, node: Node) -> int:
     return graph.types[node.output].numel * FLOAT_BYTES if shuffles(node) else 0
 
 
+def conv_candidates(node: Node) -> tuple[str, ...]:
+    """The algorithms this backend can run `node` (a conv) with: direct always, Winograd for kernel
+    sizes 1 and 3 (stride 1), FFT for stride-1 kernels larger than 1."""
+    from znnx.kernels import fft, winograd
+
+    a = node.attrs
+    shape = (a["kernel"], a["stride"], a["dilation"], int(a["groups"]))
+    return ("direct", *(("winograd2", "winograd4") if winograd.applicable(*shape) else ()),
+            *(("fft",) if fft.applicable(*shape) else ()))
+
+
 Run = Callable[[Sequence[Tensor], Tensor | None, Tensor | None], Tensor]
 
 
 class _Builder:
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, algorithms: Mapping[str, str]) -> None:
         self.graph = graph
         self.eager = torch_eager.Builder(graph, torch.device("cpu"))
+        self.algorithms = algorithms
+
+    def fast_conv(self, node: Node, step: Step) -> Run:
+        """A conv through znnx's Winograd or FFT kernels, epilogue fused."""
+        from znnx.kernels import fft, winograd
+
+        a, algorithm = node.attrs, self.algorithms[node.name]
+        spatial = self.graph.types[node.inputs[0]].spatial
+        weight, bias = self.eager.need(node, "weight"), self.eager.param(node, "bias")
+        steps, alpha = epilogue(node), float(a.get("alpha", 0.0))
+        conv: Callable[[Tensor, Tensor | None, Tensor | None], Tensor]
+        if algorithm.startswith("winograd"):
+            conv = winograd.WinogradConv(weight, bias, a["pads"], int(algorithm[-1]), steps, alpha, spatial)
+        else:
+            conv = fft.FFTConv(weight, bias, a["pads"], FFT_SIZE, steps, alpha, spatial)
+
+        def run(xs: Sequence[Tensor], out: Tensor | None, scratch: Tensor | None) -> Tensor:
+            if step.inplace == 1:
+                return conv(xs[0], xs[1], xs[1])
+            return conv(xs[0], out, xs[1] if len(xs) > 1 else None)
+
+        return run
 
     def conv(self, node: Node, step: Step) -> Run:
         a = node.attrs
@@ -187,6 +224,8 @@ class _Builder:
         return lambda xs: fn(xs[0], xs[1], out=xs[k])
 
     def kernel(self, node: Node, step: Step) -> Run:
+        if node.op == "conv" and self.algorithms.get(node.name, "direct") != "direct":
+            return self.fast_conv(node, step)
         if node.op == "conv" and placeable(node):
             return self.conv(node, step)
         if shuffles(node):
@@ -232,8 +271,8 @@ class _Arena:
 class _Program:
     """The built steps of one graph: kernels, arena, and which values die after each step."""
 
-    def __init__(self, graph: Graph, plan: MemoryPlan) -> None:
-        builder = _Builder(graph)
+    def __init__(self, graph: Graph, plan: MemoryPlan, algorithms: Mapping[str, str]) -> None:
+        builder = _Builder(graph, algorithms)
         self.graph = graph
         self.steps = [(node, builder.kernel(node, step)) for node, step in zip(graph.nodes, plan.steps)]
         last_use = {value: i for i, node in enumerate(graph.nodes) for value in node.inputs}
@@ -256,15 +295,27 @@ class _Program:
         return [values[name].contiguous() for name in self.graph.outputs]
 
 
-def build(graph: Graph, plan: MemoryPlan) -> Callable[[Sequence[Tensor]], list[Tensor]]:
-    """A function from NCDHW input tensors (graph input order) to NCDHW output tensors."""
-    program = _Program(graph, plan)
+def choose_algorithms(graph: Graph, batch: int, algorithm: Algorithm = None) -> tuple[LayerChoice, ...]:
+    """Each conv's algorithm: measured by the autotuner (cached on disk), or forced by `algorithm`."""
+
+    def candidate(node: Node, name: str) -> Callable[[Tensor, Tensor | None], Tensor]:
+        run = _Builder(graph, {node.name: name}).kernel(node, Step(node.name, None, False, None, 0))
+        return lambda x, residual: run([x] if residual is None else [x, residual], None, None)
+
+    return tune(graph, batch, conv_candidates, candidate, algorithm)
+
+
+def build(graph: Graph, plan: MemoryPlan, algorithms: Mapping[str, str]) -> Callable[[Sequence[Tensor]], list[Tensor]]:
+    """A function from NCDHW input tensors (graph input order) to NCDHW output tensors; convs run
+    with `algorithms` (node name -> algorithm, direct where absent)."""
+    program = _Program(graph, plan, algorithms)
     return lambda inputs: program.run(inputs)
 
 
-def profile(graph: Graph, plan: MemoryPlan, inputs: Sequence[Tensor], passes: int = 3) -> list[tuple[Node, float]]:
+def profile(graph: Graph, plan: MemoryPlan, inputs: Sequence[Tensor], algorithms: Mapping[str, str],
+            passes: int = 3) -> list[tuple[Node, float]]:
     """Each node with its median wall time over `passes` runs, after one untimed run."""
-    program = _Program(graph, plan)
+    program = _Program(graph, plan, algorithms)
     program.run(inputs)
     runs: list[list[float]] = []
     for _ in range(passes):

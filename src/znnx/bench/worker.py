@@ -67,19 +67,24 @@ def profile_layers(model: object, x: np.ndarray) -> list[dict]:
     from znnx.report import node_flops
 
     net = znnx.compile(load_graph(model, x))
+    algorithms = {c.node: c.algorithm for c in net.algorithms}
     with torch.inference_mode():
-        timings = cpu.profile(net.graph, net.plan, [torch.from_numpy(x)])
+        timings = cpu.profile(net.graph, net.plan, [torch.from_numpy(x)], algorithms)
     return [{"node": node.name, "op": "+".join((node.op, *node.attrs.get("epilogue", ()))),
-             "algorithm": _algorithm(node), "seconds": seconds, "flops": node_flops(net.graph, node)}
+             "algorithm": _algorithm(node, algorithms), "seconds": seconds, "flops": node_flops(net.graph, node)}
             for node, seconds in timings]
 
 
-def _algorithm(node: Node) -> str:
+ALGORITHM_NAMES = {"direct": "oneDNN direct", "winograd2": "Winograd F(2,3)", "winograd4": "Winograd F(4,3)",
+                   "fft": "FFT"}
+
+
+def _algorithm(node: Node, algorithms: dict[str, str]) -> str:
     from znnx.backends import cpu
 
     if cpu.shuffles(node):
         return "GEMM + shuffle"
-    return "oneDNN direct" if node.op.startswith("conv") else ""
+    return ALGORITHM_NAMES[algorithms.get(node.name, "direct")] if node.op.startswith("conv") else ""
 
 
 def load_graph(model: object, x: np.ndarray) -> Graph:

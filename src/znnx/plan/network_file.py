@@ -27,6 +27,7 @@ from znnx.plan.memory import MemoryPlan
 
 if TYPE_CHECKING:
     from znnx.net import Net
+    from znnx.plan.autotune import Algorithm
 
 FORMAT = "znnx-network"
 VERSION = 1
@@ -128,7 +129,7 @@ def _graph(data: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> Graph:
                  str(data["name"]))
 
 
-def load(path: str | Path, device: str = "cpu") -> Net:
+def load(path: str | Path, device: str = "cpu", algorithm: Algorithm = None) -> Net:
     """The network in file `path`, compiled for its stored patch on `device`."""
     from znnx.net import Net
 
@@ -154,7 +155,7 @@ def load(path: str | Path, device: str = "cpu") -> Net:
     except (KeyError, TypeError, ValueError, IndexError) as error:
         raise ModelError(f"{COMPONENT}: {str(source)!r} has a malformed header: {type(error).__name__}: {error}"
                          ) from None
-    net = Net(graph, device, rewrites)
+    net = Net(graph, device, rewrites, algorithm)
     if net.device.type == plan_device and _plan_json(net.plan) != stored_plan:
         raise ModelError(f"{COMPONENT}: {str(source)!r} stores a memory plan that differs from the one this znnx "
                          f"computes for its graph; recompile the model with this znnx")

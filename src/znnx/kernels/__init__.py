@@ -1,0 +1,1 @@
+"""znnx's own convolution kernels (Winograd, FFT) and the C library that backs them."""

@@ -1,0 +1,244 @@
+/* Winograd transforms for channels-last 3D convolution, one slab of tiles at a time.
+ *
+ * Tensors are channels-last (D, H, W, C). Each axis has a kernel size k (1 or 3) and an output
+ * tile m; a tile reads t = m + k - 1 input voxels along that axis (k = 1: t = m = 1, no transform).
+ * A slab is `count` consecutive tiles (row-major over the tile grid, w fastest) starting at `first`.
+ *
+ * wino_input:  input tiles -> V[p][tile][Cp], p the Winograd point (d, h, w row-major); channels
+ *              beyond C and voxels outside the input (the padding) read as zero.
+ * wino_output: M[p][tile][Cop] -> output tiles, + bias, then the epilogue steps in order (residual
+ *              add, one activation), written straight into y (the residual may be y itself).
+ *
+ * Work is split over tiles with OpenMP. A tile is transformed in chunks of up to CHMAX channels, as
+ * a sequence of 1D line transforms along each transformed axis, vectorized over the channels: the
+ * first pass reads the input in place (interior tiles) and the last writes straight into V, so a
+ * chunk's intermediates (6^3 x 64 floats) stay in L1/L2. The line transforms are generated from the
+ * transform matrices (see winograd.py) and pasted in below.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define VB 16
+#define CHMAX 64
+#define TMAX 6
+typedef ptrdiff_t idx;
+typedef float vf __attribute__((vector_size(VB * 4)));
+typedef int32_t vi __attribute__((vector_size(VB * 4)));
+typedef float vfu __attribute__((vector_size(VB * 4), aligned(4), may_alias));
+typedef struct {
+    idx s[3];
+} strides;
+typedef void (*along_fn)(int ax, const int n[3], const float *x, strides xs, float *y, strides ys, int nb);
+
+static inline vf load(const float *p) { return *(const vfu *)p; }
+static inline void store(float *p, vf v) { *(vfu *)p = v; }
+static inline vf sel(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
+static inline vf splat(float a) { return (vf){0} + a; }
+
+/*@LINES@*/
+
+/* along_F: apply the line transform F along axis `ax` of an n[0] x n[1] x n[2] grid of points of
+ * nb channel vectors, reading x and writing y with the given strides (F inlined in the loops). */
+#define ALONG(F)                                                                                   \
+    static void along_##F(int ax, const int n[3], const float *x, strides xs, float *y, strides ys, \
+                          int nb) {                                                                \
+        const int o1 = ax == 0 ? 1 : 0, o2 = ax == 2 ? 1 : 2;                                      \
+        for (int a = 0; a < n[o1]; a++)                                                            \
+            for (int b = 0; b < n[o2]; b++)                                                        \
+                F(x + a * xs.s[o1] + b * xs.s[o2], xs.s[ax], y + a * ys.s[o1] + b * ys.s[o2],       \
+                  ys.s[ax], nb);                                                                   \
+    }
+ALONG(bt2)
+ALONG(bt4)
+ALONG(at2)
+ALONG(at4)
+
+typedef struct {
+    int t, m;
+    along_fn in, out;
+} axis;
+
+static axis make_axis(int k, int m) {
+    axis a = {1, 1, 0, 0};
+    if (k == 3 && m == 2) { a.t = 4; a.m = 2; a.in = along_bt2; a.out = along_at2; }
+    if (k == 3 && m == 4) { a.t = 6; a.m = 4; a.in = along_bt4; a.out = along_at4; }
+    return a;
+}
+
+/* Strides of a packed [n0][n1][n2][ch] block. */
+static strides packed(const int n[3], idx ch) {
+    strides s = {{(idx)n[1] * n[2] * ch, (idx)n[2] * ch, ch}};
+    return s;
+}
+
+/* Copy the tile's chunk [c0, c0 + nb * VB) into a packed block, zero outside the input and past C. */
+static void gather(const float *x, idx D, idx H, idx W, idx C, idx d0, idx h0, idx w0, const int n[3],
+                   idx c0, int nb, float *buf) {
+    const idx ch = (idx)nb * VB, real = C - c0 < ch ? C - c0 : ch;
+    float *g = buf;
+    for (int i = 0; i < n[0]; i++)
+        for (int j = 0; j < n[1]; j++)
+            for (int l = 0; l < n[2]; l++, g += ch) {
+                const idx d = d0 + i, h = h0 + j, w = w0 + l;
+                if (d < 0 || d >= D || h < 0 || h >= H || w < 0 || w >= W) {
+                    memset(g, 0, ch * sizeof(float));
+                    continue;
+                }
+                memcpy(g, x + ((d * H + h) * W + w) * C + c0, real * sizeof(float));
+                if (real < ch) memset(g + real, 0, (ch - real) * sizeof(float));
+            }
+}
+
+void wino_input(const float *x, idx D, idx H, idx W, idx C, idx pd, idx ph, idx pw,
+                int kd, int kh, int kw, int m, idx tiles_h, idx tiles_w,
+                idx first, idx count, float *V, idx Cp) {
+    const axis ax[3] = {make_axis(kd, m), make_axis(kh, m), make_axis(kw, m)};
+    const int n[3] = {ax[0].t, ax[1].t, ax[2].t};
+    int active[3], na = 0;
+    for (int a = 2; a >= 0; a--)
+        if (n[a] > 1) active[na++] = a;
+    const idx q = count * Cp;
+    const strides vs = {{(idx)n[1] * n[2] * q, (idx)n[2] * q, q}}, xs = {{H * W * C, W * C, C}};
+    #pragma omp parallel
+    {
+        float buf0[TMAX * TMAX * TMAX * CHMAX] __attribute__((aligned(64)));
+        float buf1[TMAX * TMAX * TMAX * CHMAX] __attribute__((aligned(64)));
+        #pragma omp for schedule(static)
+        for (idx s = 0; s < count; s++) {
+            const idx tile = first + s;
+            const idx tw = tile % tiles_w, th = (tile / tiles_w) % tiles_h, td = tile / (tiles_w * tiles_h);
+            const idx d0 = td * ax[0].m - pd, h0 = th * ax[1].m - ph, w0 = tw * ax[2].m - pw;
+            const int inside = d0 >= 0 && d0 + n[0] <= D && h0 >= 0 && h0 + n[1] <= H && w0 >= 0 && w0 + n[2] <= W;
+            for (idx c0 = 0; c0 < Cp; c0 += CHMAX) {
+                const int nb = (int)((Cp - c0 < CHMAX ? Cp - c0 : CHMAX) / VB);
+                const strides pk = packed(n, (idx)nb * VB);
+                const float *src;
+                strides ss;
+                if (inside && c0 + (idx)nb * VB <= C) {
+                    src = x + ((d0 * H + h0) * W + w0) * C + c0;
+                    ss = xs;
+                } else {
+                    gather(x, D, H, W, C, d0, h0, w0, n, c0, nb, buf0);
+                    src = buf0;
+                    ss = pk;
+                }
+                for (int k = 0; k < na; k++) {
+                    const int last = k == na - 1;
+                    float *dst = last ? V + s * Cp + c0 : (src == buf0 ? buf1 : buf0);
+                    ax[active[k]].in(active[k], n, src, ss, dst, last ? vs : pk, nb);
+                    src = dst;
+                    ss = pk;
+                }
+            }
+        }
+    }
+}
+
+enum { OP_ADD = 1, OP_RELU, OP_LEAKY, OP_ELU, OP_SIGMOID, OP_TANH };
+
+/* exp(x) to about 1 ulp (Cephes' polynomial after Cody-Waite range reduction), VB lanes at once. */
+static inline vf exp_approx(vf x) {
+    x = sel(x < -87.0f, splat(-87.0f), sel(x > 88.0f, splat(88.0f), x));
+    const vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    vf r = x - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    vf p = splat(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
+    return p * (vf)bits;
+}
+
+static vf epilogue(vf v, const float *restrict res, int nv, const int *ops, int nops, float alpha) {
+    for (int s = 0; s < nops; s++) {
+        switch (ops[s]) {
+        case OP_ADD:
+            if (nv == VB) {
+                v += load(res);
+            } else {
+                float part[VB] = {0};
+                for (int c = 0; c < nv; c++) part[c] = res[c];
+                v += load(part);
+            }
+            break;
+        case OP_RELU:
+            v = sel(v > 0.0f, v, splat(0.0f));
+            break;
+        case OP_LEAKY:
+            v = sel(v > 0.0f, v, alpha * v);
+            break;
+        case OP_ELU:
+            v = sel(v > 0.0f, v, alpha * (exp_approx(v) - 1.0f));
+            break;
+        case OP_SIGMOID:
+            v = 1.0f / (1.0f + exp_approx(-v));
+            break;
+        case OP_TANH:
+            v = 2.0f / (1.0f + exp_approx(-2.0f * v)) - 1.0f;
+            break;
+        }
+    }
+    return v;
+}
+
+void wino_output(const float *M, idx Cop, int kd, int kh, int kw, int m, idx tiles_h, idx tiles_w,
+                 idx first, idx count, float *y, const float *res, idx D, idx H, idx W, idx C,
+                 const float *bias, const int *ops, int nops, float alpha) {
+    const axis ax[3] = {make_axis(kd, m), make_axis(kh, m), make_axis(kw, m)};
+    const int t[3] = {ax[0].t, ax[1].t, ax[2].t};
+    const idx q = count * Cop;
+    const strides ms = {{(idx)t[1] * t[2] * q, (idx)t[2] * q, q}};
+    #pragma omp parallel
+    {
+        float buf0[TMAX * TMAX * TMAX * CHMAX] __attribute__((aligned(64)));
+        float buf1[TMAX * TMAX * TMAX * CHMAX] __attribute__((aligned(64)));
+        float part[VB] __attribute__((aligned(64)));
+        #pragma omp for schedule(static)
+        for (idx s = 0; s < count; s++) {
+            const idx tile = first + s;
+            const idx tw = tile % tiles_w, th = (tile / tiles_w) % tiles_h, td = tile / (tiles_w * tiles_h);
+            const idx d0 = td * ax[0].m, h0 = th * ax[1].m, w0 = tw * ax[2].m;
+            for (idx c0 = 0; c0 < C; c0 += CHMAX) {
+                const int nb = (int)((Cop - c0 < CHMAX ? Cop - c0 : CHMAX) / VB);
+                int n[3] = {t[0], t[1], t[2]};
+                const float *src = M + s * Cop + c0;
+                strides ss = ms;
+                for (int a = 2; a >= 0; a--) {
+                    if (n[a] == 1) continue;
+                    float *dst = src == buf0 ? buf1 : buf0;
+                    int out[3] = {n[0], n[1], n[2]};
+                    out[a] = ax[a].m;
+                    const strides ds = packed(out, (idx)nb * VB);
+                    ax[a].out(a, n, src, ss, dst, ds, nb);
+                    n[a] = out[a];
+                    src = dst;
+                    ss = ds;
+                }
+                for (int i = 0; i < n[0] && d0 + i < D; i++)
+                    for (int j = 0; j < n[1] && h0 + j < H; j++)
+                        for (int l = 0; l < n[2] && w0 + l < W; l++) {
+                            const float *val = src + i * ss.s[0] + j * ss.s[1] + l * ss.s[2];
+                            const idx at = (((d0 + i) * H + h0 + j) * W + w0 + l) * C;
+                            for (int b = 0; b < nb; b++) {
+                                const idx c = c0 + (idx)b * VB;
+                                const int nv = C - c >= VB ? VB : (int)(C - c);
+                                if (nv <= 0) break;
+                                const vf v = epilogue(load(val + b * VB) + load(bias + c), res ? res + at + c : 0, nv,
+                                                      ops, nops, alpha);
+                                if (nv == VB) {
+                                    store(y + at + c, v);
+                                } else {
+                                    store(part, v);
+                                    for (int e = 0; e < nv; e++) y[at + c + e] = part[e];
+                                }
+                            }
+                        }
+            }
+        }
+    }
+}

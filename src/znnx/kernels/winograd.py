@@ -1,0 +1,180 @@
+"""Winograd convolution F(m, 3) for 3x3x3, (1,3,3), (3,1,1) and other kernels whose sizes are 1 or 3.
+
+y = A^T [ (G w G^T) . (B^T x B) ] A along every axis of size 3 (Lavin & Gray): the input tiles
+(t = m + 2 voxels per transformed axis) go to the Winograd domain V[p][tile][c], each of the P
+points is one GEMM V[p] (tiles x C) @ U[p] (C x C') with the kernel transformed once at build time,
+and the output transform writes m voxels per axis with bias and the fused epilogue applied. A
+slab of tiles is transformed, multiplied and written back before the next, so the transformed data
+stay in cache (PERFORMANCE_NOTES: transforms that stream through memory erase the gain).
+
+Multiplications per output voxel, relative to direct: (t/m)^3 / 27 = 0.30 for F(2,3), 0.125 for
+F(4,3) in 3D. F(4,3) loses more precision (points 0, +-1, +-2, inf): its error bound is 1e-4
+relative, F(2,3)'s 1e-5.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from fractions import Fraction
+
+import numpy as np
+import torch
+
+from znnx.kernels import native
+
+F = Fraction
+B_T = {
+    2: [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+    4: [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
+        [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+}
+G = {
+    2: [[1, 0, 0], [F(1, 2), F(1, 2), F(1, 2)], [F(1, 2), F(-1, 2), F(1, 2)], [0, 0, 1]],
+    4: [[F(1, 4), 0, 0], [F(-1, 6), F(-1, 6), F(-1, 6)], [F(-1, 6), F(1, 6), F(-1, 6)],
+        [F(1, 24), F(1, 12), F(1, 6)], [F(1, 24), F(-1, 12), F(1, 6)], [0, 0, 1]],
+}
+A_T = {
+    2: [[1, 1, 1, 0], [0, 1, -1, -1]],
+    4: [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+}
+TILES = (2, 4)
+OPS = {"add": 1, "relu": 2, "leaky_relu": 3, "elu": 4, "sigmoid": 5, "tanh": 6}
+VB = 16
+SLAB_BYTES = 6 << 20
+
+
+def _line(name: str, matrix: Sequence[Sequence[int | Fraction]]) -> str:
+    """C for y[i] = sum_j matrix[i][j] x[j] on vectors of VB channels (x[j] at x + j * sx)."""
+    rows = []
+    for i, row in enumerate(matrix):
+        terms = [f"{float(c)!r}f * x{j}" if c not in (1, -1) else ("" if c == 1 else "-") + f"x{j}"
+                 for j, c in enumerate(row) if c != 0]
+        rows.append(f"    store(y + {i} * sy, {' + '.join(terms).replace('+ -', '- ')});")
+    loads = ", ".join(f"x{j} = load(x + {j} * sx)" for j in range(len(matrix[0])))
+    signature = "(const float *restrict x, idx sx, float *restrict y, idx sy, int nb)"
+    return "\n".join([f"static inline __attribute__((always_inline)) void {name}{signature} {{",
+                      "    for (int b = 0; b < nb; b++, x += VB, y += VB) {", f"        const vf {loads};",
+                      *("    " + r for r in rows), "    }", "}"])
+
+
+def source() -> str:
+    from importlib.resources import files
+
+    template = files("znnx.kernels").joinpath("winograd.c").read_text()
+    lines = "\n\n".join(_line(f"{kind}{m}", table[m]) for m in TILES for kind, table in (("bt", B_T), ("at", A_T)))
+    return template.replace("/*@LINES@*/", lines)
+
+
+def _library() -> object:
+    import ctypes
+
+    lib = native.load("winograd", source())
+    i, p, f = ctypes.c_ssize_t, ctypes.c_void_p, ctypes.c_float
+    c = ctypes.c_int
+    lib.wino_input.argtypes = [p, i, i, i, i, i, i, i, c, c, c, c, i, i, i, i, p, i]
+    lib.wino_input.restype = None
+    lib.wino_output.argtypes = [p, i, c, c, c, c, i, i, i, i, p, p, i, i, i, i, p, p, c, f]
+    lib.wino_output.restype = None
+    return lib
+
+
+def applicable(kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int], groups: int) -> bool:
+    return (all(k in (1, 3) for k in kernel) and 3 in kernel and tuple(stride) == (1, 1, 1)
+            and tuple(dilation) == (1, 1, 1) and groups == 1)
+
+
+def transform_weight(weight: np.ndarray, m: int) -> np.ndarray:
+    """U[p, c_in, c_out] for weight (c_out, c_in, kd, kh, kw), computed in float64."""
+    mats = [np.array(G[m], dtype=np.float64) if k == 3 else np.ones((1, 1)) for k in weight.shape[2:]]
+    u = np.einsum("pi,qj,rk,ocijk->pqrco", *mats, weight.astype(np.float64))
+    return u.reshape(-1, weight.shape[1], weight.shape[0])
+
+
+def _round(n: int) -> int:
+    return -(-n // VB) * VB
+
+
+_scratch = threading.local()
+
+
+def _buffer(name: str, numel: int) -> torch.Tensor:
+    """A scratch buffer of `numel` floats shared by every layer this thread runs (one slab's V or M)."""
+    buffer = getattr(_scratch, name, None)
+    if buffer is None or buffer.numel() < numel:
+        buffer = torch.empty(numel)
+        setattr(_scratch, name, buffer)
+    return buffer[:numel]
+
+
+def _channels_last(t: torch.Tensor) -> bool:
+    return t.permute(0, 2, 3, 4, 1).is_contiguous()
+
+
+class WinogradConv:
+    """One stride-1 convolution by Winograd F(m, 3), for one input spatial shape.
+
+    Call it with a channels-last (N, C, D, H, W) input; `out` (channels-last, the output's shape)
+    receives the result if given, `residual` is added where the epilogue says so (it may be `out`).
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, pads: Sequence[int], m: int,
+                 steps: Sequence[str], alpha: float, spatial: Sequence[int], slab_bytes: int = SLAB_BYTES) -> None:
+        self.lib = _library()
+        c_out, c_in = int(weight.shape[0]), int(weight.shape[1])
+        self.kernel = tuple(int(k) for k in weight.shape[2:])
+        self.m, self.c_in, self.c_out = m, c_in, c_out
+        self.cp, self.cop = _round(c_in), _round(c_out)
+        u = transform_weight(weight.detach().cpu().numpy(), m)
+        self.points = u.shape[0]
+        padded = np.zeros((self.points, self.cp, self.cop), dtype=np.float32)
+        padded[:, :c_in, :c_out] = u
+        self.u = torch.from_numpy(padded)
+        self.bias = torch.zeros(self.cop)
+        if bias is not None:
+            self.bias[:c_out] = bias.detach().float()
+        self.ops = np.array([OPS[s] for s in steps] or [0], dtype=np.int32)
+        self.nops = len(steps)
+        self.add = "add" in steps
+        self.alpha = float(alpha)
+        self.pads = tuple(int(p) for p in pads)
+        self.spatial = tuple(int(s) for s in spatial)
+        self.out_spatial = tuple(s + self.pads[i] + self.pads[i + 3] - k + 1
+                                 for i, (s, k) in enumerate(zip(self.spatial, self.kernel)))
+        self.tile = tuple(m if k == 3 else 1 for k in self.kernel)
+        self.grid = tuple(-(-o // t) for o, t in zip(self.out_spatial, self.tile))
+        self.tiles = int(np.prod(self.grid))
+        per_tile = self.points * (self.cp + self.cop) * 4
+        self.count = max(1, min(self.tiles, slab_bytes // per_tile))
+
+    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None,
+                 residual: torch.Tensor | None = None) -> torch.Tensor:
+        if out is not None and not _channels_last(out):
+            return out.copy_(self(x, None, residual))
+        n = x.shape[0]
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+        y = out if out is not None else torch.empty((n, self.c_out, *self.out_spatial),
+                                                    memory_format=torch.channels_last_3d)
+        if self.add:
+            assert residual is not None
+            residual = residual.contiguous(memory_format=torch.channels_last_3d)
+        lib, (d, h, w), (kd, kh, kw) = self.lib, self.spatial, self.kernel
+        do, ho, wo = self.out_spatial
+        _, gh, gw = self.grid
+        item_in, item_out = self.c_in * d * h * w * 4, self.c_out * do * ho * wo * 4
+        ops = self.ops.ctypes.data
+        v_all = _buffer("v", self.points * self.count * self.cp)
+        m_all = _buffer("m", self.points * self.count * self.cop)
+        for i in range(n):
+            xp, yp = x.data_ptr() + i * item_in, y.data_ptr() + i * item_out
+            rp = residual.data_ptr() + i * item_out if residual is not None else None
+            for first in range(0, self.tiles, self.count):
+                count = min(self.count, self.tiles - first)
+                v = v_all[:self.points * count * self.cp].view(self.points, count, self.cp)
+                mm = m_all[:self.points * count * self.cop].view(self.points, count, self.cop)
+                lib.wino_input(xp, d, h, w, self.c_in, self.pads[0], self.pads[1], self.pads[2], kd, kh, kw,  # type: ignore[attr-defined]
+                               self.m, gh, gw, first, count, v.data_ptr(), self.cp)
+                torch.bmm(v, self.u, out=mm)
+                lib.wino_output(mm.data_ptr(), self.cop, kd, kh, kw, self.m, gh, gw, first, count,  # type: ignore[attr-defined]
+                                yp, rp, do, ho, wo, self.c_out, self.bias.data_ptr(), ops, self.nops, self.alpha)
+        return y

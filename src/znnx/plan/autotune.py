@@ -1,0 +1,199 @@
+"""Choose each convolution's algorithm by measuring the candidates on the layer's real shape.
+
+For every conv the backend can run more than one way (`candidates`), each candidate is built,
+run once to warm up and then timed (median of `REPS`); a candidate is kept only if its output is
+within `TOLERANCE` (max |y - y_direct| / max |y_direct|) of oneDNN's direct convolution, which the
+reference executor tests pin down. The fastest survivor wins; direct is always a candidate, so a
+layer never gets slower than direct. Layers with fewer than `MIN_CHANNELS` input or output
+channels stay direct without timing: the transforms cost more than the multiplications they save.
+FFT is timed only where Winograd does not apply: on 3x3x3 layers it measured 2-10x slower than
+Winograd on this project's machine, so timing it there would only lengthen tuning.
+
+Choices are cached on disk (`cache_dir()/autotune.json`) under a key of the layer's signature
+(shapes, kernel, pads, epilogue), the batch, dtype, thread count and library versions, so a net
+compiled again (another process, a Dask worker, a rerun) does not time anything. `algorithm`
+forces one algorithm for every layer where it applies, or, as a mapping, per named layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from znnx.errors import GraphError, KernelUnavailable
+from znnx.ir.graph import Graph, Node
+
+ALGORITHMS = ("direct", "winograd2", "winograd4", "fft")
+TOLERANCE = {"direct": 0.0, "winograd2": 1e-5, "winograd4": 1e-4, "fft": 1e-5}
+MIN_CHANNELS = 16
+REPS = 3
+Conv = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+Builder = Callable[[Node, str], Conv]
+Algorithm = str | Mapping[str, str] | None
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """The algorithm one conv runs with; `seconds` and `errors` per measured candidate (a candidate
+    that failed to build has an infinite time); `source`: measured, cache, forced or rule."""
+
+    node: str
+    algorithm: str
+    seconds: tuple[tuple[str, float], ...] = ()
+    errors: tuple[tuple[str, float], ...] = ()
+    source: str = "rule"
+
+    @property
+    def time(self) -> float | None:
+        return dict(self.seconds).get(self.algorithm)
+
+
+def cache_file() -> Path:
+    from znnx.kernels.native import cache_dir
+
+    return cache_dir() / "autotune.json"
+
+
+def _signature(graph: Graph, node: Node, batch: int) -> str:
+    from znnx import __version__
+    from znnx.kernels import winograd
+
+    x, y = graph.types[node.inputs[0]], graph.types[node.output]
+    a = node.attrs
+    fields = [node.op, x.channels, y.channels, x.spatial, a["kernel"], a["pads"], a["stride"], a["dilation"],
+              a["groups"], list(a.get("epilogue", ())), float(a.get("alpha", 0.0)), batch, "float32",
+              torch.get_num_threads(), torch.__version__, __version__,
+              hashlib.sha256(winograd.source().encode()).hexdigest()[:12]]
+    return hashlib.sha256(json.dumps(fields, default=list).encode()).hexdigest()[:24]
+
+
+def _read_cache() -> dict[str, dict[str, object]]:
+    try:
+        data = json.loads(cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_cache(entries: Mapping[str, dict[str, object]]) -> None:
+    """Merge `entries` into the cache file, replacing it atomically (a racing writer loses at most
+    its own new entries, which are measured again next time)."""
+    if not entries:
+        return
+    path = cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        merged = {**_read_cache(), **entries}
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+            json.dump(merged, f, indent=0)
+        os.replace(f.name, path)
+    except OSError:
+        pass
+
+
+def _error(y: torch.Tensor, reference: torch.Tensor) -> float:
+    scale = float(reference.abs().max())
+    return float((y - reference).abs().max()) / (scale if scale > 0 else 1.0)
+
+
+def _measure(build: Builder, node: Node, x: torch.Tensor, residual: torch.Tensor | None,
+             algorithms: tuple[str, ...]) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds and error against direct of each algorithm that builds."""
+    seconds: dict[str, float] = {}
+    errors: dict[str, float] = {}
+    reference: torch.Tensor | None = None
+    for algorithm in algorithms:
+        try:
+            conv = build(node, algorithm)
+        except KernelUnavailable:
+            seconds[algorithm] = float("inf")
+            continue
+        start = time.perf_counter()
+        y = conv(x, residual)
+        warm = time.perf_counter() - start
+        if reference is None:
+            reference = y.clone()
+        errors[algorithm] = _error(y, reference)
+        best = min(seconds.values(), default=float("inf"))
+        if warm > 3 * best or errors[algorithm] > TOLERANCE[algorithm]:
+            seconds[algorithm] = warm
+            continue
+        runs = []
+        for _ in range(REPS):
+            start = time.perf_counter()
+            conv(x, residual)
+            runs.append(time.perf_counter() - start)
+        seconds[algorithm] = statistics.median(runs)
+    return seconds, errors
+
+
+def _forced(graph: Graph, algorithm: Algorithm, convs: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    if algorithm is None or algorithm == "auto":
+        return {}
+    if isinstance(algorithm, str):
+        if algorithm not in ALGORITHMS:
+            raise GraphError(f"autotune: unknown algorithm {algorithm!r}; use one of {['auto', *ALGORITHMS]}")
+        return {name: algorithm if algorithm in applicable else "direct" for name, applicable in convs.items()}
+    forced = dict(algorithm)
+    for name, algo in forced.items():
+        if name not in convs:
+            raise GraphError(f"autotune: algorithm forced for {name!r}, which is not a convolution of this net; "
+                             f"its convolutions are {sorted(convs)}")
+        if algo not in convs[name]:
+            raise GraphError(f"autotune: {algo!r} cannot run {name!r}; it can run with {list(convs[name])}")
+    return forced
+
+
+def tune(graph: Graph, batch: int, candidates: Callable[[Node], tuple[str, ...]], build: Builder,
+         algorithm: Algorithm = None) -> tuple[LayerChoice, ...]:
+    """One LayerChoice per conv of `graph` (run `batch` patches at a time)."""
+    nodes = {node.name: node for node in graph.nodes if node.op == "conv"}
+    convs = {name: candidates(node) for name, node in nodes.items()}
+    forced = _forced(graph, algorithm, convs)
+    cache = _read_cache()
+    new: dict[str, dict[str, object]] = {}
+    choices = []
+    for name, node in nodes.items():
+        if name in forced:
+            choices.append(LayerChoice(name, forced[name], source="forced"))
+            continue
+        x_type = graph.types[node.inputs[0]]
+        if len(convs[name]) == 1 or min(x_type.channels, graph.types[node.output].channels) < MIN_CHANNELS:
+            choices.append(LayerChoice(name, "direct"))
+            continue
+        key = _signature(graph, node, batch)
+        entry = cache.get(key)
+        if isinstance(entry, dict) and entry.get("algorithm") in convs[name]:
+            choices.append(LayerChoice(name, str(entry["algorithm"]), _pairs(entry.get("seconds")),
+                                       _pairs(entry.get("errors")), "cache"))
+            continue
+        generator = torch.Generator().manual_seed(0)
+        x = torch.rand((batch, x_type.channels, *x_type.spatial), generator=generator).contiguous(
+            memory_format=torch.channels_last_3d)
+        residual = None
+        if len(node.inputs) == 2:
+            y_type = graph.types[node.output]
+            residual = torch.rand((batch, y_type.channels, *y_type.spatial), generator=generator).contiguous(
+                memory_format=torch.channels_last_3d)
+        timed = tuple(a for a in convs[name] if a != "fft" or "winograd4" not in convs[name])
+        with torch.inference_mode():
+            seconds, errors = _measure(build, node, x, residual, timed)
+        valid = [a for a in seconds if errors.get(a, float("inf")) <= TOLERANCE[a]]
+        best = min(valid, key=lambda a: seconds[a])
+        choices.append(LayerChoice(name, best, tuple(seconds.items()), tuple(errors.items()), "measured"))
+        new[key] = {"node": name, "algorithm": best, "seconds": seconds, "errors": errors}
+    _write_cache(new)
+    return tuple(choices)
+
+
+def _pairs(value: object) -> tuple[tuple[str, float], ...]:
+    return tuple((str(k), float(v)) for k, v in value.items()) if isinstance(value, dict) else ()

@@ -1,0 +1,99 @@
+"""Winograd F(2,3) and F(4,3) against the reference executor's conv on random shapes: odd sizes,
+channel counts not multiples of 16, anisotropic kernels, valid / same / asymmetric padding, every
+epilogue order, batches, and the residual written in place."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.kernels.epilogue import ALPHA, Case, arrays, channels_last, expected, out_shape, relative_error, steps_for
+from znnx.errors import KernelUnavailable
+from znnx.kernels import native, winograd
+
+TOLERANCE = {2: 1e-5, 4: 1e-4}
+KERNELS = [(3, 3, 3), (1, 3, 3), (3, 1, 1), (3, 3, 1), (1, 1, 3)]
+
+
+def random_case(seed: int) -> Case:
+    rng = np.random.default_rng(seed)
+    kernel = KERNELS[seed % len(KERNELS)]
+    spatial = tuple(int(rng.integers(3, 14)) for _ in range(3))
+    padding = ["valid", "same", "asymmetric"][seed % 3]
+    if padding == "valid":
+        pads = (0,) * 6
+    elif padding == "same":
+        pads = tuple(k // 2 for k in kernel) * 2
+    else:
+        pads = tuple(int(rng.integers(0, k)) if k > 1 else 0 for k in kernel * 2)
+    c_in, c_out = (int(c) for c in rng.choice([1, 3, 5, 16, 17, 19, 33, 40], size=2))
+    return Case(c_in, c_out, kernel, spatial, pads, steps_for(rng))
+
+
+def run(case: Case, m: int, batch: int, seed: int, inplace: bool = False) -> tuple[torch.Tensor, np.ndarray]:
+    x, w, b = arrays(case, batch, seed)
+    residual = np.random.default_rng(seed + 1).standard_normal(out_shape(case, batch)) if "add" in case.steps else None
+    conv = winograd.WinogradConv(torch.from_numpy(w).float(), torch.from_numpy(b).float(), case.pads, m, case.steps,
+                                 ALPHA, case.spatial)
+    res = None if residual is None else channels_last(residual)
+    out = res if inplace else None
+    y = conv(channels_last(x), out, res)
+    if inplace:
+        assert y.data_ptr() == res.data_ptr()
+    return y, expected(case, x, w, b, residual)
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("seed", range(15))
+def test_random_shapes_match_the_reference(m: int, seed: int) -> None:
+    case = random_case(seed)
+    y, want = run(case, m, batch=1 + seed % 2, seed=seed)
+    assert relative_error(y, want) <= TOLERANCE[m], case
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_residual_accumulates_in_place(m: int) -> None:
+    case = Case(19, 21, (3, 3, 3), (7, 9, 11), (1,) * 6, ("add", "elu"))
+    y, want = run(case, m, batch=2, seed=3, inplace=True)
+    assert relative_error(y, want) <= TOLERANCE[m]
+
+
+def test_one_tile_slabs_match_the_reference() -> None:
+    """Slab boundaries fall inside tile rows; the GEMM's summation order changes, not the result."""
+    case = Case(17, 18, (3, 3, 3), (10, 11, 12), (1,) * 6, ("relu",))
+    x, w, b = arrays(case, 1, 0)
+    args = (torch.from_numpy(w).float(), torch.from_numpy(b).float(), case.pads, 4, case.steps, ALPHA, case.spatial)
+    whole, small = winograd.WinogradConv(*args), winograd.WinogradConv(*args, slab_bytes=1)
+    assert small.count == 1 and whole.count > 1
+    want = expected(case, x, w, b, None)
+    assert relative_error(small(channels_last(x)), want) <= TOLERANCE[4]
+    assert relative_error(whole(channels_last(x)), want) <= TOLERANCE[4]
+
+
+def test_kernel_transform_is_exact_for_a_one_voxel_kernel_centre() -> None:
+    """G w G^T of a kernel that is 1 at the centre, in exact arithmetic: the F(2,3) rows of G's middle column."""
+    w = np.zeros((1, 1, 3, 3, 3))
+    w[0, 0, 1, 1, 1] = 1.0
+    u = winograd.transform_weight(w, 2).reshape(4, 4, 4)
+    middle = np.array([0, 0.5, -0.5, 0])
+    np.testing.assert_allclose(u, np.einsum("i,j,k->ijk", middle, middle, middle))
+
+
+def test_no_compiler_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    monkeypatch.setenv("ZNNX_CACHE_DIR", str(tmp_path))
+    native.load.cache_clear()
+    try:
+        with pytest.raises(KernelUnavailable, match="no C compiler"):
+            native.load("winograd", winograd.source())
+    finally:
+        native.load.cache_clear()
+
+
+def test_applicable_only_to_stride_one_kernels_of_size_one_and_three() -> None:
+    assert winograd.applicable((1, 3, 3), (1, 1, 1), (1, 1, 1), 1)
+    assert not winograd.applicable((1, 1, 1), (1, 1, 1), (1, 1, 1), 1)
+    assert not winograd.applicable((3, 3, 3), (2, 2, 2), (1, 1, 1), 1)
+    assert not winograd.applicable((5, 5, 5), (1, 1, 1), (1, 1, 1), 1)
+    assert not winograd.applicable((3, 3, 3), (1, 1, 1), (1, 1, 1), 2)

@@ -1,0 +1,94 @@
+"""The autotuner: measured choices within tolerance, the disk cache, forcing, and nets running
+every algorithm against the reference executor."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.passes.graphs import builder, conv
+from znnx import reference
+from znnx.errors import GraphError
+from znnx.ir.graph import Graph
+from znnx.net import Net
+from znnx.passes import optimize
+from znnx.plan import autotune
+
+TOLERANCE = {"direct": 1e-5, "winograd2": 1e-5, "winograd4": 1e-4, "fft": 1e-5}
+
+
+def wide_graph() -> Graph:
+    """Wide enough to tune: 3x3x3 + BN-free ELU, a (1,3,3), a (1,5,5) (FFT), a residual add."""
+    b, x = builder(channels=16, spatial=(6, 13, 11))
+    h = b.add("elu", [conv(b, x, 17)], {"alpha": 1.0})
+    g = conv(b, h, 16, kernel=(1, 3, 3), pads=(0, 1, 1, 0, 1, 1))
+    f = conv(b, g, 16, kernel=(1, 5, 5), pads=(0, 2, 2, 0, 2, 2))
+    s = b.add("relu", [b.add("add", [f, x])])
+    return optimize(b.finish([conv(b, s, 3, kernel=(1, 1, 1), pads=(0,) * 6)])).graph
+
+
+def check(net: Net, tolerance: float) -> None:
+    x = np.random.default_rng(0).standard_normal((1, 16, 6, 13, 11)).astype(np.float32)
+    want = reference.run(net.graph, {"x": x})[net.graph.outputs[0]]
+    assert np.abs(net(x) - want).max() / np.abs(want).max() <= tolerance
+
+
+@pytest.mark.parametrize("algorithm", autotune.ALGORITHMS)
+def test_every_forced_algorithm_matches_the_reference(algorithm: str) -> None:
+    net = Net(wide_graph(), algorithm=algorithm)
+    convs = {c.node: c.algorithm for c in net.algorithms}
+    assert algorithm in convs.values() and all(c.source == "forced" for c in net.algorithms)
+    check(net, TOLERANCE[algorithm])
+
+
+def test_measured_choices_are_cached_on_disk_and_reused(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    monkeypatch.setenv("ZNNX_CACHE_DIR", str(tmp_path))
+    first = Net(wide_graph())
+    measured = [c for c in first.algorithms if c.source == "measured"]
+    assert len(measured) == 3
+    for choice in measured:
+        seconds, errors = dict(choice.seconds), dict(choice.errors)
+        assert choice.algorithm in seconds and "direct" in seconds
+        assert seconds[choice.algorithm] == min(t for a, t in seconds.items() if errors[a] <= TOLERANCE[a])
+    assert "fft" in dict(measured[-1].seconds)  # (1,5,5): Winograd does not apply
+    assert next(c for c in first.algorithms if c.node == first.graph.nodes[-1].name).source == "rule"
+    entries = json.loads(autotune.cache_file().read_text())
+    assert sorted(e["algorithm"] for e in entries.values()) == sorted(c.algorithm for c in measured)
+
+    def no_timing(*args: object) -> None:
+        raise AssertionError("a cached layer was timed again")
+
+    monkeypatch.setattr(autotune, "_measure", no_timing)
+    again = Net(wide_graph())
+    assert [(c.node, c.algorithm) for c in again.algorithms] == [(c.node, c.algorithm) for c in first.algorithms]
+    assert all(c.source in ("cache", "rule") for c in again.algorithms)
+    check(again, 1e-4)
+
+
+def test_layers_forced_by_name_and_the_rest_measured(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    monkeypatch.setenv("ZNNX_CACHE_DIR", str(tmp_path))
+    graph = wide_graph()
+    first = next(n.name for n in graph.nodes if n.op == "conv")
+    net = Net(graph, algorithm={first: "winograd2"})
+    assert net.algorithms[0] == autotune.LayerChoice(first, "winograd2", source="forced")
+    assert {c.source for c in net.algorithms[1:]} <= {"measured", "rule"}
+
+
+def test_bad_forcing_is_a_clear_error() -> None:
+    graph = wide_graph()
+    with pytest.raises(GraphError, match="not a convolution of this net"):
+        Net(graph, algorithm={"nope": "direct"})
+    one_by_one = graph.nodes[-1].name
+    with pytest.raises(GraphError, match="cannot run"):
+        Net(graph, algorithm={one_by_one: "winograd4"})
+    with pytest.raises(GraphError, match="unknown algorithm"):
+        Net(graph, algorithm="winograd9")
+
+
+def test_narrow_layers_stay_direct_without_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(autotune, "_measure", lambda *args: (_ for _ in ()).throw(AssertionError("timed")))
+    b, x = builder(channels=3, spatial=(5, 7, 6))
+    net = Net(optimize(b.finish([conv(b, conv(b, x, 8), 8)])).graph)
+    assert all(c.algorithm == "direct" and c.source == "rule" for c in net.algorithms)
