@@ -58,8 +58,8 @@ def test_inspect_torch_factory(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_inspect_plan_shows_each_convs_algorithm_and_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "wide.py"
     source.write_text("import torch.nn as nn\n\ndef build():\n"
-                      "    return nn.Sequential(nn.Conv3d(1, 16, 3, padding=1), nn.ELU(), nn.Conv3d(16, 16, 3, padding=1),"
-                      " nn.ELU(), nn.Conv3d(16, 16, (1, 3, 3)))\n")
+                      "    return nn.Sequential(nn.Conv3d(1, 16, 3, padding=1), nn.ELU(),\n"
+                      "        nn.Conv3d(16, 16, 3, padding=1), nn.ELU(), nn.Conv3d(16, 16, (1, 3, 3)))\n")
     model = f"{source}:build"
     assert main(["inspect", model, "--input-shape", "1,8,12,12", "--plan"]) == 0
     lines = capsys.readouterr().out.split("plan: convolution algorithms", 1)[1].splitlines()[2:]

@@ -107,23 +107,31 @@ class Net:
         self.rewrites = rewrites
         self.plan = self._plan(1)
         self.algorithms: tuple[LayerChoice, ...] = ()
+        self.kernel_weight_bytes = self.kernel_scratch_bytes = 0
         if self.device.type == "cpu":
             from znnx.backends import cpu
 
             self.algorithms = cpu.choose_algorithms(self.graph, 1, algorithm)
+            nodes = {node.name: node for node in self.graph.nodes}
+            sizes = [cpu.algorithm_bytes(self.graph, nodes[c.node], c.algorithm) for c in self.algorithms]
+            self.kernel_weight_bytes = sum(w for w, _ in sizes)
+            self.kernel_scratch_bytes = max((s for _, s in sizes), default=0)
         self._run = _backend(self.graph, self.device, self.plan, {c.node: c.algorithm for c in self.algorithms})
 
     def memory_bytes(self, batch: int = 1) -> int:
         """Predicted peak bytes one call allocates for activations (beyond weights and its input),
-        for `batch` patches: the memory plan's largest set of simultaneously live buffers."""
-        return self.plan.peak_bytes if batch == 1 else self._plan(batch).peak_bytes
+        for `batch` patches: the memory plan's largest set of simultaneously live buffers, plus the
+        largest scratch of a Winograd / FFT layer (one slab, reused by every layer)."""
+        plan = self.plan if batch == 1 else self._plan(batch)
+        return plan.peak_bytes + self.kernel_scratch_bytes
 
     def _plan(self, batch: int) -> MemoryPlan:
         return cpu_memory_plan(self.graph, batch) if self.device.type == "cpu" else plan_memory(self.graph, batch)
 
     @property
     def weight_bytes(self) -> int:
-        return self.plan.weight_bytes
+        """The weights as the net holds them (Winograd- and FFT-transformed where those run)."""
+        return self.plan.weight_bytes + self.kernel_weight_bytes
 
     def save(self, path: str | Path) -> Path:
         """Write this net as a network file (optimized graph, plan, weights; no code): see `load_net`."""

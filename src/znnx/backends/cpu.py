@@ -71,6 +71,22 @@ def conv_candidates(node: Node) -> tuple[str, ...]:
             *(("fft",) if fft.applicable(*shape) else ()))
 
 
+def algorithm_bytes(graph: Graph, node: Node, algorithm: str) -> tuple[int, int]:
+    """(weight bytes beyond the raw weights, scratch bytes while it runs) of a conv under `algorithm`."""
+    from znnx.kernels import fft, winograd
+
+    if algorithm == "direct":
+        return 0, 0
+    x, y = graph.types[node.inputs[0]], graph.types[node.output]
+    kernel = tuple(node.attrs["kernel"])
+    raw = int(node.params["weight"].size) * FLOAT_BYTES
+    if algorithm.startswith("winograd"):
+        weights, scratch, _ = winograd.footprint(x.channels, y.channels, kernel, int(algorithm[-1]), y.spatial)
+    else:
+        weights, scratch = fft.footprint(x.channels, y.channels, kernel, FFT_SIZE, x.spatial)
+    return weights - raw, scratch
+
+
 Run = Callable[[Sequence[Tensor], Tensor | None, Tensor | None], Tensor]
 
 
@@ -295,14 +311,16 @@ class _Program:
         return [values[name].contiguous() for name in self.graph.outputs]
 
 
+def conv_kernel(graph: Graph, node: Node, algorithm: str) -> Callable[[Tensor, Tensor | None], Tensor]:
+    """One conv of `graph` alone under `algorithm`: channels-last input (and residual) in, a fresh
+    channels-last output out."""
+    run = _Builder(graph, {node.name: algorithm}).kernel(node, Step(node.name, None, False, None, 0))
+    return lambda x, residual: run([x] if residual is None else [x, residual], None, None)
+
+
 def choose_algorithms(graph: Graph, batch: int, algorithm: Algorithm = None) -> tuple[LayerChoice, ...]:
     """Each conv's algorithm: measured by the autotuner (cached on disk), or forced by `algorithm`."""
-
-    def candidate(node: Node, name: str) -> Callable[[Tensor, Tensor | None], Tensor]:
-        run = _Builder(graph, {node.name: name}).kernel(node, Step(node.name, None, False, None, 0))
-        return lambda x, residual: run([x] if residual is None else [x, residual], None, None)
-
-    return tune(graph, batch, conv_candidates, candidate, algorithm)
+    return tune(graph, batch, conv_candidates, lambda node, name: conv_kernel(graph, node, name), algorithm)
 
 
 def build(graph: Graph, plan: MemoryPlan, algorithms: Mapping[str, str]) -> Callable[[Sequence[Tensor]], list[Tensor]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -23,6 +24,14 @@ SLAB_BYTES = 16 << 20
 def applicable(kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int], groups: int) -> bool:
     return (tuple(stride) == (1, 1, 1) and tuple(dilation) == (1, 1, 1) and groups == 1
             and any(k > 1 for k in kernel))
+
+
+def footprint(c_in: int, c_out: int, kernel: Sequence[int], size: int, in_spatial: Sequence[int]) -> tuple[int, int]:
+    """(kernel spectra bytes, scratch bytes: the padded input and a slab's spectra, about three times)."""
+    n = [max(size, k) if k > 1 else 1 for k in kernel]
+    freqs = n[0] * n[1] * (n[2] // 2 + 1)
+    padded = c_in * int(np.prod([s + n_ for s, n_ in zip(in_spatial, n)])) * 4
+    return freqs * c_in * c_out * 8, padded + 3 * SLAB_BYTES
 
 
 class FFTConv:

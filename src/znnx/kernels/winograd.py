@@ -99,16 +99,28 @@ _scratch = threading.local()
 
 
 def _buffer(name: str, numel: int) -> torch.Tensor:
-    """A scratch buffer of `numel` floats shared by every layer this thread runs (one slab's V or M)."""
+    """A scratch buffer of `numel` floats shared by every layer this thread runs (one slab's V or M);
+    a normal tensor, so calls inside and outside inference mode can both write it."""
     buffer = getattr(_scratch, name, None)
     if buffer is None or buffer.numel() < numel:
-        buffer = torch.empty(numel)
+        with torch.inference_mode(False):
+            buffer = torch.empty(numel)
         setattr(_scratch, name, buffer)
     return buffer[:numel]
 
 
 def _channels_last(t: torch.Tensor) -> bool:
     return t.permute(0, 2, 3, 4, 1).is_contiguous()
+
+
+def footprint(c_in: int, c_out: int, kernel: Sequence[int], m: int, out_spatial: Sequence[int],
+              slab_bytes: int = SLAB_BYTES) -> tuple[int, int, int]:
+    """(transformed weight bytes, scratch bytes of one slab, tiles per slab) of a layer."""
+    points = int(np.prod([m + 2 if k == 3 else 1 for k in kernel]))
+    tiles = int(np.prod([-(-o // (m if k == 3 else 1)) for o, k in zip(out_spatial, kernel)]))
+    per_tile = points * (_round(c_in) + _round(c_out)) * 4
+    count = max(1, min(tiles, slab_bytes // per_tile))
+    return points * _round(c_in) * _round(c_out) * 4, count * per_tile, count
 
 
 class WinogradConv:
@@ -144,8 +156,7 @@ class WinogradConv:
         self.tile = tuple(m if k == 3 else 1 for k in self.kernel)
         self.grid = tuple(-(-o // t) for o, t in zip(self.out_spatial, self.tile))
         self.tiles = int(np.prod(self.grid))
-        per_tile = self.points * (self.cp + self.cop) * 4
-        self.count = max(1, min(self.tiles, slab_bytes // per_tile))
+        self.count = footprint(c_in, c_out, self.kernel, m, self.out_spatial, slab_bytes)[2]
 
     def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None,
                  residual: torch.Tensor | None = None) -> torch.Tensor:
