@@ -5,9 +5,10 @@ Measured peak growth is the process's peak resident memory during compile and th
 (which allocates the arena and touches every buffer) minus the resident memory just before
 compiling; Linux's peak counter is reset first (`/proc/self/clear_refs`). The prediction for the
 same span is the plan's peak (`Net.memory_bytes()`) plus the weights oneDNN repacks at compile time.
-The autotuner runs first, in an earlier compile: its measurements (a few layer-sized tensors, once
+The autotuner runs first, in a child process: its measurements (a few layer-sized tensors, once
 per shape and machine) are a transient of the first compile, not of running the plan, and the
-measured compile reads its choices from the cache.
+measured compile reads its choices from the on-disk cache. (Tuning in this process would leave
+freed pages resident in the allocator and hide part of the measured growth.)
 """
 
 from __future__ import annotations
@@ -27,8 +28,25 @@ def _status_kib(field: str) -> int:
     return int(match.group(1))
 
 
-def measure(net_name: str, patch: tuple[int, int, int], tiny: bool, threads: int = 2) -> dict[str, float | str]:
+def _tune(net_name: str, patch: tuple[int, int, int], tiny: bool, threads: int) -> None:
     import torch
+
+    import znnx
+    from znnx.bench.models import NETS
+    from znnx.bench.worker import bench_input, load_graph
+
+    torch.set_num_threads(threads)
+    znnx.compile(load_graph(NETS[net_name].build(tiny, patch), bench_input(patch)), patch)
+
+
+def measure(net_name: str, patch: tuple[int, int, int], tiny: bool, threads: int = 2) -> dict[str, float | str]:
+    import multiprocessing
+
+    import torch
+
+    tuner = multiprocessing.get_context("spawn").Process(target=_tune, args=(net_name, patch, tiny, threads))
+    tuner.start()
+    tuner.join()
 
     import znnx
     from znnx.bench.models import NETS
@@ -37,7 +55,6 @@ def measure(net_name: str, patch: tuple[int, int, int], tiny: bool, threads: int
     torch.set_num_threads(threads)
     x = bench_input(patch)
     graph = load_graph(NETS[net_name].build(tiny, patch), x)
-    znnx.compile(graph, patch)
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")
     before = _status_kib("VmRSS")
