@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from znnx import reference
+from znnx.ir.ops import conv_spatial
 
 ACTIVATIONS = {
     "relu": lambda v: np.maximum(v, 0),
@@ -46,8 +47,7 @@ def expected(case: Case, x: np.ndarray, w: np.ndarray, b: np.ndarray, residual: 
 
 
 def out_shape(case: Case, batch: int) -> tuple[int, ...]:
-    return (batch, case.c_out, *(s + case.pads[i] + case.pads[i + 3] - k + 1
-                                 for i, (s, k) in enumerate(zip(case.spatial, case.kernel))))
+    return (batch, case.c_out, *conv_spatial(case.spatial, case.kernel, case.pads))
 
 
 def channels_last(a: np.ndarray) -> torch.Tensor:

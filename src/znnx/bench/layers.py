@@ -44,12 +44,12 @@ def _worker(job: dict[str, Any], queue: Any) -> None:
     x, w, b = _tensors(job["channels"], job["size"])
     x = x.contiguous(memory_format=torch.channels_last_3d)
     if job["runtime"] == "pytorch-channels-last":
-        w = w.contiguous(memory_format=torch.channels_last_3d)
-        run = lambda: F.conv3d(x, w, b, padding=1)
+        w_last = w.contiguous(memory_format=torch.channels_last_3d)
+        run = lambda: F.conv3d(x, w_last, b, padding=1)
     else:
         from znnx.backends import cpu
 
-        graph = _graph(job["channels"], job["size"])
+        graph = _graph(w, b, job["size"])
         kernel = cpu.conv_kernel(graph, graph.nodes[0], job["runtime"])
         run = lambda: kernel(x, None)
     with torch.inference_mode():
@@ -60,7 +60,7 @@ def _worker(job: dict[str, Any], queue: Any) -> None:
             run()
             times.append(time.perf_counter() - start)
         peak = peak_rss_bytes() / 2**20
-        reference = F.conv3d(x.double(), _tensors(job["channels"], job["size"])[1].double(), b.double(), padding=1)
+        reference = F.conv3d(x.double(), w.double(), b.double(), padding=1)
         error = float((y.double() - reference).abs().max() / reference.abs().max())
     queue.put({**job, "seconds": statistics.median(times), "error": error, "peak_rss_mib": peak})
 
@@ -75,12 +75,12 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     return dict(result)
 
 
-def _graph(channels: int, size: int) -> Any:
+def _graph(w: Any, b: Any, size: int) -> Any:
+    """The layer as a one-conv graph with weights `w` and bias `b`."""
     from znnx.frontends.builder import GraphBuilder
 
-    _, w, b = _tensors(channels, size)
     builder = GraphBuilder("layer", 3)
-    name = builder.add_input("x", channels, (size,) * 3)
+    name = builder.add_input("x", int(w.shape[1]), (size,) * 3)
     attrs = {"kernel": (3, 3, 3), "stride": (1, 1, 1), "dilation": (1, 1, 1), "pads": (1,) * 6, "groups": 1}
     return builder.finish([builder.add("conv", [name], attrs, {"weight": w.numpy(), "bias": b.numpy()})])
 
@@ -92,7 +92,8 @@ def autotuned(channels: int, size: int, threads: int) -> str:
     from znnx.backends import cpu
 
     torch.set_num_threads(threads)
-    return cpu.choose_algorithms(_graph(channels, size), 1)[0].algorithm
+    _, w, b = _tensors(channels, size)
+    return cpu.choose_algorithms(_graph(w, b, size), 1)[0].algorithm
 
 
 def table(results: list[dict[str, Any]], chosen: dict[int, str]) -> list[str]:

@@ -108,6 +108,14 @@ def _check_epilogue(node: Node, types: Sequence[TensorType], out: TensorType) ->
     return out
 
 
+def conv_spatial(spatial: Sequence[int], kernel: Sequence[int], pads: Sequence[int],
+                 stride: Sequence[int] = (1, 1, 1), dilation: Sequence[int] = (1, 1, 1)) -> tuple[int, ...]:
+    """A convolution's output sizes for input sizes `spatial`, pads (begin..., end...); a size < 1
+    means the kernel does not fit."""
+    return tuple((size + pads[i] + pads[i + 3] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
+                 for i, size in enumerate(spatial))
+
+
 def _conv(node: Node, types: Sequence[TensorType]) -> TensorType:
     x = types[0]
     kernel = _ints(node, "kernel", 3, 1)
@@ -125,10 +133,7 @@ def _conv(node: Node, types: Sequence[TensorType]) -> TensorType:
     if "bias" in node.params:
         _param(node, "bias", (c_out,))
     _no_params(node, ("weight", "bias"))
-    spatial = [
-        (size + pads[i] + pads[i + 3] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
-        for i, size in enumerate(x.spatial)
-    ]
+    spatial = conv_spatial(x.spatial, kernel, pads, stride, dilation)
     out = TensorType(c_out, _positive(node, spatial, f"input {x} with kernel {kernel}"))
     return _check_epilogue(node, types, out)
 

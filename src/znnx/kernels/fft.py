@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from znnx.backends import torch_eager
+from znnx.ir.ops import conv_spatial
 
 SLAB_BYTES = 16 << 20
 
@@ -26,9 +27,14 @@ def applicable(kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[
             and any(k > 1 for k in kernel))
 
 
+def _tile(kernel: Sequence[int], size: int) -> tuple[int, ...]:
+    """FFT size per axis: `size` (at least the kernel) along axes with k > 1, else 1."""
+    return tuple(max(size, k) if k > 1 else 1 for k in kernel)
+
+
 def footprint(c_in: int, c_out: int, kernel: Sequence[int], size: int, in_spatial: Sequence[int]) -> tuple[int, int]:
     """(kernel spectra bytes, scratch bytes: the padded input and a slab's spectra, about three times)."""
-    n = [max(size, k) if k > 1 else 1 for k in kernel]
+    n = _tile(kernel, size)
     freqs = n[0] * n[1] * (n[2] // 2 + 1)
     padded = c_in * int(np.prod([s + n_ for s, n_ in zip(in_spatial, n)])) * 4
     return freqs * c_in * c_out * 8, padded + 3 * SLAB_BYTES
@@ -42,12 +48,11 @@ class FFTConv:
         c_out, c_in = int(weight.shape[0]), int(weight.shape[1])
         self.kernel = tuple(int(k) for k in weight.shape[2:])
         self.c_in, self.c_out = c_in, c_out
-        self.n = tuple(max(size, k) if k > 1 else 1 for k in self.kernel)
+        self.n = _tile(self.kernel, size)
         self.m = tuple(n - k + 1 for n, k in zip(self.n, self.kernel))
         self.pads = tuple(int(p) for p in pads)
         self.spatial = tuple(int(s) for s in spatial)
-        self.out_spatial = tuple(s + self.pads[i] + self.pads[i + 3] - k + 1
-                                 for i, (s, k) in enumerate(zip(self.spatial, self.kernel)))
+        self.out_spatial = conv_spatial(self.spatial, self.kernel, self.pads)
         self.grid = tuple(-(-o // m) for o, m in zip(self.out_spatial, self.m))
         spectrum = torch.fft.rfftn(weight.detach().float(), s=self.n, dim=(2, 3, 4))
         self.w = spectrum.conj().permute(2, 3, 4, 1, 0).reshape(-1, c_in, c_out).contiguous()

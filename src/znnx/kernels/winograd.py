@@ -14,6 +14,7 @@ relative, F(2,3)'s 1e-5.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from fractions import Fraction
@@ -21,6 +22,7 @@ from fractions import Fraction
 import numpy as np
 import torch
 
+from znnx.ir.ops import conv_spatial
 from znnx.kernels import native
 
 F = Fraction
@@ -58,6 +60,7 @@ def _line(name: str, matrix: Sequence[Sequence[int | Fraction]]) -> str:
                       *("    " + r for r in rows), "    }", "}"])
 
 
+@functools.cache
 def source() -> str:
     from importlib.resources import files
 
@@ -66,6 +69,7 @@ def source() -> str:
     return template.replace("/*@LINES@*/", lines)
 
 
+@functools.cache
 def _library() -> object:
     import ctypes
 
@@ -113,11 +117,16 @@ def _channels_last(t: torch.Tensor) -> bool:
     return t.permute(0, 2, 3, 4, 1).is_contiguous()
 
 
+def _grid(kernel: Sequence[int], m: int, out_spatial: Sequence[int]) -> tuple[int, ...]:
+    """Tiles per axis: m output voxels per tile along transformed axes, 1 along the others."""
+    return tuple(-(-o // (m if k == 3 else 1)) for o, k in zip(out_spatial, kernel))
+
+
 def footprint(c_in: int, c_out: int, kernel: Sequence[int], m: int, out_spatial: Sequence[int],
               slab_bytes: int = SLAB_BYTES) -> tuple[int, int, int]:
     """(transformed weight bytes, scratch bytes of one slab, tiles per slab) of a layer."""
     points = int(np.prod([m + 2 if k == 3 else 1 for k in kernel]))
-    tiles = int(np.prod([-(-o // (m if k == 3 else 1)) for o, k in zip(out_spatial, kernel)]))
+    tiles = int(np.prod(_grid(kernel, m, out_spatial)))
     per_tile = points * (_round(c_in) + _round(c_out)) * 4
     count = max(1, min(tiles, slab_bytes // per_tile))
     return points * _round(c_in) * _round(c_out) * 4, count * per_tile, count
@@ -151,10 +160,8 @@ class WinogradConv:
         self.alpha = float(alpha)
         self.pads = tuple(int(p) for p in pads)
         self.spatial = tuple(int(s) for s in spatial)
-        self.out_spatial = tuple(s + self.pads[i] + self.pads[i + 3] - k + 1
-                                 for i, (s, k) in enumerate(zip(self.spatial, self.kernel)))
-        self.tile = tuple(m if k == 3 else 1 for k in self.kernel)
-        self.grid = tuple(-(-o // t) for o, t in zip(self.out_spatial, self.tile))
+        self.out_spatial = conv_spatial(self.spatial, self.kernel, self.pads)
+        self.grid = _grid(self.kernel, m, self.out_spatial)
         self.tiles = int(np.prod(self.grid))
         self.count = footprint(c_in, c_out, self.kernel, m, self.out_spatial, slab_bytes)[2]
 

@@ -136,7 +136,7 @@ def _measure(build: Builder, node: Node, x: torch.Tensor, residual: torch.Tensor
     return seconds, errors
 
 
-def _forced(graph: Graph, algorithm: Algorithm, convs: dict[str, tuple[str, ...]]) -> dict[str, str]:
+def _forced(algorithm: Algorithm, convs: dict[str, tuple[str, ...]]) -> dict[str, str]:
     if algorithm is None or algorithm == "auto":
         return {}
     if isinstance(algorithm, str):
@@ -158,7 +158,7 @@ def tune(graph: Graph, batch: int, candidates: Callable[[Node], tuple[str, ...]]
     """One LayerChoice per conv of `graph` (run `batch` patches at a time)."""
     nodes = {node.name: node for node in graph.nodes if node.op == "conv"}
     convs = {name: candidates(node) for name, node in nodes.items()}
-    forced = _forced(graph, algorithm, convs)
+    forced = _forced(algorithm, convs)
     cache = _read_cache()
     new: dict[str, dict[str, object]] = {}
     choices = []
