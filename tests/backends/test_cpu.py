@@ -7,7 +7,9 @@ import pytest
 
 from tests.passes.graphs import batchnorm, builder, conv
 from znnx import reference
+from znnx.errors import KernelUnavailable
 from znnx.ir.graph import Graph
+from znnx.kernels import pool
 from znnx.net import Net
 from znnx.passes import optimize
 
@@ -24,6 +26,10 @@ def _check(graph: Graph, batch: int = 2, tolerance: float = 1e-5) -> Net:
         assert np.abs(actual - expected).max() / np.abs(expected).max() < tolerance
     np.testing.assert_array_equal(x, original)
     return net
+
+
+def _unavailable(*args: object) -> None:
+    raise KernelUnavailable("kernels: no C compiler (test)")
 
 
 @pytest.mark.parametrize("act", [None, "relu", "elu", "sigmoid", "tanh", "leaky_relu"])
@@ -64,7 +70,10 @@ def test_anisotropic_strided_grouped_and_asymmetric_convs() -> None:
     _check(graph)
 
 
-def test_transposed_conv_with_residual_and_pooling() -> None:
+@pytest.mark.parametrize("compiler", [True, False])
+def test_transposed_conv_with_residual_and_pooling(compiler: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not compiler:
+        monkeypatch.setattr(pool, "MaxPool", _unavailable)
     b, x = builder(channels=2, spatial=(4, 8, 8))
     skip = b.add("elu", [conv(b, x, 4)], {"alpha": 1.0})
     down = b.add("max_pool", [skip], {"kernel": (2, 2, 2), "stride": (2, 2, 2), "pads": (0,) * 6,
@@ -72,7 +81,8 @@ def test_transposed_conv_with_residual_and_pooling() -> None:
     up = conv(b, conv(b, down, 8), 4, kernel=(2, 2, 2), pads=(0,) * 6, transposed=True, stride=(2, 2, 2))
     graph = optimize(b.finish([conv(b, b.add("add", [up, skip]), 3, kernel=(1, 1, 1), pads=(0,) * 6)])).graph
     assert [n.op for n in graph.nodes].count("add") == 0
-    _check(graph)
+    net = _check(graph)
+    assert net.plan.steps[[n.op for n in graph.nodes].index("max_pool")].slot is not None
 
 
 def test_multichannel_input_is_copied_not_overwritten() -> None:

@@ -9,6 +9,8 @@
   PyTorch, so it runs in place on the conv's output while it is still the freshest tensor.
 - A conv the autotuner (plan/autotune.py) gave another algorithm runs through znnx's own kernels:
   Winograd F(2,3) / F(4,3) (kernels/winograd.py) or tiled FFT (kernels/fft.py), epilogue included.
+- Max pooling runs through znnx's channels-last C kernel (kernels/pool.py) where a C compiler is
+  available (PyTorch's channels-last max_pool3d is several times slower than a pass over memory).
 - Activations, scales and binary ops write in place where the memory plan says so.
 - Every other op runs through the eager kernels, which accept channels-last tensors.
 """
@@ -21,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 
 from znnx.backends import torch_eager
+from znnx.errors import KernelUnavailable
 from znnx.ir.graph import Graph, Node
 from znnx.ir.ops import ACTIVATIONS, epilogue
 from znnx.plan.autotune import Algorithm, LayerChoice, tune
@@ -48,11 +51,12 @@ def shuffles(node: Node) -> bool:
 
 def placeable(node: Node) -> bool:
     """Ops this backend can point at an arena slot: oneDNN convs (through the in-place primitive,
-    into a zeroed slot or one holding the residual), shuffling transposed convs and concat."""
+    into a zeroed slot or one holding the residual), shuffling transposed convs, max pooling and
+    concat (a fresh output would be page-faulted in again on every patch)."""
     if node.op == "conv":
         pads = tuple(node.attrs["pads"])
         return pads[:3] == pads[3:] and available()
-    return node.op == "concat" or shuffles(node)
+    return node.op in ("concat", "max_pool") or shuffles(node)
 
 
 def scratch_bytes(graph: Graph, node: Node) -> int:
@@ -221,6 +225,17 @@ class _Builder:
 
         return run
 
+    def max_pool(self, node: Node) -> Run:
+        from znnx.kernels import pool
+
+        a = node.attrs
+        try:
+            fast = pool.MaxPool(a["kernel"], a["stride"], a["pads"], self.graph.types[node.output].spatial)
+        except KernelUnavailable:
+            eager = self.eager.kernel(node)
+            return lambda xs, out, _: eager(xs) if out is None else out.copy_(eager(xs))
+        return lambda xs, out, _: fast(xs[0], out)
+
     def inplace(self, node: Node, k: int) -> Kernel:
         if node.op in ACTIVATIONS:
             fn = torch_eager.activation(node.op, float(node.attrs.get("alpha", 0.0)), inplace=True)
@@ -246,6 +261,8 @@ class _Builder:
             return self.conv(node, step)
         if shuffles(node):
             return self.shuffle(node, step)
+        if node.op == "max_pool":
+            return self.max_pool(node)
         if node.op == "concat":
             return lambda xs, out, _: torch.cat(list(xs), 1, out=out) if out is not None else torch.cat(list(xs), 1)
         if node.op == "conv_transpose":

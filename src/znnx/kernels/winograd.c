@@ -4,23 +4,29 @@
  * tile m; a tile reads t = m + k - 1 input voxels along that axis (k = 1: t = m = 1, no transform).
  * A slab is `count` consecutive tiles (row-major over the tile grid, w fastest) starting at `first`.
  *
- * wino_input:  input tiles -> V[p][tile][Cp], p the Winograd point (d, h, w row-major); channels
+ * wino_input:  input tiles -> V[tile][p][Cp], p the Winograd point (d, h, w row-major); channels
  *              beyond C and voxels outside the input (the padding) read as zero.
- * wino_output: M[p][tile][Cop] -> output tiles, + bias, then the epilogue steps in order (residual
+ * wino_gemm:   M[tile][p][Cop] = V[tile][p][Cp] @ U[p][Cp][Cop] for every point p.
+ * wino_output: M[tile][p][Cop] -> output tiles, + bias, then the epilogue steps in order (residual
  *              add, one activation), written straight into y (the residual may be y itself).
  *
- * Work is split over tiles with OpenMP. A tile is transformed in chunks of up to CHMAX channels, as
- * a sequence of 1D line transforms along each transformed axis, vectorized over the channels: the
- * first pass reads the input in place (interior tiles) and the last writes straight into V, so a
- * chunk's intermediates (6^3 x 64 floats) stay in L1/L2. The line transforms are generated from the
- * transform matrices (see winograd.py) and pasted in below.
+ * The slab is tile-major, so a tile's transform reads and writes one contiguous block instead of
+ * one stream per point; the GEMM reads a point's rows with a stride (lda = P * Cp), which its
+ * register-blocked micro-kernel does not mind.
+ *
+ * The transforms are split over tiles with OpenMP. A tile is transformed in chunks of up to CHMAX
+ * channels, as a sequence of 1D line transforms along each transformed axis, vectorized over the
+ * channels: the first pass reads the input in place (interior tiles) and the last writes straight
+ * into V, so a chunk's intermediates (6^3 x 64 floats) stay in L1/L2. The line transforms are
+ * generated from the transform matrices (see winograd.py) and pasted in below. The GEMM is split
+ * over points and column blocks.
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
 #define VB 16
-#define CHMAX 64
+#define CHMAX 32
 #define TMAX 6
 typedef ptrdiff_t idx;
 typedef float vf __attribute__((vector_size(VB * 4)));
@@ -98,8 +104,8 @@ void wino_input(const float *x, idx D, idx H, idx W, idx C, idx pd, idx ph, idx 
     int active[3], na = 0;
     for (int a = 2; a >= 0; a--)
         if (n[a] > 1) active[na++] = a;
-    const idx q = count * Cp;
-    const strides vs = {{(idx)n[1] * n[2] * q, (idx)n[2] * q, q}}, xs = {{H * W * C, W * C, C}};
+    const idx P = (idx)n[0] * n[1] * n[2];
+    const strides vs = packed(n, Cp), xs = {{H * W * C, W * C, C}};
     #pragma omp parallel
     {
         float buf0[TMAX * TMAX * TMAX * CHMAX] __attribute__((aligned(64)));
@@ -125,7 +131,7 @@ void wino_input(const float *x, idx D, idx H, idx W, idx C, idx pd, idx ph, idx 
                 }
                 for (int k = 0; k < na; k++) {
                     const int last = k == na - 1;
-                    float *dst = last ? V + s * Cp + c0 : (src == buf0 ? buf1 : buf0);
+                    float *dst = last ? V + s * P * Cp + c0 : (src == buf0 ? buf1 : buf0);
                     ax[active[k]].in(active[k], n, src, ss, dst, last ? vs : pk, nb);
                     src = dst;
                     ss = pk;
@@ -133,6 +139,57 @@ void wino_input(const float *x, idx D, idx H, idx W, idx C, idx pd, idx ph, idx 
             }
         }
     }
+}
+
+/* c[r][0 : NV * VB] = sum_k a[r][k] b[k][0 : NV * VB] for r < rows <= R: R x NV accumulators in
+ * registers, one broadcast of a per row and NV loads of b per k. */
+#define MICRO(R, NV)                                                                                \
+    static inline __attribute__((always_inline)) void micro_##R##_##NV(                            \
+        int rows, const float *restrict a, idx lda, const float *restrict b, idx ldb,              \
+        float *restrict c, idx ldc, idx K) {                                                       \
+        vf acc[R][NV];                                                                             \
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                                       \
+            _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) acc[r][j] = splat(0.0f);          \
+        for (idx k = 0; k < K; k++) {                                                              \
+            vf bv[NV];                                                                             \
+            _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) bv[j] = load(b + k * ldb + j * VB); \
+            _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                                 \
+                if (r < rows) {                                                                    \
+                    const vf av = splat(a[r * lda + k]);                                           \
+                    _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) acc[r][j] += av * bv[j];  \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                                       \
+            if (r < rows)                                                                          \
+                _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) store(c + r * ldc + j * VB, acc[r][j]); \
+    }                                                                                              \
+    static void block_##R##_##NV(idx rows, const float *a, idx lda, const float *b, idx ldb, float *c, \
+                                 idx ldc, idx K) {                                                 \
+        idx r = 0;                                                                                 \
+        for (; r + R <= rows; r += R) micro_##R##_##NV(R, a + r * lda, lda, b, ldb, c + r * ldc, ldc, K); \
+        if (r < rows) micro_##R##_##NV((int)(rows - r), a + r * lda, lda, b, ldb, c + r * ldc, ldc, K); \
+    }
+MICRO(6, 4)
+MICRO(8, 3)
+MICRO(12, 2)
+MICRO(16, 1)
+
+void wino_gemm(const float *V, const float *U, float *M, idx P, idx count, idx Cp, idx Cop) {
+    const idx blocks = (Cop + 4 * VB - 1) / (4 * VB);
+    #pragma omp parallel for schedule(static) collapse(2)
+    for (idx p = 0; p < P; p++)
+        for (idx nb = 0; nb < blocks; nb++) {
+            const idx n0 = nb * 4 * VB, width = Cop - n0 < 4 * VB ? Cop - n0 : 4 * VB;
+            const float *a = V + p * Cp, *b = U + p * Cp * Cop + n0;
+            float *c = M + p * Cop + n0;
+            switch (width / VB) {
+            case 4: block_6_4(count, a, P * Cp, b, Cop, c, P * Cop, Cp); break;
+            case 3: block_8_3(count, a, P * Cp, b, Cop, c, P * Cop, Cp); break;
+            case 2: block_12_2(count, a, P * Cp, b, Cop, c, P * Cop, Cp); break;
+            default: block_16_1(count, a, P * Cp, b, Cop, c, P * Cop, Cp); break;
+            }
+        }
 }
 
 enum { OP_ADD = 1, OP_RELU, OP_LEAKY, OP_ELU, OP_SIGMOID, OP_TANH };
@@ -191,8 +248,8 @@ void wino_output(const float *M, idx Cop, int kd, int kh, int kw, int m, idx til
                  const float *bias, const int *ops, int nops, float alpha) {
     const axis ax[3] = {make_axis(kd, m), make_axis(kh, m), make_axis(kw, m)};
     const int t[3] = {ax[0].t, ax[1].t, ax[2].t};
-    const idx q = count * Cop;
-    const strides ms = {{(idx)t[1] * t[2] * q, (idx)t[2] * q, q}};
+    const idx P = (idx)t[0] * t[1] * t[2];
+    const strides ms = packed(t, Cop);
     #pragma omp parallel
     {
         float buf0[TMAX * TMAX * TMAX * CHMAX] __attribute__((aligned(64)));
@@ -206,7 +263,7 @@ void wino_output(const float *M, idx Cop, int kd, int kh, int kw, int m, idx til
             for (idx c0 = 0; c0 < C; c0 += CHMAX) {
                 const int nb = (int)((Cop - c0 < CHMAX ? Cop - c0 : CHMAX) / VB);
                 int n[3] = {t[0], t[1], t[2]};
-                const float *src = M + s * Cop + c0;
+                const float *src = M + s * P * Cop + c0;
                 strides ss = ms;
                 for (int a = 2; a >= 0; a--) {
                     if (n[a] == 1) continue;

@@ -80,6 +80,8 @@ def _library() -> object:
     lib.wino_input.restype = None
     lib.wino_output.argtypes = [p, i, c, c, c, c, i, i, i, i, p, p, i, i, i, i, p, p, c, f]
     lib.wino_output.restype = None
+    lib.wino_gemm.argtypes = [p, p, p, i, i, i, i]
+    lib.wino_gemm.restype = None
     return lib
 
 
@@ -181,18 +183,17 @@ class WinogradConv:
         _, gh, gw = self.grid
         item_in, item_out = self.c_in * d * h * w * 4, self.c_out * do * ho * wo * 4
         ops = self.ops.ctypes.data
-        v_all = _buffer("v", self.points * self.count * self.cp)
-        m_all = _buffer("m", self.points * self.count * self.cop)
+        v = _buffer("v", self.points * self.count * self.cp).data_ptr()
+        mm = _buffer("m", self.points * self.count * self.cop).data_ptr()
+        u = self.u.data_ptr()
         for i in range(n):
             xp, yp = x.data_ptr() + i * item_in, y.data_ptr() + i * item_out
             rp = residual.data_ptr() + i * item_out if residual is not None else None
             for first in range(0, self.tiles, self.count):
                 count = min(self.count, self.tiles - first)
-                v = v_all[:self.points * count * self.cp].view(self.points, count, self.cp)
-                mm = m_all[:self.points * count * self.cop].view(self.points, count, self.cop)
                 lib.wino_input(xp, d, h, w, self.c_in, self.pads[0], self.pads[1], self.pads[2], kd, kh, kw,  # type: ignore[attr-defined]
-                               self.m, gh, gw, first, count, v.data_ptr(), self.cp)
-                torch.bmm(v, self.u, out=mm)
-                lib.wino_output(mm.data_ptr(), self.cop, kd, kh, kw, self.m, gh, gw, first, count,  # type: ignore[attr-defined]
+                               self.m, gh, gw, first, count, v, self.cp)
+                lib.wino_gemm(v, u, mm, self.points, count, self.cp, self.cop)  # type: ignore[attr-defined]
+                lib.wino_output(mm, self.cop, kd, kh, kw, self.m, gh, gw, first, count,  # type: ignore[attr-defined]
                                 yp, rp, do, ho, wo, self.c_out, self.bias.data_ptr(), ops, self.nops, self.alpha)
         return y
