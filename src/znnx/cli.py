@@ -233,7 +233,7 @@ def _bench(args: argparse.Namespace) -> int:
     unknown = [n for n in nets if n not in NETS] + [p for p in peers if p not in PEERS]
     if unknown:
         raise ValueError(f"unknown net or runtime {unknown}; nets: {sorted(NETS)}, runtimes: {sorted(PEERS)}")
-    settings = runner.Settings(args.threads, args.warmup, args.reps, args.tiny)
+    settings = runner.Settings(args.threads, args.warmup, args.reps, args.tiny, rounds=args.rounds)
     print(f"znnx bench: {len(nets)} net(s) x {len(peers)} runtime(s), {args.threads} threads")
     results = runner.measure(nets, peers, settings, profile=True)
     sweep = []
@@ -365,6 +365,9 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=2, help="threads for every runtime (default 2)")
     bench.add_argument("--warmup", type=int, default=1, help="untimed runs after the first (default 1)")
     bench.add_argument("--reps", type=int, default=3, help="timed runs; the median is reported (default 3)")
+    bench.add_argument("--rounds", type=int, default=1,
+                       help="runtimes of a net take turns this many times, each in a fresh process; the median is "
+                            "over every round's timed runs (default 1; use 2-3 on a shared, noisy machine)")
     bench.add_argument("--sweep", action="store_true", help="also measure throughput against patch size")
     bench.add_argument("--budget-gib", type=float, default=16.0, help="memory budget for the sweep (default 16)")
     bench.add_argument("--tiny", action="store_true",

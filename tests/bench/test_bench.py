@@ -69,3 +69,13 @@ def test_machine_and_models() -> None:
     assert described["torch"] != "absent" and described["cores"]
     assert set(NETS) == {"original", "symmetric", "residual", "pznet"}
     assert NETS["original"].patch == (116, 132, 132)
+
+
+def test_rounds_take_turns_and_pool_the_timed_runs() -> None:
+    lines: list[str] = []
+    settings = runner.Settings(warmup=0, reps=1, tiny=True, rounds=2)
+    eager, znnx = runner.measure(["symmetric"], ["znnx"], settings, progress=lines.append)
+    assert len(eager.times) == 1 and len(znnx.times) == 2
+    assert math.isclose(znnx.median_s, sum(znnx.times) / 2)
+    assert znnx.max_rel_error < runner.ERROR_FLAG
+    assert [line.split()[1] for line in lines if "round" in line] == ["pytorch-eager", "znnx", "znnx"]

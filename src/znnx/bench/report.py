@@ -25,7 +25,8 @@ def _fmt(value: float, spec: str) -> str:
 
 
 def side_by_side_table(results: Sequence[Measurement], settings: Settings) -> list[str]:
-    lines = [f"| net | patch in -> out | runtime | ms / patch (median of {settings.reps}) | output Mvox/s | "
+    lines = [f"| net | patch in -> out | runtime | ms / patch (median of {settings.reps * settings.rounds}) | "
+             f"output Mvox/s | "
              f"vs eager | peak RSS MiB | max rel. error vs eager |", "|---|---|---|---:|---:|---:|---:|---:|"]
     eager = {m.net: m for m in results if m.peer == REFERENCE_PEER and m.ok}
     for m in results:
@@ -208,7 +209,9 @@ def write(folder: Path, results: Sequence[Measurement], sweep: Sequence[Measurem
     lines = ["# znnx benchmark", "", f"Command: `{command}`", "",
              "| machine | |", "|---|---|", *(f"| {k} | {v} |" for k, v in machine.items()), "",
              f"Settings: {settings.threads} threads, {settings.warmup} warm-up run(s), {settings.reps} timed runs, "
-             f"median reported; every runtime runs in its own process on the same input (uniform noise, seed 0). "
+             f"{settings.rounds} round(s) (the runtimes of a net take turns; the median over all rounds' timed runs "
+             f"is reported); every runtime runs in its own process per round on the same input (uniform noise, "
+             f"seed 0). "
              f"Peak RSS is the whole worker process (Python, libraries, model and buffers). Errors are "
              f"max |y - y_eager| / max |y_eager|; rows above {ERROR_FLAG:g} are flagged.", "",
              "## Side by side", "", *side_by_side_table(results, settings), "", "![throughput](throughput.png)", ""]

@@ -63,6 +63,7 @@ class Settings:
     reps: int = 5
     tiny: bool = False
     timeout_s: float = 3600.0
+    rounds: int = 1
 
 
 def _run_worker(job: dict, folder: Path, timeout_s: float, threads: int) -> dict:
@@ -85,7 +86,9 @@ def measure(nets: Sequence[str], peers: Sequence[str], settings: Settings,
             patches: dict[str, tuple[int, ...]] | None = None, profile: bool = False,
             progress: Callable[[str], None] = print, with_reference: bool = True) -> list[Measurement]:
     """Measure every net with every peer; with_reference runs PyTorch eager first and attaches each
-    runtime's max error relative to it."""
+    runtime's max error relative to it. With `settings.rounds` > 1 the runtimes of a net take turns,
+    round after round (eager only in the first), and each reports the median over all its timed runs,
+    so a slow spell of a shared machine does not fall on one runtime alone."""
     order = [REFERENCE_PEER, *(p for p in peers if p != REFERENCE_PEER)] if with_reference else list(peers)
     results = []
     with tempfile.TemporaryDirectory(prefix="znnx-bench-") as tmp:
@@ -93,28 +96,49 @@ def measure(nets: Sequence[str], peers: Sequence[str], settings: Settings,
         for net in nets:
             patch = (patches or {}).get(net) or (NETS[net].tiny_patch if settings.tiny else NETS[net].patch)
             reference = None
-            for peer in order:
-                missing = PEERS[peer].missing()
-                if missing:
-                    results.append(Measurement(net, peer, tuple(patch), False, error=f"absent ({missing})"))
-                    continue
-                output = folder / f"{net}-{peer}.npy"
-                job = {"net": net, "peer": peer, "patch": list(patch), "threads": settings.threads,
-                       "warmup": settings.warmup, "reps": settings.reps, "tiny": settings.tiny,
-                       "output": str(output), "profile": profile}
-                progress(f"  {net:10s} {peer:22s} patch {'x'.join(map(str, patch))} ...")
-                raw = _run_worker(job, folder, settings.timeout_s, settings.threads)
-                raw.update(net=net, peer=peer, patch=patch, ok=bool(raw.get("ok")))
-                if raw["ok"]:
-                    out = np.load(output)
-                    if peer == REFERENCE_PEER:
-                        reference = out
-                    if reference is not None and reference.shape == out.shape:
-                        raw["max_rel_error"] = float(np.abs(out - reference).max()
-                                                     / max(np.abs(reference).max(), 1e-30))
-                results.append(Measurement.from_dict(raw))
-                progress(f"    -> {_summary(results[-1])}")
+            merged: dict[str, dict] = {}
+            for round_ in range(settings.rounds):
+                for peer in order:
+                    failed = peer in merged and not merged[peer]["ok"]
+                    if failed or (round_ and peer == REFERENCE_PEER):
+                        continue
+                    missing = PEERS[peer].missing()
+                    if missing:
+                        merged[peer] = {"ok": False, "error": f"absent ({missing})"}
+                        continue
+                    output = folder / f"{net}-{peer}.npy"
+                    job = {"net": net, "peer": peer, "patch": list(patch), "threads": settings.threads,
+                           "warmup": settings.warmup, "reps": settings.reps, "tiny": settings.tiny,
+                           "output": str(output), "profile": profile and round_ == settings.rounds - 1}
+                    turn = f" (round {round_ + 1} of {settings.rounds})" if settings.rounds > 1 else ""
+                    progress(f"  {net:10s} {peer:22s} patch {'x'.join(map(str, patch))}{turn} ...")
+                    raw = _run_worker(job, folder, settings.timeout_s, settings.threads)
+                    raw["ok"] = bool(raw.get("ok"))
+                    if raw["ok"]:
+                        out = np.load(output)
+                        if peer == REFERENCE_PEER:
+                            reference = out
+                        if reference is not None and reference.shape == out.shape:
+                            raw["max_rel_error"] = float(np.abs(out - reference).max()
+                                                         / max(np.abs(reference).max(), 1e-30))
+                    merged[peer] = _merge(merged.get(peer), raw)
+                    named = {**raw, "net": net, "peer": peer, "patch": patch}
+                    progress(f"    -> {_summary(Measurement.from_dict(named))}")
+            results += [Measurement.from_dict({**merged[peer], "net": net, "peer": peer, "patch": patch})
+                        for peer in order if peer in merged]
     return results
+
+
+def _merge(earlier: dict | None, raw: dict) -> dict:
+    """One runtime's rounds as one result: all timed runs and their median, the highest peak RSS and
+    error, the first preparation time, the last round's layer profile; a failed round fails it."""
+    if earlier is None or not raw["ok"]:
+        return raw
+    times = [*earlier["times"], *raw["times"]]
+    return {**raw, "times": times, "median_s": float(np.median(times)), "prepare_s": earlier["prepare_s"],
+            "peak_rss_mib": max(earlier["peak_rss_mib"], raw["peak_rss_mib"]),
+            "max_rel_error": max(earlier.get("max_rel_error", 0.0), raw.get("max_rel_error", 0.0)),
+            "layers": raw.get("layers") or earlier.get("layers", ())}
 
 
 def _summary(m: Measurement) -> str:

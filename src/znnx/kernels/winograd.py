@@ -46,18 +46,83 @@ VB = 16
 SLAB_BYTES = 6 << 20
 
 
-def _line(name: str, matrix: Sequence[Sequence[int | Fraction]]) -> str:
-    """C for y[i] = sum_j matrix[i][j] x[j] on vectors of VB channels (x[j] at x + j * sx)."""
+Terms = list[tuple[Fraction, str]]
+
+
+def _sum(terms: Terms) -> str:
+    """C for sum(c * name) over `terms` (vectors), coefficients +-1 without a multiplication."""
+    text = " + ".join(name if c == 1 else f"-{name}" if c == -1 else f"{float(c)!r}f * {name}" for c, name in terms)
+    return text.replace("+ -", "- ")
+
+
+def _cost(exprs: Sequence[Terms]) -> int:
+    """Vector operations of `exprs`, a multiply-add counting as one."""
+    return sum(len(t) - (t[0][0] in (1, -1)) for t in exprs if t)
+
+
+def _naive(matrix: Sequence[Sequence[Fraction]]) -> tuple[list[tuple[str, Terms]], list[Terms]]:
+    return [], [[(F(c), f"x{j}") for j, c in enumerate(row) if c] for row in matrix]
+
+
+def _row_pairs(matrix: Sequence[Sequence[Fraction]]) -> tuple[list[tuple[str, Terms]], list[Terms]]:
+    """Rows i, j that differ only in the signs of some coefficients share their halves:
+    y_i = e + o, y_j = e - o (e: the columns of equal sign, o: the others); Lavin & Gray's trick for
+    the points +-p."""
+    temps, rows = _naive(matrix)
+    done: set[int] = set()
+    for i, a in enumerate(matrix):
+        for j in range(i + 1, len(matrix)):
+            b = matrix[j]
+            if i in done or j in done or list(a) == list(b) or any(abs(x) != abs(y) for x, y in zip(a, b)):
+                continue
+            even = [(F(x), f"x{c}") for c, (x, y) in enumerate(zip(a, b)) if x and x == y]
+            odd = [(F(x), f"x{c}") for c, (x, y) in enumerate(zip(a, b)) if x and x == -y]
+            if even and odd:
+                temps += [(f"e{i}", even), (f"o{i}", odd)]
+                rows[i], rows[j] = [(F(1), f"e{i}"), (F(1), f"o{i}")], [(F(1), f"e{i}"), (F(-1), f"o{i}")]
+                done |= {i, j}
+    return temps, rows
+
+
+def _column_pairs(matrix: Sequence[Sequence[Fraction]]) -> tuple[list[tuple[str, Terms]], list[Terms]]:
+    """Columns a, b whose coefficients agree up to a sign in every row are added and subtracted once:
+    each row then takes c * (x_a + x_b) or c * (x_a - x_b)."""
+    temps: list[tuple[str, Terms]] = []
+    cols = list(zip(*matrix))
+    used: dict[int, tuple[int, int]] = {}
+    for a in range(len(cols)):
+        for b in range(a + 1, len(cols)):
+            if a in used or b in used or not all(x and abs(x) == abs(y) for x, y in zip(cols[a], cols[b]) if x or y):
+                continue
+            temps += [(f"s{a}", [(F(1), f"x{a}"), (F(1), f"x{b}")]), (f"d{a}", [(F(1), f"x{a}"), (F(-1), f"x{b}")])]
+            used[a], used[b] = (a, b), (a, b)
     rows = []
-    for i, row in enumerate(matrix):
-        terms = [f"{float(c)!r}f * x{j}" if c not in (1, -1) else ("" if c == 1 else "-") + f"x{j}"
-                 for j, c in enumerate(row) if c != 0]
-        rows.append(f"    store(y + {i} * sy, {' + '.join(terms).replace('+ -', '- ')});")
+    for row in matrix:
+        terms: Terms = []
+        for c, x in enumerate(row):
+            if not x:
+                continue
+            if c not in used:
+                terms.append((F(x), f"x{c}"))
+            elif used[c][0] == c:
+                terms.append((F(x), f"{'s' if row[used[c][1]] == x else 'd'}{c}"))
+        rows.append(terms)
+    return temps, rows
+
+
+def _line(name: str, matrix: Sequence[Sequence[int | Fraction]]) -> str:
+    """C for y[i] = sum_j matrix[i][j] x[j] on vectors of VB channels (x[j] at x + j * sx), with the
+    common subexpressions of whichever of `_row_pairs` / `_column_pairs` needs fewer operations."""
+    exact = [[F(c) for c in row] for row in matrix]
+    temps, rows = min((form(exact) for form in (_naive, _row_pairs, _column_pairs)),
+                      key=lambda form: _cost([t for _, t in form[0]] + form[1]))
     loads = ", ".join(f"x{j} = load(x + {j} * sx)" for j in range(len(matrix[0])))
     signature = "(const float *restrict x, idx sx, float *restrict y, idx sy, int nb)"
     return "\n".join([f"static inline __attribute__((always_inline)) void {name}{signature} {{",
                       "    for (int b = 0; b < nb; b++, x += VB, y += VB) {", f"        const vf {loads};",
-                      *("    " + r for r in rows), "    }", "}"])
+                      *(f"        const vf {t} = {_sum(terms)};" for t, terms in temps),
+                      *(f"        store(y + {i} * sy, {_sum(terms)});" for i, terms in enumerate(rows)),
+                      "    }", "}"])
 
 
 @functools.cache
