@@ -328,11 +328,12 @@ class _Program:
         return [values[name].contiguous() for name in self.graph.outputs]
 
 
-def conv_kernel(graph: Graph, node: Node, algorithm: str) -> Callable[[Tensor, Tensor | None], Tensor]:
-    """One conv of `graph` alone under `algorithm`: channels-last input (and residual) in, a fresh
-    channels-last output out."""
+def conv_kernel(graph: Graph, node: Node, algorithm: str) -> Callable[[Tensor, Tensor | None, Tensor | None], Tensor]:
+    """One conv of `graph` alone under `algorithm`: (channels-last input, residual or None, output
+    or None) -> the channels-last output, written into the given output as into an arena slot, else
+    fresh."""
     run = _Builder(graph, {node.name: algorithm}).kernel(node, Step(node.name, None, False, None, 0))
-    return lambda x, residual: run([x] if residual is None else [x, residual], None, None)
+    return lambda x, residual, out: run([x] if residual is None else [x, residual], out, None)
 
 
 def choose_algorithms(graph: Graph, batch: int, algorithm: Algorithm = None) -> tuple[LayerChoice, ...]:

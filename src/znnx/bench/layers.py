@@ -51,7 +51,7 @@ def _worker(job: dict[str, Any], queue: Any) -> None:
 
         graph = _graph(w, b, job["size"])
         kernel = cpu.conv_kernel(graph, graph.nodes[0], job["runtime"])
-        run = lambda: kernel(x, None)
+        run = lambda: kernel(x, None, None)
     with torch.inference_mode():
         y = run()
         times = []

@@ -6,7 +6,8 @@
  *
  * wino_input:  input tiles -> V[tile][p][Cp], p the Winograd point (d, h, w row-major); channels
  *              beyond C and voxels outside the input (the padding) read as zero.
- * wino_gemm:   M[tile][p][Cop] = V[tile][p][Cp] @ U[p][Cp][Cop] for every point p.
+ * wino_gemm:   M[tile][p][Cop] = V[tile][p][:C] @ U[p][:C][Cop] for every point p (the padded
+ *              channels of V and U are zero, so the sum stops at the real C).
  * wino_output: M[tile][p][Cop] -> output tiles, + bias, then the epilogue steps in order (residual
  *              add, one activation), written straight into y (the residual may be y itself).
  *
@@ -175,7 +176,7 @@ MICRO(8, 3)
 MICRO(12, 2)
 MICRO(16, 1)
 
-void wino_gemm(const float *V, const float *U, float *M, idx P, idx count, idx Cp, idx Cop) {
+void wino_gemm(const float *V, const float *U, float *M, idx P, idx count, idx C, idx Cp, idx Cop) {
     const idx blocks = (Cop + 4 * VB - 1) / (4 * VB);
     #pragma omp parallel for schedule(static) collapse(2)
     for (idx p = 0; p < P; p++)
@@ -184,10 +185,10 @@ void wino_gemm(const float *V, const float *U, float *M, idx P, idx count, idx C
             const float *a = V + p * Cp, *b = U + p * Cp * Cop + n0;
             float *c = M + p * Cop + n0;
             switch (width / VB) {
-            case 4: block_6_4(count, a, P * Cp, b, Cop, c, P * Cop, Cp); break;
-            case 3: block_8_3(count, a, P * Cp, b, Cop, c, P * Cop, Cp); break;
-            case 2: block_12_2(count, a, P * Cp, b, Cop, c, P * Cop, Cp); break;
-            default: block_16_1(count, a, P * Cp, b, Cop, c, P * Cop, Cp); break;
+            case 4: block_6_4(count, a, P * Cp, b, Cop, c, P * Cop, C); break;
+            case 3: block_8_3(count, a, P * Cp, b, Cop, c, P * Cop, C); break;
+            case 2: block_12_2(count, a, P * Cp, b, Cop, c, P * Cop, C); break;
+            default: block_16_1(count, a, P * Cp, b, Cop, c, P * Cop, C); break;
             }
         }
 }

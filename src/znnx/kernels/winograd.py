@@ -145,7 +145,7 @@ def _library() -> object:
     lib.wino_input.restype = None
     lib.wino_output.argtypes = [p, i, c, c, c, c, i, i, i, i, p, p, i, i, i, i, p, p, c, f]
     lib.wino_output.restype = None
-    lib.wino_gemm.argtypes = [p, p, p, i, i, i, i]
+    lib.wino_gemm.argtypes = [p, p, p, i, i, i, i, i]
     lib.wino_gemm.restype = None
     return lib
 
@@ -258,7 +258,7 @@ class WinogradConv:
                 count = min(self.count, self.tiles - first)
                 lib.wino_input(xp, d, h, w, self.c_in, self.pads[0], self.pads[1], self.pads[2], kd, kh, kw,  # type: ignore[attr-defined]
                                self.m, gh, gw, first, count, v, self.cp)
-                lib.wino_gemm(v, u, mm, self.points, count, self.cp, self.cop)  # type: ignore[attr-defined]
+                lib.wino_gemm(v, u, mm, self.points, count, self.c_in, self.cp, self.cop)  # type: ignore[attr-defined]
                 lib.wino_output(mm, self.cop, kd, kh, kw, self.m, gh, gw, first, count,  # type: ignore[attr-defined]
                                 yp, rp, do, ho, wo, self.c_out, self.bias.data_ptr(), ops, self.nops, self.alpha)
         return y
