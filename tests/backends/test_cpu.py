@@ -101,3 +101,13 @@ def test_transposed_conv_paths_with_residual(kernel: tuple[int, ...], pads: tupl
     graph = optimize(b.finish([b.add("elu", [b.add("add", [first, second])], {"alpha": 1.0})])).graph
     assert [n.attrs.get("epilogue") for n in graph.nodes][-1] == ("add", "elu")
     _check(graph)
+
+
+def test_asymmetric_padded_conv_with_residual_written_in_place() -> None:
+    """oneDNN takes symmetric pads only: the eager conv runs and its result lands in the residual's slot."""
+    b, x = builder(channels=4, spatial=(3, 7, 6))
+    h = conv(b, x, 4)
+    s = b.add("add", [conv(b, conv(b, h, 4), 4, kernel=(1, 4, 4), pads=(0, 2, 2, 0, 1, 1)), h])
+    graph = optimize(b.finish([b.add("relu", [s])])).graph
+    net = _check(graph)
+    assert [step.inplace for step in net.plan.steps][-1] == 1

@@ -1,8 +1,11 @@
-"""Winograd F(2,3) and F(4,3) against the reference executor's conv on random shapes: odd sizes,
-channel counts not multiples of 16, anisotropic kernels, valid / same / asymmetric padding, every
-epilogue order, batches, and the residual written in place."""
+"""Winograd F(2,r) and F(4,r) (r = 3, 5) against the reference executor's conv on random shapes:
+odd sizes, channel counts not multiples of 16, anisotropic kernels, valid / same / asymmetric
+padding, every epilogue order, batches, and the residual written in place; the transform matrices
+in exact arithmetic."""
 
 from __future__ import annotations
+
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -13,13 +16,13 @@ from znnx.errors import KernelUnavailable
 from znnx.kernels import native, winograd
 
 TOLERANCE = {2: 1e-5, 4: 1e-4}
-KERNELS = [(3, 3, 3), (1, 3, 3), (3, 1, 1), (3, 3, 1), (1, 1, 3)]
+KERNELS = [(3, 3, 3), (1, 3, 3), (3, 1, 1), (3, 3, 1), (1, 1, 3), (1, 5, 5), (5, 1, 3)]
 
 
 def random_case(seed: int) -> Case:
     rng = np.random.default_rng(seed)
     kernel = KERNELS[seed % len(KERNELS)]
-    spatial = tuple(int(rng.integers(3, 14)) for _ in range(3))
+    spatial = tuple(int(rng.integers(k, k + 11)) for k in kernel)
     padding = ["valid", "same", "asymmetric"][seed % 3]
     if padding == "valid":
         pads = (0,) * 6
@@ -91,9 +94,26 @@ def test_no_compiler_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path:
         native.load.cache_clear()
 
 
-def test_applicable_only_to_stride_one_kernels_of_size_one_and_three() -> None:
+def test_applicable_only_to_stride_one_kernels_of_sizes_one_three_and_five() -> None:
     assert winograd.applicable((1, 3, 3), (1, 1, 1), (1, 1, 1), 1)
+    assert winograd.applicable((1, 5, 5), (1, 1, 1), (1, 1, 1), 1)
+    assert winograd.applicable((5, 5, 5), (1, 1, 1), (1, 1, 1), 1)
     assert not winograd.applicable((1, 1, 1), (1, 1, 1), (1, 1, 1), 1)
     assert not winograd.applicable((3, 3, 3), (2, 2, 2), (1, 1, 1), 1)
-    assert not winograd.applicable((5, 5, 5), (1, 1, 1), (1, 1, 1), 1)
+    assert not winograd.applicable((1, 4, 4), (1, 1, 1), (1, 1, 1), 1)
     assert not winograd.applicable((3, 3, 3), (1, 1, 1), (1, 1, 1), 2)
+
+
+@pytest.mark.parametrize("r", winograd.SIZES)
+@pytest.mark.parametrize("m", winograd.TILES)
+def test_transforms_compute_the_correlation_exactly(r: int, m: int) -> None:
+    """A^T [(G w) . (B^T x)] = the m outputs of correlating x (t values) with w (r values), in Fractions."""
+    b_t, g, a_t = winograd.transforms(r, m)
+    rng = np.random.default_rng(r * 10 + m)
+    for _ in range(5):
+        x = [Fraction(int(v)) for v in rng.integers(-9, 10, m + r - 1)]
+        w = [Fraction(int(v)) for v in rng.integers(-9, 10, r)]
+        u = [sum(gi * wk for gi, wk in zip(row, w)) for row in g]
+        v = [sum(bi * xj for bi, xj in zip(row, x)) for row in b_t]
+        y = [sum(a * ui * vi for a, ui, vi in zip(row, u, v)) for row in a_t]
+        assert y == [sum(w[k] * x[i + k] for k in range(r)) for i in range(m)]

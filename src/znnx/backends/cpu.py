@@ -8,7 +8,8 @@
   at the conv accumulates in place into that operand's buffer. ELU has no oneDNN post-op in
   PyTorch, so it runs in place on the conv's output while it is still the freshest tensor.
 - A conv the autotuner (plan/autotune.py) gave another algorithm runs through znnx's own kernels:
-  Winograd F(2,3) / F(4,3) (kernels/winograd.py) or tiled FFT (kernels/fft.py), epilogue included.
+  Winograd F(2,r) / F(4,r), r = 3 or 5 (kernels/winograd.py) or tiled FFT (kernels/fft.py), epilogue
+  included.
 - Max pooling runs through znnx's channels-last C kernel (kernels/pool.py) where a C compiler is
   available (PyTorch's channels-last max_pool3d is several times slower than a pass over memory).
 - Activations, scales and binary ops write in place where the memory plan says so.
@@ -66,7 +67,7 @@ def scratch_bytes(graph: Graph, node: Node) -> int:
 
 def conv_candidates(node: Node) -> tuple[str, ...]:
     """The algorithms this backend can run `node` (a conv) with: direct always, Winograd for kernel
-    sizes 1 and 3 (stride 1), FFT for stride-1 kernels larger than 1."""
+    sizes 1, 3 and 5 (stride 1), FFT for stride-1 kernels larger than 1."""
     from znnx.kernels import fft, winograd
 
     a = node.attrs
@@ -267,10 +268,13 @@ class _Builder:
             return lambda xs, out, _: torch.cat(list(xs), 1, out=out) if out is not None else torch.cat(list(xs), 1)
         if node.op == "conv_transpose":
             fn = self.conv_transpose(node, step)
-        elif step.inplace is not None:
+        elif step.inplace is not None and node.op != "conv":
             fn = self.inplace(node, step.inplace)
         else:
             fn = self.eager.kernel(node)
+            if step.inplace is not None:
+                eager, k = fn, step.inplace
+                fn = lambda xs: xs[k].copy_(eager(xs))  # a direct conv oneDNN cannot pad: asymmetric pads
         return lambda xs, out, scratch: fn(xs)
 
 

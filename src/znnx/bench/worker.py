@@ -75,16 +75,18 @@ def profile_layers(model: object, x: np.ndarray) -> list[dict]:
             for node, seconds in timings]
 
 
-ALGORITHM_NAMES = {"direct": "oneDNN direct", "winograd2": "Winograd F(2,3)", "winograd4": "Winograd F(4,3)",
-                   "fft": "FFT"}
-
-
 def _algorithm(node: Node, algorithms: dict[str, str]) -> str:
+    """How the per-layer table names a node's kernel: oneDNN direct, Winograd F(m, r) or FFT."""
     from znnx.backends import cpu
 
     if cpu.shuffles(node):
         return "GEMM + shuffle"
-    return ALGORITHM_NAMES[algorithms.get(node.name, "direct")] if node.op.startswith("conv") else ""
+    if not node.op.startswith("conv"):
+        return ""
+    name = algorithms.get(node.name, "direct")
+    if name.startswith("winograd"):
+        return f"Winograd F({name[-1]},{max(node.attrs['kernel'])})"
+    return {"direct": "oneDNN direct", "fft": "FFT"}[name]
 
 
 def load_graph(model: object, x: np.ndarray) -> Graph:

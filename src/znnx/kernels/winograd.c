@@ -1,6 +1,6 @@
 /* Winograd transforms for channels-last 3D convolution, one slab of tiles at a time.
  *
- * Tensors are channels-last (D, H, W, C). Each axis has a kernel size k (1 or 3) and an output
+ * Tensors are channels-last (D, H, W, C). Each axis has a kernel size k (1, 3 or 5) and an output
  * tile m; a tile reads t = m + k - 1 input voxels along that axis (k = 1: t = m = 1, no transform).
  * A slab is `count` consecutive tiles (row-major over the tile grid, w fastest) starting at `first`.
  *
@@ -18,7 +18,7 @@
  * The transforms are split over tiles with OpenMP. A tile is transformed in chunks of up to CHMAX
  * channels, as a sequence of 1D line transforms along each transformed axis, vectorized over the
  * channels: the first pass reads the input in place (interior tiles) and the last writes straight
- * into V, so a chunk's intermediates (6^3 x 64 floats) stay in L1/L2. The line transforms are
+ * into V, so a chunk's intermediates (t^3 x CHMAX floats) stay in L1/L2. The line transforms are
  * generated from the transform matrices (see winograd.py) and pasted in below. The GEMM is split
  * over points and column blocks.
  */
@@ -28,7 +28,7 @@
 
 #define VB 16
 #define CHMAX 32
-#define TMAX 6
+#define TMAX 8
 typedef ptrdiff_t idx;
 typedef float vf __attribute__((vector_size(VB * 4)));
 typedef int32_t vi __attribute__((vector_size(VB * 4)));
@@ -56,22 +56,14 @@ static inline vf splat(float a) { return (vf){0} + a; }
                 F(x + a * xs.s[o1] + b * xs.s[o2], xs.s[ax], y + a * ys.s[o1] + b * ys.s[o2],       \
                   ys.s[ax], nb);                                                                   \
     }
-ALONG(bt2)
-ALONG(bt4)
-ALONG(at2)
-ALONG(at4)
 
 typedef struct {
     int t, m;
     along_fn in, out;
 } axis;
 
-static axis make_axis(int k, int m) {
-    axis a = {1, 1, 0, 0};
-    if (k == 3 && m == 2) { a.t = 4; a.m = 2; a.in = along_bt2; a.out = along_at2; }
-    if (k == 3 && m == 4) { a.t = 6; a.m = 4; a.in = along_bt4; a.out = along_at4; }
-    return a;
-}
+/* The transforms of one axis: kernel size k, output tile m (the cases are generated). */
+/*@AXES@*/
 
 /* Strides of a packed [n0][n1][n2][ch] block. */
 static strides packed(const int n[3], idx ch) {

@@ -1,22 +1,25 @@
-"""Winograd convolution F(m, 3) for 3x3x3, (1,3,3), (3,1,1) and other kernels whose sizes are 1 or 3.
+"""Winograd convolution F(m, r) for stride-1 kernels whose sizes are 1, 3 or 5: 3x3x3, (1,3,3),
+(3,1,1), (1,5,5), ...
 
-y = A^T [ (G w G^T) . (B^T x B) ] A along every axis of size 3 (Lavin & Gray): the input tiles
-(t = m + 2 voxels per transformed axis) go to the Winograd domain V[p][tile][c], each of the P
+y = A^T [ (G w G^T) . (B^T x B) ] A along every axis of size r > 1 (Lavin & Gray): the input tiles
+(t = m + r - 1 voxels per transformed axis) go to the Winograd domain V[tile][p][c], each of the P
 points is one GEMM V[p] (tiles x C) @ U[p] (C x C') with the kernel transformed once at build time,
 and the output transform writes m voxels per axis with bias and the fused epilogue applied. A
 slab of tiles is transformed, multiplied and written back before the next, so the transformed data
 stay in cache (PERFORMANCE_NOTES: transforms that stream through memory erase the gain).
 
 Multiplications per output voxel, relative to direct: (t/m)^3 / 27 = 0.30 for F(2,3), 0.125 for
-F(4,3) in 3D. F(4,3) loses more precision (points 0, +-1, +-2, inf): its error bound is 1e-4
-relative, F(2,3)'s 1e-5.
+F(4,3) in 3D; (8/4)^2 / 25 = 0.16 for F(4,5) on (1,5,5). F(4,3) loses more precision (points 0,
++-1, +-2, inf): its error bound is 1e-4 relative, F(2,3)'s 1e-5. F(m,3) use Lavin & Gray's
+matrices; F(m,5) are built by `cook_toom` on the points 0, +-1, +-2, +-1/2, inf (F(4,5) needs all
+eight) and held to the same bounds by the autotuner, which drops them where they miss.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
 
 import numpy as np
@@ -26,21 +29,80 @@ from znnx.ir.ops import conv_spatial
 from znnx.kernels import native
 
 F = Fraction
-B_T = {
+Table = dict[int, list[list[int | Fraction]]]
+B_T: Table = {
     2: [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
     4: [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
         [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
 }
-G = {
+G: Table = {
     2: [[1, 0, 0], [F(1, 2), F(1, 2), F(1, 2)], [F(1, 2), F(-1, 2), F(1, 2)], [0, 0, 1]],
     4: [[F(1, 4), 0, 0], [F(-1, 6), F(-1, 6), F(-1, 6)], [F(-1, 6), F(1, 6), F(-1, 6)],
         [F(1, 24), F(1, 12), F(1, 6)], [F(1, 24), F(-1, 12), F(1, 6)], [0, 0, 1]],
 }
-A_T = {
+A_T: Table = {
     2: [[1, 1, 1, 0], [0, 1, -1, -1]],
     4: [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
 }
+POINTS = (F(0), F(1), F(-1), F(2), F(-2), F(1, 2), F(-1, 2))
 TILES = (2, 4)
+SIZES = (3, 5)
+Matrix = list[list[Fraction]]
+
+
+def _solve(rows: Matrix, rhs: list[Fraction]) -> list[Fraction]:
+    """A solution of the consistent linear system rows @ v = rhs, by exact Gaussian elimination."""
+    width = len(rows[0])
+    work = [[*row, b] for row, b in zip(rows, rhs)]
+    pivots: list[int] = []
+    for col in range(width):
+        pick = next((i for i in range(len(pivots), len(work)) if work[i][col] != 0), None)
+        if pick is None:
+            continue
+        r = len(pivots)
+        work[r], work[pick] = work[pick], work[r]
+        work[r] = [v / work[r][col] for v in work[r]]
+        for i in range(len(work)):
+            if i != r and work[i][col] != 0:
+                work[i] = [a - work[i][col] * b for a, b in zip(work[i], work[r])]
+        pivots.append(col)
+    if any(row[-1] != 0 for row in work[len(pivots):]):
+        raise ValueError("winograd: inconsistent transform system")
+    solution = [F(0)] * width
+    for r, col in enumerate(pivots):
+        solution[col] = work[r][-1]
+    return solution
+
+
+@functools.cache
+def cook_toom(m: int, r: int) -> tuple[Matrix, Matrix, Matrix]:
+    """(B^T, G, A^T) of F(m, r) on the first t - 1 of POINTS and infinity (t = m + r - 1): A^T
+    evaluates the product polynomial's coefficients, G the kernel's at each point divided by the
+    point's Lagrange denominator, and B^T is solved from sum_p A^T[i,p] G[p,k] B^T[p,j] = [j == i + k]
+    (the correlation every tile computes)."""
+    t = m + r - 1
+    points = POINTS[:t - 1]
+    a_t = [[p ** i for p in points] + [F(int(i == m - 1))] for i in range(m)]
+    g = [[p ** k / _product(p - q for q in points if q != p) for k in range(r)] for p in points]
+    g.append([F(int(k == r - 1)) for k in range(r)])
+    rows = [[a_t[i][p] * g[p][k] for p in range(t)] for i in range(m) for k in range(r)]
+    columns = [_solve(rows, [F(int(j == i + k)) for i in range(m) for k in range(r)]) for j in range(t)]
+    return [list(row) for row in zip(*columns)], g, a_t
+
+
+def _product(values: Iterable[Fraction]) -> Fraction:
+    out = F(1)
+    for v in values:
+        out *= v
+    return out
+
+
+def transforms(r: int, m: int) -> tuple[Matrix, Matrix, Matrix]:
+    """(B^T, G, A^T) of F(m, r): Lavin & Gray's for r = 3, Cook-Toom's for r = 5."""
+    if r == 3:
+        b_t, g, a_t = ([[F(c) for c in row] for row in table[m]] for table in (B_T, G, A_T))
+        return b_t, g, a_t
+    return cook_toom(m, r)
 OPS = {"add": 1, "relu": 2, "leaky_relu": 3, "elu": 4, "sigmoid": 5, "tanh": 6}
 VB = 16
 SLAB_BYTES = 6 << 20
@@ -130,8 +192,17 @@ def source() -> str:
     from importlib.resources import files
 
     template = files("znnx.kernels").joinpath("winograd.c").read_text()
-    lines = "\n\n".join(_line(f"{kind}{m}", table[m]) for m in TILES for kind, table in (("bt", B_T), ("at", A_T)))
-    return template.replace("/*@LINES@*/", lines)
+    lines, along, cases = [], [], []
+    for r in SIZES:
+        for m in TILES:
+            b_t, _, a_t = transforms(r, m)
+            lines += [_line(f"bt{r}{m}", b_t), _line(f"at{r}{m}", a_t)]
+            along += [f"ALONG(bt{r}{m})", f"ALONG(at{r}{m})"]
+            cases.append(f"    if (k == {r} && m == {m}) {{ a.t = {m + r - 1}; a.m = {m}; a.in = along_bt{r}{m}; "
+                         f"a.out = along_at{r}{m}; }}")
+    axes = [*along, "", "static axis make_axis(int k, int m) {", "    axis a = {1, 1, 0, 0};", *cases, "    return a;",
+            "}"]
+    return template.replace("/*@LINES@*/", "\n\n".join(lines)).replace("/*@AXES@*/", "\n".join(axes))
 
 
 @functools.cache
@@ -151,13 +222,13 @@ def _library() -> object:
 
 
 def applicable(kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int], groups: int) -> bool:
-    return (all(k in (1, 3) for k in kernel) and 3 in kernel and tuple(stride) == (1, 1, 1)
+    return (all(k in (1, *SIZES) for k in kernel) and any(k > 1 for k in kernel) and tuple(stride) == (1, 1, 1)
             and tuple(dilation) == (1, 1, 1) and groups == 1)
 
 
 def transform_weight(weight: np.ndarray, m: int) -> np.ndarray:
     """U[p, c_in, c_out] for weight (c_out, c_in, kd, kh, kw), computed in float64."""
-    mats = [np.array(G[m], dtype=np.float64) if k == 3 else np.ones((1, 1)) for k in weight.shape[2:]]
+    mats = [np.array(transforms(k, m)[1], dtype=np.float64) if k > 1 else np.ones((1, 1)) for k in weight.shape[2:]]
     u = np.einsum("pi,qj,rk,ocijk->pqrco", *mats, weight.astype(np.float64))
     return u.reshape(-1, weight.shape[1], weight.shape[0])
 
@@ -186,13 +257,13 @@ def _channels_last(t: torch.Tensor) -> bool:
 
 def _grid(kernel: Sequence[int], m: int, out_spatial: Sequence[int]) -> tuple[int, ...]:
     """Tiles per axis: m output voxels per tile along transformed axes, 1 along the others."""
-    return tuple(-(-o // (m if k == 3 else 1)) for o, k in zip(out_spatial, kernel))
+    return tuple(-(-o // (m if k > 1 else 1)) for o, k in zip(out_spatial, kernel))
 
 
 def footprint(c_in: int, c_out: int, kernel: Sequence[int], m: int, out_spatial: Sequence[int],
               slab_bytes: int = SLAB_BYTES) -> tuple[int, int, int]:
     """(transformed weight bytes, scratch bytes of one slab, tiles per slab) of a layer."""
-    points = int(np.prod([m + 2 if k == 3 else 1 for k in kernel]))
+    points = int(np.prod([m + k - 1 if k > 1 else 1 for k in kernel]))
     tiles = int(np.prod(_grid(kernel, m, out_spatial)))
     per_tile = points * (_round(c_in) + _round(c_out)) * 4
     count = max(1, min(tiles, slab_bytes // per_tile))
