@@ -1,8 +1,10 @@
 """Max pooling on channels-last tensors in C (kernels/pool.c): one pass over the input.
 
-PyTorch's CPU max_pool3d on channels-last 3D tensors runs at a fraction of memory bandwidth (the
-benchmark U-Nets spent 10-18% of their time in their first pool); this kernel reads every input
-voxel once per window that holds it and writes each output once.
+PyTorch's CPU max_pool3d on channels-last 3D tensors runs at a fraction of memory bandwidth (65 ms
+for the original U-Net's first pool, 64 channels at 112x128x128, vs 31-35 ms here; with its fresh
+output paged in on every patch it took 10-13% of the residual and original nets); this kernel
+reads every input voxel once per window that holds it and writes each output once, into the
+arena slot the plan gives it.
 """
 
 from __future__ import annotations

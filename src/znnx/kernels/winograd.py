@@ -18,8 +18,9 @@ eight) and held to the same bounds by the autotuner, which drops them where they
 from __future__ import annotations
 
 import functools
+import math
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from fractions import Fraction
 
 import numpy as np
@@ -47,6 +48,9 @@ A_T: Table = {
 POINTS = (F(0), F(1), F(-1), F(2), F(-2), F(1, 2), F(-1, 2))
 TILES = (2, 4)
 SIZES = (3, 5)
+OPS = {"add": 1, "relu": 2, "leaky_relu": 3, "elu": 4, "sigmoid": 5, "tanh": 6}
+VB = 16
+SLAB_BYTES = 6 << 20
 Matrix = list[list[Fraction]]
 
 
@@ -83,18 +87,11 @@ def cook_toom(m: int, r: int) -> tuple[Matrix, Matrix, Matrix]:
     t = m + r - 1
     points = POINTS[:t - 1]
     a_t = [[p ** i for p in points] + [F(int(i == m - 1))] for i in range(m)]
-    g = [[p ** k / _product(p - q for q in points if q != p) for k in range(r)] for p in points]
+    g = [[p ** k / math.prod(p - q for q in points if q != p) for k in range(r)] for p in points]
     g.append([F(int(k == r - 1)) for k in range(r)])
     rows = [[a_t[i][p] * g[p][k] for p in range(t)] for i in range(m) for k in range(r)]
     columns = [_solve(rows, [F(int(j == i + k)) for i in range(m) for k in range(r)]) for j in range(t)]
     return [list(row) for row in zip(*columns)], g, a_t
-
-
-def _product(values: Iterable[Fraction]) -> Fraction:
-    out = F(1)
-    for v in values:
-        out *= v
-    return out
 
 
 def transforms(r: int, m: int) -> tuple[Matrix, Matrix, Matrix]:
@@ -103,9 +100,6 @@ def transforms(r: int, m: int) -> tuple[Matrix, Matrix, Matrix]:
         b_t, g, a_t = ([[F(c) for c in row] for row in table[m]] for table in (B_T, G, A_T))
         return b_t, g, a_t
     return cook_toom(m, r)
-OPS = {"add": 1, "relu": 2, "leaky_relu": 3, "elu": 4, "sigmoid": 5, "tanh": 6}
-VB = 16
-SLAB_BYTES = 6 << 20
 
 
 Terms = list[tuple[Fraction, str]]
@@ -123,6 +117,7 @@ def _cost(exprs: Sequence[Terms]) -> int:
 
 
 def _naive(matrix: Sequence[Sequence[Fraction]]) -> tuple[list[tuple[str, Terms]], list[Terms]]:
+    """Every row as its own sum: no temporaries."""
     return [], [[(F(c), f"x{j}") for j, c in enumerate(row) if c] for row in matrix]
 
 
