@@ -111,3 +111,17 @@ def test_asymmetric_padded_conv_with_residual_written_in_place() -> None:
     graph = optimize(b.finish([b.add("relu", [s])])).graph
     net = _check(graph)
     assert [step.inplace for step in net.plan.steps][-1] == 1
+
+
+def test_reserved_kernel_bytes_cover_whatever_the_autotuner_picks() -> None:
+    from tests.plan.test_autotune import wide_graph
+    from znnx.backends import cpu
+
+    graph = wide_graph()
+    weights, scratch = cpu.reserved_kernel_bytes(graph)
+    assert weights > 0 and scratch > 0
+    for algorithm in ("auto", "winograd2", "winograd4"):
+        net = Net(graph, algorithm=algorithm)
+        assert net.kernel_weight_bytes <= weights and net.kernel_scratch_bytes <= scratch
+    b, x = builder(channels=4, spatial=(3, 6, 5))
+    assert cpu.reserved_kernel_bytes(optimize(b.finish([conv(b, x, 4)])).graph) == (0, 0)  # narrow: direct

@@ -92,6 +92,18 @@ def algorithm_bytes(graph: Graph, node: Node, algorithm: str) -> tuple[int, int]
     return weights - raw, scratch
 
 
+def reserved_kernel_bytes(graph: Graph) -> tuple[int, int]:
+    """(weight bytes beyond the raw weights, scratch bytes) to reserve before the autotuner has
+    chosen: each conv's most memory-hungry algorithm it may choose (F(4,3) holds 8x the raw weights
+    of a 3x3x3 layer), weights summed, scratch the largest (one slab buffer serves every layer)."""
+    from znnx.plan.autotune import choosable
+
+    sizes = [[algorithm_bytes(graph, node, a) for a in choosable(graph, node, conv_candidates(node))]
+             for node in graph.nodes if node.op == "conv"]
+    return (sum(max(w for w, _ in options) for options in sizes),
+            max((s for options in sizes for _, s in options), default=0))
+
+
 Run = Callable[[Sequence[Tensor], Tensor | None, Tensor | None], Tensor]
 
 

@@ -156,6 +156,15 @@ def _forced(algorithm: Algorithm, convs: dict[str, tuple[str, ...]]) -> dict[str
     return forced
 
 
+def choosable(graph: Graph, node: Node, candidates: tuple[str, ...]) -> tuple[str, ...]:
+    """The algorithms `tune` may give `node` unforced: direct alone below MIN_CHANNELS in or out,
+    else its `candidates` less FFT where Winograd F(4,r) applies (FFT is timed only where it does not)."""
+    narrow = min(graph.types[node.inputs[0]].channels, graph.types[node.output].channels) < MIN_CHANNELS
+    if len(candidates) == 1 or narrow:
+        return ("direct",)
+    return tuple(a for a in candidates if a != "fft" or "winograd4" not in candidates)
+
+
 def tune(graph: Graph, batch: int, candidates: Callable[[Node], tuple[str, ...]], build: Builder,
          algorithm: Algorithm = None) -> tuple[LayerChoice, ...]:
     """One LayerChoice per conv of `graph` (run `batch` patches at a time)."""
@@ -169,10 +178,11 @@ def tune(graph: Graph, batch: int, candidates: Callable[[Node], tuple[str, ...]]
         if name in forced:
             choices.append(LayerChoice(name, forced[name], source="forced"))
             continue
-        x_type = graph.types[node.inputs[0]]
-        if len(convs[name]) == 1 or min(x_type.channels, graph.types[node.output].channels) < MIN_CHANNELS:
+        timed = choosable(graph, node, convs[name])
+        if timed == ("direct",):
             choices.append(LayerChoice(name, "direct"))
             continue
+        x_type = graph.types[node.inputs[0]]
         key = _signature(graph, node, batch)
         entry = cache.get(key)
         if isinstance(entry, dict) and entry.get("algorithm") in convs[name]:
@@ -187,7 +197,6 @@ def tune(graph: Graph, batch: int, candidates: Callable[[Node], tuple[str, ...]]
             y_type = graph.types[node.output]
             residual = torch.rand((batch, y_type.channels, *y_type.spatial), generator=generator).contiguous(
                 memory_format=torch.channels_last_3d)
-        timed = tuple(a for a in convs[name] if a != "fft" or "winograd4" not in convs[name])
         with torch.inference_mode():
             seconds, errors = _measure(build, node, x, residual, timed)
         valid = [a for a in seconds if errors.get(a, float("inf")) <= TOLERANCE[a]]

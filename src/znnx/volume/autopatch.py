@@ -2,10 +2,11 @@
 
 Candidates are the net's own patch shape scaled up and down, snapped to sizes the net accepts and
 capped where one patch already covers the volume. Each is costed without running anything: the
-memory plan's peak plus weights and the pipeline's buffers must fit the budget, and the run's FLOPs
-(patches the block layout needs x FLOPs per patch) rank them. The best few are then compiled and
-timed on one patch; the choice minimizes patches x measured seconds, i.e. maximizes the volume's
-output voxels per second, border waste and per-patch overheads included.
+memory plan's peak plus weights (with room for the transformed weights and slab of whichever
+Winograd / FFT kernel the autotuner may pick) and the pipeline's buffers must fit the budget, and
+the run's FLOPs (patches the block layout needs x FLOPs per patch) rank them. The best few are then
+compiled and timed on one patch; the choice minimizes patches x measured seconds, i.e. maximizes the
+volume's output voxels per second, border waste and per-patch overheads included.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def candidate_patches(graph: Graph, volume: tuple[int, ...]) -> list[tuple[int, 
 
 def _cost(graph: Graph, patch: tuple[int, ...], volume: tuple[int, ...], options: VolumeOptions) -> Candidate | None:
     from znnx import passes
+    from znnx.backends import cpu
     from znnx.net import cpu_memory_plan, reshape
 
     try:
@@ -115,11 +117,13 @@ def _cost(graph: Graph, patch: tuple[int, ...], volume: tuple[int, ...], options
     except (GraphError, InputError):
         return None
     plan = cpu_memory_plan(shaped, 1)
+    kernel_weights, kernel_scratch = cpu.reserved_kernel_bytes(shaped)
     c_in = shaped.types[shaped.inputs[0]]
     c_out = shaped.types[shaped.outputs[0]]
     buffers = PIPELINE_INPUTS * c_in.numel * 4 + PIPELINE_OUTPUTS * c_out.numel * 4
     flops = sum(layer.flops for layer in layers(shaped))
-    return Candidate(patch, plan.peak_bytes + plan.weight_bytes + buffers, sum(len(b.reads) for b in blocks), flops)
+    memory = plan.peak_bytes + plan.weight_bytes + kernel_weights + kernel_scratch + buffers
+    return Candidate(patch, memory, sum(len(b.reads) for b in blocks), flops)
 
 
 def _time(graph: Graph, patch: tuple[int, ...], device: str, reps: int) -> float:
