@@ -50,13 +50,18 @@ def shuffles(node: Node) -> bool:
             and not any(a["output_padding"]) and tuple(a["dilation"]) == (1, 1, 1) and a["groups"] == 1)
 
 
+def _onednn_pads(node: Node) -> bool:
+    """oneDNN's (transposed) convolution takes symmetric pads only."""
+    pads = tuple(node.attrs["pads"])
+    return pads[:3] == pads[3:] and available()
+
+
 def placeable(node: Node) -> bool:
     """Ops this backend can point at an arena slot: oneDNN convs (through the in-place primitive,
     into a zeroed slot or one holding the residual), shuffling transposed convs, max pooling and
     concat (a fresh output would be page-faulted in again on every patch)."""
     if node.op == "conv":
-        pads = tuple(node.attrs["pads"])
-        return pads[:3] == pads[3:] and available()
+        return _onednn_pads(node)
     return node.op in ("concat", "max_pool") or shuffles(node)
 
 
@@ -214,11 +219,7 @@ class _Builder:
 
     def conv_transpose(self, node: Node, step: Step) -> Kernel:
         a = node.attrs
-        pads = tuple(a["pads"])
-        if pads[:3] != pads[3:] or not available():
-            eager = self.eager.kernel(node)
-            return eager if step.inplace is None else lambda xs: xs[1].copy_(eager(xs))
-        padding, out_pad, stride = list(pads[:3]), list(a["output_padding"]), list(a["stride"])
+        padding, out_pad, stride = list(a["pads"][:3]), list(a["output_padding"]), list(a["stride"])
         dilation, groups = list(a["dilation"]), int(a["groups"])
         x = self.graph.types[node.inputs[0]]
         w = torch.ops.mkldnn._reorder_convolution_transpose_weight(
@@ -278,15 +279,15 @@ class _Builder:
             return self.max_pool(node)
         if node.op == "concat":
             return lambda xs, out, _: torch.cat(list(xs), 1, out=out) if out is not None else torch.cat(list(xs), 1)
-        if node.op == "conv_transpose":
+        if node.op == "conv_transpose" and _onednn_pads(node):
             fn = self.conv_transpose(node, step)
-        elif step.inplace is not None and node.op != "conv":
+        elif step.inplace is not None and not node.op.startswith("conv"):
             fn = self.inplace(node, step.inplace)
         else:
             fn = self.eager.kernel(node)
-            if step.inplace is not None:
+            if step.inplace is not None:  # a (transposed) conv oneDNN cannot pad, into its residual's buffer
                 eager, k = fn, step.inplace
-                fn = lambda xs: xs[k].copy_(eager(xs))  # a direct conv oneDNN cannot pad: asymmetric pads
+                fn = lambda xs: xs[k].copy_(eager(xs))
         return lambda xs, out, scratch: fn(xs)
 
 

@@ -26,8 +26,8 @@ def _fmt(value: float, spec: str) -> str:
 
 def side_by_side_table(results: Sequence[Measurement], settings: Settings) -> list[str]:
     lines = [f"| net | patch in -> out | runtime | ms / patch (median of {settings.reps * settings.rounds}) | "
-             f"output Mvox/s | "
-             f"vs eager | peak RSS MiB | max rel. error vs eager |", "|---|---|---|---:|---:|---:|---:|---:|"]
+             "output Mvox/s | vs eager | peak RSS MiB | max rel. error vs eager |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
     eager = {m.net: m for m in results if m.peer == REFERENCE_PEER and m.ok}
     for m in results:
         if not m.ok:

@@ -78,7 +78,6 @@ def _solve(rows: Matrix, rhs: list[Fraction]) -> list[Fraction]:
     return solution
 
 
-@functools.cache
 def cook_toom(m: int, r: int) -> tuple[Matrix, Matrix, Matrix]:
     """(B^T, G, A^T) of F(m, r) on the first t - 1 of POINTS and infinity (t = m + r - 1): A^T
     evaluates the product polynomial's coefficients, G the kernel's at each point divided by the
@@ -94,8 +93,10 @@ def cook_toom(m: int, r: int) -> tuple[Matrix, Matrix, Matrix]:
     return [list(row) for row in zip(*columns)], g, a_t
 
 
+@functools.cache
 def transforms(r: int, m: int) -> tuple[Matrix, Matrix, Matrix]:
-    """(B^T, G, A^T) of F(m, r): Lavin & Gray's for r = 3, Cook-Toom's for r = 5."""
+    """(B^T, G, A^T) of F(m, r): Lavin & Gray's for r = 3, Cook-Toom's for r = 5 (exact, built once
+    per process: every layer's weight transform and the C source read them)."""
     if r == 3:
         b_t, g, a_t = ([[F(c) for c in row] for row in table[m]] for table in (B_T, G, A_T))
         return b_t, g, a_t
@@ -266,7 +267,7 @@ def footprint(c_in: int, c_out: int, kernel: Sequence[int], m: int, out_spatial:
 
 
 class WinogradConv:
-    """One stride-1 convolution by Winograd F(m, 3), for one input spatial shape.
+    """One stride-1 convolution by Winograd F(m, r), for one input spatial shape.
 
     Call it with a channels-last (N, C, D, H, W) input; `out` (channels-last, the output's shape)
     receives the result if given, `residual` is added where the epilogue says so (it may be `out`).
