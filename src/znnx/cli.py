@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from znnx.errors import ModelError, ZnnxError
+from znnx.plan.precision import PRECISIONS
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -146,10 +147,10 @@ def _run(args: argparse.Namespace) -> int:
     array = np.load(args.input, allow_pickle=False)
     shape = array.shape[1:] if args.batched else array.shape
     if _is_network_file(args.model):
-        net = znnx.load_net(args.model, args.device, args.algorithm)
+        net = znnx.load_net(args.model, args.device, args.algorithm, args.precision)
     else:
         net = znnx.compile(znnx.load(resolve_model(args.model), shape, args.weights), device=args.device,
-                           algorithm=args.algorithm)
+                           algorithm=args.algorithm, precision=args.precision)
     start = time.perf_counter()
     result = net(array)
     seconds = time.perf_counter() - start
@@ -183,7 +184,9 @@ def _infer(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = znnx.load_net(args.model, args.device) if _is_network_file(args.model) else _load_graph(args)
+    first = args.device.split(",")[0]
+    model = znnx.load_net(args.model, first, precision=args.precision) if _is_network_file(args.model) \
+        else _load_graph(args)
     rank = model.graph.spatial_rank if isinstance(model, znnx.Net) else model.spatial_rank
     options = VolumeOptions(
         mode=args.mode, overlap=overlaps(args.overlap, rank), weighting=args.weighting,
@@ -199,9 +202,10 @@ def _infer(args: argparse.Namespace) -> int:
         threads = args.threads or (max(1, len(os.sched_getaffinity(0)) // workers) if workers else None)
         with connect(args.cluster, args.scheduler_file, memory) as client:
             summary = infer_volume(model, args.input, args.output, args.patch, options, memory, args.device,
-                                   args.quiet, client=client, threads=threads)
+                                   args.quiet, client=client, threads=threads, precision=args.precision)
     else:
-        summary = infer_volume(model, args.input, args.output, args.patch, options, memory, args.device, args.quiet)
+        summary = infer_volume(model, args.input, args.output, args.patch, options, memory, args.device, args.quiet,
+                               precision=args.precision)
     report = json.dumps(summary.to_json(), indent=2, default=str)
     if args.json:
         Path(args.json).write_text(report + "\n")
@@ -261,6 +265,8 @@ def parser() -> argparse.ArgumentParser:
                   "torch.nn.Module")
     net_help = model_help + ", or a .znnx network file from `znnx compile`"
     weights_help = "Caffe weights (.caffemodel, .npz, .h5) for a .prototxt model, or 'random'"
+    precision_help = ("fp32 (default); bf16 (CPUs with AVX512-BF16 / AMX, and CUDA: ~2.8x faster direct convs on "
+                      "such CPUs, ~1e-2 relative error); tf32, fp16 (CUDA)")
     algorithm_help = ("conv algorithm on the CPU: auto (measure each layer, cached; default), direct, winograd2, "
                       "winograd4, fft (wherever it applies), or per layer NODE=ALGO[,NODE=ALGO...]")
 
@@ -300,6 +306,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("output", help="where to write the output array (.npy)")
     run.add_argument("--batched", action="store_true", help="the input is (N, C, *spatial)")
     run.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    run.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32", help=precision_help)
     run.add_argument("--weights", help=weights_help)
     run.add_argument("--algorithm", type=_algorithm, default="auto", help=algorithm_help)
     run.set_defaults(handler=_run)
@@ -323,7 +330,10 @@ def parser() -> argparse.ArgumentParser:
                        help="blend mode: window weights (default gaussian)")
     infer.add_argument("--memory", metavar="SIZE", help="memory budget for --patch auto, e.g. 8GiB (default: half "
                        "the free memory); with --cluster local:N each worker's memory limit (default: RAM / N)")
-    infer.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    infer.add_argument("--device", default="cpu",
+                       help="cpu (default), cuda[:N], or several, e.g. cuda,cpu: each device runs its own net (own "
+                            "automatic patch, --memory applying to each) on blocks from one queue")
+    infer.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32", help=precision_help)
     infer.add_argument("--threads", type=int, help="compute threads (default: PyTorch's; on a cluster, per worker: "
                        "the cores shared out for local:N, the workers' own setting otherwise)")
     infer.add_argument("--cluster", metavar="local:N|tcp://HOST:PORT",

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import torch
 
     from znnx.plan.autotune import Algorithm, LayerChoice
+    from znnx.plan.precision import Precision
 
 
 def model_shape(graph: Graph, ttype: TensorType) -> tuple[int, ...]:
@@ -73,11 +74,18 @@ def valid_patches_near(graph: Graph, patch: Sequence[int], reach: int = 16) -> t
     return None if None in found else tuple(found)  # type: ignore[arg-type]
 
 
-def cpu_memory_plan(graph: Graph, batch: int) -> MemoryPlan:
-    """The memory plan the CPU backend executes (channels-last, arena slots where it can place)."""
+def memory_plan(graph: Graph, batch: int, device_type: str = "cpu", precision: str = "fp32") -> MemoryPlan:
+    """The memory plan a backend executes: the CPU's (channels-last, arena slots where it can
+    place), or the GPU's (values freed after their last reader, in the CUDA graph's pool)."""
+    from znnx.plan.precision import PRECISIONS
+
+    element_bytes = PRECISIONS[precision].element_bytes
+    if device_type != "cpu":
+        return plan_memory(graph, batch, element_bytes=element_bytes)
     from znnx.backends import cpu
 
-    return plan_memory(graph, batch, relayout=True, placeable=cpu.placeable, scratch=cpu.scratch_bytes)
+    return plan_memory(graph, batch, relayout=True, placeable=cpu.placeable, scratch=cpu.scratch_elements,
+                       element_bytes=element_bytes)
 
 
 def _device(name: str) -> torch.device:
@@ -97,26 +105,36 @@ def _device(name: str) -> torch.device:
 class Net:
     """A graph compiled for one patch shape on one device; call it on (C, *S) or (N, C, *S) arrays.
 
-    `graph` is what runs (optimized by `compile`); `rewrites` counts what each pass changed.
+    `graph` is what runs (optimized by `compile`); `rewrites` counts what each pass changed;
+    `precision` is what its weights and activations are held in (plan/precision.py).
     """
 
     def __init__(self, graph: Graph, device: str = "cpu", rewrites: tuple[tuple[str, int], ...] = (),
-                 algorithm: Algorithm = None) -> None:
+                 algorithm: Algorithm = None, precision: str = "fp32") -> None:
+        from znnx.plan.precision import resolve
+
         self.graph = verify(graph)
         self.device = _device(device)
+        self.precision = resolve(precision, self.device.type)
         self.rewrites = rewrites
         self.plan = self._plan(1)
         self.algorithms: tuple[LayerChoice, ...] = ()
         self.kernel_weight_bytes = self.kernel_scratch_bytes = 0
+        nodes = {node.name: node for node in self.graph.nodes}
         if self.device.type == "cpu":
             from znnx.backends import cpu
 
-            self.algorithms = cpu.choose_algorithms(self.graph, 1, algorithm)
-            nodes = {node.name: node for node in self.graph.nodes}
+            self.algorithms = cpu.choose_algorithms(self.graph, 1, algorithm, self.precision.name)
             sizes = [cpu.algorithm_bytes(self.graph, nodes[c.node], c.algorithm) for c in self.algorithms]
-            self.kernel_weight_bytes = sum(w for w, _ in sizes)
-            self.kernel_scratch_bytes = max((s for _, s in sizes), default=0)
-        self._run = _backend(self.graph, self.device, self.plan, {c.node: c.algorithm for c in self.algorithms})
+        else:
+            from znnx.backends import cuda
+
+            self.algorithms = cuda.choose_algorithms(self.graph, 1, self.device, self.precision, algorithm)
+            sizes = [cuda.algorithm_bytes(self.graph, nodes[c.node], c.algorithm) for c in self.algorithms]
+        self.kernel_weight_bytes = sum(w for w, _ in sizes)
+        self.kernel_scratch_bytes = max((s for _, s in sizes), default=0)
+        self._run = _backend(self.graph, self.device, self.plan, {c.node: c.algorithm for c in self.algorithms},
+                             self.precision)
 
     def memory_bytes(self, batch: int = 1) -> int:
         """Predicted peak bytes one call allocates for activations (beyond weights and its input),
@@ -126,7 +144,7 @@ class Net:
         return plan.peak_bytes + self.kernel_scratch_bytes
 
     def _plan(self, batch: int) -> MemoryPlan:
-        return cpu_memory_plan(self.graph, batch) if self.device.type == "cpu" else plan_memory(self.graph, batch)
+        return memory_plan(self.graph, batch, self.device.type, self.precision.name)
 
     @property
     def weight_bytes(self) -> int:
@@ -197,42 +215,46 @@ class Net:
         return results[0] if len(results) == 1 else tuple(results)
 
     def __repr__(self) -> str:
-        return f"Net({self.graph.name!r}, input={self.input_shape}, output={self.output_shape}, device={self.device})"
+        return (f"Net({self.graph.name!r}, input={self.input_shape}, output={self.output_shape}, device={self.device}, "
+                f"precision={self.precision.name})")
 
 
 Execute = Callable[[list["torch.Tensor"]], list["torch.Tensor"]]
 
 
-def _backend(graph: Graph, device: torch.device, plan: MemoryPlan, algorithms: dict[str, str]) -> Execute:
+def _backend(graph: Graph, device: torch.device, plan: MemoryPlan, algorithms: dict[str, str],
+             precision: Precision) -> Execute:
     if device.type == "cpu":
         from znnx.backends import cpu
 
-        return cpu.build(graph, plan, algorithms)
-    from znnx.backends import torch_eager
+        return cpu.build(graph, plan, algorithms, precision.torch_dtype)
+    from znnx.backends import cuda
 
-    return torch_eager.build(graph, device)
+    return cuda.build(graph, device, precision, algorithms)
 
 
-def load_net(path: str | Path, device: str = "cpu", algorithm: Algorithm = None) -> Net:
+def load_net(path: str | Path, device: str = "cpu", algorithm: Algorithm = None, precision: str = "fp32") -> Net:
     """Load a network file written by `Net.save` or `znnx compile`, compiled for its stored patch
-    (`algorithm` as in `compile`)."""
+    (`algorithm` and `precision` as in `compile`)."""
     from znnx.plan import network_file
 
-    return network_file.load(path, device, algorithm)
+    return network_file.load(path, device, algorithm, precision)
 
 
 def compile(graph: Graph, patch: Sequence[int] | None = None, device: str = "cpu",  # noqa: A001
-            optimize: bool = True, algorithm: Algorithm = None) -> Net:
+            optimize: bool = True, algorithm: Algorithm = None, precision: str = "fp32") -> Net:
     """Compile `graph` for input patches of spatial shape `patch` (the graph's own shape if None).
 
     With `optimize`, the graph passes run first (BatchNorm folding, epilogue fusion, ...).
-    `algorithm` picks each conv's algorithm on the CPU: None or "auto" measures (plan/autotune.py,
-    cached on disk), one of "direct", "winograd2", "winograd4", "fft" forces it wherever it applies,
-    and a mapping {conv node name: algorithm} forces it per layer (the others are measured).
+    `algorithm` picks each conv's algorithm: None or "auto" measures (plan/autotune.py, cached on
+    disk), one of "direct", "winograd2", "winograd4", "fft" forces it wherever it applies, and a
+    mapping {conv node name: algorithm} forces it per layer (the others are measured). `precision`
+    is "fp32" (default), "bf16" (CPU with AVX512-BF16 / AMX, CUDA), "tf32" or "fp16" (CUDA); below
+    fp32 every conv runs direct on the CPU.
     """
     verify(graph)
     shaped = graph if patch is None else reshape(graph, patch)
     if not optimize:
-        return Net(shaped, device, algorithm=algorithm)
+        return Net(shaped, device, algorithm=algorithm, precision=precision)
     optimized = passes.optimize(shaped)
-    return Net(optimized.graph, device, optimized.rewrites, algorithm)
+    return Net(optimized.graph, device, optimized.rewrites, algorithm, precision)

@@ -153,7 +153,7 @@ def test_blend_mode_and_auto_patch_run_on_the_cluster(tmp_path: Path, client: Cl
     out = str(tmp_path / "out.zarr/pred")
     summary = infer_volume(graph, source, out, "auto", VolumeOptions(mode="blend"), quiet=True, client=client,
                            threads=1)
-    assert summary.notes[0].startswith("autopatch: patch ") and summary.computed == summary.blocks
+    assert summary.notes[0].startswith("autopatch (cpu): patch ") and summary.computed == summary.blocks
     local = str(tmp_path / "local.zarr/pred")
     infer_volume(znnx.compile(graph, patch=summary.patch), source, local, options=VolumeOptions(mode="blend"),
                  quiet=True)

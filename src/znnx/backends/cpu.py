@@ -27,7 +27,7 @@ from znnx.backends import torch_eager
 from znnx.errors import KernelUnavailable
 from znnx.ir.graph import Graph, Node
 from znnx.ir.ops import ACTIVATIONS, epilogue
-from znnx.plan.autotune import Algorithm, LayerChoice, tune
+from znnx.plan.autotune import Algorithm, LayerChoice, direct_only, tune
 from znnx.plan.memory import FLOAT_BYTES, MemoryPlan, Step
 
 Tensor = torch.Tensor
@@ -65,9 +65,9 @@ def placeable(node: Node) -> bool:
     return node.op in ("concat", "max_pool") or shuffles(node)
 
 
-def scratch_bytes(graph: Graph, node: Node) -> int:
-    """Arena scratch per patch: the GEMM result of a shuffling transposed conv."""
-    return graph.types[node.output].numel * FLOAT_BYTES if shuffles(node) else 0
+def scratch_elements(graph: Graph, node: Node) -> int:
+    """Arena scratch per patch, in elements: the GEMM result of a shuffling transposed conv."""
+    return graph.types[node.output].numel if shuffles(node) else 0
 
 
 def conv_candidates(node: Node) -> tuple[str, ...]:
@@ -97,11 +97,15 @@ def algorithm_bytes(graph: Graph, node: Node, algorithm: str) -> tuple[int, int]
     return weights - raw, scratch
 
 
-def reserved_kernel_bytes(graph: Graph) -> tuple[int, int]:
+def reserved_kernel_bytes(graph: Graph, precision: str = "fp32") -> tuple[int, int]:
     """(weight bytes beyond the raw weights, scratch bytes) to reserve before the autotuner has
     chosen: each conv's most memory-hungry algorithm it may choose (F(4,3) holds 8x the raw weights
-    of a 3x3x3 layer), weights summed, scratch the largest (one slab buffer serves every layer)."""
+    of a 3x3x3 layer), weights summed, scratch the largest (one slab buffer serves every layer).
+    Below fp32 every conv runs direct: nothing to reserve."""
     from znnx.plan.autotune import choosable
+
+    if precision != "fp32":
+        return 0, 0
 
     sizes = [[algorithm_bytes(graph, node, a) for a in choosable(graph, node, conv_candidates(node))]
              for node in graph.nodes if node.op == "conv"]
@@ -113,10 +117,11 @@ Run = Callable[[Sequence[Tensor], Tensor | None, Tensor | None], Tensor]
 
 
 class _Builder:
-    def __init__(self, graph: Graph, algorithms: Mapping[str, str]) -> None:
+    def __init__(self, graph: Graph, algorithms: Mapping[str, str], dtype: torch.dtype = torch.float32) -> None:
         self.graph = graph
-        self.eager = torch_eager.Builder(graph, torch.device("cpu"))
+        self.eager = torch_eager.Builder(graph, torch.device("cpu"), dtype)
         self.algorithms = algorithms
+        self.dtype = dtype
 
     def fast_conv(self, node: Node, step: Step) -> Run:
         """A conv through znnx's Winograd or FFT kernels, epilogue fused."""
@@ -184,7 +189,7 @@ class _Builder:
         c_in, c_out = weight.shape[:2]
         w2d = weight.permute(0, 2, 3, 4, 1).reshape(c_in, -1).contiguous()
         bias = self.eager.param(node, "bias")
-        b2d = (torch.zeros(c_out) if bias is None else bias).repeat(kd * kh * kw)
+        b2d = (torch.zeros(c_out, dtype=self.dtype) if bias is None else bias).repeat(kd * kh * kw)
         add_first = epilogue(node)[:1] == ("add",)
         alpha = float(node.attrs.get("alpha", 0.0))
         actions = [torch_eager.epilogue_step(s, alpha, inplace=True) for s in epilogue(node)[add_first:]]
@@ -205,7 +210,7 @@ class _Builder:
                 tiles(y, n, d, h, w).add_(shuffled)
             else:
                 y = out if out is not None else torch.empty(
-                    (n, c_out, d * kd, h * kh, w * kw), memory_format=CHANNELS_LAST)
+                    (n, c_out, d * kd, h * kh, w * kw), dtype=self.dtype, memory_format=CHANNELS_LAST)
                 target = tiles(y, n, d, h, w)
                 if add_first:
                     torch.add(shuffled, tiles(xs[1].contiguous(memory_format=CHANNELS_LAST), n, d, h, w), out=target)
@@ -244,6 +249,8 @@ class _Builder:
 
         a = node.attrs
         try:
+            if self.dtype != torch.float32:
+                raise KernelUnavailable("pool: the C max pool is an fp32 kernel")
             fast = pool.MaxPool(a["kernel"], a["stride"], a["pads"], self.graph.types[node.output].spatial)
         except KernelUnavailable:
             eager = self.eager.kernel(node)
@@ -294,9 +301,10 @@ class _Builder:
 class _Arena:
     """The plan's slots for one batch size, allocated on first use and kept between calls."""
 
-    def __init__(self, graph: Graph, plan: MemoryPlan) -> None:
+    def __init__(self, graph: Graph, plan: MemoryPlan, dtype: torch.dtype) -> None:
         self.graph = graph
         self.plan = plan
+        self.dtype = dtype
         self.batch = 0
         self.views: dict[str, tuple[Tensor | None, Tensor | None]] = {}
 
@@ -304,7 +312,8 @@ class _Arena:
         """Node name -> (channels-last view of its output slot, its flat scratch slot) for `batch` patches."""
         if batch != self.batch:
             self.views = {}
-            slots = [torch.empty(n * batch // FLOAT_BYTES) for n in self.plan.slot_bytes]
+            size = torch.empty((), dtype=self.dtype).element_size()
+            slots = [torch.empty(n * batch // size, dtype=self.dtype) for n in self.plan.slot_bytes]
             for node, step in zip(self.graph.nodes, self.plan.steps):
                 out = scratch = None
                 if step.slot is not None:
@@ -321,20 +330,22 @@ class _Arena:
 class _Program:
     """The built steps of one graph: kernels, arena, and which values die after each step."""
 
-    def __init__(self, graph: Graph, plan: MemoryPlan, algorithms: Mapping[str, str]) -> None:
-        builder = _Builder(graph, algorithms)
+    def __init__(self, graph: Graph, plan: MemoryPlan, algorithms: Mapping[str, str],
+                 dtype: torch.dtype = torch.float32) -> None:
+        builder = _Builder(graph, algorithms, dtype)
         self.graph = graph
+        self.dtype = dtype
         self.steps = [(node, builder.kernel(node, step)) for node, step in zip(graph.nodes, plan.steps)]
         last_use = {value: i for i, node in enumerate(graph.nodes) for value in node.inputs}
         keep = set(graph.outputs)
         self.frees = [[v for v in dict.fromkeys(node.inputs) if last_use[v] == i and v not in keep]
                       for i, node in enumerate(graph.nodes)]
-        self.arena = _Arena(graph, plan)
+        self.arena = _Arena(graph, plan, dtype)
 
     def run(self, inputs: Sequence[Tensor], times: list[float] | None = None) -> list[Tensor]:
         """Outputs for `inputs`; with `times`, append each step's wall time in seconds."""
         buffers = self.arena.buffers(inputs[0].shape[0])
-        values = dict(zip(self.graph.inputs, map(_enter, inputs)))
+        values = {name: _enter(x, self.dtype) for name, x in zip(self.graph.inputs, inputs)}
         for (node, fn), dead in zip(self.steps, self.frees):
             start = time.perf_counter()
             values[node.output] = fn([values[v] for v in node.inputs], *buffers[node.name])
@@ -342,7 +353,7 @@ class _Program:
                 times.append(time.perf_counter() - start)
             for value in dead:
                 del values[value]
-        return [values[name].contiguous() for name in self.graph.outputs]
+        return [values[name].to(torch.float32, memory_format=torch.contiguous_format) for name in self.graph.outputs]
 
 
 def conv_kernel(graph: Graph, node: Node, algorithm: str) -> Callable[[Tensor, Tensor | None, Tensor | None], Tensor]:
@@ -353,15 +364,21 @@ def conv_kernel(graph: Graph, node: Node, algorithm: str) -> Callable[[Tensor, T
     return lambda x, residual, out: run([x] if residual is None else [x, residual], out, None)
 
 
-def choose_algorithms(graph: Graph, batch: int, algorithm: Algorithm = None) -> tuple[LayerChoice, ...]:
-    """Each conv's algorithm: measured by the autotuner (cached on disk), or forced by `algorithm`."""
+def choose_algorithms(graph: Graph, batch: int, algorithm: Algorithm = None,
+                      precision: str = "fp32") -> tuple[LayerChoice, ...]:
+    """Each conv's algorithm: measured by the autotuner (cached on disk), or forced by `algorithm`.
+    Below fp32 every conv runs direct: Winograd and FFT are fp32 kernels."""
+    if precision != "fp32":
+        return direct_only(graph, algorithm, precision)
     return tune(graph, batch, conv_candidates, lambda node, name: conv_kernel(graph, node, name), algorithm)
 
 
-def build(graph: Graph, plan: MemoryPlan, algorithms: Mapping[str, str]) -> Callable[[Sequence[Tensor]], list[Tensor]]:
-    """A function from NCDHW input tensors (graph input order) to NCDHW output tensors; convs run
-    with `algorithms` (node name -> algorithm, direct where absent)."""
-    program = _Program(graph, plan, algorithms)
+def build(graph: Graph, plan: MemoryPlan, algorithms: Mapping[str, str],
+          dtype: torch.dtype = torch.float32) -> Callable[[Sequence[Tensor]], list[Tensor]]:
+    """A function from NCDHW input tensors (graph input order) to NCDHW float32 output tensors;
+    convs run with `algorithms` (node name -> algorithm, direct where absent), values are held in
+    `dtype`."""
+    program = _Program(graph, plan, algorithms, dtype)
     return lambda inputs: program.run(inputs)
 
 
@@ -377,9 +394,10 @@ def profile(graph: Graph, plan: MemoryPlan, inputs: Sequence[Tensor], algorithms
     return [(node, sorted(run[i] for run in runs)[passes // 2]) for i, (node, _) in enumerate(program.steps)]
 
 
-def _enter(tensor: Tensor) -> Tensor:
-    """A channels-last copy the net owns (the plan may overwrite it); one channel needs no copy and
-    is never written, since channels-last and NCDHW coincide and the plan treats it as the caller's."""
-    if tensor.shape[1] == 1:
+def _enter(tensor: Tensor, dtype: torch.dtype) -> Tensor:
+    """A channels-last copy in `dtype` the net owns (the plan may overwrite it); one channel in its
+    own dtype needs no copy and is never written, since channels-last and NCDHW coincide and the plan
+    treats it as the caller's."""
+    if tensor.shape[1] == 1 and tensor.dtype == dtype:
         return tensor.contiguous(memory_format=CHANNELS_LAST)
-    return torch.empty_like(tensor, memory_format=CHANNELS_LAST).copy_(tensor)
+    return torch.empty_like(tensor, dtype=dtype, memory_format=CHANNELS_LAST).copy_(tensor)

@@ -67,14 +67,17 @@ def with_epilogue(node: Node, conv: Kernel) -> Kernel:
 
 
 class Builder:
-    def __init__(self, graph: Graph, device: torch.device) -> None:
+    """Kernels of single nodes on `device`, parameters held in `dtype`."""
+
+    def __init__(self, graph: Graph, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
         self.graph = graph
         self.device = device
+        self.dtype = dtype
 
     def param(self, node: Node, key: str, channel_view: bool = False) -> Tensor | None:
         if key not in node.params:
             return None
-        tensor = torch.from_numpy(node.params[key].copy()).to(self.device)
+        tensor = torch.from_numpy(node.params[key].copy()).to(self.device, self.dtype)
         return tensor.reshape(1, -1, 1, 1, 1) if channel_view else tensor
 
     def need(self, node: Node, key: str, channel_view: bool = False) -> Tensor:
@@ -114,6 +117,9 @@ class Builder:
 
     def pool(self, node: Node) -> Kernel:
         a = node.attrs
+        if node.op == "avg_pool" and self.device.type == "cpu" and self.dtype != torch.float32:
+            fp32 = Builder(self.graph, self.device).pool(node)  # PyTorch's CPU avg_pool3d is fp32 / fp64 only
+            return lambda x: fp32([x[0].float()]).to(self.dtype)
         in_sp = self.in_type(node).spatial
         kernel, stride, pads = a["kernel"], a["stride"], a["pads"]
         out = pool_output(in_sp, kernel, stride, pads, a["ceil_mode"])
@@ -125,7 +131,7 @@ class Builder:
             return lambda x: F.max_pool3d(F.pad(x[0], full, value=-torch.inf), kernel, stride)
         if not any(full):
             return lambda x: F.avg_pool3d(x[0], kernel, stride)
-        counted = torch.ones((1, 1, *in_sp), device=self.device)
+        counted = torch.ones((1, 1, *in_sp), device=self.device, dtype=self.dtype)
         counted = F.pad(counted, _torch_pad(pads), value=1.0 if a["count_include_pad"] else 0.0)
         counted = F.pad(counted, _torch_pad([0, 0, 0, *extra]))
         divisor = F.avg_pool3d(counted, kernel, stride)
@@ -194,24 +200,33 @@ class Builder:
         return builder(node)
 
 
-def build(graph: Graph, device: torch.device) -> Callable[[Sequence[Tensor]], list[Tensor]]:
-    """A function from input tensors (graph input order, each (N, C, D, H, W)) to output tensors."""
-    builder = Builder(graph, device)
+def program(graph: Graph, builder: Builder) -> Callable[[Sequence[Tensor]], list[Tensor]]:
+    """The graph's nodes built by `builder`, run in order; each value is freed after its last reader."""
     steps = [(node, builder.kernel(node)) for node in graph.nodes]
     last_use = {value: i for i, node in enumerate(graph.nodes) for value in node.inputs}
     keep = set(graph.outputs)
 
     def execute(inputs: Sequence[Tensor]) -> list[Tensor]:
         values = dict(zip(graph.inputs, inputs))
-        with _fp32(device):
-            for i, (node, fn) in enumerate(steps):
-                values[node.output] = fn([values[v] for v in node.inputs])
-                for value in set(node.inputs):
-                    if last_use[value] == i and value not in keep:
-                        del values[value]
+        for i, (node, fn) in enumerate(steps):
+            values[node.output] = fn([values[v] for v in node.inputs])
+            for value in set(node.inputs):
+                if last_use[value] == i and value not in keep:
+                    del values[value]
         return [values[name] for name in graph.outputs]
 
     return execute
+
+
+def build(graph: Graph, device: torch.device) -> Callable[[Sequence[Tensor]], list[Tensor]]:
+    """A function from input tensors (graph input order, each (N, C, D, H, W)) to output tensors."""
+    execute = program(graph, Builder(graph, device))
+
+    def run(inputs: Sequence[Tensor]) -> list[Tensor]:
+        with _fp32(device):
+            return execute(inputs)
+
+    return run
 
 
 def _fp32(device: torch.device) -> contextlib.AbstractContextManager[None]:

@@ -1,7 +1,8 @@
 """The runtimes compared side by side: znnx and its peers, each as prepare(model, x) -> run(x).
 
 A peer whose package is missing reports why instead of failing; `znnx bench` lists it as absent.
-All run fp32 with the thread count the worker process was started with.
+All run with the thread count the worker process was started with, in fp32 unless their name ends
+in -bf16 (weights and activations in bfloat16, fp32 accumulation: compare those with each other).
 """
 
 from __future__ import annotations
@@ -81,21 +82,21 @@ def _onnxruntime(model: nn.Module, x: np.ndarray) -> Run:
     return lambda batch: session.run(None, {"input": batch})[0]
 
 
-def _openvino(model: nn.Module, x: np.ndarray) -> Run:
+def _openvino(model: nn.Module, x: np.ndarray, precision: str = "f32") -> Run:
     import openvino as ov
 
     folder = Path(tempfile.mkdtemp(prefix="znnx-bench-"))
-    compiled = ov.Core().compile_model(str(export_onnx(model, x, folder)), "CPU",
-                                       {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": str(_threads())})
+    compiled = ov.Core().compile_model(str(export_onnx(model, x, folder)), "CPU", {
+        "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": str(_threads())})
     request = compiled.create_infer_request()
     return lambda batch: np.array(request.infer({0: batch})[compiled.output(0)])
 
 
-def _znnx(model: nn.Module, x: np.ndarray) -> Run:
+def _znnx(model: nn.Module, x: np.ndarray, precision: str = "fp32") -> Run:
     import znnx
     from znnx.bench.worker import load_graph
 
-    net = znnx.compile(load_graph(model, x))
+    net = znnx.compile(load_graph(model, x), precision=precision)
     return lambda batch: net(batch)
 
 
@@ -121,6 +122,8 @@ PEERS: dict[str, Peer] = {
     "onnxruntime": Peer("onnxruntime", _onnxruntime, _needs("onnxruntime")),
     "openvino": Peer("openvino", _openvino, _needs("openvino")),
     "znnx": Peer("znnx", _znnx),
+    "openvino-bf16": Peer("openvino-bf16", lambda m, x: _openvino(m, x, "bf16"), _needs("openvino")),
+    "znnx-bf16": Peer("znnx-bf16", lambda m, x: _znnx(m, x, "bf16")),
 }
 REFERENCE_PEER = "pytorch-eager"
 

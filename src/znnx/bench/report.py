@@ -11,7 +11,7 @@ from pathlib import Path
 
 from znnx.bench.cost import PriceTable, cpu_throughput, gpu_throughput, usd_per_gigavoxel
 from znnx.bench.peers import REFERENCE_PEER
-from znnx.bench.runner import ERROR_FLAG, Measurement, Settings
+from znnx.bench.runner import ERROR_FLAG, Measurement, Settings, error_flag
 
 Shape = Sequence[int]
 
@@ -213,7 +213,8 @@ def write(folder: Path, results: Sequence[Measurement], sweep: Sequence[Measurem
              f"is reported); every runtime runs in its own process per round on the same input (uniform noise, "
              f"seed 0). "
              f"Peak RSS is the whole worker process (Python, libraries, model and buffers). Errors are "
-             f"max |y - y_eager| / max |y_eager|; rows above {ERROR_FLAG:g} are flagged.", "",
+             f"max |y - y_eager| / max |y_eager|; rows above {ERROR_FLAG:g} ({error_flag('-bf16'):g} for the "
+             f"bf16 runtimes) are flagged.", "",
              "## Side by side", "", *side_by_side_table(results, settings), "", "![throughput](throughput.png)", ""]
     if sweep:
         lines += ["## Throughput against patch size (ZNNi)", "",

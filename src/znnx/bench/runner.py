@@ -20,6 +20,13 @@ from znnx.bench.peers import PEERS, REFERENCE_PEER, thread_environment
 ERROR_FLAG = 1e-4
 
 
+def error_flag(peer: str) -> float:
+    """The error above which a peer's result is flagged: ERROR_FLAG, or bf16's stated tolerance."""
+    from znnx.plan.precision import PRECISIONS
+
+    return PRECISIONS["bf16"].tolerance if peer.endswith("-bf16") else ERROR_FLAG
+
+
 @dataclass(frozen=True)
 class Measurement:
     net: str
@@ -53,7 +60,8 @@ class Measurement:
 
     @property
     def flagged(self) -> bool:
-        return self.ok and not self.max_rel_error <= ERROR_FLAG
+        """An error above what the peer's precision allows (ERROR_FLAG in fp32)."""
+        return self.ok and not self.max_rel_error <= error_flag(self.peer)
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,8 @@ class FFTConv:
         xp = F.pad(x, (p[2], extra[2], p[1], extra[1], p[0], extra[0])).contiguous(memory_format=torch.channels_last_3d)
         aliased = out is not None and residual is not None and out.data_ptr() == residual.data_ptr()
         y = out if out is not None and not aliased else torch.empty(
-            (n_items, self.c_out, *self.out_spatial), memory_format=torch.channels_last_3d)
+            (n_items, self.c_out, *self.out_spatial), device=x.device, dtype=x.dtype,
+            memory_format=torch.channels_last_3d)
         xl, yl = xp.permute(0, 2, 3, 4, 1), y.permute(0, 2, 3, 4, 1)
         sd, sh, sw, sc = xl.stride()[1:]
         do, ho, wo = self.out_spatial

@@ -63,16 +63,18 @@ def cache_file() -> Path:
     return cache_dir() / "autotune.json"
 
 
-def _signature(graph: Graph, node: Node, batch: int) -> str:
+def _signature(graph: Graph, node: Node, batch: int, device: torch.device, precision: str) -> str:
     from znnx import __version__
     from znnx.kernels import winograd
 
     x, y = graph.types[node.inputs[0]], graph.types[node.output]
     a = node.attrs
     fields = [node.op, x.channels, y.channels, x.spatial, a["kernel"], a["pads"], a["stride"], a["dilation"],
-              a["groups"], list(a.get("epilogue", ())), float(a.get("alpha", 0.0)), batch, "float32",
-              torch.get_num_threads(), torch.__version__, __version__,
-              hashlib.sha256(winograd.source().encode()).hexdigest()[:12]]
+              a["groups"], list(a.get("epilogue", ())), float(a.get("alpha", 0.0)), batch,
+              "float32" if precision == "fp32" else precision, torch.get_num_threads(), torch.__version__,
+              __version__, hashlib.sha256(winograd.source().encode()).hexdigest()[:12]]
+    if device.type == "cuda":
+        fields += [torch.cuda.get_device_name(device), torch.backends.cudnn.version()]
     return hashlib.sha256(json.dumps(fields, default=list).encode()).hexdigest()[:24]
 
 
@@ -114,6 +116,7 @@ def _measure(build: Builder, node: Node, x: torch.Tensor, residual: torch.Tensor
     seconds: dict[str, float] = {}
     errors: dict[str, float] = {}
     reference: torch.Tensor | None = None
+    sync = (lambda: torch.cuda.synchronize(x.device)) if x.device.type == "cuda" else (lambda: None)
     for algorithm in algorithms:
         try:
             conv = build(node, algorithm)
@@ -122,6 +125,7 @@ def _measure(build: Builder, node: Node, x: torch.Tensor, residual: torch.Tensor
             continue
         start = time.perf_counter()
         y = conv(x, residual, None)
+        sync()
         warm = time.perf_counter() - start
         if reference is None:
             reference = y.clone()
@@ -134,6 +138,7 @@ def _measure(build: Builder, node: Node, x: torch.Tensor, residual: torch.Tensor
         for _ in range(REPS):
             start = time.perf_counter()
             conv(x, residual, out)
+            sync()
             runs.append(time.perf_counter() - start)
         seconds[algorithm] = statistics.median(runs)
     return seconds, errors
@@ -156,6 +161,19 @@ def _forced(algorithm: Algorithm, convs: dict[str, tuple[str, ...]]) -> dict[str
     return forced
 
 
+def direct_only(graph: Graph, algorithm: Algorithm, precision: str) -> tuple[LayerChoice, ...]:
+    """Every conv direct (`precision` below fp32, which znnx's own kernels do not run); an
+    `algorithm` forcing anything else is refused."""
+    names = [node.name for node in graph.nodes if node.op == "conv"]
+    forced = {} if algorithm is None else {name: algorithm for name in names} if isinstance(algorithm, str) \
+        else dict(algorithm)
+    wrong = sorted({a for a in forced.values() if a not in ("auto", "direct")})
+    if wrong:
+        raise GraphError(f"autotune: {wrong} run in fp32 only, but this net runs in {precision}, where every "
+                         f"convolution is direct; use algorithm auto or direct, or precision fp32")
+    return tuple(LayerChoice(name, "direct") for name in names)
+
+
 def choosable(graph: Graph, node: Node, candidates: tuple[str, ...]) -> tuple[str, ...]:
     """The algorithms `tune` may give `node` unforced: direct alone below MIN_CHANNELS in or out,
     else its `candidates` less FFT where Winograd F(4,r) applies (FFT is timed only where it does not)."""
@@ -166,8 +184,10 @@ def choosable(graph: Graph, node: Node, candidates: tuple[str, ...]) -> tuple[st
 
 
 def tune(graph: Graph, batch: int, candidates: Callable[[Node], tuple[str, ...]], build: Builder,
-         algorithm: Algorithm = None) -> tuple[LayerChoice, ...]:
-    """One LayerChoice per conv of `graph` (run `batch` patches at a time)."""
+         algorithm: Algorithm = None, device: torch.device | None = None,
+         precision: str = "fp32") -> tuple[LayerChoice, ...]:
+    """One LayerChoice per conv of `graph` (run `batch` patches at a time on `device`, the CPU by default)."""
+    device = device or torch.device("cpu")
     nodes = {node.name: node for node in graph.nodes if node.op == "conv"}
     convs = {name: candidates(node) for name, node in nodes.items()}
     forced = _forced(algorithm, convs)
@@ -183,20 +203,20 @@ def tune(graph: Graph, batch: int, candidates: Callable[[Node], tuple[str, ...]]
             choices.append(LayerChoice(name, "direct"))
             continue
         x_type = graph.types[node.inputs[0]]
-        key = _signature(graph, node, batch)
+        key = _signature(graph, node, batch, device, precision)
         entry = cache.get(key)
         if isinstance(entry, dict) and entry.get("algorithm") in convs[name]:
             choices.append(LayerChoice(name, str(entry["algorithm"]), _pairs(entry.get("seconds")),
                                        _pairs(entry.get("errors")), "cache"))
             continue
         generator = torch.Generator().manual_seed(0)
-        x = torch.rand((batch, x_type.channels, *x_type.spatial), generator=generator).contiguous(
+        x = torch.rand((batch, x_type.channels, *x_type.spatial), generator=generator).to(device).contiguous(
             memory_format=torch.channels_last_3d)
         residual = None
         if len(node.inputs) == 2:
             y_type = graph.types[node.output]
-            residual = torch.rand((batch, y_type.channels, *y_type.spatial), generator=generator).contiguous(
-                memory_format=torch.channels_last_3d)
+            residual = torch.rand((batch, y_type.channels, *y_type.spatial), generator=generator).to(
+                device).contiguous(memory_format=torch.channels_last_3d)
         with torch.inference_mode():
             seconds, errors = _measure(build, node, x, residual, timed)
         valid = [a for a in seconds if errors.get(a, float("inf")) <= TOLERANCE[a]]

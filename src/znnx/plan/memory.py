@@ -64,7 +64,7 @@ def inplace_candidates(node: Node) -> tuple[int, ...]:
     return ()
 
 
-def transient_bytes(graph: Graph, node: Node, batch: int) -> int:
+def transient_bytes(graph: Graph, node: Node, batch: int, element_bytes: int = FLOAT_BYTES) -> int:
     """Scratch a step needs beyond its inputs and output: explicit copies made for asymmetric pads."""
     if node.op == "conv" and tuple(node.attrs["pads"][:3]) != tuple(node.attrs["pads"][3:]):
         x = graph.types[node.inputs[0]]
@@ -72,9 +72,9 @@ def transient_bytes(graph: Graph, node: Node, batch: int) -> int:
         padded = x.channels * batch
         for i in range(3):
             padded *= x.spatial[i] + pads[i] + pads[i + 3]
-        return padded * FLOAT_BYTES
+        return padded * element_bytes
     if node.op == "conv_transpose" and any(node.attrs["pads"]):
-        return 2 * graph.types[node.output].numel * batch * FLOAT_BYTES
+        return 2 * graph.types[node.output].numel * batch * element_bytes
     return 0
 
 
@@ -141,15 +141,17 @@ def _alias(graph: Graph, size: dict[str, int], owned_inputs: set[str]) -> _Alias
 
 def plan_memory(graph: Graph, batch: int = 1, relayout: bool = False,
                 placeable: Callable[[Node], bool] = lambda node: False,
-                scratch: Callable[[Graph, Node], int] = lambda graph, node: 0) -> MemoryPlan:
-    """The memory plan of running `graph` once on a batch of `batch` patches.
+                scratch: Callable[[Graph, Node], int] = lambda graph, node: 0,
+                element_bytes: int = FLOAT_BYTES) -> MemoryPlan:
+    """The memory plan of running `graph` once on a batch of `batch` patches, activations and
+    weights held in `element_bytes` per value (4 for fp32, 2 for fp16 / bf16).
 
     `placeable(node)` says whether the backend can write the node's output into an arena slot;
-    `scratch(graph, node)` how many bytes per patch of arena scratch the step needs while it runs.
+    `scratch(graph, node)` how many elements per patch of arena scratch the step needs while it runs.
     With `relayout`, the backend copies multi-channel inputs into its own layout on entry (a buffer
     it owns and frees after the last reader) and multi-channel outputs back to NCDHW on exit.
     """
-    size = {name: t.numel * batch * FLOAT_BYTES for name, t in graph.types.items()}
+    size = {name: t.numel * batch * element_bytes for name, t in graph.types.items()}
     copied = {name for name in graph.inputs if relayout and graph.types[name].channels > 1}
     aliasing = _alias(graph, size, copied)
     forever = len(graph.nodes)
@@ -159,7 +161,7 @@ def plan_memory(graph: Graph, batch: int = 1, relayout: bool = False,
         if aliasing.buffer_of[buffer] == buffer and placeable(node) and aliasing.last[buffer] < forever:
             slot_of[buffer] = slots.take(size[buffer], aliasing.first[buffer], aliasing.last[buffer])
         if scratch(graph, node):
-            scratch_of[node.name] = slots.take(scratch(graph, node) * batch, i, i)
+            scratch_of[node.name] = slots.take(scratch(graph, node) * batch * element_bytes, i, i)
     fresh = [b for b in aliasing.first if b not in slot_of and (b in copied or b not in graph.inputs)]
     steps = []
     for i, node in enumerate(graph.nodes):
@@ -169,11 +171,11 @@ def plan_memory(graph: Graph, batch: int = 1, relayout: bool = False,
             live += size[node.output]  # computed apart, then added into the residual
         steps.append(Step(node.name, aliasing.inplace.get(node.name), node.op in VIEW_OPS,
                           slot_of.get(buffer) if buffer == node.output else None,
-                          live + transient_bytes(graph, node, batch), scratch_of.get(node.name)))
+                          live + transient_bytes(graph, node, batch, element_bytes), scratch_of.get(node.name)))
     at_exit = sum(size[b] for b in fresh if aliasing.last[b] >= forever)
     exit_copies = sum(size[name] for name in graph.outputs if relayout and graph.types[name].channels > 1)
     intermediates = [node.output for node in graph.nodes if node.op not in VIEW_OPS]
-    weights = sum(int(p.nbytes) for node in graph.nodes for p in node.params.values())
+    weights = sum(int(p.size) * element_bytes for node in graph.nodes for p in node.params.values())
     arena = sum(slots.size)
     return MemoryPlan(
         steps=tuple(steps),

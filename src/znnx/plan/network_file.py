@@ -85,6 +85,7 @@ def save(net: Net, path: str | Path) -> Path:
         "rewrites": [list(r) for r in net.rewrites],
         "plan": _plan_json(net.plan),
         "plan_device": net.device.type,
+        "plan_precision": net.precision.name,
         "znnx": znnx.__version__,
     }, sort_keys=True)
     metadata = {"format": FORMAT, "version": str(VERSION), "graph": header, "sha256": _digest(header, tensors)}
@@ -129,8 +130,8 @@ def _graph(data: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> Graph:
                  str(data["name"]))
 
 
-def load(path: str | Path, device: str = "cpu", algorithm: Algorithm = None) -> Net:
-    """The network in file `path`, compiled for its stored patch on `device`."""
+def load(path: str | Path, device: str = "cpu", algorithm: Algorithm = None, precision: str = "fp32") -> Net:
+    """The network in file `path`, compiled for its stored patch on `device` in `precision`."""
     from znnx.net import Net
 
     source = Path(path)
@@ -150,13 +151,14 @@ def load(path: str | Path, device: str = "cpu", algorithm: Algorithm = None) -> 
         graph = verify(_graph(data["graph"], tensors))
         rewrites = tuple((str(name), int(count)) for name, count in data["rewrites"])
         stored_plan, plan_device = data["plan"], str(data["plan_device"])
+        plan_precision = str(data.get("plan_precision", "fp32"))
     except GraphError as error:
         raise ModelError(f"{COMPONENT}: {str(source)!r} holds an invalid graph: {error}") from None
     except (KeyError, TypeError, ValueError, IndexError) as error:
         raise ModelError(f"{COMPONENT}: {str(source)!r} has a malformed header: {type(error).__name__}: {error}"
                          ) from None
-    net = Net(graph, device, rewrites, algorithm)
-    if net.device.type == plan_device and _plan_json(net.plan) != stored_plan:
+    net = Net(graph, device, rewrites, algorithm, precision)
+    if (net.device.type, net.precision.name) == (plan_device, plan_precision) and _plan_json(net.plan) != stored_plan:
         raise ModelError(f"{COMPONENT}: {str(source)!r} stores a memory plan that differs from the one this znnx "
                          f"computes for its graph; recompile the model with this znnx")
     return net

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
+from znnx.errors import InputError
 from znnx.ir.graph import Graph
 from znnx.net import Net, compile, model_shape  # noqa: A004
 from znnx.volume.autopatch import choose_patch
@@ -20,37 +21,90 @@ __all__ = ["Summary", "VolumeOptions", "infer_volume", "plan_blocks"]
 def infer_volume(model: Graph | Net, input: str, output: str,  # noqa: A002
                  patch: Sequence[int] | str = "auto", options: VolumeOptions | None = None,
                  memory_bytes: int | None = None, device: str = "cpu", quiet: bool = False,
-                 stream: TextIO | None = None, client: Client | None = None, threads: int | None = None) -> Summary:
+                 stream: TextIO | None = None, client: Client | None = None, threads: int | None = None,
+                 precision: str = "fp32") -> Summary:
     """Run `model` over the volume at `input`, write `output`; resumable (see `run_volume`).
 
     A `Graph` is compiled for `patch`, or with `patch="auto"` for the patch that runs this volume
-    fastest within `memory_bytes` (default: half the free memory); a compiled `Net` runs as is.
-    With a `dask.distributed.Client` the blocks run on its cluster (see `dask_runner`): the patch is
-    then chosen on a worker, within the workers' memory limit, and `threads` sets each worker's
-    compute threads."""
+    fastest within `memory_bytes` (default: half the free memory of the device); a compiled `Net`
+    runs as is. `device` may list several devices ("cuda,cpu"): each gets a net of its own (with
+    its own automatic patch, `memory_bytes` then applying to each) and they compute blocks from one
+    queue, the first device's patch laying out the blocks. With a `dask.distributed.Client` the
+    blocks run on its cluster (see `dask_runner`): the patch is then chosen on a worker, within the
+    workers' memory limit, and `threads` sets each worker's compute threads."""
     options = options or VolumeOptions()
-    notes = []
-    if isinstance(model, Graph):
-        if isinstance(patch, str):
-            rank = model.spatial_rank
-            volume = tuple(open_volume(input).shape[-rank:])
-            if client is None:
-                choice = choose_patch(model, volume, options, memory_bytes, device)
-            else:
-                from znnx.volume.dask_runner import choose_patch_on_worker
-
-                choice = choose_patch_on_worker(client, model, volume, output, options, memory_bytes, threads)
-            notes.append("autopatch: " + choice.reason)
-            patch = choice.patch
-        model = compile(model, patch=patch, device=device)
-    elif not isinstance(patch, str) and tuple(patch) != model_shape(model.graph, model.graph.types[
-            model.graph.inputs[0]])[1:]:
-        model = compile(model.graph, patch=patch, device=device)
+    devices = [d.strip() for d in device.split(",")]
+    if len(devices) > 1 and client is not None:
+        raise InputError(f"volume: several devices {devices} run on this machine's block queue, not on a Dask "
+                         f"cluster; give one device with a cluster")
+    notes: list[str] = []
+    nets = [_net(model, input, output, patch, options, memory_bytes, d, precision, client, threads, notes)
+            for d in devices]
+    primary, helpers = nets[0], nets[1:]
+    if options.mode == "blend":
+        helpers = [_same_patch(h, primary) for h in helpers]
+    elif helpers:
+        helpers = _compatible(helpers, primary, input, options, notes)
     if client is None:
-        summary = run_volume(model, input, output, options, quiet=quiet, stream=stream)
+        summary = run_volume(primary, input, output, options, quiet=quiet, stream=stream, helpers=helpers)
     else:
         from znnx.volume.dask_runner import run_volume_dask
 
-        summary = run_volume_dask(model, input, output, client, options, threads, quiet=quiet, stream=stream)
+        summary = run_volume_dask(primary, input, output, client, options, threads, quiet=quiet, stream=stream)
     summary.notes[:0] = notes
     return summary
+
+
+def _net(model: Graph | Net, input: str, output: str, patch: Sequence[int] | str,  # noqa: A002
+         options: VolumeOptions, memory_bytes: int | None, device: str, precision: str, client: Client | None,
+         threads: int | None, notes: list[str]) -> Net:
+    """`model` compiled for `device`: a Graph at `patch` or the automatic one, a Net as it is unless
+    another patch, device or precision is asked for."""
+    if isinstance(model, Net):
+        own = model_shape(model.graph, model.graph.types[model.graph.inputs[0]])[1:]
+        wanted = own if isinstance(patch, str) else tuple(patch)
+        if (wanted, device, precision) == (own, str(model.device), model.precision.name):
+            return model
+        return compile(model.graph, patch=wanted, device=device, precision=precision)
+    if isinstance(patch, str):
+        rank = model.spatial_rank
+        volume = tuple(open_volume(input).shape[-rank:])
+        if client is None:
+            choice = choose_patch(model, volume, options, memory_bytes, device, precision=precision)
+        else:
+            from znnx.volume.dask_runner import choose_patch_on_worker
+
+            choice = choose_patch_on_worker(client, model, volume, output, options, memory_bytes, threads)
+        notes.append(f"autopatch ({device}): " + choice.reason)
+        patch = choice.patch
+    return compile(model, patch=patch, device=device, precision=precision)
+
+
+def _same_patch(helper: Net, primary: Net) -> Net:
+    """`helper` at the primary's patch (blend mode tiles windows of one patch)."""
+    if helper.input_shape == primary.input_shape:
+        return helper
+    return compile(helper.graph, patch=primary.input_shape[1:], device=str(helper.device),
+                   precision=helper.precision.name)
+
+
+def _compatible(helpers: Sequence[Net], primary: Net, input: str, options: VolumeOptions,  # noqa: A002
+                notes: list[str]) -> list[Net]:
+    """Exact mode: helpers that can compute the primary's blocks with their own patch; the others
+    recompiled at the primary's patch (a same-padded net whose patch pads the volume differently)."""
+    from znnx.report import geometry
+    from znnx.volume.block import tiling
+    from znnx.volume.runner import retiling
+
+    layout = tiling(geometry(primary.graph))
+    spatial = tuple(open_volume(input).shape[-primary.graph.spatial_rank:])
+    fitted = []
+    for helper in helpers:
+        try:
+            retiling(helper, layout, spatial, options.mode)
+        except InputError:
+            notes.append(f"hybrid: {helper.device} runs the patch of {primary.device}, "
+                         f"{'x'.join(map(str, primary.input_shape[1:]))}: its own would pad the volume differently")
+            helper = _same_patch(helper, primary)
+        fitted.append(helper)
+    return fitted

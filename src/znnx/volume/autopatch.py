@@ -65,7 +65,15 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def default_budget() -> int:
+def default_budget(device: str = "cpu") -> int:
+    """BUDGET_SHARE of the memory free now: the GPU's for a CUDA device, else the host's."""
+    import torch
+
+    target = torch.device(device)
+    if target.type == "cuda":
+        from znnx.backends import cuda
+
+        return int(BUDGET_SHARE * cuda.free_memory(target))
     return int(BUDGET_SHARE * available_memory())
 
 
@@ -106,30 +114,41 @@ def candidate_patches(graph: Graph, volume: tuple[int, ...]) -> list[tuple[int, 
     return found
 
 
-def _cost(graph: Graph, patch: tuple[int, ...], volume: tuple[int, ...], options: VolumeOptions) -> Candidate | None:
+def _cost(graph: Graph, patch: tuple[int, ...], volume: tuple[int, ...], options: VolumeOptions,
+          device: str = "cpu", precision: str = "fp32") -> Candidate | None:
+    """The candidate's memory on the device that runs it (on a GPU: the plan, weights, FFT spectra
+    and the CUDA graph's static input and outputs; on the CPU also the pipeline's patches)."""
+    import torch
+
     from znnx import passes
-    from znnx.backends import cpu
-    from znnx.net import cpu_memory_plan, reshape
+    from znnx.backends import cpu, cuda
+    from znnx.net import memory_plan, reshape
+    from znnx.plan.precision import PRECISIONS
 
     try:
         shaped = passes.optimize(reshape(graph, patch)).graph
         _, blocks, _ = plan_blocks(shaped, volume, options)
     except (GraphError, InputError):
         return None
-    plan = cpu_memory_plan(shaped, 1)
-    kernel_weights, kernel_scratch = cpu.reserved_kernel_bytes(shaped)
+    kind = torch.device(device).type
+    plan = memory_plan(shaped, 1, kind, precision)
     c_in = shaped.types[shaped.inputs[0]]
     c_out = shaped.types[shaped.outputs[0]]
-    buffers = PIPELINE_INPUTS * c_in.numel * 4 + PIPELINE_OUTPUTS * c_out.numel * 4
+    if kind == "cpu":
+        kernel_weights, kernel_scratch = cpu.reserved_kernel_bytes(shaped, precision)
+        buffers = PIPELINE_INPUTS * c_in.numel * 4 + PIPELINE_OUTPUTS * c_out.numel * 4
+    else:
+        kernel_weights, kernel_scratch = cuda.reserved_kernel_bytes(shaped, PRECISIONS[precision])
+        buffers = c_in.numel * 4 + 2 * c_out.numel * 4
     flops = sum(layer.flops for layer in layers(shaped))
     memory = plan.peak_bytes + plan.weight_bytes + kernel_weights + kernel_scratch + buffers
     return Candidate(patch, memory, sum(len(b.reads) for b in blocks), flops)
 
 
-def _time(graph: Graph, patch: tuple[int, ...], device: str, reps: int) -> float:
+def _time(graph: Graph, patch: tuple[int, ...], device: str, precision: str, reps: int) -> float:
     import znnx
 
-    net = znnx.compile(graph, patch=patch, device=device)
+    net = znnx.compile(graph, patch=patch, device=device, precision=precision)
     x = np.zeros(net.input_shape, np.float32)
     net(x)
     times = []
@@ -141,10 +160,12 @@ def _time(graph: Graph, patch: tuple[int, ...], device: str, reps: int) -> float
 
 
 def choose_patch(graph: Graph, volume: tuple[int, ...], options: VolumeOptions, budget_bytes: int | None = None,
-                 device: str = "cpu", measure: int = 3, reps: int = 1) -> Choice:
-    """The patch that minimizes predicted run time within `budget_bytes` (default: half the free memory)."""
-    budget = budget_bytes if budget_bytes is not None else default_budget()
-    costed = [c for c in (_cost(graph, p, volume, options) for p in candidate_patches(graph, volume)) if c]
+                 device: str = "cpu", measure: int = 3, reps: int = 1, precision: str = "fp32") -> Choice:
+    """The patch that minimizes predicted run time on `device` within `budget_bytes` (default: half
+    the free memory of that device)."""
+    budget = budget_bytes if budget_bytes is not None else default_budget(device)
+    costed = [c for c in (_cost(graph, p, volume, options, device, precision)
+                          for p in candidate_patches(graph, volume)) if c]
     fitting = [c for c in costed if c.memory_bytes <= budget]
     if not fitting:
         smallest = min(costed, key=lambda c: c.memory_bytes, default=None)
@@ -153,7 +174,7 @@ def choose_patch(graph: Graph, volume: tuple[int, ...], options: VolumeOptions, 
         raise InputError(f"autopatch: no patch fits the memory budget of {budget / 2**30:.2f} GiB{need}; raise "
                          f"--memory or give --patch")
     ranked = sorted(fitting, key=lambda c: c.patches * c.flops)
-    measured = [Candidate(c.patch, c.memory_bytes, c.patches, c.flops, _time(graph, c.patch, device, reps))
+    measured = [Candidate(c.patch, c.memory_bytes, c.patches, c.flops, _time(graph, c.patch, device, precision, reps))
                 for c in ranked[:measure]]
     best = min(measured, key=lambda c: c.seconds or math.inf)
     others = ", ".join(f"{'x'.join(map(str, c.patch))}: {c.patches} x {c.seconds_per_patch:.3f} s"

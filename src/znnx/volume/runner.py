@@ -9,6 +9,7 @@ computes only the blocks the ledger does not list.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -292,38 +293,72 @@ def open_output(run: Run, options: VolumeOptions) -> tuple[storage.Volume, Ledge
                         len(run.blocks), options.overwrite)
 
 
+def retiling(net: Net, layout: Tiling, spatial: tuple[int, ...], mode: str) -> Tiling | None:
+    """How `net` computes blocks laid out by `layout` (another net of the same model, over a volume
+    of `spatial`): as they are (None: same patch), or exact mode only, as the cells of its own exact
+    tiling inside each block's write box, which needs the same padded extent (same-padded nets pad
+    the volume up to a size their patch accepts, and the result depends on it)."""
+    from znnx.volume.block import padded_extent
+
+    if tuple(net.input_shape[1:]) == layout.patch_in:
+        return None
+    own = tiling(geometry(net.graph)) if mode == "exact" else None
+    if own is None or padded_extent(spatial, own) != padded_extent(spatial, layout):
+        why = "blend mode tiles windows of one patch" if mode != "exact" else "it pads the volume to another extent"
+        raise InputError(f"volume: a helper net of patch {tuple(net.input_shape[1:])} cannot compute blocks laid out "
+                         f"for patch {layout.patch_in} ({why}); compile every device's net for the same patch")
+    return own
+
+
 class BlockJob:
     """Reads, computes and writes single blocks of a run; one per process (the local runner's, or a
-    Dask worker's). `compute` runs on one thread at a time; `load` and `store` may run on others."""
+    Dask worker's) and per device in a hybrid run. `compute` runs on one thread at a time; `load`
+    and `store` may run on others. With `retile`, the net has its own patch and computes a block as
+    the cells of its exact tiling inside the block's write box (`retiling`)."""
 
     def __init__(self, net: Net, input: str, output: str | storage.Volume,  # noqa: A002
-                 spatial: tuple[int, ...], options: VolumeOptions) -> None:
-        self.net, self.options = net, options
+                 spatial: tuple[int, ...], options: VolumeOptions, retile: Tiling | None = None) -> None:
+        self.net, self.options, self.retile = net, options, retile
         self.channels, self.out_channels = net.input_shape[0], net.output_shape[0]
         self.reader = _Reader(storage.open_volume(input), spatial, options)
         self.mask = _open_mask(options.mask, spatial) if options.mask else None
         self.sink = storage.open_volume(output, writable=True) if isinstance(output, str) else output
         self.weights = window_weights(options.weighting, net.output_shape[1:]) if options.mode == "blend" else None
-        self.compute_seconds = 0.0
-        self.patches = 0
+        self.compute_seconds = self.read_wait_seconds = self.write_wait_seconds = 0.0
+        self.patches = self.blocks = self.skipped = 0
+
+    def parts(self, block: Block) -> list[Block]:
+        """The blocks this job's net computes `block` as: itself, or its own tiling's cells inside it."""
+        return [block] if self.retile is None else exact_blocks(self.reader.spatial, self.retile, block.write)
 
     def load(self, block: Block) -> list[np.ndarray] | None:
-        """The block's normalized input patches, or None if the mask or the background skips it."""
+        """The block's normalized input patches, or None if the mask or the background skips it
+        (judged on the block's own read boxes, so every job skips the same blocks)."""
         options = self.options
         if self.mask is not None and not self.mask.read(block.write.slices()).any():
             return None
-        raws = [self.reader.raw(box) for box in block.reads]
-        if options.background is not None and all(r is None or (r == options.background).all() for r in raws):
-            return None
-        return [self.reader.patch(box, raw, self.channels) for box, raw in zip(block.reads, raws)]
+        raws: list[np.ndarray | None] | None = None
+        if options.background is not None:
+            raws = [self.reader.raw(box) for box in block.reads]
+            if all(r is None or (r == options.background).all() for r in raws):
+                return None
+        boxes = [box for part in self.parts(block) for box in part.reads]
+        if raws is None or self.retile is not None:
+            raws = [self.reader.raw(box) for box in boxes]
+        return [self.reader.patch(box, raw, self.channels) for box, raw in zip(boxes, raws)]
 
     def compute(self, block: Block, patches: list[np.ndarray]) -> np.ndarray:
         """The block's output over its write box (C_out, *write shape), float32."""
         began = time.perf_counter()
-        if self.weights is None:
+        if self.weights is not None:
+            result = blend(block.write, block.outputs, (self.net(patch) for patch in patches), self.weights)
+        elif self.retile is None:
             result = self.net(patches[0])[(slice(None), *block.write.slices(block.outputs[0].start))]
         else:
-            result = blend(block.write, block.outputs, (self.net(patch) for patch in patches), self.weights)
+            result = np.empty((self.out_channels, *block.write.shape), np.float32)
+            for part, patch in zip(self.parts(block), patches):
+                result[(slice(None), *part.write.slices(block.write.start))] = self.net(patch)[
+                    (slice(None), *part.write.slices(part.outputs[0].start))]
         self.compute_seconds += time.perf_counter() - began
         self.patches += len(patches)
         return result
@@ -358,25 +393,79 @@ def new_progress(run: Run, todo: Sequence[Block], options: VolumeOptions, quiet:
                     roi_voxels - sum(b.write.size for b in todo), stream=stream, quiet=quiet)
 
 
+class _Queue:
+    """The blocks left to do, handed out one at a time to whichever worker asks first."""
+
+    def __init__(self, blocks: Sequence[Block]) -> None:
+        self._blocks = iter(blocks)
+        self._lock = threading.Lock()
+        self.stopped = False
+
+    def take(self) -> Block | None:
+        with self._lock:
+            return None if self.stopped else next(self._blocks, None)
+
+
+def _work(job: BlockJob, queue: _Queue, reads: ThreadPoolExecutor, writes: ThreadPoolExecutor, prefetch: int,
+          store: Callable[[BlockJob, Block, np.ndarray | None], None]) -> None:
+    """One worker's loop: keep `prefetch` loads in flight, compute on this thread, hand results to
+    the writer (at most two waiting, so a slow disk slows the worker instead of filling memory)."""
+    pending: deque[tuple[Block, Future]] = deque()
+    written: deque[Future] = deque()
+
+    def submit_read() -> None:
+        block = queue.take()
+        if block is not None:
+            pending.append((block, reads.submit(job.load, block)))
+
+    try:
+        for _ in range(max(prefetch, 1)):
+            submit_read()
+        while pending:
+            block, loaded = pending.popleft()
+            submit_read()
+            began = time.perf_counter()
+            patches = loaded.result()
+            job.read_wait_seconds += time.perf_counter() - began
+            job.skipped += patches is None
+            job.blocks += 1
+            written.append(writes.submit(store, job, block, None if patches is None else job.compute(block, patches)))
+            began = time.perf_counter()
+            while len(written) > 2 or (written and written[0].done()):
+                written.popleft().result()
+            job.write_wait_seconds += time.perf_counter() - began
+        began = time.perf_counter()
+        for future in written:
+            future.result()
+        job.write_wait_seconds += time.perf_counter() - began
+    except BaseException:
+        queue.stopped = True
+        raise
+
+
 def run_volume(net: Net, input: str, output: str, options: VolumeOptions | None = None,  # noqa: A002
                quiet: bool = False, stream: TextIO | None = None,
-               on_block: Callable[[Block], None] | None = None) -> Summary:
+               on_block: Callable[[Block], None] | None = None, helpers: Sequence[Net] = ()) -> Summary:
     """Run `net` over the volume at `input` and write the result to `output` (see `VolumeOptions`).
 
     The output is (C_out, D, H, W), chunked so that each block writes whole chunks; a ledger beside
-    it makes the call resumable. `on_block` is called after each block is recorded (tests use it)."""
+    it makes the call resumable. `on_block` is called after each block is recorded (tests use it).
+    `helpers` are more nets of the same model (another device, its own patch: `retiling`): each
+    takes blocks from the same queue on its own thread while `net` computes on the caller's, so
+    their throughputs add up (the hybrid CPU + GPU run)."""
     options = options or VolumeOptions()
     start = time.perf_counter()
     run = plan_run(net, input, output, options)
+    retiles = [retiling(helper, run.tiling, run.spatial, options.mode) for helper in helpers]
     sink, ledger = open_output(run, options)
-    job = BlockJob(net, run.input, sink, run.spatial, options)
+    jobs = [BlockJob(net, run.input, sink, run.spatial, options),
+            *(BlockJob(h, run.input, sink, run.spatial, options, r) for h, r in zip(helpers, retiles))]
     todo = [b for b in run.blocks if b.index not in ledger.done]
     progress = new_progress(run, todo, options, quiet, stream)
-    waits = {"read": 0.0, "write": 0.0}
-    skipped = 0
     failed: list[BaseException] = []
+    queue = _Queue(todo)
 
-    def store(block: Block, result: np.ndarray | None) -> None:
+    def store(job: BlockJob, block: Block, result: np.ndarray | None) -> None:
         if failed:  # after a failed write, queued blocks are left for the rerun
             return
         try:
@@ -391,39 +480,30 @@ def run_volume(net: Net, input: str, output: str, options: VolumeOptions | None 
 
     progress.show()
     try:
-        with ThreadPoolExecutor(2, "znnx-read") as reads, ThreadPoolExecutor(1, "znnx-write") as writes:
-            queue = iter(todo)
-            pending: deque[tuple[Block, Future]] = deque()
-            written: deque[Future] = deque()
-
-            def submit_read() -> None:
-                block = next(queue, None)
-                if block is not None:
-                    pending.append((block, reads.submit(job.load, block)))
-
-            for _ in range(max(options.prefetch, 1)):
-                submit_read()
-            while pending:
-                block, loaded = pending.popleft()
-                submit_read()
-                began = time.perf_counter()
-                patches = loaded.result()
-                waits["read"] += time.perf_counter() - began
-                skipped += patches is None
-                written.append(writes.submit(store, block, None if patches is None else job.compute(block, patches)))
-                began = time.perf_counter()
-                while len(written) > 2 or (written and written[0].done()):
-                    written.popleft().result()
-                waits["write"] += time.perf_counter() - began
-            began = time.perf_counter()
-            for future in written:
+        with ThreadPoolExecutor(2 * len(jobs), "znnx-read") as reads, ThreadPoolExecutor(1, "znnx-write") as writes, \
+                ThreadPoolExecutor(max(len(helpers), 1), "znnx-helper") as helping:
+            others = [helping.submit(_work, job, queue, reads, writes, 1, store) for job in jobs[1:]]
+            try:
+                _work(jobs[0], queue, reads, writes, options.prefetch, store)
+            finally:
+                for future in others:
+                    future.exception()
+            for future in others:
                 future.result()
-            waits["write"] += time.perf_counter() - began
     finally:
+        queue.stopped = True
         ledger.close()
         progress.close()
-    return summarize(run, todo, time.perf_counter() - start, len(todo) - skipped, skipped, job.patches,
-                     job.compute_seconds, (waits["read"], waits["write"]), options)
+    summary = summarize(run, todo, time.perf_counter() - start, len(todo) - sum(j.skipped for j in jobs),
+                        sum(j.skipped for j in jobs), sum(j.patches for j in jobs),
+                        sum(j.compute_seconds for j in jobs),
+                        (sum(j.read_wait_seconds for j in jobs), sum(j.write_wait_seconds for j in jobs)), options,
+                        workers=len(jobs))
+    if helpers:
+        summary.notes.append("hybrid: " + ", ".join(
+            f"{j.net.device} ({j.net.precision.name}, patch {'x'.join(map(str, j.net.input_shape[1:]))}) "
+            f"{j.blocks} block(s) in {j.compute_seconds:.1f} s of compute" for j in jobs))
+    return summary
 
 
 def parse_roi(text: str, spatial_rank: int) -> Box:

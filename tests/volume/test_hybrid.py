@@ -1,0 +1,105 @@
+"""Hybrid runs: several nets of one model (one per device, each with its own patch) take blocks
+from one queue, and the result is the single-net result. On a machine without a GPU the helpers are
+CPU nets, which exercises the same queue, retiling and failure paths."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import znnx
+from tests.nets import SymmetricUNet, ValidUNet, randomize
+from tests.volume.test_runner import VOLUME, _read, _whole_volume
+from znnx.errors import DeviceError, InputError
+from znnx.report import geometry
+from znnx.volume import VolumeOptions, infer_volume
+from znnx.volume.block import tiling
+from znnx.volume.runner import retiling, run_volume
+
+
+@pytest.fixture(scope="module")
+def volume_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, np.ndarray]:
+    data = np.random.default_rng(3).random(VOLUME).astype(np.float32)
+    path = tmp_path_factory.mktemp("volume") / "raw.npy"
+    np.save(path, data)
+    return str(path), data
+
+
+def _blocks(note: str) -> list[int]:
+    return [int(n) for n in re.findall(r"(\d+) block\(s\)", note)]
+
+
+@pytest.mark.parametrize(("name", "primary", "helper"), [
+    ("valid", (40, 36, 44), (28, 28, 28)),
+    ("same", (36, 28, 36), (28, 28, 28)),  # both pad the volume to (38, 30, 44)
+])
+def test_helpers_with_their_own_patch_give_the_single_net_result(
+        tmp_path: Path, volume_file: tuple[str, np.ndarray], name: str, primary: tuple[int, ...],
+        helper: tuple[int, ...]) -> None:
+    source, data = volume_file
+    model = randomize(ValidUNet(3) if name == "valid" else SymmetricUNet(3, levels=2), 0)
+    graph = znnx.load(model, input_shape=(1, *helper))
+    net, small = znnx.compile(graph, patch=primary), znnx.compile(graph, patch=helper)
+    summary = run_volume(net, source, str(tmp_path / "h.npy"), quiet=True, helpers=[small])
+    expected = _whole_volume(model, net, data)
+    got = _read(str(tmp_path / "h.npy"))
+    assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+    assert summary.workers == 2 and summary.computed == summary.blocks > 2
+    counts = _blocks(summary.notes[-1])
+    assert sum(counts) == summary.blocks and min(counts) >= 1, summary.notes
+
+
+def test_retiling_refuses_what_would_change_the_result(volume_file: tuple[str, np.ndarray]) -> None:
+    graph = znnx.load(randomize(SymmetricUNet(3, levels=2), 0), input_shape=(1, 16, 16, 16))
+    big, small = znnx.compile(graph, patch=(48, 48, 48)), znnx.compile(graph, patch=(16, 16, 16))
+    layout = tiling(geometry(big.graph))
+    assert retiling(big, layout, VOLUME, "exact") is None
+    with pytest.raises(InputError, match=r"helper net of patch \(16, 16, 16\).*another extent"):
+        retiling(small, layout, VOLUME, "exact")  # patch 48 pads the volume to (48, 48, 48), 16 to (38, 30, 44)
+    with pytest.raises(InputError, match="blend mode tiles windows of one patch"):
+        retiling(small, tiling(geometry(znnx.compile(graph, patch=(32, 32, 32)).graph)), VOLUME, "blend")
+
+
+@pytest.mark.parametrize("mode", ["exact", "blend"])
+def test_infer_volume_on_two_devices_chooses_a_patch_for_each(
+        tmp_path: Path, volume_file: tuple[str, np.ndarray], mode: str) -> None:
+    source, _ = volume_file
+    graph = znnx.load(randomize(SymmetricUNet(3, levels=2), 1), input_shape=(1, 16, 16, 16))
+    options = VolumeOptions(mode=mode)
+    one = infer_volume(graph, source, str(tmp_path / "one.npy"), options=options, device="cpu", quiet=True)
+    two = infer_volume(graph, source, str(tmp_path / "two.npy"), options=options, device="cpu, cpu", quiet=True)
+    assert sum(n.startswith("autopatch (cpu)") for n in two.notes) == 2
+    assert two.workers == 2 and any(n.startswith("hybrid: cpu") for n in two.notes)
+    np.testing.assert_allclose(_read(str(tmp_path / "two.npy")), _read(str(tmp_path / "one.npy")), atol=1e-5)
+
+
+def test_a_failing_helper_stops_the_run_and_the_rerun_finishes(
+        tmp_path: Path, volume_file: tuple[str, np.ndarray]) -> None:
+    source, _ = volume_file
+    graph = znnx.load(randomize(ValidUNet(3), 2), input_shape=(1, 28, 28, 28))
+    net, helper = znnx.compile(graph, patch=(28, 28, 28)), znnx.compile(graph, patch=(28, 28, 28))
+
+    def broken(inputs: object) -> list[torch.Tensor]:
+        raise RuntimeError("helper device lost (test)")
+
+    helper._run = broken
+    target = str(tmp_path / "f.zarr")
+    with pytest.raises(RuntimeError, match="device lost"):
+        run_volume(net, source, target, quiet=True, helpers=[helper])
+    summary = run_volume(net, source, target, quiet=True)
+    assert summary.resumed < summary.blocks
+    single = run_volume(net, source, str(tmp_path / "single.zarr"), quiet=True)
+    np.testing.assert_array_equal(_read(target), _read(str(tmp_path / "single.zarr")))
+    assert single.computed == single.blocks
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without a GPU")
+def test_hybrid_with_cuda_but_no_gpu_says_so(tmp_path: Path, volume_file: tuple[str, np.ndarray]) -> None:
+    graph = znnx.load(randomize(ValidUNet(3), 2), input_shape=(1, 28, 28, 28))
+    with pytest.raises(DeviceError, match="no CUDA GPU is available"):
+        infer_volume(graph, volume_file[0], str(tmp_path / "c.npy"), patch=(28, 28, 28), device="cuda,cpu",
+                     quiet=True)
