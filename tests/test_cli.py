@@ -127,6 +127,29 @@ def test_infer_writes_the_volume_and_a_json_summary(tmp_path: Path, capsys: pyte
     assert "different run" in capsys.readouterr().err
 
 
+def test_infer_on_two_devices_and_run_in_bf16(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    volume = np.random.default_rng(1).random((30, 34, 38), dtype=np.float32)
+    np.save(tmp_path / "raw.npy", volume)
+    assert main(["infer", str(model_path()), str(tmp_path / "raw.npy"), str(tmp_path / "a.npy"), "--patch", "24,24,24",
+                 "--device", "cpu,cpu", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["workers"] == 2 and summary["computed"] == summary["blocks"]
+    assert main(["infer", str(model_path()), str(tmp_path / "raw.npy"), str(tmp_path / "b.npy"), "--patch", "24,24,24",
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    np.testing.assert_allclose(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"), atol=1e-5)
+    np.save(tmp_path / "in.npy", volume[None, :16, :24, :20])
+    assert main(["run", str(model_path()), str(tmp_path / "in.npy"), str(tmp_path / "o.npy"), "--precision",
+                 "fp16"]) == 2
+    assert "precision: fp16 runs on cuda only" in capsys.readouterr().err
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert main(["run", str(model_path()), str(tmp_path / "in.npy"), str(tmp_path / "o.npy"), "--precision",
+                     "bf16"]) == 0
+        assert np.load(tmp_path / "o.npy").dtype == np.float32
+
+
 def test_help_everywhere() -> None:
     for args in ([], ["inspect"], ["compile"], ["run"], ["demo"], ["infer"]):
         result = subprocess.run([sys.executable, "-m", "znnx.cli", *args, "--help"], capture_output=True, text=True)

@@ -16,6 +16,9 @@ import numpy as np
 from znnx.errors import ModelError, ZnnxError
 from znnx.plan.precision import PRECISIONS
 
+CPU_PEERS = "pytorch-eager,pytorch-channels-last,torch.compile,onnxruntime,openvino,znnx"
+GPU_PEERS = "pytorch-eager,pytorch-channels-last,torch.compile,znnx"
+
 
 def _shape(text: str) -> tuple[int, ...]:
     try:
@@ -233,12 +236,15 @@ def _bench(args: argparse.Namespace) -> int:
         path = report.rewrite(source, source.parent, load_prices(), args.budget_gib * 1024)
         print(f"rewrote {path} and plots beside it from {source}")
         return 0
-    nets, peers = args.nets.split(","), args.peers.split(",")
+    peers_default = CPU_PEERS if args.device == "cpu" else GPU_PEERS
+    nets, peers = args.nets.split(","), (args.peers or peers_default).split(",")
     unknown = [n for n in nets if n not in NETS] + [p for p in peers if p not in PEERS]
     if unknown:
         raise ValueError(f"unknown net or runtime {unknown}; nets: {sorted(NETS)}, runtimes: {sorted(PEERS)}")
-    settings = runner.Settings(args.threads, args.warmup, args.reps, args.tiny, rounds=args.rounds)
-    print(f"znnx bench: {len(nets)} net(s) x {len(peers)} runtime(s), {args.threads} threads")
+    settings = runner.Settings(args.threads, args.warmup, args.reps, args.tiny, rounds=args.rounds, device=args.device,
+                               precision=args.precision)
+    print(f"znnx bench: {len(nets)} net(s) x {len(peers)} runtime(s), {args.threads} threads, {args.device}, "
+          f"{args.precision}")
     results = runner.measure(nets, peers, settings, profile=True)
     sweep = []
     if args.sweep:
@@ -247,8 +253,8 @@ def _bench(args: argparse.Namespace) -> int:
             best = report.best_peer(results, net)
             sweep_peers = ["znnx", *([best.peer] if best else [])]
             sizes = NETS[net].tiny_sweep if args.tiny else NETS[net].sweep
-            sweep += runner.sweep(net, sweep_peers, sizes, runner.Settings(args.threads, 1, max(1, min(args.reps, 2)),
-                                                                            args.tiny))
+            sweep += runner.sweep(net, sweep_peers, sizes, runner.Settings(
+                args.threads, 1, max(1, min(args.reps, 2)), args.tiny, device=args.device, precision=args.precision))
     command = "znnx bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["bench"] else \
         "znnx bench"
     path = report.write(Path(args.out), results, sweep, settings, machine.describe(), command, load_prices(),
@@ -370,8 +376,11 @@ def parser() -> argparse.ArgumentParser:
                                             "side (same input, same threads, each in its own process) and write a "
                                             "markdown table, JSON and plots.")
     bench.add_argument("--nets", default="original,symmetric,residual,pznet", help="comma-separated benchmark nets")
-    bench.add_argument("--peers", default="pytorch-eager,pytorch-channels-last,torch.compile,onnxruntime,openvino,znnx",
-                       help="comma-separated runtimes")
+    bench.add_argument("--peers", help=f"comma-separated runtimes (default on the CPU: {CPU_PEERS}; on a GPU: "
+                                       f"{GPU_PEERS}; also openvino-bf16, znnx-bf16)")
+    bench.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: where every runtime runs")
+    bench.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
+                       help="every runtime's precision (default fp32; the -bf16 runtimes always run bf16)")
     bench.add_argument("--threads", type=int, default=2, help="threads for every runtime (default 2)")
     bench.add_argument("--warmup", type=int, default=1, help="untimed runs after the first (default 1)")
     bench.add_argument("--reps", type=int, default=3, help="timed runs; the median is reported (default 3)")

@@ -1,8 +1,11 @@
 """The runtimes compared side by side: znnx and its peers, each as prepare(model, x) -> run(x).
 
 A peer whose package is missing reports why instead of failing; `znnx bench` lists it as absent.
-All run with the thread count the worker process was started with, in fp32 unless their name ends
-in -bf16 (weights and activations in bfloat16, fp32 accumulation: compare those with each other).
+All run with the thread count the worker process was started with, on the run's `Target` (device and
+precision; the -bf16 peers always in bf16, to set beside fp32 runs in one table). On a GPU the
+PyTorch peers hold the model and input in the target precision on the device (TF32 allowed in tf32
+only, as znnx does), and every run includes the host-to-device and device-to-host copies; ONNX
+Runtime and OpenVINO are CPU runtimes here.
 """
 
 from __future__ import annotations
@@ -18,41 +21,57 @@ import numpy as np
 import torch
 from torch import nn
 
+from znnx.errors import UnsupportedError
+
 Run = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and in what precision a benchmark runs (plan/precision.py names)."""
+
+    device: str = "cpu"
+    precision: str = "fp32"
 
 
 def _threads() -> int:
     return torch.get_num_threads()
 
 
-def _eager(model: nn.Module, x: np.ndarray) -> Run:
+def _torch(model: nn.Module, target: Target, channels_last: bool) -> tuple[nn.Module, Callable[[np.ndarray],
+                                                                                                torch.Tensor]]:
+    """`model` on the target device in the target precision, and the matching input conversion."""
+    from znnx.plan.precision import resolve
+
+    dtype = resolve(target.precision, torch.device(target.device).type).torch_dtype
+    layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+    if target.device != "cpu":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = target.precision == "tf32"
+    model = model.to(target.device, dtype, memory_format=layout)  # type: ignore[call-overload]
+    return model, lambda batch: torch.from_numpy(batch).to(target.device, dtype, memory_format=layout)
+
+
+def _eager(model: nn.Module, x: np.ndarray, target: Target, channels_last: bool = False) -> Run:
+    model, enter = _torch(model, target, channels_last)
+
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return model(torch.from_numpy(batch)).numpy()
+            return model(enter(batch)).float().contiguous().cpu().numpy()
 
     return run
 
 
-def _channels_last(model: nn.Module, x: np.ndarray) -> Run:
-    model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            tensor = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last_3d)
-            return model(tensor).contiguous().numpy()
-
-    return run
-
-
-def _compile(model: nn.Module, x: np.ndarray) -> Run:
+def _compile(model: nn.Module, x: np.ndarray, target: Target) -> Run:
     import torch._inductor.config
 
     torch._inductor.config.freezing = True
+    model, enter = _torch(model, target, channels_last=False)
     compiled = torch.compile(model, dynamic=False)  # one fixed patch shape, as benchmarked
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return compiled(torch.from_numpy(batch)).numpy()
+            return compiled(enter(batch)).float().cpu().numpy()
 
     return run
 
@@ -69,8 +88,17 @@ def export_onnx(model: nn.Module, x: np.ndarray, folder: Path) -> Path:
     return path
 
 
-def _onnxruntime(model: nn.Module, x: np.ndarray) -> Run:
+def _cpu_only(name: str, target: Target) -> None:
+    if target.device != "cpu":
+        raise UnsupportedError(f"bench: {name} runs on the CPU here, not on {target.device}")
+
+
+def _onnxruntime(model: nn.Module, x: np.ndarray, target: Target) -> Run:
     import onnxruntime as ort
+
+    _cpu_only("onnxruntime", target)
+    if target.precision != "fp32":
+        raise UnsupportedError(f"bench: onnxruntime runs fp32 here, not {target.precision}")
 
     folder = Path(tempfile.mkdtemp(prefix="znnx-bench-"))
     options = ort.SessionOptions()
@@ -82,8 +110,11 @@ def _onnxruntime(model: nn.Module, x: np.ndarray) -> Run:
     return lambda batch: session.run(None, {"input": batch})[0]
 
 
-def _openvino(model: nn.Module, x: np.ndarray, precision: str = "f32") -> Run:
+def _openvino(model: nn.Module, x: np.ndarray, target: Target) -> Run:
     import openvino as ov
+
+    _cpu_only("openvino", target)
+    precision = {"fp32": "f32", "bf16": "bf16"}[target.precision]
 
     folder = Path(tempfile.mkdtemp(prefix="znnx-bench-"))
     compiled = ov.Core().compile_model(str(export_onnx(model, x, folder)), "CPU", {
@@ -92,11 +123,11 @@ def _openvino(model: nn.Module, x: np.ndarray, precision: str = "f32") -> Run:
     return lambda batch: np.array(request.infer({0: batch})[compiled.output(0)])
 
 
-def _znnx(model: nn.Module, x: np.ndarray, precision: str = "fp32") -> Run:
+def _znnx(model: nn.Module, x: np.ndarray, target: Target) -> Run:
     import znnx
     from znnx.bench.worker import load_graph
 
-    net = znnx.compile(load_graph(model, x), precision=precision)
+    net = znnx.compile(load_graph(model, x), device=target.device, precision=target.precision)
     return lambda batch: net(batch)
 
 
@@ -111,19 +142,23 @@ def _needs(*modules: str) -> Callable[[], str | None]:
 @dataclass(frozen=True)
 class Peer:
     name: str
-    prepare: Callable[[nn.Module, np.ndarray], Run]
+    prepare: Callable[[nn.Module, np.ndarray, Target], Run]
     missing: Callable[[], str | None] = lambda: None
+
+
+def _bf16(prepare: Callable[[nn.Module, np.ndarray, Target], Run]) -> Callable[[nn.Module, np.ndarray, Target], Run]:
+    return lambda model, x, target: prepare(model, x, Target(target.device, "bf16"))
 
 
 PEERS: dict[str, Peer] = {
     "pytorch-eager": Peer("pytorch-eager", _eager),
-    "pytorch-channels-last": Peer("pytorch-channels-last", _channels_last),
+    "pytorch-channels-last": Peer("pytorch-channels-last", lambda m, x, t: _eager(m, x, t, channels_last=True)),
     "torch.compile": Peer("torch.compile", _compile),
     "onnxruntime": Peer("onnxruntime", _onnxruntime, _needs("onnxruntime")),
     "openvino": Peer("openvino", _openvino, _needs("openvino")),
     "znnx": Peer("znnx", _znnx),
-    "openvino-bf16": Peer("openvino-bf16", lambda m, x: _openvino(m, x, "bf16"), _needs("openvino")),
-    "znnx-bf16": Peer("znnx-bf16", lambda m, x: _znnx(m, x, "bf16")),
+    "openvino-bf16": Peer("openvino-bf16", _bf16(_openvino), _needs("openvino")),
+    "znnx-bf16": Peer("znnx-bf16", _bf16(_znnx)),
 }
 REFERENCE_PEER = "pytorch-eager"
 

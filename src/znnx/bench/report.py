@@ -11,7 +11,7 @@ from pathlib import Path
 
 from znnx.bench.cost import PriceTable, cpu_throughput, gpu_throughput, usd_per_gigavoxel
 from znnx.bench.peers import REFERENCE_PEER
-from znnx.bench.runner import ERROR_FLAG, Measurement, Settings, error_flag
+from znnx.bench.runner import Measurement, Settings, error_flag
 
 Shape = Sequence[int]
 
@@ -25,19 +25,22 @@ def _fmt(value: float, spec: str) -> str:
 
 
 def side_by_side_table(results: Sequence[Measurement], settings: Settings) -> list[str]:
+    """One row per net and runtime; on a GPU a peak GPU memory column (PyTorch's allocator) too."""
+    gpu = settings.device != "cpu"
     lines = [f"| net | patch in -> out | runtime | ms / patch (median of {settings.reps * settings.rounds}) | "
-             "output Mvox/s | vs eager | peak RSS MiB | max rel. error vs eager |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+             f"output Mvox/s | vs eager | peak RSS MiB |{' peak GPU MiB |' if gpu else ''} max rel. error vs eager |",
+             f"|---|---|---|---:|---:|---:|---:|{'---:|' if gpu else ''}---:|"]
     eager = {m.net: m for m in results if m.peer == REFERENCE_PEER and m.ok}
     for m in results:
+        memory = f"{_fmt(m.peak_rss_mib, ',.0f')} |" + (f" {_fmt(m.peak_gpu_mib, ',.0f')} |" if gpu else "")
         if not m.ok:
-            lines.append(f"| {m.net} | {_x(m.patch)} | {m.peer} | - | - | - | {_fmt(m.peak_rss_mib, '.0f')} | "
-                         f"{m.error.replace('|', '/')} |")
+            lines.append(f"| {m.net} | {_x(m.patch)} | {m.peer} | - | - | - | {memory} {m.error.replace('|', '/')} |")
             continue
         ratio = m.voxels_per_s / eager[m.net].voxels_per_s if m.net in eager else float("nan")
-        flag = " **> 1e-4, flagged**" if m.flagged else ""
+        limit = error_flag(m.peer, settings.precision)
+        flag = f" **> {limit:g}, flagged**" if not m.max_rel_error <= limit else ""
         lines.append(f"| {m.net} | {_x(m.patch)} -> {_x(m.output_shape[2:])} | {m.peer} | {m.median_s * 1e3:,.0f} | "
-                     f"{m.voxels_per_s / 1e6:.3f} | {_fmt(ratio, '.2f')}x | {m.peak_rss_mib:,.0f} | "
+                     f"{m.voxels_per_s / 1e6:.3f} | {_fmt(ratio, '.2f')}x | {memory} "
                      f"{_fmt(m.max_rel_error, '.1e')}{flag} |")
     return lines
 
@@ -213,8 +216,9 @@ def write(folder: Path, results: Sequence[Measurement], sweep: Sequence[Measurem
              f"is reported); every runtime runs in its own process per round on the same input (uniform noise, "
              f"seed 0). "
              f"Peak RSS is the whole worker process (Python, libraries, model and buffers). Errors are "
-             f"max |y - y_eager| / max |y_eager|; rows above {ERROR_FLAG:g} ({error_flag('-bf16'):g} for the "
-             f"bf16 runtimes) are flagged.", "",
+             f"max |y - y_eager| / max |y_eager|; rows above {error_flag('', settings.precision):g} "
+             f"({error_flag('-bf16'):g} for the bf16 runtimes) are flagged. Device {settings.device}, precision "
+             f"{settings.precision} (-bf16 runtimes: bf16).", "",
              "## Side by side", "", *side_by_side_table(results, settings), "", "![throughput](throughput.png)", ""]
     if sweep:
         lines += ["## Throughput against patch size (ZNNi)", "",

@@ -20,11 +20,13 @@ from znnx.bench.peers import PEERS, REFERENCE_PEER, thread_environment
 ERROR_FLAG = 1e-4
 
 
-def error_flag(peer: str) -> float:
-    """The error above which a peer's result is flagged: ERROR_FLAG, or bf16's stated tolerance."""
+def error_flag(peer: str, precision: str = "fp32") -> float:
+    """The error above which a peer's result is flagged: ERROR_FLAG in fp32, else the stated
+    tolerance of the peer's precision (the run's, or bf16 for the -bf16 peers)."""
     from znnx.plan.precision import PRECISIONS
 
-    return PRECISIONS["bf16"].tolerance if peer.endswith("-bf16") else ERROR_FLAG
+    own = "bf16" if peer.endswith("-bf16") else precision
+    return ERROR_FLAG if own == "fp32" else PRECISIONS[own].tolerance
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Measurement:
     error: str = ""
     max_rel_error: float = float("nan")
     layers: tuple[dict, ...] = field(default_factory=tuple)
+    peak_gpu_mib: float = float("nan")
 
     @classmethod
     def from_dict(cls, raw: dict) -> Measurement:
@@ -58,11 +61,6 @@ class Measurement:
     def voxels_per_s(self) -> float:
         return self.output_voxels / self.median_s if self.ok else float("nan")
 
-    @property
-    def flagged(self) -> bool:
-        """An error above what the peer's precision allows (ERROR_FLAG in fp32)."""
-        return self.ok and not self.max_rel_error <= error_flag(self.peer)
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -72,6 +70,8 @@ class Settings:
     tiny: bool = False
     timeout_s: float = 3600.0
     rounds: int = 1
+    device: str = "cpu"
+    precision: str = "fp32"
 
 
 def _run_worker(job: dict, folder: Path, timeout_s: float, threads: int) -> dict:
@@ -117,7 +117,8 @@ def measure(nets: Sequence[str], peers: Sequence[str], settings: Settings,
                     output = folder / f"{net}-{peer}.npy"
                     job = {"net": net, "peer": peer, "patch": list(patch), "threads": settings.threads,
                            "warmup": settings.warmup, "reps": settings.reps, "tiny": settings.tiny,
-                           "output": str(output), "profile": profile and round_ == settings.rounds - 1}
+                           "output": str(output), "profile": profile and round_ == settings.rounds - 1,
+                           "device": settings.device, "precision": settings.precision}
                     turn = f" (round {round_ + 1} of {settings.rounds})" if settings.rounds > 1 else ""
                     progress(f"  {net:10s} {peer:22s} patch {'x'.join(map(str, patch))}{turn} ...")
                     raw = _run_worker(job, folder, settings.timeout_s, settings.threads)
@@ -145,6 +146,7 @@ def _merge(earlier: dict | None, raw: dict) -> dict:
     times = [*earlier["times"], *raw["times"]]
     return {**raw, "times": times, "median_s": float(np.median(times)), "prepare_s": earlier["prepare_s"],
             "peak_rss_mib": max(earlier["peak_rss_mib"], raw["peak_rss_mib"]),
+            "peak_gpu_mib": max(earlier.get("peak_gpu_mib", float("nan")), raw.get("peak_gpu_mib", float("nan"))),
             "max_rel_error": max(earlier.get("max_rel_error", 0.0), raw.get("max_rel_error", 0.0)),
             "layers": raw.get("layers") or earlier.get("layers", ())}
 

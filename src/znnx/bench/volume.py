@@ -30,7 +30,8 @@ from znnx.bench.models import NETS
 from znnx.volume.progress import peak_rss_bytes
 
 
-def _volume(path: Path, size: int) -> str:
+def make_volume(path: Path, size: int) -> str:
+    """A cubic uint8 zarr array of edge `size` at `path`/raw (the demo's synthetic cells, tiled)."""
     import zarr
 
     from znnx.demo import synthetic_volume
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     rows: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        source = _volume(work / "in.zarr", args.size)
+        source = make_volume(work / "in.zarr", args.size)
         voxels = args.size**3
         seconds = _in_memory(net)
         out_voxels = int(np.prod(net.output_shape[1:]))

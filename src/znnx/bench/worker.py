@@ -32,7 +32,7 @@ def measure(job: dict) -> dict:
     import torch
 
     from znnx.bench.models import NETS
-    from znnx.bench.peers import PEERS
+    from znnx.bench.peers import PEERS, Target
 
     torch.set_num_threads(int(job["threads"]))
     torch.manual_seed(0)
@@ -40,7 +40,7 @@ def measure(job: dict) -> dict:
     x = bench_input(tuple(job["patch"]))
     model = net.build(bool(job["tiny"]), tuple(job["patch"]))
     start = time.perf_counter()
-    run = PEERS[job["peer"]].prepare(model, x)
+    run = PEERS[job["peer"]].prepare(model, x, Target(job.get("device", "cpu"), job.get("precision", "fp32")))
     out = run(x)
     first = time.perf_counter() - start
     for _ in range(int(job["warmup"])):
@@ -53,7 +53,10 @@ def measure(job: dict) -> dict:
     np.save(job["output"], out)
     result = {"ok": True, "times": times, "median_s": float(np.median(times)), "prepare_s": first,
               "output_shape": list(out.shape), "peak_rss_mib": peak_rss_mib()}
-    if job.get("profile") and job["peer"] == "znnx":
+    if torch.cuda.is_initialized():
+        result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    if job.get("profile") and job["peer"] == "znnx" and (job.get("device", "cpu"), job.get("precision", "fp32")) \
+            == ("cpu", "fp32"):
         result["layers"] = profile_layers(model, x)
     return result
 

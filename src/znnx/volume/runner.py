@@ -63,7 +63,8 @@ class VolumeOptions:
 class Summary:
     """What a run did; `to_json` for the CLI. Seconds are wall time of this invocation; `retried`
     counts blocks whose computation started more than once (a Dask worker was lost while on them),
-    `workers` the processes that computed blocks."""
+    `workers` the processes (or, in a hybrid run, the devices) that computed blocks, `devices` what
+    each device of a hybrid run did."""
 
     input: str
     output: str
@@ -85,6 +86,7 @@ class Summary:
     retried: int = 0
     workers: int = 1
     notes: list[str] = field(default_factory=list)
+    devices: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -500,9 +502,12 @@ def run_volume(net: Net, input: str, output: str, options: VolumeOptions | None 
                         (sum(j.read_wait_seconds for j in jobs), sum(j.write_wait_seconds for j in jobs)), options,
                         workers=len(jobs))
     if helpers:
+        summary.devices = [{"device": str(j.net.device), "precision": j.net.precision.name,
+                            "patch": list(j.net.input_shape[1:]), "blocks": j.blocks,
+                            "compute_seconds": j.compute_seconds} for j in jobs]
         summary.notes.append("hybrid: " + ", ".join(
-            f"{j.net.device} ({j.net.precision.name}, patch {'x'.join(map(str, j.net.input_shape[1:]))}) "
-            f"{j.blocks} block(s) in {j.compute_seconds:.1f} s of compute" for j in jobs))
+            f"{d['device']} ({d['precision']}, patch {'x'.join(map(str, d['patch']))}) {d['blocks']} block(s) in "
+            f"{d['compute_seconds']:.1f} s of compute" for d in summary.devices))
     return summary
 
 
