@@ -99,3 +99,17 @@ def test_hybrid_with_cuda_but_no_gpu_says_so(tmp_path: Path, volume_file: tuple[
     with pytest.raises(DeviceError, match="no CUDA GPU is available"):
         infer_volume(graph, volume_file[0], str(tmp_path / "c.npy"), patch=(28, 28, 28), device="cuda,cpu",
                      quiet=True)
+
+
+def test_a_compiled_net_runs_as_it_is(tmp_path: Path, volume_file: tuple[str, np.ndarray],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """No device or precision given: the net's own (a bf16 or GPU net is not recompiled for the CPU in fp32)."""
+    net = znnx.compile(znnx.load(randomize(ValidUNet(3), 4), input_shape=(1, 28, 28, 28)), patch=(28, 28, 28))
+
+    def recompiled(*args: object, **kwargs: object) -> None:
+        raise AssertionError("infer_volume recompiled a net it was given")
+
+    monkeypatch.setattr("znnx.volume.compile", recompiled)
+    assert infer_volume(net, volume_file[0], str(tmp_path / "n.npy"), quiet=True).computed > 0
+    with pytest.raises(AssertionError, match="recompiled"):
+        infer_volume(net, volume_file[0], str(tmp_path / "m.npy"), quiet=True, precision="bf16")

@@ -20,20 +20,24 @@ __all__ = ["Summary", "VolumeOptions", "infer_volume", "plan_blocks"]
 
 def infer_volume(model: Graph | Net, input: str, output: str,  # noqa: A002
                  patch: Sequence[int] | str = "auto", options: VolumeOptions | None = None,
-                 memory_bytes: int | None = None, device: str = "cpu", quiet: bool = False,
+                 memory_bytes: int | None = None, device: str | None = None, quiet: bool = False,
                  stream: TextIO | None = None, client: Client | None = None, threads: int | None = None,
-                 precision: str = "fp32") -> Summary:
+                 precision: str | None = None) -> Summary:
     """Run `model` over the volume at `input`, write `output`; resumable (see `run_volume`).
 
     A `Graph` is compiled for `patch`, or with `patch="auto"` for the patch that runs this volume
     fastest within `memory_bytes` (default: half the free memory of the device); a compiled `Net`
-    runs as is. `device` may list several devices ("cuda,cpu"): each gets a net of its own (with
-    its own automatic patch, `memory_bytes` then applying to each) and they compute blocks from one
-    queue, the first device's patch laying out the blocks. With a `dask.distributed.Client` the
-    blocks run on its cluster (see `dask_runner`): the patch is then chosen on a worker, within the
-    workers' memory limit, and `threads` sets each worker's compute threads."""
+    runs as is unless `patch`, `device` or `precision` asks for another (their defaults: the net's
+    own, or for a Graph the CPU and fp32). `device` may list several devices ("cuda,cpu"): each gets
+    a net of its own (with its own automatic patch, `memory_bytes` then applying to each) and they
+    compute blocks from one queue, the first device's patch laying out the blocks. With a
+    `dask.distributed.Client` the blocks run on its cluster (see `dask_runner`): the patch is then
+    chosen on a worker, within the workers' memory limit, and `threads` sets each worker's compute
+    threads."""
     options = options or VolumeOptions()
-    devices = [d.strip() for d in device.split(",")]
+    own = (str(model.device), model.precision.name) if isinstance(model, Net) else ("cpu", "fp32")
+    devices = [d.strip() for d in (device or own[0]).split(",")]
+    precision = precision or own[1]
     if len(devices) > 1 and client is not None:
         raise InputError(f"volume: several devices {devices} run on this machine's block queue, not on a Dask "
                          f"cluster; give one device with a cluster")
