@@ -27,7 +27,7 @@ from znnx.backends import torch_eager
 from znnx.errors import KernelUnavailable
 from znnx.ir.graph import Graph, Node
 from znnx.ir.ops import ACTIVATIONS, epilogue
-from znnx.plan.autotune import Algorithm, LayerChoice, direct_only, tune
+from znnx.plan.autotune import Algorithm, LayerChoice, direct_only, reserved_bytes, tune
 from znnx.plan.memory import FLOAT_BYTES, MemoryPlan, Step
 
 Tensor = torch.Tensor
@@ -102,15 +102,7 @@ def reserved_kernel_bytes(graph: Graph, precision: str = "fp32") -> tuple[int, i
     chosen: each conv's most memory-hungry algorithm it may choose (F(4,3) holds 8x the raw weights
     of a 3x3x3 layer), weights summed, scratch the largest (one slab buffer serves every layer).
     Below fp32 every conv runs direct: nothing to reserve."""
-    from znnx.plan.autotune import choosable
-
-    if precision != "fp32":
-        return 0, 0
-
-    sizes = [[algorithm_bytes(graph, node, a) for a in choosable(graph, node, conv_candidates(node))]
-             for node in graph.nodes if node.op == "conv"]
-    return (sum(max(w for w, _ in options) for options in sizes),
-            max((s for options in sizes for _, s in options), default=0))
+    return reserved_bytes(graph, conv_candidates, algorithm_bytes) if precision == "fp32" else (0, 0)
 
 
 Run = Callable[[Sequence[Tensor], Tensor | None, Tensor | None], Tensor]

@@ -26,7 +26,7 @@ import torch
 from znnx.backends import torch_eager
 from znnx.ir.graph import Graph, Node
 from znnx.ir.ops import epilogue
-from znnx.plan.autotune import Algorithm, LayerChoice, direct_only, tune
+from znnx.plan.autotune import Algorithm, LayerChoice, direct_only, reserved_bytes, tune
 from znnx.plan.precision import Precision
 
 Tensor = torch.Tensor
@@ -67,12 +67,7 @@ def algorithm_bytes(graph: Graph, node: Node, algorithm: str) -> tuple[int, int]
 def reserved_kernel_bytes(graph: Graph, precision: Precision) -> tuple[int, int]:
     """(weight bytes beyond the raw weights, scratch bytes) to reserve before the autotuner has
     chosen: FFT's spectra and slab wherever FFT may be chosen."""
-    from znnx.plan.autotune import choosable
-
-    sizes = [[algorithm_bytes(graph, node, a) for a in choosable(graph, node, conv_candidates(node, precision))]
-             for node in graph.nodes if node.op == "conv"]
-    return (sum(max(w for w, _ in options) for options in sizes),
-            max((s for options in sizes for _, s in options), default=0))
+    return reserved_bytes(graph, lambda node: conv_candidates(node, precision), algorithm_bytes)
 
 
 def free_memory(device: torch.device) -> int:

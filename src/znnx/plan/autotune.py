@@ -183,6 +183,17 @@ def choosable(graph: Graph, node: Node, candidates: tuple[str, ...]) -> tuple[st
     return tuple(a for a in candidates if a != "fft" or "winograd4" not in candidates)
 
 
+def reserved_bytes(graph: Graph, candidates: Callable[[Node], tuple[str, ...]],
+                   sizes: Callable[[Graph, Node, str], tuple[int, int]]) -> tuple[int, int]:
+    """(weight bytes beyond the raw weights, scratch bytes) to reserve before `tune` has chosen:
+    each conv's most memory-hungry `choosable` algorithm by the backend's `sizes` (weights, scratch),
+    weights summed, scratch the largest (one slab buffer serves every layer)."""
+    options = [[sizes(graph, node, a) for a in choosable(graph, node, candidates(node))]
+               for node in graph.nodes if node.op == "conv"]
+    return (sum(max(w for w, _ in per_node) for per_node in options),
+            max((s for per_node in options for _, s in per_node), default=0))
+
+
 def tune(graph: Graph, batch: int, candidates: Callable[[Node], tuple[str, ...]], build: Builder,
          algorithm: Algorithm = None, device: torch.device | None = None,
          precision: str = "fp32") -> tuple[LayerChoice, ...]:
