@@ -2,13 +2,13 @@
 
     python -m znnx.bench.hybrid --devices cuda cuda,cpu [--precision fp16] [--net symmetric] [--size 256]
 
-Each device list runs `infer_volume` in exact mode on the same uint8 zarr volume, with `--patch
-auto` per device (each within its own memory), in one process, the runs in the order given after
-one untimed run of each (autotuning, CUDA graph capture and cuDNN's algorithm search happen there).
-The table gives output voxels/s, the ratio to the first device list, the blocks each device
-computed and peak RSS; outputs are checked equal to the first run's (the runs are exact). Without
-a GPU, `--devices cpu cpu,cpu` exercises the same path (two CPU nets share the same cores, so
-expect no gain).
+Each device list runs the nets `infer_volume` would (`device_nets`: `--patch auto` per device, each
+within its own memory) in exact mode on the same uint8 zarr volume, in one process, the lists in the
+order given, each timed on its second run of the same nets (autotuning, CUDA graph capture and
+cuDNN's algorithm search happen in the first). The table gives output voxels/s, the ratio to the
+first device list, the blocks each device computed and peak RSS; outputs are checked equal to the
+first run's (the runs are exact). Without a GPU, `--devices cpu cpu,cpu` exercises the same path
+(two CPU nets share the same cores, so expect no gain).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     import zarr
 
     import znnx
-    from znnx.volume import VolumeOptions, infer_volume
+    from znnx.volume import VolumeOptions, device_nets
+    from znnx.volume.runner import run_volume
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", nargs="+", default=["cpu", "cpu,cpu"],
@@ -58,9 +59,9 @@ def main(argv: list[str] | None = None) -> None:
         options = VolumeOptions(scale=1 / 255, overwrite=True)
         for i, devices in enumerate(args.devices):
             target = str(work / f"out{i}.zarr/pred")
-            infer_volume(graph, source, target, "auto", options, memory, devices, quiet=True, precision=args.precision)
-            summary = infer_volume(graph, source, target, "auto", options, memory, devices, quiet=True,
-                                   precision=args.precision)
+            net, helpers, _ = device_nets(graph, source, target, "auto", options, memory, devices, args.precision)
+            for _ in range(2):  # the first run warms the same nets the second one times
+                summary = run_volume(net, source, target, options, quiet=True, helpers=helpers)
             blocks = [f"{d['device']} ({'x'.join(map(str, d['patch']))}): {d['blocks']}" for d in summary.devices]
             rows.append({"devices": devices, "voxels_per_s": summary.voxels_per_s, "seconds": summary.seconds,
                          "peak_rss_mib": summary.peak_rss_mib,

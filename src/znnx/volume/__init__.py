@@ -35,6 +35,24 @@ def infer_volume(model: Graph | Net, input: str, output: str,  # noqa: A002
     chosen on a worker, within the workers' memory limit, and `threads` sets each worker's compute
     threads."""
     options = options or VolumeOptions()
+    primary, helpers, notes = device_nets(model, input, output, patch, options, memory_bytes, device, precision,
+                                          client, threads)
+    if client is None:
+        summary = run_volume(primary, input, output, options, quiet=quiet, stream=stream, helpers=helpers)
+    else:
+        from znnx.volume.dask_runner import run_volume_dask
+
+        summary = run_volume_dask(primary, input, output, client, options, threads, quiet=quiet, stream=stream)
+    summary.notes[:0] = notes
+    return summary
+
+
+def device_nets(model: Graph | Net, input: str, output: str, patch: Sequence[int] | str,  # noqa: A002
+                options: VolumeOptions, memory_bytes: int | None = None, device: str | None = None,
+                precision: str | None = None, client: Client | None = None,
+                threads: int | None = None) -> tuple[Net, list[Net], list[str]]:
+    """The nets `infer_volume` runs (arguments as there): the first device's, the helpers of the
+    other devices (each able to compute the first one's blocks), and the notes on how they were chosen."""
     own = (str(model.device), model.precision.name) if isinstance(model, Net) else ("cpu", "fp32")
     devices = [d.strip() for d in (device or own[0]).split(",")]
     precision = precision or own[1]
@@ -49,14 +67,7 @@ def infer_volume(model: Graph | Net, input: str, output: str,  # noqa: A002
         helpers = [_same_patch(h, primary) for h in helpers]
     elif helpers:
         helpers = _compatible(helpers, primary, input, options, notes)
-    if client is None:
-        summary = run_volume(primary, input, output, options, quiet=quiet, stream=stream, helpers=helpers)
-    else:
-        from znnx.volume.dask_runner import run_volume_dask
-
-        summary = run_volume_dask(primary, input, output, client, options, threads, quiet=quiet, stream=stream)
-    summary.notes[:0] = notes
-    return summary
+    return primary, helpers, notes
 
 
 def _net(model: Graph | Net, input: str, output: str, patch: Sequence[int] | str,  # noqa: A002
