@@ -4,6 +4,7 @@ from znnx.errors import DeviceError, GraphError, InputError, ModelError, Storage
 from znnx.frontends import load
 from znnx.ir import Graph
 from znnx.net import Net, compile, load_net  # noqa: A004  (the public name znnx.compile is intended)
+from znnx.version import __version__
 from znnx.volume import VolumeOptions, infer_volume
 
 __all__ = [
@@ -17,9 +18,9 @@ __all__ = [
     "UnsupportedError",
     "VolumeOptions",
     "ZnnxError",
+    "__version__",
     "compile",
     "infer_volume",
     "load",
     "load_net",
 ]
-__version__ = "0.1.0"

@@ -72,7 +72,7 @@ def _mib(nbytes: int) -> str:
 
 
 def _memory_lines(net: Any) -> list[str]:
-    plan = net.plan
+    plan = net.plan.memory
     return [f"memory per patch: planned peak {_mib(plan.peak_bytes)} (arena {_mib(plan.arena_bytes)} in "
             f"{len(plan.slot_bytes)} slots), all tensors live {_mib(plan.naive_bytes)}, "
             f"weights {_mib(plan.weight_bytes)}"]
@@ -101,7 +101,7 @@ def _plan_lines(net: Any) -> list[str]:
                                for a, t in choice.seconds)
         time_ms = f"{choice.time * 1e3:.1f}" if choice.time is not None else "-"
         lines.append(f"{node.name:<22} {'+'.join((node.op, *node.attrs.get('epilogue', ()))):<18} {shapes:<34} "
-                     f"{choice.algorithm:<10} {time_ms:>8}  {choice.source:<8} {candidates}")
+                     f"{choice.algorithm.name:<10} {time_ms:>8}  {choice.source:<8} {candidates}")
     return lines
 
 

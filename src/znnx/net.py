@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from znnx import passes
-from znnx.errors import DeviceError, GraphError, InputError
+from znnx import backends, passes
+from znnx.errors import DeviceError, GraphError, InputError, ModelError
 from znnx.ir.graph import Graph, TensorType
 from znnx.ir.verify import infer_types, verify
-from znnx.plan.memory import MemoryPlan, plan_memory
+from znnx.plan.autotune import Forced, LayerChoice
+from znnx.plan.plan import Plan, memory_json
 from znnx.report import summary_table
 
 if TYPE_CHECKING:
     import torch
-
-    from znnx.plan.autotune import Algorithm, LayerChoice
-    from znnx.plan.precision import Precision
 
 
 def model_shape(graph: Graph, ttype: TensorType) -> tuple[int, ...]:
@@ -74,88 +73,58 @@ def valid_patches_near(graph: Graph, patch: Sequence[int], reach: int = 16) -> t
     return None if None in found else tuple(found)  # type: ignore[arg-type]
 
 
-def memory_plan(graph: Graph, batch: int, device_type: str = "cpu", precision: str = "fp32") -> MemoryPlan:
-    """The memory plan a backend executes: the CPU's (channels-last, arena slots where it can
-    place), or the GPU's (values freed after their last reader, in the CUDA graph's pool)."""
-    from znnx.plan.precision import PRECISIONS
-
-    element_bytes = PRECISIONS[precision].element_bytes
-    if device_type != "cpu":
-        return plan_memory(graph, batch, element_bytes=element_bytes)
-    from znnx.backends import cpu
-
-    return plan_memory(graph, batch, relayout=True, placeable=cpu.placeable, scratch=cpu.scratch_elements,
-                       element_bytes=element_bytes)
-
-
-def _device(name: str) -> torch.device:
-    import torch
-
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise DeviceError(f"compile: unknown device {name!r}; use 'cpu' or 'cuda[:N]'") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"compile: device {name!r} requested but no CUDA GPU is available; use device='cpu'")
-    if device.type not in ("cpu", "cuda"):
-        raise DeviceError(f"compile: device type {device.type!r} is not supported; use 'cpu' or 'cuda[:N]'")
-    return device
+def make_plan(graph: Graph, device: str = "cpu", precision: str = "fp32", forced: Forced = None,
+              rewrites: tuple[tuple[str, int], ...] = (), choices: tuple[LayerChoice, ...] | None = None) -> Plan:
+    """What `compile` decides for a shaped graph on `device`: the memory plan, and each conv's
+    algorithm (`choices` as given, e.g. saved in a network file, else measured or `forced`)."""
+    verify(graph)
+    backend, target = backends.resolve(device)
+    chosen = backend.precision(precision)
+    if choices is None:
+        choices = backend.choose_algorithms(graph, 1, target, chosen, forced)
+    nodes = {node.name: node for node in graph.nodes}
+    sizes = [backend.algorithm_bytes(graph, nodes[c.node], c.algorithm) for c in choices]
+    return Plan(graph, backends.kind_of(device), chosen.name, backend.memory_plan(graph, 1, chosen), choices,
+                backend.machine(target), rewrites, sum(w for w, _ in sizes), max((s for _, s in sizes), default=0))
 
 
 class Net:
-    """A graph compiled for one patch shape on one device; call it on (C, *S) or (N, C, *S) arrays.
+    """A `Plan` built by its backend on one device; call it on (C, *S) or (N, C, *S) arrays.
 
-    `graph` is what runs (optimized by `compile`); `rewrites` counts what each pass changed;
-    `precision` is what its weights and activations are held in (plan/precision.py).
-    """
+    `graph` is what runs (optimized by `compile`); `plan` is what compile decided (memory plan,
+    each conv's algorithm); `precision` is what its weights and activations are held in."""
 
-    def __init__(self, graph: Graph, device: str = "cpu", rewrites: tuple[tuple[str, int], ...] = (),
-                 algorithm: Algorithm = None, precision: str = "fp32") -> None:
-        from znnx.plan.precision import resolve
+    def __init__(self, plan: Plan, device: str | None = None) -> None:
+        self.device = (device or plan.device).strip()
+        if backends.kind_of(self.device) != plan.device:
+            raise DeviceError(f"net: a plan for {plan.device} cannot run on {self.device}; compile it for "
+                              f"{self.device} (znnx.compile or load_net with device={self.device!r})")
+        self.backend, self.torch_device = backends.resolve(self.device)
+        self.plan = plan
+        self.graph = plan.graph
+        self.precision = self.backend.precision(plan.precision)
+        self._run = self.backend.build(plan, self.torch_device)
 
-        self.graph = verify(graph)
-        self.device = _device(device)
-        self.precision = resolve(precision, self.device.type)
-        self.rewrites = rewrites
-        self.plan = self._plan(1)
-        self.algorithms: tuple[LayerChoice, ...] = ()
-        self.kernel_weight_bytes = self.kernel_scratch_bytes = 0
-        nodes = {node.name: node for node in self.graph.nodes}
-        if self.device.type == "cpu":
-            from znnx.backends import cpu
+    @property
+    def rewrites(self) -> tuple[tuple[str, int], ...]:
+        return self.plan.rewrites
 
-            self.algorithms = cpu.choose_algorithms(self.graph, 1, algorithm, self.precision.name)
-            sizes = [cpu.algorithm_bytes(self.graph, nodes[c.node], c.algorithm) for c in self.algorithms]
-        else:
-            from znnx.backends import cuda
-
-            self.algorithms = cuda.choose_algorithms(self.graph, 1, self.device, self.precision, algorithm)
-            sizes = [cuda.algorithm_bytes(self.graph, nodes[c.node], c.algorithm) for c in self.algorithms]
-        self.kernel_weight_bytes = sum(w for w, _ in sizes)
-        self.kernel_scratch_bytes = max((s for _, s in sizes), default=0)
-        self._run = _backend(self.graph, self.device, self.plan, {c.node: c.algorithm for c in self.algorithms},
-                             self.precision)
+    @property
+    def algorithms(self) -> tuple[LayerChoice, ...]:
+        return self.plan.choices
 
     def memory_bytes(self, batch: int = 1) -> int:
         """Predicted peak bytes one call allocates for activations (beyond weights and its input),
         for `batch` patches: the memory plan's largest set of simultaneously live buffers, plus the
         largest scratch of a Winograd / FFT layer (one slab, reused by every layer)."""
-        plan = self.plan if batch == 1 else self._plan(batch)
-        return plan.peak_bytes + self.kernel_scratch_bytes
-
-    def _plan(self, batch: int) -> MemoryPlan:
-        return memory_plan(self.graph, batch, self.device.type, self.precision.name)
+        if batch == self.plan.batch:
+            return self.plan.peak_bytes
+        return self.backend.memory_plan(self.graph, batch, self.precision).peak_bytes + self.plan.kernel_scratch_bytes
 
     @property
     def weight_bytes(self) -> int:
         """The weights as the net holds them (Winograd- and FFT-transformed where those run)."""
-        return self.plan.weight_bytes + self.kernel_weight_bytes
-
-    def save(self, path: str | Path) -> Path:
-        """Write this net as a network file (optimized graph, plan, weights; no code): see `load_net`."""
-        from znnx.plan import network_file
-
-        return network_file.save(self, path)
+        return self.plan.weight_bytes
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -194,7 +163,7 @@ class Net:
             )
         tensor = value if is_torch else torch.from_numpy(np.ascontiguousarray(array))
         lifted = (shape[0], shape[1], *self.graph.types[name].spatial)
-        return tensor.to(self.device, torch.float32).reshape(lifted), is_torch
+        return tensor.to(self.torch_device, torch.float32).reshape(lifted), is_torch
 
     def __call__(self, *inputs: Any) -> Any:
         """Run the net; returns arrays of the inputs' kind (NumPy or torch), batched like the input."""
@@ -218,31 +187,39 @@ class Net:
         return (f"Net({self.graph.name!r}, input={self.input_shape}, output={self.output_shape}, device={self.device}, "
                 f"precision={self.precision.name})")
 
+    def save(self, path: str | Path) -> Path:
+        """Write this net as a network file (optimized graph, plan, weights; no code): see `load_net`."""
+        from znnx.plan import network_file
 
-Execute = Callable[[list["torch.Tensor"]], list["torch.Tensor"]]
-
-
-def _backend(graph: Graph, device: torch.device, plan: MemoryPlan, algorithms: dict[str, str],
-             precision: Precision) -> Execute:
-    if device.type == "cpu":
-        from znnx.backends import cpu
-
-        return cpu.build(graph, plan, algorithms, precision.torch_dtype)
-    from znnx.backends import cuda
-
-    return cuda.build(graph, device, precision, algorithms)
+        return network_file.save(self.plan, path)
 
 
-def load_net(path: str | Path, device: str = "cpu", algorithm: Algorithm = None, precision: str = "fp32") -> Net:
-    """Load a network file written by `Net.save` or `znnx compile`, compiled for its stored patch
-    (`algorithm` and `precision` as in `compile`)."""
+def load_net(path: str | Path, device: str = "cpu", algorithm: Forced = None, precision: str | None = None) -> Net:
+    """Load a network file written by `Net.save` or `znnx compile`, for its stored patch, in its
+    stored precision unless `precision` asks for another. On the kind of machine its choices were
+    measured on, with no `algorithm` forced, the saved algorithms run and nothing is timed; on
+    another kind of machine the convolutions are measured again, which one line on stderr says."""
     from znnx.plan import network_file
 
-    return network_file.load(path, device, algorithm, precision)
+    saved = network_file.load(path)
+    backend, target = backends.resolve(device)
+    chosen = backend.precision(precision or saved.precision)
+    same_target = (backends.kind_of(device), chosen.name) == (saved.device, saved.precision)
+    if same_target and memory_json(backend.memory_plan(saved.graph, 1, chosen)) != saved.memory:
+        raise ModelError(f"network file: {str(path)!r} stores a memory plan that differs from the one this znnx "
+                         f"computes for its graph; recompile the model with this znnx")
+    machine = backend.machine(target)
+    unforced = same_target and algorithm in (None, "auto") and saved.choices is not None
+    reuse = unforced and saved.machine == machine
+    if unforced and not reuse:
+        print(f"znnx: {str(path)!r} was tuned on {saved.machine}; this is {machine}: measuring its convolutions "
+              f"again", file=sys.stderr)
+    plan = make_plan(saved.graph, device, chosen.name, algorithm, saved.rewrites, saved.choices if reuse else None)
+    return Net(plan, device)
 
 
 def compile(graph: Graph, patch: Sequence[int] | None = None, device: str = "cpu",  # noqa: A001
-            optimize: bool = True, algorithm: Algorithm = None, precision: str = "fp32") -> Net:
+            optimize: bool = True, algorithm: Forced = None, precision: str = "fp32") -> Net:
     """Compile `graph` for input patches of spatial shape `patch` (the graph's own shape if None).
 
     With `optimize`, the graph passes run first (BatchNorm folding, epilogue fusion, ...).
@@ -255,6 +232,6 @@ def compile(graph: Graph, patch: Sequence[int] | None = None, device: str = "cpu
     verify(graph)
     shaped = graph if patch is None else reshape(graph, patch)
     if not optimize:
-        return Net(shaped, device, algorithm=algorithm, precision=precision)
+        return Net(make_plan(shaped, device, precision, algorithm), device)
     optimized = passes.optimize(shaped)
-    return Net(optimized.graph, device, optimized.rewrites, algorithm, precision)
+    return Net(make_plan(optimized.graph, device, precision, algorithm, optimized.rewrites), device)

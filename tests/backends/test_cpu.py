@@ -10,12 +10,12 @@ from znnx import reference
 from znnx.errors import KernelUnavailable
 from znnx.ir.graph import Graph
 from znnx.kernels import pool
-from znnx.net import Net
+from znnx.net import Net, compile  # noqa: A004
 from znnx.passes import optimize
 
 
 def _check(graph: Graph, batch: int = 2, tolerance: float = 1e-5) -> Net:
-    net = Net(graph)
+    net = compile(graph, optimize=False)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((batch, graph.types["x"].channels, *graph.types["x"].spatial)).astype(np.float32)
     original = x.copy()
@@ -57,7 +57,7 @@ def test_residual_still_needed_later_is_copied_into_a_slot() -> None:
     s = b.add("add", [conv(b, h, 4), h])
     graph = optimize(b.finish([b.add("concat", [s, h])])).graph
     net = _check(graph)
-    assert any(step.slot is not None for step in net.plan.steps)
+    assert any(step.slot is not None for step in net.plan.memory.steps)
 
 
 def test_anisotropic_strided_grouped_and_asymmetric_convs() -> None:
@@ -82,7 +82,7 @@ def test_transposed_conv_with_residual_and_pooling(compiler: bool, monkeypatch: 
     graph = optimize(b.finish([conv(b, b.add("add", [up, skip]), 3, kernel=(1, 1, 1), pads=(0,) * 6)])).graph
     assert [n.op for n in graph.nodes].count("add") == 0
     net = _check(graph)
-    assert net.plan.steps[[n.op for n in graph.nodes].index("max_pool")].slot is not None
+    assert net.plan.memory.steps[[n.op for n in graph.nodes].index("max_pool")].slot is not None
 
 
 def test_multichannel_input_is_copied_not_overwritten() -> None:
@@ -110,7 +110,7 @@ def test_asymmetric_padded_conv_with_residual_written_in_place() -> None:
     s = b.add("add", [conv(b, conv(b, h, 4), 4, kernel=(1, 4, 4), pads=(0, 2, 2, 0, 1, 1)), h])
     graph = optimize(b.finish([b.add("relu", [s])])).graph
     net = _check(graph)
-    assert [step.inplace for step in net.plan.steps][-1] == 1
+    assert [step.inplace for step in net.plan.memory.steps][-1] == 1
 
 
 def test_reserved_kernel_bytes_cover_whatever_the_autotuner_picks() -> None:
@@ -118,10 +118,10 @@ def test_reserved_kernel_bytes_cover_whatever_the_autotuner_picks() -> None:
     from znnx.backends import cpu
 
     graph = wide_graph()
-    weights, scratch = cpu.reserved_kernel_bytes(graph)
+    weights, scratch = cpu.reserved_kernel_bytes(graph, cpu.precision("fp32"))
     assert weights > 0 and scratch > 0
     for algorithm in ("auto", "winograd2", "winograd4"):
-        net = Net(graph, algorithm=algorithm)
-        assert net.kernel_weight_bytes <= weights and net.kernel_scratch_bytes <= scratch
+        plan = compile(graph, optimize=False, algorithm=algorithm).plan
+        assert plan.kernel_weight_bytes <= weights and plan.kernel_scratch_bytes <= scratch
     b, x = builder(channels=4, spatial=(3, 6, 5))
-    assert cpu.reserved_kernel_bytes(optimize(b.finish([conv(b, x, 4)])).graph) == (0, 0)  # narrow: direct
+    assert cpu.reserved_kernel_bytes(optimize(b.finish([conv(b, x, 4)])).graph, cpu.precision("fp32")) == (0, 0)  # narrow: direct

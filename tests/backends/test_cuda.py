@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ import znnx
 from tests.nets import SymmetricUNet, ValidUNet, randomize, rel_error
 from znnx import reference
 from znnx.backends import cuda
+from znnx.net import make_plan
+from znnx.plan.algorithm import DIRECT, fft
 from znnx.plan.precision import PRECISIONS
 
 GPU = torch.cuda.is_available()
@@ -35,18 +38,21 @@ def _oracle(graph: znnx.Graph, x: np.ndarray) -> np.ndarray:
 def test_fft_convolutions_through_the_program(valid: bool) -> None:
     graph = _graph(1, valid)
     fp32 = PRECISIONS["fp32"]
-    ffts = {n.name: "fft" for n in graph.nodes if n.op == "conv" and "fft" in cuda.conv_candidates(n, fp32)}
+    ffts = {n.name for n in graph.nodes if n.op == "conv" and fft(cuda.FFT_SIZE) in cuda.conv_candidates(graph, n, fp32)}
     assert ffts
     x = np.random.default_rng(0).standard_normal((2, 1, *graph.types[graph.inputs[0]].spatial)).astype(np.float32)
-    y = cuda.build(graph, torch.device("cpu"), fp32, ffts)([torch.from_numpy(x)])[0]
+    plan = make_plan(graph, "cpu", "fp32", "direct")
+    choices = tuple(replace(c, algorithm=fft(cuda.FFT_SIZE)) if c.node in ffts else c for c in plan.choices)
+    y = cuda.build(replace(plan, device="cuda", choices=choices), torch.device("cpu"))([torch.from_numpy(x)])[0]
     assert y.is_contiguous() and y.dtype == torch.float32
     assert rel_error(y.numpy(), _oracle(graph, x)) < 1e-5
 
 
 def test_candidates_by_precision() -> None:
-    conv = next(n for n in _graph().nodes if n.op == "conv")
-    assert cuda.conv_candidates(conv, PRECISIONS["tf32"]) == ("direct", "fft")
-    assert cuda.conv_candidates(conv, PRECISIONS["fp16"]) == ("direct",)
+    graph = _graph()
+    conv = next(n for n in graph.nodes if n.op == "conv")
+    assert cuda.conv_candidates(graph, conv, PRECISIONS["tf32"]) == (DIRECT, fft(cuda.FFT_SIZE))
+    assert cuda.conv_candidates(graph, conv, PRECISIONS["fp16"]) == (DIRECT,)
 
 
 def test_kernel_for_the_autotuner_writes_into_the_output() -> None:
@@ -54,11 +60,11 @@ def test_kernel_for_the_autotuner_writes_into_the_output() -> None:
     node = next(n for n in graph.nodes if n.op == "conv" and len(n.inputs) == 1 and n.attrs["kernel"] == (3, 3, 3))
     x_type, y_type = graph.types[node.inputs[0]], graph.types[node.output]
     x = torch.rand((1, x_type.channels, *x_type.spatial)).contiguous(memory_format=torch.channels_last_3d)
-    direct = cuda.conv_kernel(graph, node, "direct", torch.device("cpu"), PRECISIONS["fp32"])
-    fft = cuda.conv_kernel(graph, node, "fft", torch.device("cpu"), PRECISIONS["fp32"])
+    direct = cuda.conv_kernel(graph, node, DIRECT, torch.device("cpu"), PRECISIONS["fp32"])
+    spectral = cuda.conv_kernel(graph, node, fft(cuda.FFT_SIZE), torch.device("cpu"), PRECISIONS["fp32"])
     out = torch.empty((1, y_type.channels, *y_type.spatial))
-    assert fft(x, None, out) is out
-    assert rel_error(out.numpy(), direct(x, None, None).numpy()) < 1e-5
+    assert spectral(x, out=out) is out
+    assert rel_error(out.numpy(), direct(x).numpy()) < 1e-5
 
 
 def test_importing_and_running_on_the_cpu_never_initializes_cuda() -> None:

@@ -29,7 +29,7 @@ def test_random_shapes_match_the_reference(size: int, seed: int) -> None:
                        case.spatial)
     res = None if residual is None else channels_last(residual)
     inplace = seed % 3 == 0 and res is not None
-    y = conv(channels_last(x), res if inplace else None, res)
+    y = conv(channels_last(x), out=res if inplace else None, residual=res)
     assert relative_error(y, expected(case, x, w, b, residual)) <= 1e-5, case
     if inplace:
         assert y.data_ptr() == res.data_ptr()

@@ -57,8 +57,8 @@ def test_any_input_layout(layout: str) -> None:
 def test_writes_into_a_given_channels_last_output() -> None:
     x = torch.randn(1, 20, 4, 6, 6)
     out = torch.empty(1, 20, 2, 3, 3, memory_format=torch.channels_last_3d)
-    y = pool.MaxPool((2, 2, 2), (2, 2, 2), (0, 0, 0), (2, 3, 3))(x, out)
+    y = pool.MaxPool((2, 2, 2), (2, 2, 2), (0, 0, 0), (2, 3, 3))(x, out=out)
     assert y.data_ptr() == out.data_ptr()
     torch.testing.assert_close(out, torch.nn.functional.max_pool3d(x, 2, 2), rtol=0, atol=0)
     with pytest.raises(ValueError, match="channels-last"):
-        pool.MaxPool((2, 2, 2), (2, 2, 2), (0, 0, 0), (2, 3, 3))(x, torch.empty(1, 20, 2, 3, 3))
+        pool.MaxPool((2, 2, 2), (2, 2, 2), (0, 0, 0), (2, 3, 3))(x, out=torch.empty(1, 20, 2, 3, 3))

@@ -41,7 +41,7 @@ def run(case: Case, m: int, batch: int, seed: int, inplace: bool = False) -> tup
                                  ALPHA, case.spatial)
     res = None if residual is None else channels_last(residual)
     out = res if inplace else None
-    y = conv(channels_last(x), out, res)
+    y = conv(channels_last(x), out=out, residual=res)
     if inplace:
         assert y.data_ptr() == res.data_ptr()
     return y, expected(case, x, w, b, residual)

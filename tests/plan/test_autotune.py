@@ -12,9 +12,10 @@ from tests.passes.graphs import builder, conv
 from znnx import reference
 from znnx.errors import GraphError
 from znnx.ir.graph import Graph
-from znnx.net import Net
+from znnx.net import Net, compile  # noqa: A004
 from znnx.passes import optimize
 from znnx.plan import autotune
+from znnx.plan.algorithm import NAMES, winograd
 
 TOLERANCE = {"direct": 1e-5, "winograd2": 1e-5, "winograd4": 1e-4, "fft": 1e-5}
 
@@ -29,39 +30,43 @@ def wide_graph() -> Graph:
     return optimize(b.finish([conv(b, s, 3, kernel=(1, 1, 1), pads=(0,) * 6)])).graph
 
 
+def compiled(graph: Graph, algorithm: autotune.Forced = None) -> Net:
+    return compile(graph, optimize=False, algorithm=algorithm)
+
+
 def check(net: Net, tolerance: float) -> None:
     x = np.random.default_rng(0).standard_normal((1, 16, 6, 13, 11)).astype(np.float32)
     want = reference.run(net.graph, {"x": x})[net.graph.outputs[0]]
     assert np.abs(net(x) - want).max() / np.abs(want).max() <= tolerance
 
 
-@pytest.mark.parametrize("algorithm", autotune.ALGORITHMS)
+@pytest.mark.parametrize("algorithm", NAMES)
 def test_every_forced_algorithm_matches_the_reference(algorithm: str) -> None:
-    net = Net(wide_graph(), algorithm=algorithm)
-    convs = {c.node: c.algorithm for c in net.algorithms}
+    net = compiled(wide_graph(), algorithm)
+    convs = {c.node: c.algorithm.name for c in net.algorithms}
     assert algorithm in convs.values() and all(c.source == "forced" for c in net.algorithms)
     check(net, TOLERANCE[algorithm])
 
 
 def test_measured_choices_are_cached_on_disk_and_reused(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
     monkeypatch.setenv("ZNNX_CACHE_DIR", str(tmp_path))
-    first = Net(wide_graph())
+    first = compiled(wide_graph())
     measured = [c for c in first.algorithms if c.source == "measured"]
     assert len(measured) == 3
     for choice in measured:
         seconds, errors = dict(choice.seconds), dict(choice.errors)
-        assert choice.algorithm in seconds and "direct" in seconds
-        assert seconds[choice.algorithm] == min(t for a, t in seconds.items() if errors[a] <= TOLERANCE[a])
+        assert choice.algorithm.name in seconds and "direct" in seconds
+        assert seconds[choice.algorithm.name] == min(t for a, t in seconds.items() if errors[a] <= TOLERANCE[a])
     assert "fft" in dict(measured[-1].seconds)  # (1,4,4): Winograd does not apply
     assert next(c for c in first.algorithms if c.node == first.graph.nodes[-1].name).source == "rule"
     entries = json.loads(autotune.cache_file().read_text())
-    assert sorted(e["algorithm"] for e in entries.values()) == sorted(c.algorithm for c in measured)
+    assert sorted(e["algorithm"] for e in entries.values()) == sorted(c.algorithm.name for c in measured)
 
     def no_timing(*args: object) -> None:
         raise AssertionError("a cached layer was timed again")
 
     monkeypatch.setattr(autotune, "_measure", no_timing)
-    again = Net(wide_graph())
+    again = compiled(wide_graph())
     assert [(c.node, c.algorithm) for c in again.algorithms] == [(c.node, c.algorithm) for c in first.algorithms]
     assert all(c.source in ("cache", "rule") for c in again.algorithms)
     check(again, 1e-4)
@@ -71,24 +76,24 @@ def test_layers_forced_by_name_and_the_rest_measured(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("ZNNX_CACHE_DIR", str(tmp_path))
     graph = wide_graph()
     first = next(n.name for n in graph.nodes if n.op == "conv")
-    net = Net(graph, algorithm={first: "winograd2"})
-    assert net.algorithms[0] == autotune.LayerChoice(first, "winograd2", source="forced")
+    net = compiled(graph, {first: "winograd2"})
+    assert net.algorithms[0] == autotune.LayerChoice(first, winograd(2), source="forced")
     assert {c.source for c in net.algorithms[1:]} <= {"measured", "rule"}
 
 
 def test_bad_forcing_is_a_clear_error() -> None:
     graph = wide_graph()
     with pytest.raises(GraphError, match="not a convolution of this net"):
-        Net(graph, algorithm={"nope": "direct"})
+        compiled(graph, {"nope": "direct"})
     one_by_one = graph.nodes[-1].name
     with pytest.raises(GraphError, match="cannot run"):
-        Net(graph, algorithm={one_by_one: "winograd4"})
+        compiled(graph, {one_by_one: "winograd4"})
     with pytest.raises(GraphError, match="unknown algorithm"):
-        Net(graph, algorithm="winograd9")
+        compiled(graph, "winograd9")
 
 
 def test_narrow_layers_stay_direct_without_timing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(autotune, "_measure", lambda *args: (_ for _ in ()).throw(AssertionError("timed")))
     b, x = builder(channels=3, spatial=(5, 7, 6))
-    net = Net(optimize(b.finish([conv(b, conv(b, x, 8), 8)])).graph)
-    assert all(c.algorithm == "direct" and c.source == "rule" for c in net.algorithms)
+    net = compiled(optimize(b.finish([conv(b, conv(b, x, 8), 8)])).graph)
+    assert all(c.algorithm.name == "direct" and c.source == "rule" for c in net.algorithms)

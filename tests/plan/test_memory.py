@@ -28,7 +28,7 @@ def _lifetimes(graph: znnx.Graph) -> dict[str, tuple[int, int]]:
 def test_slots_hold_one_live_buffer_at_a_time(case: object) -> None:
     model, shape = case.build(), case.input_shape  # type: ignore[attr-defined]
     net = znnx.compile(znnx.load(model, shape))
-    graph, plan = net.graph, net.plan
+    graph, plan = net.graph, net.plan.memory
     life = _lifetimes(graph)
     root = {}
     for node, step in zip(graph.nodes, plan.steps):

@@ -13,7 +13,7 @@ from safetensors.numpy import save_file
 import znnx
 from tests.nets import cases
 from znnx.errors import ModelError
-from znnx.plan import network_file
+from znnx.plan import autotune, network_file
 
 
 def _saved(tmp_path: Path, index: int = 1) -> tuple[znnx.Net, Path]:
@@ -80,7 +80,7 @@ def test_unknown_op_with_a_valid_checksum_is_refused(tmp_path: Path) -> None:
 
 def test_edited_memory_plan_is_refused(tmp_path: Path) -> None:
     _, path = _saved(tmp_path)
-    _edit_header(path, lambda h: h["plan"]["slot_bytes"].__setitem__(0, 16))
+    _edit_header(path, lambda h: h["plan"]["memory"]["slot_bytes"].__setitem__(0, 16))
     with pytest.raises(ModelError, match="memory plan that differs"):
         znnx.load_net(path)
 
@@ -103,3 +103,65 @@ def test_foreign_files_are_refused(tmp_path: Path) -> None:
     junk.write_bytes(b"\x80\x04\x95 a pickle, perhaps")
     with pytest.raises(ModelError, match="not a readable safetensors file"):
         znnx.load_net(junk)
+
+
+def _tuned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[znnx.Net, Path]:
+    """A net whose convolutions were measured (wide enough to tune), saved; the tuning cache emptied."""
+    from tests.plan.test_autotune import wide_graph
+
+    monkeypatch.setenv("ZNNX_CACHE_DIR", str(tmp_path / "first-cache"))
+    net = znnx.compile(wide_graph(), optimize=False)
+    assert any(c.source == "measured" for c in net.algorithms)
+    path = net.save(tmp_path / "tuned.znnx")
+    monkeypatch.setenv("ZNNX_CACHE_DIR", str(tmp_path / "second-cache"))
+    return net, path
+
+
+def _no_timing(*args: object) -> None:
+    raise AssertionError("a saved choice was timed again")
+
+
+def test_saved_plan_runs_its_algorithms_without_timing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    net, path = _tuned(tmp_path, monkeypatch)
+    monkeypatch.setattr(autotune, "_measure", _no_timing)
+    loaded = znnx.load_net(path)
+    assert [(c.node, c.algorithm, c.seconds) for c in loaded.algorithms] == \
+        [(c.node, c.algorithm, c.seconds) for c in net.algorithms]
+    assert {c.source for c in loaded.algorithms} == {"saved"}
+    assert not (tmp_path / "second-cache" / "autotune.json").exists()
+    x = np.random.default_rng(0).standard_normal(net.input_shape).astype(np.float32)
+    np.testing.assert_array_equal(loaded(x), net(x))
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_another_kind_of_machine_tunes_again_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from znnx.backends import cpu
+
+    _, path = _tuned(tmp_path, monkeypatch)
+    monkeypatch.setattr(cpu, "machine", lambda device: "cpu: another model (isa 000000000000)")
+    loaded = znnx.load_net(path)
+    assert "measured" in {c.source for c in loaded.algorithms}
+    err = capsys.readouterr().err
+    assert "was tuned on cpu:" in err and "this is cpu: another model" in err and len(err.splitlines()) == 1
+
+
+def test_forcing_an_algorithm_on_load_overrides_the_saved_choices(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    _, path = _tuned(tmp_path, monkeypatch)
+    assert {c.algorithm.name for c in znnx.load_net(path, algorithm="direct").algorithms} == {"direct"}
+
+
+def test_version_1_files_still_load_and_tune(tmp_path: Path) -> None:
+    _, path = _saved(tmp_path)
+
+    def to_version_1(metadata: dict, tensors: dict) -> None:
+        header = json.loads(metadata["graph"])
+        plan = header.pop("plan")
+        header.update(plan=plan["memory"], plan_device=plan["device"], plan_precision=plan["precision"])
+        metadata["graph"] = json.dumps(header, sort_keys=True)
+        metadata["version"] = "1"
+        metadata["sha256"] = network_file._digest(metadata["graph"], tensors)
+
+    _rewrite(path, to_version_1)
+    assert {c.source for c in znnx.load_net(path).algorithms} <= {"rule", "measured", "cache"}

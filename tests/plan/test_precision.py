@@ -4,15 +4,19 @@ program, which runs eagerly on the CPU)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 import znnx
 from tests.nets import Case, cases, rel_error
+from znnx import backends
 from znnx.backends import cuda
 from znnx.errors import DeviceError, GraphError
-from znnx.plan.precision import PRECISIONS, resolve
+from znnx.net import make_plan
+from znnx.plan.precision import PRECISIONS
 
 CPU_BF16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 needs_bf16 = pytest.mark.skipif(not CPU_BF16, reason="this CPU has no AVX512-BF16 / AMX: bf16 would be emulated")
@@ -28,11 +32,11 @@ def _expected(case: Case, x: np.ndarray) -> tuple[znnx.Graph, np.ndarray]:
 @pytest.mark.parametrize("name, device", [("tf32", "cpu"), ("fp16", "cpu"), ("fp64", "cpu")])
 def test_refused_where_it_does_not_run(name: str, device: str) -> None:
     with pytest.raises(DeviceError, match=rf"precision: .*{name}.*use"):
-        resolve(name, device)
+        backends.get(device).precision(name)
 
 
 def test_every_precision_runs_on_cuda() -> None:
-    assert [resolve(name, "cuda").name for name in PRECISIONS] == list(PRECISIONS)
+    assert [cuda.precision(name).name for name in PRECISIONS] == list(PRECISIONS)
 
 
 @needs_bf16
@@ -41,7 +45,7 @@ def test_cpu_bf16_within_tolerance(case: Case) -> None:
     x = np.random.default_rng(5).standard_normal((1, *case.input_shape), dtype=np.float32)
     graph, expected = _expected(case, x)
     net = znnx.compile(graph, precision="bf16")
-    assert {c.algorithm for c in net.algorithms} <= {"direct"}
+    assert {c.algorithm.name for c in net.algorithms} <= {"direct"}
     for _ in range(2):
         y = net(x)
         assert y.dtype == np.float32
@@ -56,7 +60,8 @@ def test_gpu_program_within_tolerance(case: Case, precision: str) -> None:
     graph, expected = _expected(case, x)
     optimized = znnx.compile(graph).graph
     lifted = torch.from_numpy(x).reshape(1, case.input_shape[0], *optimized.types[optimized.inputs[0]].spatial)
-    run = cuda.build(optimized, torch.device("cpu"), PRECISIONS[precision], {})
+    plan = replace(make_plan(optimized, "cpu", "fp32", "direct"), device="cuda", precision=precision)
+    run = cuda.build(plan, torch.device("cpu"))
     y = run([lifted])[0]
     assert y.dtype == torch.float32
     assert rel_error(y.reshape(expected.shape), expected) < PRECISIONS[precision].tolerance
@@ -67,7 +72,7 @@ def test_bf16_halves_the_plan_and_refuses_fp32_kernels() -> None:
     case = cases()[1]
     graph = znnx.load(case.build(), case.input_shape)
     fp32, bf16 = znnx.compile(graph, algorithm="direct"), znnx.compile(graph, precision="bf16")
-    assert bf16.plan.peak_bytes * 2 == fp32.plan.peak_bytes
+    assert bf16.plan.memory.peak_bytes * 2 == fp32.plan.memory.peak_bytes
     assert bf16.weight_bytes * 2 == fp32.weight_bytes
     with pytest.raises(GraphError, match=r"\['winograd4'\] run in fp32 only.*bf16"):
         znnx.compile(graph, precision="bf16", algorithm="winograd4")
@@ -81,6 +86,7 @@ def test_network_file_loads_in_another_precision(tmp_path: object) -> None:
     graph = znnx.load(case.build(), case.input_shape)
     path = znnx.compile(graph, precision="bf16").save(Path(str(tmp_path)) / "net.znnx")
     x = np.random.default_rng(7).standard_normal(case.input_shape, dtype=np.float32)
-    fp32 = znnx.load_net(path)
+    assert znnx.load_net(path).precision.name == "bf16"  # the saved precision by default
+    fp32 = znnx.load_net(path, precision="fp32")
     assert fp32.precision.name == "fp32"
     assert rel_error(znnx.load_net(path, precision="bf16")(x), fp32(x)) < PRECISIONS["bf16"].tolerance

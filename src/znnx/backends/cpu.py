@@ -18,27 +18,91 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import platform
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import torch
 
 from znnx.backends import torch_eager
-from znnx.errors import KernelUnavailable
+from znnx.errors import DeviceError, KernelUnavailable
 from znnx.ir.graph import Graph, Node
 from znnx.ir.ops import ACTIVATIONS, epilogue
-from znnx.plan.autotune import Algorithm, LayerChoice, direct_only, reserved_bytes, tune
-from znnx.plan.memory import FLOAT_BYTES, MemoryPlan, Step
+from znnx.kernels.epilogue import activation, epilogue_step
+from znnx.plan import algorithm as algorithms
+from znnx.plan.algorithm import DIRECT, Algorithm
+from znnx.plan.autotune import Forced, LayerChoice, direct_only, reserved_bytes, tune
+from znnx.plan.memory import FLOAT_BYTES, MemoryPlan, Step, plan_memory
+from znnx.plan.plan import Plan
+from znnx.plan.precision import Precision, resolve
 
 Tensor = torch.Tensor
 Kernel = Callable[[Sequence[Tensor]], Tensor]
 CHANNELS_LAST = torch.channels_last_3d
 ONEDNN_UNARY = frozenset({"relu", "sigmoid", "tanh", "leaky_relu"})
 FFT_SIZE = 16
+PRECISIONS = ("fp32", "bf16")
 
 
 def available() -> bool:
     return bool(torch.backends.mkldnn.is_available())
+
+
+def device(name: str) -> torch.device:
+    if name not in ("cpu", "cpu:0"):
+        raise DeviceError(f"cpu backend: device {name!r} is not this machine's CPU; use 'cpu' (torch's threads "
+                          f"use every core; set them with torch.set_num_threads or --threads)")
+    return torch.device("cpu")
+
+
+def _cpuinfo(key: str) -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(key):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def machine(device: torch.device) -> str:
+    """The CPU's model name and a digest of its instruction-set flags."""
+    model = _cpuinfo("model name") or platform.processor() or platform.machine()
+    flags = _cpuinfo("flags") or _cpuinfo("Features")
+    return f"cpu: {model} (isa {hashlib.sha256(flags.encode()).hexdigest()[:12]})"
+
+
+def precision(name: str) -> Precision:
+    """fp32, or bf16 where the CPU has AVX512-BF16 or AMX (elsewhere oneDNN would emulate it, slower
+    than fp32). fp16 is not offered: PyTorch's CPU fp16 convolution runs 80x slower than fp32."""
+    chosen = resolve(name, "cpu", PRECISIONS)
+    if name == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise DeviceError("precision: bf16 on this CPU would be emulated (no AVX512-BF16 or AMX instructions, "
+                          "so oneDNN runs it slower than fp32); use precision fp32")
+    return chosen
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes the OS can give without swapping (MemAvailable), or physical memory if unknown."""
+    try:
+        match = re.search(r"MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text())
+    except OSError:
+        match = None
+    if match:
+        return int(match.group(1)) * 1024
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def io_bytes(graph: Graph, host_patches: int) -> int:
+    """The patches a caller keeps in flight (`host_patches` inputs and as many outputs) live in the
+    same memory as the net."""
+    inputs = sum(graph.types[name].numel for name in graph.inputs)
+    outputs = sum(graph.types[name].numel for name in graph.outputs)
+    return host_patches * (inputs + outputs) * FLOAT_BYTES
 
 
 def shuffles(node: Node) -> bool:
@@ -70,46 +134,56 @@ def scratch_elements(graph: Graph, node: Node) -> int:
     return graph.types[node.output].numel if shuffles(node) else 0
 
 
-def conv_candidates(node: Node) -> tuple[str, ...]:
-    """The algorithms this backend can run `node` (a conv) with: direct always, Winograd for kernel
-    sizes 1, 3 and 5 (stride 1), FFT for stride-1 kernels larger than 1."""
+def memory_plan(graph: Graph, batch: int, precision: Precision) -> MemoryPlan:
+    """Channels-last buffers, arena slots for the ops this backend can point at one (`placeable`),
+    the shuffling transposed convs' GEMM scratch."""
+    return plan_memory(graph, batch, relayout=True, placeable=placeable, scratch=scratch_elements,
+                       element_bytes=precision.element_bytes)
+
+
+def conv_candidates(graph: Graph, node: Node, precision: Precision) -> tuple[Algorithm, ...]:
+    """The algorithms this backend can run `node` (a conv) with: direct always; in fp32 also
+    Winograd for kernel sizes 1, 3 and 5 (stride 1) and FFT for stride-1 kernels larger than 1
+    (znnx's own kernels are fp32 kernels)."""
     from znnx.kernels import fft, winograd
 
     a = node.attrs
     shape = (a["kernel"], a["stride"], a["dilation"], int(a["groups"]))
-    return ("direct", *(("winograd2", "winograd4") if winograd.applicable(*shape) else ()),
-            *(("fft",) if fft.applicable(*shape) else ()))
+    if precision.name != "fp32":
+        return (DIRECT,)
+    return (DIRECT, *((algorithms.winograd(2), algorithms.winograd(4)) if winograd.applicable(*shape) else ()),
+            *((algorithms.fft(FFT_SIZE),) if fft.applicable(*shape) else ()))
 
 
-def algorithm_bytes(graph: Graph, node: Node, algorithm: str) -> tuple[int, int]:
+def algorithm_bytes(graph: Graph, node: Node, algorithm: Algorithm) -> tuple[int, int]:
     """(weight bytes beyond the raw weights, scratch bytes while it runs) of a conv under `algorithm`."""
     from znnx.kernels import fft, winograd
 
-    if algorithm == "direct":
+    if algorithm.kind == "direct":
         return 0, 0
     x, y = graph.types[node.inputs[0]], graph.types[node.output]
     kernel = tuple(node.attrs["kernel"])
     raw = int(node.params["weight"].size) * FLOAT_BYTES
-    if algorithm.startswith("winograd"):
-        weights, scratch, _ = winograd.footprint(x.channels, y.channels, kernel, int(algorithm[-1]), y.spatial)
+    if algorithm.kind == "winograd":
+        weights, scratch, _ = winograd.footprint(x.channels, y.channels, kernel, algorithm.tile, y.spatial)
     else:
-        weights, scratch = fft.footprint(x.channels, y.channels, kernel, FFT_SIZE, x.spatial)
+        weights, scratch = fft.footprint(x.channels, y.channels, kernel, algorithm.tile, x.spatial)
     return weights - raw, scratch
 
 
-def reserved_kernel_bytes(graph: Graph, precision: str = "fp32") -> tuple[int, int]:
+def reserved_kernel_bytes(graph: Graph, precision: Precision) -> tuple[int, int]:
     """(weight bytes beyond the raw weights, scratch bytes) to reserve before the autotuner has
     chosen: each conv's most memory-hungry algorithm it may choose (F(4,3) holds 8x the raw weights
     of a 3x3x3 layer), weights summed, scratch the largest (one slab buffer serves every layer).
     Below fp32 every conv runs direct: nothing to reserve."""
-    return reserved_bytes(graph, conv_candidates, algorithm_bytes) if precision == "fp32" else (0, 0)
+    return reserved_bytes(graph, lambda node: conv_candidates(graph, node, precision), algorithm_bytes)
 
 
 Run = Callable[[Sequence[Tensor], Tensor | None, Tensor | None], Tensor]
 
 
 class _Builder:
-    def __init__(self, graph: Graph, algorithms: Mapping[str, str], dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, graph: Graph, algorithms: Mapping[str, Algorithm], dtype: torch.dtype = torch.float32) -> None:
         self.graph = graph
         self.eager = torch_eager.Builder(graph, torch.device("cpu"), dtype)
         self.algorithms = algorithms
@@ -123,16 +197,16 @@ class _Builder:
         spatial = self.graph.types[node.inputs[0]].spatial
         weight, bias = self.eager.need(node, "weight"), self.eager.param(node, "bias")
         steps, alpha = epilogue(node), float(a.get("alpha", 0.0))
-        conv: Callable[[Tensor, Tensor | None, Tensor | None], Tensor]
-        if algorithm.startswith("winograd"):
-            conv = winograd.WinogradConv(weight, bias, a["pads"], int(algorithm[-1]), steps, alpha, spatial)
+        conv: Callable[..., Tensor]
+        if algorithm.kind == "winograd":
+            conv = winograd.WinogradConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial)
         else:
-            conv = fft.FFTConv(weight, bias, a["pads"], FFT_SIZE, steps, alpha, spatial)
+            conv = fft.FFTConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial)
 
         def run(xs: Sequence[Tensor], out: Tensor | None, scratch: Tensor | None) -> Tensor:
             if step.inplace == 1:
-                return conv(xs[0], xs[1], xs[1])
-            return conv(xs[0], out, xs[1] if len(xs) > 1 else None)
+                return conv(xs[0], out=xs[1], residual=xs[1])
+            return conv(xs[0], out=out, residual=xs[1] if len(xs) > 1 else None)
 
         return run
 
@@ -150,9 +224,9 @@ class _Builder:
         alpha = float(a.get("alpha", 0.0))
         add_first, add_last = steps[:1] == ("add",), steps[-1:] == ("add",) and act is not None
         relu = "relu" if act == "relu" else None
-        after_relu = None if act in (None, "relu") else torch_eager.activation(act, alpha, inplace=True)
+        after_relu = None if act in (None, "relu") else activation(act, alpha, inplace=True)
         plain = act if act in ONEDNN_UNARY else "none"
-        after_plain = None if act is None or act in ONEDNN_UNARY else torch_eager.activation(act, alpha, inplace=True)
+        after_plain = None if act is None or act in ONEDNN_UNARY else activation(act, alpha, inplace=True)
         scalars = [alpha] if plain == "leaky_relu" else []
         pointwise, accumulate = torch.ops.mkldnn._convolution_pointwise, torch.ops.mkldnn._convolution_pointwise_
 
@@ -184,7 +258,7 @@ class _Builder:
         b2d = (torch.zeros(c_out, dtype=self.dtype) if bias is None else bias).repeat(kd * kh * kw)
         add_first = epilogue(node)[:1] == ("add",)
         alpha = float(node.attrs.get("alpha", 0.0))
-        actions = [torch_eager.epilogue_step(s, alpha, inplace=True) for s in epilogue(node)[add_first:]]
+        actions = [epilogue_step(s, alpha, inplace=True) for s in epilogue(node)[add_first:]]
 
         def tiles(t: Tensor, n: int, d: int, h: int, w: int) -> Tensor:
             """An NDHWC output as (n, d, kd, h, kh, w, kw, c_out) without copying."""
@@ -223,7 +297,7 @@ class _Builder:
             self.eager.need(node, "weight"), padding, out_pad, stride, dilation, groups, [1, x.channels, *x.spatial])
         b = self.eager.param(node, "bias")
         alpha = float(a.get("alpha", 0.0))
-        actions = [torch_eager.epilogue_step(s, alpha, inplace=True) for s in epilogue(node)]
+        actions = [epilogue_step(s, alpha, inplace=True) for s in epilogue(node)]
         args = (padding, out_pad, stride, dilation, groups)
 
         def run(xs: Sequence[Tensor]) -> Tensor:
@@ -247,11 +321,11 @@ class _Builder:
         except KernelUnavailable:
             eager = self.eager.kernel(node)
             return lambda xs, out, _: eager(xs) if out is None else out.copy_(eager(xs))
-        return lambda xs, out, _: fast(xs[0], out)
+        return lambda xs, out, _: fast(xs[0], out=out)
 
     def inplace(self, node: Node, k: int) -> Kernel:
         if node.op in ACTIVATIONS:
-            fn = torch_eager.activation(node.op, float(node.attrs.get("alpha", 0.0)), inplace=True)
+            fn = activation(node.op, float(node.attrs.get("alpha", 0.0)), inplace=True)
             return lambda xs: fn(xs[0])
         if node.op == "scale":
             gamma = self.eager.need(node, "gamma", channel_view=True)
@@ -268,7 +342,7 @@ class _Builder:
         return lambda xs: fn(xs[0], xs[1], out=xs[k])
 
     def kernel(self, node: Node, step: Step) -> Run:
-        if node.op == "conv" and self.algorithms.get(node.name, "direct") != "direct":
+        if node.op == "conv" and self.algorithms.get(node.name, DIRECT).kind != "direct":
             return self.fast_conv(node, step)
         if node.op == "conv" and placeable(node):
             return self.conv(node, step)
@@ -322,7 +396,7 @@ class _Arena:
 class _Program:
     """The built steps of one graph: kernels, arena, and which values die after each step."""
 
-    def __init__(self, graph: Graph, plan: MemoryPlan, algorithms: Mapping[str, str],
+    def __init__(self, graph: Graph, plan: MemoryPlan, algorithms: Mapping[str, Algorithm],
                  dtype: torch.dtype = torch.float32) -> None:
         builder = _Builder(graph, algorithms, dtype)
         self.graph = graph
@@ -348,36 +422,41 @@ class _Program:
         return [values[name].to(torch.float32, memory_format=torch.contiguous_format) for name in self.graph.outputs]
 
 
-def conv_kernel(graph: Graph, node: Node, algorithm: str) -> Callable[[Tensor, Tensor | None, Tensor | None], Tensor]:
-    """One conv of `graph` alone under `algorithm`: (channels-last input, residual or None, output
-    or None) -> the channels-last output, written into the given output as into an arena slot, else
-    fresh."""
+def conv_kernel(graph: Graph, node: Node, algorithm: Algorithm) -> Callable[..., Tensor]:
+    """One conv of `graph` alone under `algorithm`, in the kernel calling convention: (channels-last
+    input, *, out=None, residual=None) -> the channels-last output, written into `out` as into an
+    arena slot, else fresh."""
     run = _Builder(graph, {node.name: algorithm}).kernel(node, Step(node.name, None, False, None, 0))
-    return lambda x, residual, out: run([x] if residual is None else [x, residual], out, None)
+
+    def conv(x: Tensor, *, out: Tensor | None = None, residual: Tensor | None = None) -> Tensor:
+        return run([x] if residual is None else [x, residual], out, None)
+
+    return conv
 
 
-def choose_algorithms(graph: Graph, batch: int, algorithm: Algorithm = None,
-                      precision: str = "fp32") -> tuple[LayerChoice, ...]:
-    """Each conv's algorithm: measured by the autotuner (cached on disk), or forced by `algorithm`.
-    Below fp32 every conv runs direct: Winograd and FFT are fp32 kernels."""
-    if precision != "fp32":
-        return direct_only(graph, algorithm, precision)
-    return tune(graph, batch, conv_candidates, lambda node, name: conv_kernel(graph, node, name), algorithm)
+def choose_algorithms(graph: Graph, batch: int, device: torch.device, precision: Precision,
+                      forced: Forced) -> tuple[LayerChoice, ...]:
+    """Each conv's algorithm: measured by the autotuner (cached on disk), or forced. Below fp32
+    every conv runs direct: Winograd and FFT are fp32 kernels."""
+    if precision.name != "fp32":
+        return direct_only(graph, forced, precision.name)
+    from znnx.kernels import winograd
+
+    context = f"{machine(device)} winograd {hashlib.sha256(winograd.source().encode()).hexdigest()[:12]}"
+    return tune(graph, batch, lambda node: conv_candidates(graph, node, precision),
+                lambda node, algorithm: conv_kernel(graph, node, algorithm), forced, device, precision.name, context)
 
 
-def build(graph: Graph, plan: MemoryPlan, algorithms: Mapping[str, str],
-          dtype: torch.dtype = torch.float32) -> Callable[[Sequence[Tensor]], list[Tensor]]:
-    """A function from NCDHW input tensors (graph input order) to NCDHW float32 output tensors;
-    convs run with `algorithms` (node name -> algorithm, direct where absent), values are held in
-    `dtype`."""
-    program = _Program(graph, plan, algorithms, dtype)
+def build(plan: Plan, device: torch.device) -> Callable[[Sequence[Tensor]], list[Tensor]]:
+    """A function from NCDHW input tensors (graph input order) to NCDHW float32 output tensors,
+    running the plan's memory plan and algorithms with values held in its precision."""
+    program = _Program(plan.graph, plan.memory, plan.algorithms, precision(plan.precision).torch_dtype)
     return lambda inputs: program.run(inputs)
 
 
-def profile(graph: Graph, plan: MemoryPlan, inputs: Sequence[Tensor], algorithms: Mapping[str, str],
-            passes: int = 3) -> list[tuple[Node, float]]:
+def profile(plan: Plan, inputs: Sequence[Tensor], passes: int = 3) -> list[tuple[Node, float]]:
     """Each node with its median wall time over `passes` runs, after one untimed run."""
-    program = _Program(graph, plan, algorithms)
+    program = _Program(plan.graph, plan.memory, plan.algorithms, precision(plan.precision).torch_dtype)
     program.run(inputs)
     runs: list[list[float]] = []
     for _ in range(passes):

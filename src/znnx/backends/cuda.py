@@ -24,16 +24,54 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 
 from znnx.backends import torch_eager
+from znnx.errors import DeviceError
 from znnx.ir.graph import Graph, Node
 from znnx.ir.ops import epilogue
-from znnx.plan.autotune import Algorithm, LayerChoice, direct_only, reserved_bytes, tune
-from znnx.plan.precision import Precision
+from znnx.plan import algorithm as algorithms
+from znnx.plan.algorithm import DIRECT, Algorithm
+from znnx.plan.autotune import Forced, LayerChoice, direct_only, reserved_bytes, tune
+from znnx.plan.memory import FLOAT_BYTES, MemoryPlan, plan_memory
+from znnx.plan.plan import Plan
+from znnx.plan.precision import Precision, resolve
 
 Tensor = torch.Tensor
 Execute = Callable[[Sequence[Tensor]], list[Tensor]]
 CHANNELS_LAST = torch.channels_last_3d
 FFT_SIZE = 32
 WARMUP = 2
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+
+
+def device(name: str) -> torch.device:
+    try:
+        target = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"cuda backend: cannot read device {name!r}; use 'cuda' or 'cuda:N'") from None
+    if not torch.cuda.is_available():
+        raise DeviceError(f"compile: device {name!r} requested but no CUDA GPU is available; use device='cpu'")
+    return target
+
+
+def machine(device: torch.device) -> str:
+    """The GPU's name and cuDNN version."""
+    return f"cuda: {torch.cuda.get_device_name(device)} (cudnn {torch.backends.cudnn.version()})"
+
+
+def precision(name: str) -> Precision:
+    return resolve(name, "cuda", PRECISIONS)
+
+
+def io_bytes(graph: Graph, host_patches: int) -> int:
+    """The CUDA graph's static input and its outputs, plus the copies handed back; the caller's
+    patches in flight stay in host memory."""
+    inputs = sum(graph.types[name].numel for name in graph.inputs)
+    outputs = sum(graph.types[name].numel for name in graph.outputs)
+    return (inputs + 2 * outputs) * FLOAT_BYTES
+
+
+def memory_plan(graph: Graph, batch: int, precision: Precision) -> MemoryPlan:
+    """Values freed after their last reader, in the CUDA graph's pool."""
+    return plan_memory(graph, batch, element_bytes=precision.element_bytes)
 
 
 def flags(precision: Precision) -> contextlib.AbstractContextManager[None]:
@@ -43,31 +81,31 @@ def flags(precision: Precision) -> contextlib.AbstractContextManager[None]:
     return cudnn.flags(enabled=True, benchmark=True, deterministic=False, allow_tf32=precision.name == "tf32")
 
 
-def conv_candidates(node: Node, precision: Precision) -> tuple[str, ...]:
+def conv_candidates(graph: Graph, node: Node, precision: Precision) -> tuple[Algorithm, ...]:
     """Direct (cuDNN) always; FFT for stride-1 kernels larger than 1 in fp32 / tf32 (cuFFT's half
     precision takes power-of-two sizes only)."""
     from znnx.kernels import fft
 
     a = node.attrs
     usable = precision.dtype == "float32" and fft.applicable(a["kernel"], a["stride"], a["dilation"], int(a["groups"]))
-    return ("direct", "fft") if usable else ("direct",)
+    return (DIRECT, algorithms.fft(FFT_SIZE)) if usable else (DIRECT,)
 
 
-def algorithm_bytes(graph: Graph, node: Node, algorithm: str) -> tuple[int, int]:
+def algorithm_bytes(graph: Graph, node: Node, algorithm: Algorithm) -> tuple[int, int]:
     """(weight bytes beyond the raw weights, scratch bytes while it runs) of a conv under `algorithm`."""
     from znnx.kernels import fft
 
-    if algorithm != "fft":
+    if algorithm.kind != "fft":
         return 0, 0
     x, y = graph.types[node.inputs[0]], graph.types[node.output]
-    weights, scratch = fft.footprint(x.channels, y.channels, node.attrs["kernel"], FFT_SIZE, x.spatial)
-    return weights - int(node.params["weight"].size) * 4, scratch
+    weights, scratch = fft.footprint(x.channels, y.channels, node.attrs["kernel"], algorithm.tile, x.spatial)
+    return weights - int(node.params["weight"].size) * FLOAT_BYTES, scratch
 
 
 def reserved_kernel_bytes(graph: Graph, precision: Precision) -> tuple[int, int]:
     """(weight bytes beyond the raw weights, scratch bytes) to reserve before the autotuner has
     chosen: FFT's spectra and slab wherever FFT may be chosen."""
-    return reserved_bytes(graph, lambda node: conv_candidates(node, precision), algorithm_bytes)
+    return reserved_bytes(graph, lambda node: conv_candidates(graph, node, precision), algorithm_bytes)
 
 
 def free_memory(device: torch.device) -> int:
@@ -79,7 +117,8 @@ class _Builder(torch_eager.Builder):
     """The eager kernels with channels-last weights (cuDNN then runs channels-last kernels end to
     end) and FFT convolutions where the autotuner chose them."""
 
-    def __init__(self, graph: Graph, device: torch.device, dtype: torch.dtype, algorithms: Mapping[str, str]) -> None:
+    def __init__(self, graph: Graph, device: torch.device, dtype: torch.dtype,
+                 algorithms: Mapping[str, Algorithm]) -> None:
         super().__init__(graph, device, dtype)
         self.algorithms = algorithms
 
@@ -88,17 +127,19 @@ class _Builder(torch_eager.Builder):
         return tensor.contiguous(memory_format=CHANNELS_LAST) if tensor is not None and tensor.dim() == 5 else tensor
 
     def conv(self, node: Node) -> torch_eager.Kernel:
-        if self.algorithms.get(node.name, "direct") != "fft":
+        algorithm = self.algorithms.get(node.name, DIRECT)
+        if algorithm.kind != "fft":
             return super().conv(node)
         from znnx.kernels import fft
 
         a = node.attrs
-        conv = fft.FFTConv(self.need(node, "weight"), self.param(node, "bias"), a["pads"], FFT_SIZE, epilogue(node),
-                           float(a.get("alpha", 0.0)), self.in_type(node).spatial)
-        return lambda x: conv(x[0], None, x[1] if len(x) > 1 else None)
+        conv = fft.FFTConv(self.need(node, "weight"), self.param(node, "bias"), a["pads"], algorithm.tile,
+                           epilogue(node), float(a.get("alpha", 0.0)), self.in_type(node).spatial)
+        return lambda x: conv(x[0], residual=x[1] if len(x) > 1 else None)
 
 
-def _program(graph: Graph, device: torch.device, precision: Precision, algorithms: Mapping[str, str]) -> Execute:
+def _program(graph: Graph, device: torch.device, precision: Precision,
+             algorithms: Mapping[str, Algorithm]) -> Execute:
     """Inputs (any float dtype, any layout, on `device`) -> float32 NCDHW outputs on `device`."""
     dtype = precision.torch_dtype
     execute = torch_eager.program(graph, _Builder(graph, device, dtype, algorithms))
@@ -148,22 +189,23 @@ class _Graphed:
         return [y.clone() for y in self.outputs]
 
 
-def build(graph: Graph, device: torch.device, precision: Precision, algorithms: Mapping[str, str]) -> Execute:
+def build(plan: Plan, device: torch.device) -> Execute:
     """A function from NCDHW input tensors (graph input order) to NCDHW float32 output tensors on
-    `device`: a CUDA graph on CUDA, the same program eagerly elsewhere."""
-    run = _program(graph, device, precision, algorithms)
+    `device`: a CUDA graph on CUDA, the same program eagerly elsewhere (how the tests check it)."""
+    chosen = precision(plan.precision)
+    run = _program(plan.graph, device, chosen, plan.algorithms)
     if device.type == "cuda":
-        return _Graphed(run, device, precision)
+        return _Graphed(run, device, chosen)
     return run
 
 
-def conv_kernel(graph: Graph, node: Node, algorithm: str, device: torch.device,
-                precision: Precision) -> Callable[[Tensor, Tensor | None, Tensor | None], Tensor]:
-    """One conv of `graph` alone under `algorithm` (for the autotuner): (input, residual or None,
-    output or None) -> output, written into the given output when there is one."""
+def conv_kernel(graph: Graph, node: Node, algorithm: Algorithm, device: torch.device,
+                precision: Precision) -> Callable[..., Tensor]:
+    """One conv of `graph` alone under `algorithm`, in the kernel calling convention: (input, *,
+    out=None, residual=None) -> output, written into `out` when given."""
     kernel = _Builder(graph, device, precision.torch_dtype, {node.name: algorithm}).kernel(node)
 
-    def run(x: Tensor, residual: Tensor | None, out: Tensor | None) -> Tensor:
+    def run(x: Tensor, *, out: Tensor | None = None, residual: Tensor | None = None) -> Tensor:
         with flags(precision):
             y = kernel([x] if residual is None else [x, residual])
         return y if out is None else out.copy_(y)
@@ -172,10 +214,10 @@ def conv_kernel(graph: Graph, node: Node, algorithm: str, device: torch.device,
 
 
 def choose_algorithms(graph: Graph, batch: int, device: torch.device, precision: Precision,
-                      algorithm: Algorithm = None) -> tuple[LayerChoice, ...]:
+                      forced: Forced) -> tuple[LayerChoice, ...]:
     """Each conv's algorithm on the GPU: cuDNN or FFT, measured (cached on disk) or forced."""
     if precision.dtype != "float32":
-        return direct_only(graph, algorithm, precision.name)
-    return tune(graph, batch, lambda node: conv_candidates(node, precision),
-                lambda node, name: conv_kernel(graph, node, name, device, precision), algorithm, device,
-                precision.name)
+        return direct_only(graph, forced, precision.name)
+    return tune(graph, batch, lambda node: conv_candidates(graph, node, precision),
+                lambda node, algorithm: conv_kernel(graph, node, algorithm, device, precision), forced, device,
+                precision.name, machine(device))

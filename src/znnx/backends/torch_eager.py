@@ -15,9 +15,9 @@ import torch.nn.functional as F
 
 from znnx.ir.graph import Graph, Node, TensorType
 from znnx.ir.ops import ACTIVATIONS, BINARY, center_crop_begin, pool_output
+from znnx.kernels.epilogue import Kernel, activation, with_epilogue
 
 Tensor = torch.Tensor
-Kernel = Callable[[Sequence[Tensor]], Tensor]
 
 
 def _torch_pad(pads: Sequence[int]) -> list[int]:
@@ -27,43 +27,6 @@ def _torch_pad(pads: Sequence[int]) -> list[int]:
 
 def _symmetric(pads: Sequence[int]) -> bool:
     return tuple(pads[:3]) == tuple(pads[3:])
-
-
-def activation(op: str, alpha: float = 0.0, inplace: bool = False) -> Callable[[Tensor], Tensor]:
-    """The torch function of an IR activation (`alpha` for leaky_relu and elu), optionally in place."""
-    table: dict[str, Callable[[Tensor], Tensor]] = {
-        "relu": lambda x: F.relu(x, inplace),
-        "leaky_relu": lambda x: F.leaky_relu(x, alpha, inplace),
-        "elu": lambda x: F.elu(x, alpha, inplace),
-        "sigmoid": torch.sigmoid_ if inplace else torch.sigmoid,
-        "tanh": torch.tanh_ if inplace else torch.tanh,
-    }
-    return table[op]
-
-
-def epilogue_step(step: str, alpha: float, inplace: bool = False) -> Callable[[Tensor, Sequence[Tensor]], Tensor]:
-    """One fused step as a function of the conv output and the node's inputs (the residual is input 1)."""
-    if step == "add":
-        return (lambda y, x: y.add_(x[1])) if inplace else (lambda y, x: y + x[1])
-    fn = activation(step, alpha, inplace)
-    return lambda y, x: fn(y)
-
-
-def with_epilogue(node: Node, conv: Kernel) -> Kernel:
-    """`conv` followed by the node's fused steps: add the residual (second input), activate."""
-    steps = tuple(node.attrs.get("epilogue", ()))
-    if not steps:
-        return conv
-    alpha = float(node.attrs.get("alpha", 0.0))
-    fns = [epilogue_step(step, alpha) for step in steps]
-
-    def run(x: Sequence[Tensor]) -> Tensor:
-        y = conv(x)
-        for fn in fns:
-            y = fn(y, x)
-        return y
-
-    return run
 
 
 class Builder:

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     import zarr
 
     import znnx
-    from znnx.volume import VolumeOptions, device_nets
+    from znnx.volume import Placement, VolumeOptions, device_nets
     from znnx.volume.runner import run_volume
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         options = VolumeOptions(scale=1 / 255, overwrite=True)
         for i, devices in enumerate(args.devices):
             target = str(work / f"out{i}.zarr/pred")
-            net, helpers, _ = device_nets(graph, source, target, "auto", options, memory, devices, args.precision)
+            net, helpers, _ = device_nets(graph, source, target, options,
+                                          Placement("auto", memory, devices, args.precision))
             for _ in range(2):  # the first run warms the same nets the second one times
                 summary = run_volume(net, source, target, options, quiet=True, helpers=helpers)
             blocks = [f"{d['device']} ({'x'.join(map(str, d['patch']))}): {d['blocks']}" for d in summary.devices]

@@ -48,10 +48,14 @@ def _worker(job: dict[str, Any], queue: Any) -> None:
         run = lambda: F.conv3d(x, w_last, b, padding=1)
     else:
         from znnx.backends import cpu
+        from znnx.plan.algorithm import by_name
 
         graph = _graph(w, b, job["size"])
-        kernel = cpu.conv_kernel(graph, graph.nodes[0], job["runtime"])
-        run = lambda: kernel(x, None, None)
+        node = graph.nodes[0]
+        algorithm = by_name(job["runtime"], cpu.conv_candidates(graph, node, cpu.precision("fp32")))
+        assert algorithm is not None, f"{job['runtime']} applies to every 3x3x3 layer"
+        kernel = cpu.conv_kernel(graph, node, algorithm)
+        run = lambda: kernel(x)
     with torch.inference_mode():
         y = run()
         times = []
@@ -93,7 +97,8 @@ def autotuned(channels: int, size: int, threads: int) -> str:
 
     torch.set_num_threads(threads)
     _, w, b = _tensors(channels, size)
-    return cpu.choose_algorithms(_graph(w, b, size), 1)[0].algorithm
+    fp32 = cpu.precision("fp32")
+    return cpu.choose_algorithms(_graph(w, b, size), 1, torch.device("cpu"), fp32, None)[0].algorithm.name
 
 
 def table(results: list[dict[str, Any]], chosen: dict[int, str]) -> list[str]:

@@ -65,8 +65,8 @@ def measure(net_name: str, patch: tuple[int, int, int], tiny: bool, threads: int
     return {
         "net": net_name, "patch": "x".join(map(str, patch)),
         "predicted_mib": predicted / MIB, "measured_mib": growth / MIB,
-        "plan_peak_mib": net.memory_bytes() / MIB, "arena_mib": net.plan.arena_bytes / MIB,
-        "naive_mib": net.plan.naive_bytes / MIB, "weights_mib": net.weight_bytes / MIB,
+        "plan_peak_mib": net.memory_bytes() / MIB, "arena_mib": net.plan.memory.arena_bytes / MIB,
+        "naive_mib": net.plan.memory.naive_bytes / MIB, "weights_mib": net.weight_bytes / MIB,
         "error": predicted / growth - 1,
     }
 

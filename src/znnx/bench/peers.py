@@ -41,9 +41,10 @@ def _threads() -> int:
 def _torch(model: nn.Module, target: Target, channels_last: bool) -> tuple[nn.Module, Callable[[np.ndarray],
                                                                                                 torch.Tensor]]:
     """`model` on the target device in the target precision, and the matching input conversion."""
-    from znnx.plan.precision import resolve
+    from znnx import backends
 
-    dtype = resolve(target.precision, torch.device(target.device).type).torch_dtype
+    backend, _ = backends.resolve(target.device)
+    dtype = backend.precision(target.precision).torch_dtype
     layout = torch.channels_last_3d if channels_last else torch.contiguous_format
     if target.device != "cpu":
         torch.backends.cudnn.benchmark = True

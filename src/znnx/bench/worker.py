@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from znnx.ir import Graph, Node
+from znnx.plan.algorithm import DIRECT, Algorithm
 
 
 def bench_input(patch: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -70,15 +71,15 @@ def profile_layers(model: object, x: np.ndarray) -> list[dict]:
     from znnx.report import node_flops
 
     net = znnx.compile(load_graph(model, x))
-    algorithms = {c.node: c.algorithm for c in net.algorithms}
+    algorithms = net.plan.algorithms
     with torch.inference_mode():
-        timings = cpu.profile(net.graph, net.plan, [torch.from_numpy(x)], algorithms)
+        timings = cpu.profile(net.plan, [torch.from_numpy(x)])
     return [{"node": node.name, "op": "+".join((node.op, *node.attrs.get("epilogue", ()))),
              "algorithm": _algorithm(node, algorithms), "seconds": seconds, "flops": node_flops(net.graph, node)}
             for node, seconds in timings]
 
 
-def _algorithm(node: Node, algorithms: dict[str, str]) -> str:
+def _algorithm(node: Node, algorithms: dict[str, Algorithm]) -> str:
     """How the per-layer table names a node's kernel: oneDNN direct, Winograd F(m, r) or FFT."""
     from znnx.backends import cpu
 
@@ -86,10 +87,10 @@ def _algorithm(node: Node, algorithms: dict[str, str]) -> str:
         return "GEMM + shuffle"
     if not node.op.startswith("conv"):
         return ""
-    name = algorithms.get(node.name, "direct")
-    if name.startswith("winograd"):
-        return f"Winograd F({name[-1]},{max(node.attrs['kernel'])})"
-    return {"direct": "oneDNN direct", "fft": "FFT"}[name]
+    algorithm = algorithms.get(node.name, DIRECT)
+    if algorithm.kind == "winograd":
+        return f"Winograd F({algorithm.tile},{max(node.attrs['kernel'])})"
+    return {"direct": "oneDNN direct", "fft": "FFT"}[algorithm.kind]
 
 
 def load_graph(model: object, x: np.ndarray) -> Graph:

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from znnx.backends import torch_eager
 from znnx.ir.ops import conv_spatial
+from znnx.kernels.epilogue import epilogue_step
 
 SLAB_BYTES = 16 << 20
 
@@ -60,11 +60,11 @@ class FFTConv:
         self.bias = None if bias is None else bias.detach().float()
         add_first = tuple(steps[:1]) == ("add",)
         self.add_first = add_first
-        self.actions = [torch_eager.epilogue_step(s, alpha, inplace=True) for s in steps[add_first:]]
+        self.actions = [epilogue_step(s, alpha, inplace=True) for s in steps[add_first:]]
         per_tile = self.freqs * (c_in + c_out) * 8
         self.count = max(1, min(self.grid[1] * self.grid[2], slab_bytes // per_tile))
 
-    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None,
+    def __call__(self, x: torch.Tensor, *, out: torch.Tensor | None = None,
                  residual: torch.Tensor | None = None) -> torch.Tensor:
         n_items = x.shape[0]
         (nd, nh, nw), (md, mh, mw), (gd, gh, gw) = self.n, self.m, self.grid

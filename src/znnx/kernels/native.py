@@ -3,8 +3,7 @@
 The library is compiled for this CPU (`-march=native`) with OpenMP. It is loaded after torch, so
 its OpenMP runtime is the one torch already loaded: the kernels run on torch's thread pool and obey
 `torch.set_num_threads`. The cached file is keyed by the source, the flags, the compiler's version
-and the CPU's feature flags; it lives under `cache_dir()` (`$ZNNX_CACHE_DIR`, else
-`$XDG_CACHE_HOME/znnx`, else `~/.cache/znnx`). Set `CC` to choose the compiler.
+and the CPU's feature flags; it lives under `znnx.cache.cache_dir()`. Set `CC` to choose the compiler.
 """
 
 from __future__ import annotations
@@ -18,17 +17,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from znnx.cache import cache_dir
 from znnx.errors import KernelUnavailable
 
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-std=gnu11", "-shared",
          "-fPIC")
-
-
-def cache_dir() -> Path:
-    if os.environ.get("ZNNX_CACHE_DIR"):
-        return Path(os.environ["ZNNX_CACHE_DIR"])
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "znnx"
 
 
 def _cpu_flags() -> str:

@@ -40,7 +40,7 @@ class MaxPool:
         self.shape = [np.array(v[:3], dtype=np.int32) for v in (kernel, stride, pads)]
         self.out_spatial = tuple(int(s) for s in out_spatial)
 
-    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
         """The pooled `x` (any layout), channels-last, in `out` if given (channels-last)."""
         x = x.contiguous(memory_format=torch.channels_last_3d)
         n, c, d, h, w = x.shape

@@ -299,10 +299,10 @@ class WinogradConv:
         self.tiles = int(np.prod(self.grid))
         self.count = footprint(c_in, c_out, self.kernel, m, self.out_spatial, slab_bytes)[2]
 
-    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None,
+    def __call__(self, x: torch.Tensor, *, out: torch.Tensor | None = None,
                  residual: torch.Tensor | None = None) -> torch.Tensor:
         if out is not None and not _channels_last(out):
-            return out.copy_(self(x, None, residual))
+            return out.copy_(self(x, residual=residual))
         n = x.shape[0]
         x = x.contiguous(memory_format=torch.channels_last_3d)
         y = out if out is not None else torch.empty((n, self.c_out, *self.out_spatial),

@@ -2,7 +2,7 @@
 
 For every conv the backend can run more than one way (`candidates`), each candidate is built,
 run once to warm up and then timed (median of `REPS`); a candidate is kept only if its output is
-within `TOLERANCE` (max |y - y_direct| / max |y_direct|) of oneDNN's direct convolution, which the
+within its `tolerance` (plan/algorithm.py: max |y - y_direct| / max |y_direct|) of the direct convolution, which the
 reference executor tests pin down. The fastest survivor wins; direct is always a candidate, so a
 layer never gets slower than direct. Layers with fewer than `MIN_CHANNELS` input or output
 channels stay direct without timing: the transforms cost more than the multiplications they save.
@@ -10,9 +10,10 @@ FFT is timed only where Winograd does not apply: on 3x3x3 layers it measured 2-1
 Winograd on this project's machine, so timing it there would only lengthen tuning.
 
 Choices are cached on disk (`cache_dir()/autotune.json`) under a key of the layer's signature
-(shapes, kernel, pads, epilogue), the batch, dtype, thread count and library versions, so a net
-compiled again (another process, a Dask worker, a rerun) does not time anything. `algorithm`
-forces one algorithm for every layer where it applies, or, as a mapping, per named layer.
+(shapes, kernel, pads, epilogue), the batch, dtype, thread count, library versions and the backend's
+`context` (its machine and kernel sources), so a net compiled again (another process, a rerun) does
+not time anything; a network file carries its choices itself (plan/plan.py). `forced` forces one
+algorithm, by name, for every layer where it applies, or, as a mapping, per named layer.
 """
 
 from __future__ import annotations
@@ -29,52 +30,48 @@ from pathlib import Path
 
 import torch
 
+from znnx.cache import cache_dir
 from znnx.errors import GraphError, KernelUnavailable
 from znnx.ir.graph import Graph, Node
+from znnx.plan.algorithm import DIRECT, NAMES, Algorithm, by_name
+from znnx.version import __version__
 
-ALGORITHMS = ("direct", "winograd2", "winograd4", "fft")
-TOLERANCE = {"direct": 0.0, "winograd2": 1e-5, "winograd4": 1e-4, "fft": 1e-5}
 MIN_CHANNELS = 16
 REPS = 3
-Conv = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], torch.Tensor]
-Builder = Callable[[Node, str], Conv]
-Algorithm = str | Mapping[str, str] | None
+Conv = Callable[..., torch.Tensor]
+Builder = Callable[[Node, Algorithm], Conv]
+Candidates = Callable[[Node], tuple[Algorithm, ...]]
+Forced = str | Mapping[str, str] | None
 
 
 @dataclass(frozen=True)
 class LayerChoice:
-    """The algorithm one conv runs with; `seconds` and `errors` per measured candidate (a candidate
-    that failed to build has an infinite time); `source`: measured, cache, forced or rule."""
+    """The algorithm one conv runs with; `seconds` and `errors` per measured candidate, by name (a
+    candidate that failed to build has an infinite time); `source`: measured, cache, forced, rule or
+    saved (read from a network file)."""
 
     node: str
-    algorithm: str
+    algorithm: Algorithm
     seconds: tuple[tuple[str, float], ...] = ()
     errors: tuple[tuple[str, float], ...] = ()
     source: str = "rule"
 
     @property
     def time(self) -> float | None:
-        return dict(self.seconds).get(self.algorithm)
+        return dict(self.seconds).get(self.algorithm.name)
 
 
 def cache_file() -> Path:
-    from znnx.kernels.native import cache_dir
-
     return cache_dir() / "autotune.json"
 
 
-def _signature(graph: Graph, node: Node, batch: int, device: torch.device, precision: str) -> str:
-    from znnx import __version__
-    from znnx.kernels import winograd
-
+def _signature(graph: Graph, node: Node, batch: int, precision: str, context: str) -> str:
     x, y = graph.types[node.inputs[0]], graph.types[node.output]
     a = node.attrs
     fields = [node.op, x.channels, y.channels, x.spatial, a["kernel"], a["pads"], a["stride"], a["dilation"],
               a["groups"], list(a.get("epilogue", ())), float(a.get("alpha", 0.0)), batch,
               "float32" if precision == "fp32" else precision, torch.get_num_threads(), torch.__version__,
-              __version__, hashlib.sha256(winograd.source().encode()).hexdigest()[:12]]
-    if device.type == "cuda":
-        fields += [torch.cuda.get_device_name(device), torch.backends.cudnn.version()]
+              __version__, context]
     return hashlib.sha256(json.dumps(fields, default=list).encode()).hexdigest()[:24]
 
 
@@ -108,83 +105,88 @@ def _error(y: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def _measure(build: Builder, node: Node, x: torch.Tensor, residual: torch.Tensor | None,
-             algorithms: tuple[str, ...]) -> tuple[dict[str, float], dict[str, float]]:
-    """Median seconds and error against direct of each algorithm that builds. The timed runs write
-    into one preallocated output, as the net's convs write into arena slots: a fresh output would add
-    its page faults, which cost Winograd (whose output transform writes it from every thread at once)
-    more than direct and turned 15 ms layers into 28 ms ones."""
+             algorithms: tuple[Algorithm, ...]) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds and error against direct of each algorithm that builds, by name. The timed
+    runs write into one preallocated output, as the net's convs write into arena slots: a fresh
+    output would add its page faults, which cost Winograd (whose output transform writes it from
+    every thread at once) more than direct and turned 15 ms layers into 28 ms ones."""
     seconds: dict[str, float] = {}
     errors: dict[str, float] = {}
     reference: torch.Tensor | None = None
     sync = (lambda: torch.cuda.synchronize(x.device)) if x.device.type == "cuda" else (lambda: None)
     for algorithm in algorithms:
+        name = algorithm.name
         try:
             conv = build(node, algorithm)
         except KernelUnavailable:
-            seconds[algorithm] = float("inf")
+            seconds[name] = float("inf")
             continue
         start = time.perf_counter()
-        y = conv(x, residual, None)
+        y = conv(x, residual=residual)
         sync()
         warm = time.perf_counter() - start
         if reference is None:
             reference = y.clone()
-        errors[algorithm] = _error(y, reference)
+        errors[name] = _error(y, reference)
         best = min(seconds.values(), default=float("inf"))
-        if warm > 3 * best or errors[algorithm] > TOLERANCE[algorithm]:
-            seconds[algorithm] = warm
+        if warm > 3 * best or errors[name] > algorithm.tolerance:
+            seconds[name] = warm
             continue
         runs, out = [], torch.empty_like(y)
         for _ in range(REPS):
             start = time.perf_counter()
-            conv(x, residual, out)
+            conv(x, out=out, residual=residual)
             sync()
             runs.append(time.perf_counter() - start)
-        seconds[algorithm] = statistics.median(runs)
+        seconds[name] = statistics.median(runs)
     return seconds, errors
 
 
-def _forced(algorithm: Algorithm, convs: dict[str, tuple[str, ...]]) -> dict[str, str]:
-    if algorithm is None or algorithm == "auto":
+def _forced(forced: Forced, convs: dict[str, tuple[Algorithm, ...]]) -> dict[str, Algorithm]:
+    if forced is None or forced == "auto":
         return {}
-    if isinstance(algorithm, str):
-        if algorithm not in ALGORITHMS:
-            raise GraphError(f"autotune: unknown algorithm {algorithm!r}; use one of {['auto', *ALGORITHMS]}")
-        return {name: algorithm if algorithm in applicable else "direct" for name, applicable in convs.items()}
-    forced = dict(algorithm)
-    for name, algo in forced.items():
+    if isinstance(forced, str):
+        return {name: by_name(forced, applicable) or DIRECT for name, applicable in convs.items()}
+    chosen = {}
+    for name, spelled in forced.items():
         if name not in convs:
             raise GraphError(f"autotune: algorithm forced for {name!r}, which is not a convolution of this net; "
                              f"its convolutions are {sorted(convs)}")
-        if algo not in convs[name]:
-            raise GraphError(f"autotune: {algo!r} cannot run {name!r}; it can run with {list(convs[name])}")
-    return forced
+        algorithm = by_name(spelled, convs[name])
+        if algorithm is None:
+            raise GraphError(f"autotune: {spelled!r} cannot run {name!r}; it can run with "
+                             f"{[a.name for a in convs[name]]}")
+        chosen[name] = algorithm
+    return chosen
 
 
-def direct_only(graph: Graph, algorithm: Algorithm, precision: str) -> tuple[LayerChoice, ...]:
-    """Every conv direct (`precision` below fp32, which znnx's own kernels do not run); an
-    `algorithm` forcing anything else is refused."""
+def direct_only(graph: Graph, forced: Forced, precision: str) -> tuple[LayerChoice, ...]:
+    """Every conv direct (`precision` below fp32, which znnx's own kernels do not run); forcing
+    anything else is refused."""
     names = [node.name for node in graph.nodes if node.op == "conv"]
-    forced = {} if algorithm is None else {name: algorithm for name in names} if isinstance(algorithm, str) \
-        else dict(algorithm)
-    wrong = sorted({a for a in forced.values() if a not in ("auto", "direct")})
+    spelled = {} if forced is None else {name: forced for name in names} if isinstance(forced, str) else dict(forced)
+    unknown = sorted({a for a in spelled.values() if a not in ("auto", *NAMES)})
+    if unknown:
+        raise GraphError(f"autotune: unknown algorithm {unknown[0]!r}; use one of {['auto', *NAMES]}")
+    wrong = sorted({a for a in spelled.values() if a not in ("auto", "direct")})
     if wrong:
         raise GraphError(f"autotune: {wrong} run in fp32 only, but this net runs in {precision}, where every "
                          f"convolution is direct; use algorithm auto or direct, or precision fp32")
-    return tuple(LayerChoice(name, "direct") for name in names)
+    return tuple(LayerChoice(name, DIRECT) for name in names)
 
 
-def choosable(graph: Graph, node: Node, candidates: tuple[str, ...]) -> tuple[str, ...]:
+def choosable(graph: Graph, node: Node, candidates: tuple[Algorithm, ...]) -> tuple[Algorithm, ...]:
     """The algorithms `tune` may give `node` unforced: direct alone below MIN_CHANNELS in or out,
     else its `candidates` less FFT where Winograd F(4,r) applies (FFT is timed only where it does not)."""
     narrow = min(graph.types[node.inputs[0]].channels, graph.types[node.output].channels) < MIN_CHANNELS
     if len(candidates) == 1 or narrow:
-        return ("direct",)
-    return tuple(a for a in candidates if a != "fft" or "winograd4" not in candidates)
+        return (DIRECT,)
+    winograd4 = any(a.kind == "winograd" and a.tile == 4 for a in candidates)
+    return tuple(a for a in candidates if a.kind != "fft" or not winograd4)
 
 
-def reserved_bytes(graph: Graph, candidates: Callable[[Node], tuple[str, ...]],
-                   sizes: Callable[[Graph, Node, str], tuple[int, int]]) -> tuple[int, int]:
+def reserved_bytes(graph: Graph, candidates: Candidates,
+                   sizes: Callable[[Graph, Node, Algorithm], tuple[int, int]]) -> tuple[int, int]:
     """(weight bytes beyond the raw weights, scratch bytes) to reserve before `tune` has chosen:
     each conv's most memory-hungry `choosable` algorithm by the backend's `sizes` (weights, scratch),
     weights summed, scratch the largest (one slab buffer serves every layer)."""
@@ -194,48 +196,50 @@ def reserved_bytes(graph: Graph, candidates: Callable[[Node], tuple[str, ...]],
             max((s for per_node in options for _, s in per_node), default=0))
 
 
-def tune(graph: Graph, batch: int, candidates: Callable[[Node], tuple[str, ...]], build: Builder,
-         algorithm: Algorithm = None, device: torch.device | None = None,
-         precision: str = "fp32") -> tuple[LayerChoice, ...]:
-    """One LayerChoice per conv of `graph` (run `batch` patches at a time on `device`, the CPU by default)."""
+def tune(graph: Graph, batch: int, candidates: Candidates, build: Builder, forced: Forced = None,
+         device: torch.device | None = None, precision: str = "fp32", context: str = "") -> tuple[LayerChoice, ...]:
+    """One LayerChoice per conv of `graph` (run `batch` patches at a time on `device`, the CPU by
+    default); `context` names the backend's machine and kernel versions in the cache key."""
     device = device or torch.device("cpu")
     nodes = {node.name: node for node in graph.nodes if node.op == "conv"}
     convs = {name: candidates(node) for name, node in nodes.items()}
-    forced = _forced(algorithm, convs)
+    chosen = _forced(forced, convs)
     cache = _read_cache()
     new: dict[str, dict[str, object]] = {}
     choices = []
     for name, node in nodes.items():
-        if name in forced:
-            choices.append(LayerChoice(name, forced[name], source="forced"))
+        if name in chosen:
+            choices.append(LayerChoice(name, chosen[name], source="forced"))
             continue
         timed = choosable(graph, node, convs[name])
-        if timed == ("direct",):
-            choices.append(LayerChoice(name, "direct"))
+        if timed == (DIRECT,):
+            choices.append(LayerChoice(name, DIRECT))
             continue
-        x_type = graph.types[node.inputs[0]]
-        key = _signature(graph, node, batch, device, precision)
+        by_names = {a.name: a for a in convs[name]}
+        key = _signature(graph, node, batch, precision, context)
         entry = cache.get(key)
-        if isinstance(entry, dict) and entry.get("algorithm") in convs[name]:
-            choices.append(LayerChoice(name, str(entry["algorithm"]), _pairs(entry.get("seconds")),
+        if isinstance(entry, dict) and entry.get("algorithm") in by_names:
+            choices.append(LayerChoice(name, by_names[str(entry["algorithm"])], _pairs(entry.get("seconds")),
                                        _pairs(entry.get("errors")), "cache"))
             continue
-        generator = torch.Generator().manual_seed(0)
-        x = torch.rand((batch, x_type.channels, *x_type.spatial), generator=generator).to(device).contiguous(
-            memory_format=torch.channels_last_3d)
-        residual = None
-        if len(node.inputs) == 2:
-            y_type = graph.types[node.output]
-            residual = torch.rand((batch, y_type.channels, *y_type.spatial), generator=generator).to(
-                device).contiguous(memory_format=torch.channels_last_3d)
+        x, residual = _inputs(graph, node, batch, device)
         with torch.inference_mode():
             seconds, errors = _measure(build, node, x, residual, timed)
-        valid = [a for a in seconds if errors.get(a, float("inf")) <= TOLERANCE[a]]
-        best = min(valid, key=lambda a: seconds[a])
+        valid = [a for a in timed if errors.get(a.name, float("inf")) <= a.tolerance]
+        best = min(valid, key=lambda a: seconds[a.name])
         choices.append(LayerChoice(name, best, tuple(seconds.items()), tuple(errors.items()), "measured"))
-        new[key] = {"node": name, "algorithm": best, "seconds": seconds, "errors": errors}
+        new[key] = {"node": name, "algorithm": best.name, "seconds": seconds, "errors": errors}
     _write_cache(new)
     return tuple(choices)
+
+
+def _inputs(graph: Graph, node: Node, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Random channels-last input (and residual, for a conv that adds one) of `node`'s shapes."""
+    generator = torch.Generator().manual_seed(0)
+    shapes = [graph.types[node.inputs[0]]] + ([graph.types[node.output]] if len(node.inputs) == 2 else [])
+    tensors = [torch.rand((batch, t.channels, *t.spatial), generator=generator).to(device).contiguous(
+        memory_format=torch.channels_last_3d) for t in shapes]
+    return tensors[0], tensors[1] if len(tensors) == 2 else None
 
 
 def _pairs(value: object) -> tuple[tuple[str, float], ...]:

@@ -1,13 +1,15 @@
-"""Network files (PZnet's compiled networks): the optimized graph, its memory plan and its weights
-in one safetensors file.
+"""Network files (PZnet's compiled networks): a `Plan` (the optimized graph, its memory plan, each
+conv's algorithm with its measured times, the machine they were measured on) and its weights in one
+safetensors file.
 
 Layout: the tensors are the node parameters, keyed `node/param`; the safetensors header's string
 metadata holds `format`, `version`, `graph` (JSON: values, types, nodes with attributes, the
-compiled patch, the rewrite counts, the memory plan) and `sha256`, a digest of the graph JSON and
-every tensor's bytes. Nothing in the file is code: the header is JSON, the tensors raw numbers, and
-every op and attribute passes the IR verifier on load. A truncated file fails in the safetensors
-reader, an edited one on the digest, and a plan that does not match what the planner computes for
-the graph is refused.
+compiled patch, the rewrite counts, the plan) and `sha256`, a digest of the graph JSON and every
+tensor's bytes. Nothing in the file is code: the header is JSON, the tensors raw numbers, and every
+op and attribute passes the IR verifier on load. A truncated file fails in the safetensors reader,
+an edited one on the digest; `net.load_net` refuses a memory plan that does not match what the
+planner computes for the graph. Version 1 files (a memory plan, no algorithms) still load; their
+convolutions are measured again.
 """
 
 from __future__ import annotations
@@ -15,35 +17,41 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from znnx.errors import GraphError, ModelError
 from znnx.ir.graph import Graph, Node, TensorType
 from znnx.ir.verify import verify
-from znnx.plan.memory import MemoryPlan
-
-if TYPE_CHECKING:
-    from znnx.net import Net
-    from znnx.plan.autotune import Algorithm
+from znnx.plan.autotune import LayerChoice
+from znnx.plan.plan import Plan, choices_from_json, plan_json
+from znnx.version import __version__
 
 FORMAT = "znnx-network"
-VERSION = 1
+VERSION = 2
+READS = ("1", "2")
 COMPONENT = "network file"
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A network file's contents: the graph with its weights and the plan that was saved with it
+    (`choices` None for a version 1 file, which saved none)."""
+
+    graph: Graph
+    rewrites: tuple[tuple[str, int], ...]
+    device: str
+    precision: str
+    memory: dict[str, Any]
+    choices: tuple[LayerChoice, ...] | None
+    machine: str
 
 
 def _key(node: str, param: str) -> str:
     return f"{node}/{param}"
-
-
-def _plan_json(plan: MemoryPlan) -> dict[str, Any]:
-    return {
-        "peak_bytes": plan.peak_bytes,
-        "slot_bytes": list(plan.slot_bytes),
-        "steps": [[s.node, s.inplace, s.view, s.slot] for s in plan.steps],
-    }
 
 
 def _graph_json(graph: Graph) -> dict[str, Any]:
@@ -72,27 +80,24 @@ def fingerprint(graph: Graph) -> str:
     return _digest(json.dumps(_graph_json(graph), sort_keys=True), tensors)
 
 
-def save(net: Net, path: str | Path) -> Path:
-    """Write `net` (its optimized graph, plan and weights) to `path`."""
+def save(plan: Plan, path: str | Path) -> Path:
+    """Write `plan` (its optimized graph with weights, memory plan and algorithms) to `path`."""
     from safetensors.numpy import save_file
 
-    import znnx
-
-    graph = net.graph
+    graph = plan.graph
     tensors = {_key(n.name, k): np.ascontiguousarray(v) for n in graph.nodes for k, v in n.params.items()}
     header = json.dumps({
         "graph": _graph_json(graph),
-        "rewrites": [list(r) for r in net.rewrites],
-        "plan": _plan_json(net.plan),
-        "plan_device": net.device.type,
-        "plan_precision": net.precision.name,
-        "znnx": znnx.__version__,
+        "rewrites": [list(r) for r in plan.rewrites],
+        "plan": plan_json(plan),
+        "znnx": __version__,
     }, sort_keys=True)
     metadata = {"format": FORMAT, "version": str(VERSION), "graph": header, "sha256": _digest(header, tensors)}
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     save_file(tensors, str(partial), metadata=metadata)
+    partial.chmod(0o644)
     partial.replace(target)
     return target
 
@@ -130,18 +135,27 @@ def _graph(data: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> Graph:
                  str(data["name"]))
 
 
-def load(path: str | Path, device: str = "cpu", algorithm: Algorithm = None, precision: str = "fp32") -> Net:
-    """The network in file `path`, compiled for its stored patch on `device` in `precision`."""
-    from znnx.net import Net
+def _plan_fields(data: Mapping[str, Any], version: str) -> tuple[str, str, dict[str, Any],
+                                                                  tuple[LayerChoice, ...] | None, str]:
+    """(device, precision, memory plan JSON, choices, machine) of a header."""
+    if version == "1":
+        return str(data["plan_device"]), str(data.get("plan_precision", "fp32")), dict(data["plan"]), None, ""
+    plan = data["plan"]
+    return (str(plan["device"]), str(plan["precision"]), dict(plan["memory"]), choices_from_json(plan["choices"]),
+            str(plan["machine"]))
 
+
+def load(path: str | Path) -> Saved:
+    """The graph and plan in network file `path`, checked (format, version, checksum, IR rules)."""
     source = Path(path)
     metadata, tensors = _read(source)
     if metadata.get("format") != FORMAT:
         raise ModelError(f"{COMPONENT}: {str(source)!r} is not a znnx network file (format "
                          f"{metadata.get('format')!r}); write one with `znnx compile`")
-    if metadata.get("version") != str(VERSION):
-        raise ModelError(f"{COMPONENT}: {str(source)!r} has format version {metadata.get('version')!r}; this znnx "
-                         f"reads version {VERSION}. Recompile the model with this znnx")
+    version = metadata.get("version")
+    if version not in READS:
+        raise ModelError(f"{COMPONENT}: {str(source)!r} has format version {version!r}; this znnx "
+                         f"reads versions {', '.join(READS)}. Recompile the model with this znnx")
     header = metadata.get("graph", "")
     if metadata.get("sha256") != _digest(header, tensors):
         raise ModelError(f"{COMPONENT}: {str(source)!r} fails its checksum: the file was modified or damaged "
@@ -150,15 +164,15 @@ def load(path: str | Path, device: str = "cpu", algorithm: Algorithm = None, pre
         data = json.loads(header)
         graph = verify(_graph(data["graph"], tensors))
         rewrites = tuple((str(name), int(count)) for name, count in data["rewrites"])
-        stored_plan, plan_device = data["plan"], str(data["plan_device"])
-        plan_precision = str(data.get("plan_precision", "fp32"))
+        device, precision, memory, choices, machine = _plan_fields(data, version)
     except GraphError as error:
         raise ModelError(f"{COMPONENT}: {str(source)!r} holds an invalid graph: {error}") from None
-    except (KeyError, TypeError, ValueError, IndexError) as error:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
         raise ModelError(f"{COMPONENT}: {str(source)!r} has a malformed header: {type(error).__name__}: {error}"
                          ) from None
-    net = Net(graph, device, rewrites, algorithm, precision)
-    if (net.device.type, net.precision.name) == (plan_device, plan_precision) and _plan_json(net.plan) != stored_plan:
-        raise ModelError(f"{COMPONENT}: {str(source)!r} stores a memory plan that differs from the one this znnx "
-                         f"computes for its graph; recompile the model with this znnx")
-    return net
+    if choices is not None:
+        convs = {n.name for n in graph.nodes if n.op == "conv"}
+        if {c.node for c in choices} != convs:
+            raise ModelError(f"{COMPONENT}: {str(source)!r} saves algorithms for {sorted(c.node for c in choices)}, "
+                             f"but its convolutions are {sorted(convs)}; recompile it")
+    return Saved(graph, rewrites, device, precision, memory, choices, machine)

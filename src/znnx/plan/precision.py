@@ -1,4 +1,5 @@
-"""The numeric precisions a net can run in, the devices that run each, and the accuracy it keeps.
+"""The numeric precisions a net can run in and the accuracy each keeps; which devices run which is
+each backend's `PRECISIONS` (backends/).
 
 Weights and activations are stored in `dtype`; convolutions accumulate in fp32 on every device
 (oneDNN and cuDNN both do). `tolerance` is the largest max |y - y_fp32| / max |y_fp32| the tests
@@ -30,7 +31,6 @@ class Precision:
     name: str
     dtype: str
     element_bytes: int
-    devices: tuple[str, ...]
     tolerance: float
 
     @property
@@ -41,29 +41,19 @@ class Precision:
 
 
 PRECISIONS = {p.name: p for p in (
-    Precision("fp32", "float32", 4, ("cpu", "cuda"), 1e-5),
-    Precision("tf32", "float32", 4, ("cuda",), 1e-2),
-    Precision("fp16", "float16", 2, ("cuda",), 1e-2),
-    Precision("bf16", "bfloat16", 2, ("cpu", "cuda"), 5e-2),
+    Precision("fp32", "float32", 4, 1e-5),
+    Precision("tf32", "float32", 4, 1e-2),
+    Precision("fp16", "float16", 2, 1e-2),
+    Precision("bf16", "bfloat16", 2, 5e-2),
 )}
 
 
-def resolve(name: str, device_type: str) -> Precision:
-    """The precision called `name`, checked against the device that will run it."""
+def resolve(name: str, device_kind: str, supported: tuple[str, ...]) -> Precision:
+    """The precision called `name`, checked against the `supported` names of the backend of
+    `device_kind` that will run it."""
     if name not in PRECISIONS:
         raise DeviceError(f"precision: unknown precision {name!r}; use one of {list(PRECISIONS)}")
-    precision = PRECISIONS[name]
-    if device_type not in precision.devices:
-        on = " or ".join(precision.devices)
-        raise DeviceError(f"precision: {name} runs on {on} only, not on {device_type}; on {device_type} use one of "
-                          f"{[p for p, v in PRECISIONS.items() if device_type in v.devices]}")
-    if name == "bf16" and device_type == "cpu" and not _cpu_bf16():
-        raise DeviceError("precision: bf16 on this CPU would be emulated (no AVX512-BF16 or AMX instructions, "
-                          "so oneDNN runs it slower than fp32); use precision fp32")
-    return precision
-
-
-def _cpu_bf16() -> bool:
-    import torch
-
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if name not in supported:
+        raise DeviceError(f"precision: {name} does not run on {device_kind}; on {device_kind} use one of "
+                          f"{list(supported)}")
+    return PRECISIONS[name]

@@ -15,10 +15,10 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from znnx import backends
 from znnx.errors import GraphError, InputError
 from znnx.ir.graph import Graph
 from znnx.report import layers
@@ -26,8 +26,7 @@ from znnx.volume.runner import VolumeOptions, plan_blocks
 
 SCALES = (0.5, 0.625, 0.75, 0.875, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0)
 BUDGET_SHARE = 0.5
-PIPELINE_INPUTS = 4
-PIPELINE_OUTPUTS = 4
+PIPELINE_PATCHES = 4
 
 
 @dataclass(frozen=True)
@@ -52,29 +51,10 @@ class Choice:
     reason: str
 
 
-def available_memory() -> int:
-    """Bytes the OS can give without swapping (MemAvailable), or physical memory if unknown."""
-    try:
-        match = re.search(r"MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text())
-    except OSError:
-        match = None
-    if match:
-        return int(match.group(1)) * 1024
-    import os
-
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 def default_budget(device: str = "cpu") -> int:
-    """BUDGET_SHARE of the memory free now: the GPU's for a CUDA device, else the host's."""
-    import torch
-
-    target = torch.device(device)
-    if target.type == "cuda":
-        from znnx.backends import cuda
-
-        return int(BUDGET_SHARE * cuda.free_memory(target))
-    return int(BUDGET_SHARE * available_memory())
+    """BUDGET_SHARE of the memory free now on `device` (the GPU's for a GPU, else the host's)."""
+    backend, target = backends.resolve(device)
+    return int(BUDGET_SHARE * backend.free_memory(target))
 
 
 def parse_bytes(text: str) -> int:
@@ -116,32 +96,24 @@ def candidate_patches(graph: Graph, volume: tuple[int, ...]) -> list[tuple[int, 
 
 def _cost(graph: Graph, patch: tuple[int, ...], volume: tuple[int, ...], options: VolumeOptions,
           device: str = "cpu", precision: str = "fp32") -> Candidate | None:
-    """The candidate's memory on the device that runs it (on a GPU: the plan, weights, FFT spectra
-    and the CUDA graph's static input and outputs; on the CPU also the pipeline's patches)."""
-    import torch
-
+    """The candidate's memory on the device that runs it: the plan, weights, room for the kernels the
+    autotuner may choose, and the inputs and outputs the device holds (the pipeline's patches in
+    flight where they share its memory)."""
     from znnx import passes
-    from znnx.backends import cpu, cuda
-    from znnx.net import memory_plan, reshape
-    from znnx.plan.precision import PRECISIONS
+    from znnx.net import reshape
 
     try:
         shaped = passes.optimize(reshape(graph, patch)).graph
         _, blocks, _ = plan_blocks(shaped, volume, options)
     except (GraphError, InputError):
         return None
-    kind = torch.device(device).type
-    plan = memory_plan(shaped, 1, kind, precision)
-    c_in = shaped.types[shaped.inputs[0]]
-    c_out = shaped.types[shaped.outputs[0]]
-    if kind == "cpu":
-        kernel_weights, kernel_scratch = cpu.reserved_kernel_bytes(shaped, precision)
-        buffers = PIPELINE_INPUTS * c_in.numel * 4 + PIPELINE_OUTPUTS * c_out.numel * 4
-    else:
-        kernel_weights, kernel_scratch = cuda.reserved_kernel_bytes(shaped, PRECISIONS[precision])
-        buffers = c_in.numel * 4 + 2 * c_out.numel * 4
+    backend, _ = backends.resolve(device)
+    chosen = backend.precision(precision)
+    plan = backend.memory_plan(shaped, 1, chosen)
+    kernel_weights, kernel_scratch = backend.reserved_kernel_bytes(shaped, chosen)
     flops = sum(layer.flops for layer in layers(shaped))
-    memory = plan.peak_bytes + plan.weight_bytes + kernel_weights + kernel_scratch + buffers
+    memory = (plan.peak_bytes + plan.weight_bytes + kernel_weights + kernel_scratch
+              + backend.io_bytes(shaped, PIPELINE_PATCHES))
     return Candidate(patch, memory, sum(len(b.reads) for b in blocks), flops)
 
 

@@ -1,0 +1,59 @@
+"""Convolution algorithms as values: a kind and a tile size, never a string decoded by its parts.
+
+- direct: the device library's own convolution (oneDNN, cuDNN); `tile` 0.
+- winograd: F(m, r) with `tile` = m output voxels per transformed axis (2 or 4).
+- fft: overlap-save FFT convolution with `tile` = the FFT size per transformed axis.
+
+`name` is how users and files spell an algorithm ("direct", "winograd2", "winograd4", "fft"; the FFT
+size is the backend's); `tolerance` the largest error against direct (max |y - y_direct| /
+max |y_direct|, fp32) the autotuner accepts, which the kernel tests pin down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from znnx.errors import GraphError
+
+Kind = Literal["direct", "winograd", "fft"]
+NAMES = ("direct", "winograd2", "winograd4", "fft")
+WINOGRAD_TOLERANCE = {2: 1e-5, 4: 1e-4}
+FFT_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    kind: Kind
+    tile: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"winograd{self.tile}" if self.kind == "winograd" else self.kind
+
+    @property
+    def tolerance(self) -> float:
+        if self.kind == "winograd":
+            return WINOGRAD_TOLERANCE[self.tile]
+        return FFT_TOLERANCE if self.kind == "fft" else 0.0
+
+    def __str__(self) -> str:
+        return self.name
+
+
+DIRECT = Algorithm("direct")
+
+
+def winograd(m: int) -> Algorithm:
+    return Algorithm("winograd", m)
+
+
+def fft(size: int) -> Algorithm:
+    return Algorithm("fft", size)
+
+
+def by_name(name: str, candidates: tuple[Algorithm, ...]) -> Algorithm | None:
+    """The candidate spelled `name` (None if it does not apply); unknown names are refused."""
+    if name not in NAMES:
+        raise GraphError(f"autotune: unknown algorithm {name!r}; use one of {['auto', *NAMES]}")
+    return next((a for a in candidates if a.name == name), None)

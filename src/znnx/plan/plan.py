@@ -1,0 +1,91 @@
+"""The plan: everything `compile` decided for one graph on one kind of device, as one frozen value.
+
+`compile` = passes -> `Plan` (the autotuner measures here) -> `backend.build(plan)`. A network file
+stores the plan (plan/network_file.py), so a net loaded on the same kind of machine (`machine`: the
+CPU model and its instruction sets, or the GPU's name) runs the saved algorithms without timing
+anything, and every Dask worker or hybrid helper that loads it does the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from znnx.ir.graph import Graph
+from znnx.plan.algorithm import Algorithm
+from znnx.plan.autotune import LayerChoice
+from znnx.plan.memory import MemoryPlan
+
+
+@dataclass(frozen=True)
+class Plan:
+    """`graph`: the optimized graph at its patch; `device`: the backend kind that runs it;
+    `precision`: its name; `memory`: buffers and peak for `memory.batch` patches per call;
+    `choices`: each conv's algorithm with the measured time of every candidate; `machine`: the kind
+    of machine those times were measured on; `rewrites`: what each pass changed;
+    `kernel_weight_bytes` / `kernel_scratch_bytes`: what the chosen Winograd / FFT kernels add to
+    the weights and need as scratch (one slab, shared by every layer)."""
+
+    graph: Graph
+    device: str
+    precision: str
+    memory: MemoryPlan
+    choices: tuple[LayerChoice, ...]
+    machine: str
+    rewrites: tuple[tuple[str, int], ...] = ()
+    kernel_weight_bytes: int = 0
+    kernel_scratch_bytes: int = 0
+
+    @property
+    def batch(self) -> int:
+        return self.memory.batch
+
+    @property
+    def algorithms(self) -> dict[str, Algorithm]:
+        """Conv node name -> the algorithm it runs with."""
+        return {c.node: c.algorithm for c in self.choices}
+
+    @property
+    def peak_bytes(self) -> int:
+        """Activations and kernel scratch one call of `batch` patches allocates (weights apart)."""
+        return self.memory.peak_bytes + self.kernel_scratch_bytes
+
+    @property
+    def weight_bytes(self) -> int:
+        """The weights as the net holds them (Winograd- and FFT-transformed where those run)."""
+        return self.memory.weight_bytes + self.kernel_weight_bytes
+
+
+def memory_json(memory: MemoryPlan) -> dict[str, Any]:
+    return {
+        "peak_bytes": memory.peak_bytes,
+        "slot_bytes": list(memory.slot_bytes),
+        "steps": [[s.node, s.inplace, s.view, s.slot] for s in memory.steps],
+    }
+
+
+def choices_json(choices: tuple[LayerChoice, ...]) -> list[dict[str, Any]]:
+    return [{"node": c.node, "kind": c.algorithm.kind, "tile": c.algorithm.tile, "seconds": dict(c.seconds),
+             "errors": dict(c.errors), "source": c.source} for c in choices]
+
+
+def choices_from_json(data: list[dict[str, Any]]) -> tuple[LayerChoice, ...]:
+    """The choices a network file saved, marked `saved`; malformed entries raise KeyError / TypeError /
+    ValueError, which the file reader reports."""
+    kinds = ("direct", "winograd", "fft")
+    choices = []
+    for entry in data:
+        if entry["kind"] not in kinds:
+            raise ValueError(f"unknown algorithm kind {entry['kind']!r}")
+        algorithm = Algorithm(entry["kind"], int(entry["tile"]))
+        choices.append(LayerChoice(str(entry["node"]), algorithm,
+                                   tuple((str(k), float(v)) for k, v in entry["seconds"].items()),
+                                   tuple((str(k), float(v)) for k, v in entry["errors"].items()), "saved"))
+    return tuple(choices)
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    """The plan less its graph (the network file stores the graph and weights itself)."""
+    return {"device": plan.device, "precision": plan.precision, "batch": plan.batch, "machine": plan.machine,
+            "memory": memory_json(plan.memory), "choices": choices_json(plan.choices)}
+

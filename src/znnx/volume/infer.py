@@ -1,0 +1,50 @@
+"""`infer_volume`: stream a volume on disk through a net, block by block, on one or more devices or
+a Dask cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TextIO
+
+from znnx.ir.graph import Graph
+from znnx.net import Net
+from znnx.volume.devices import Placement, device_nets
+from znnx.volume.runner import Summary, VolumeOptions, run_volume
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+
+def run(model: Graph | Net, input: str, output: str, options: VolumeOptions,  # noqa: A002
+        placement: Placement, client: Client | None = None, quiet: bool = False,
+        stream: TextIO | None = None) -> Summary:
+    """Run `model` over the volume at `input`, write `output`; resumable (see `run_volume`).
+
+    A `Graph` is compiled per `placement` (its patch, or the one that runs this volume fastest within
+    its memory budget); a compiled `Net` runs as is unless the placement asks for another patch,
+    device or precision. Several devices ("cuda,cpu") each get a net of their own and compute blocks
+    from one queue, the first device's patch laying out the blocks. With a `dask.distributed.Client`
+    the blocks run on its cluster (see `dask_runner`): the patch is then chosen on a worker, within
+    the workers' memory limit, and `placement.threads` sets each worker's compute threads."""
+    primary, helpers, notes = device_nets(model, input, output, options, placement, client)
+    if client is None:
+        summary = run_volume(primary, input, output, options, quiet=quiet, stream=stream, helpers=helpers)
+    else:
+        from znnx.volume.dask_runner import run_volume_dask
+
+        summary = run_volume_dask(primary, input, output, client, options, placement.threads, quiet=quiet,
+                                  stream=stream)
+    summary.notes[:0] = notes
+    return summary
+
+
+def infer_volume(model: Graph | Net, input: str, output: str,  # noqa: A002
+                 patch: Sequence[int] | str = "auto", options: VolumeOptions | None = None,
+                 memory_bytes: int | None = None, device: str | None = None, quiet: bool = False,
+                 stream: TextIO | None = None, client: Client | None = None, threads: int | None = None,
+                 precision: str | None = None) -> Summary:
+    """`run` with the placement spelled as keywords: `patch` ("auto" or a shape), `memory_bytes`
+    (default: half the free memory of each device), `device` ("cpu", "cuda", "cuda,cpu"; default
+    the Net's own, or the CPU), `precision`, `threads` (each Dask worker's)."""
+    placement = Placement(patch if isinstance(patch, str) else tuple(patch), memory_bytes, device, precision, threads)
+    return run(model, input, output, options or VolumeOptions(), placement, client, quiet, stream)
