@@ -12,9 +12,24 @@ from znnx.errors import StorageError
 from znnx.volume import storage
 
 ALL = (slice(None),) * 4
-FORMATS = ["v.zarr/raw", "v2.zarr/raw", "v.h5:/group/raw", "v.npy", "v.tif"]
-if importlib.util.find_spec("tensorstore"):
-    FORMATS.append("v.n5/raw")
+EXAMPLES = {"zarr": "v.zarr/raw", "hdf5": "v.h5:/group/raw", "npy": "v.npy", "tiff": "v.tif", "n5": "v.n5/raw"}
+FORMATS = [EXAMPLES[f.kind] for f in storage.FORMATS if f.create is not None and
+           (f.kind != "n5" or importlib.util.find_spec("tensorstore"))] + ["v2.zarr/raw"]
+
+
+def test_every_writable_format_has_an_example_that_parses_to_it() -> None:
+    writable = [f.kind for f in storage.FORMATS if f.create is not None]
+    assert sorted(writable) == sorted(EXAMPLES), "add an example spelling for the new format to EXAMPLES"
+    for kind, spelling in EXAMPLES.items():
+        assert storage.parse(spelling).kind == kind
+
+
+def test_properties_come_from_the_table() -> None:
+    assert storage.format_of(storage.parse("v.zarr/raw")).multiprocess_writes
+    assert not storage.format_of(storage.parse("v.h5:/raw")).multiprocess_writes
+    assert not storage.format_of(storage.parse("v.npy")).compressed
+    with pytest.raises(StorageError, match="does not write tiff-slices volumes"):
+        storage.create_volume(storage.Location("tiff-slices", Path("slices")), (2, 3, 4), "uint8", (1, 3, 4))
 
 
 @pytest.mark.parametrize("name", FORMATS)
@@ -28,6 +43,7 @@ def test_round_trip(tmp_path: Path, name: str) -> None:
     volume = storage.create_volume(spec, data.shape, "float32", (2, 4, 5, 6))
     volume.write((slice(None), slice(0, 4), slice(5, 10), slice(0, 11)), data[:, :4, 5:])
     volume.flush()
+    assert storage.exists(storage.parse(spec))
     back = storage.open_volume(spec)
     assert back.shape == data.shape and back.dtype == np.float32
     assert np.array_equal(back.read(ALL)[:, :4, 5:], data[:, :4, 5:])

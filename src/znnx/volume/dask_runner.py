@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 TOPIC = "znnx-block-start"
 IN_FLIGHT_PER_THREAD = 2
-WRITABLE_KINDS = ("zarr", "n5", "npy", "tiff")
 
 
 @dataclass(frozen=True)
@@ -198,9 +197,10 @@ def run_volume_dask(net: Net, input: str, output: str, client: Client,  # noqa: 
     options = options or VolumeOptions()
     start = time.perf_counter()
     run = plan_run(net, input, output, options)
-    if run.output.kind not in WRITABLE_KINDS:
+    if not storage.format_of(run.output).multiprocess_writes:
+        writable = [f.spelling for f in storage.FORMATS if f.multiprocess_writes and f.create is not None]
         raise StorageError(f"volume: a Dask run writes from several processes at once, which {run.output.kind} "
-                           f"files do not support ({run.output}); write zarr (e.g. out.zarr/pred), N5, .npy or TIFF")
+                           f"files do not support ({run.output}); write {', '.join(writable)}")
     workers = client.nthreads()
     if not workers:
         raise ClusterError(f"dask: the cluster at {client.scheduler.address} has no workers; start some or wait "

@@ -204,7 +204,7 @@ def _open_mask(spec: str, spatial: tuple[int, ...]) -> storage.Volume:
 
 def _check_space(location: storage.Location, shape: tuple[int, ...], dtype: str) -> None:
     """Uncompressed formats: refuse up front an output larger than the free space."""
-    if location.kind not in ("npy", "tiff", "hdf5"):
+    if storage.format_of(location).compressed:
         return
     need = math.prod(shape) * np.dtype(dtype).itemsize
     free = storage.free_bytes(location)

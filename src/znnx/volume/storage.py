@@ -4,6 +4,11 @@ N5 / neuroglancer precomputed through tensorstore (optional extra).
 A location names a file or container and a dataset inside it: `vol.zarr/raw` (or `vol.zarr` for
 an array at the root), `file.h5:/raw`, `stack.tif`, `slices/` (a folder of 2D TIFFs, one per z,
 read only), `vol.npy`, `vol.n5/raw`, `precomputed://path/to/layer` (read only).
+
+Each format is one `Format` record in `FORMATS`: how its spelling is recognised (`parse`), how it is
+opened, created and checked for, and its properties (`compressed`: its size on disk is not known up
+front; `multiprocess_writes`: several processes may write distinct chunks at once, as Dask workers
+do). Adding a format is one record; the runners read the properties, not lists of names.
 """
 
 from __future__ import annotations
@@ -19,8 +24,6 @@ import numpy as np
 from znnx.errors import StorageError
 
 Index = tuple[slice, ...]
-FORMATS = "zarr (vol.zarr/raw), HDF5 (file.h5:/raw), TIFF (stack.tif, or a folder of slices to read), " \
-          ".npy, N5 (vol.n5/raw) and precomputed://path (read) with the tensorstore extra"
 _HDF5 = (".h5", ".hdf5", ".hdf")
 _TIFF = (".tif", ".tiff")
 
@@ -50,29 +53,40 @@ def _is_zarr_dir(path: Path) -> bool:
     return any((path / name).exists() for name in ("zarr.json", ".zarray", ".zgroup"))
 
 
-def parse(spec: str) -> Location:
-    """Where a volume lives, from its command-line spelling; refuses unknown formats."""
-    if spec.startswith("precomputed://"):
-        return Location("precomputed", Path(spec[len("precomputed://"):]))
+def _parse_precomputed(spec: str) -> Location | None:
+    return Location("precomputed", Path(spec[len("precomputed://"):])) if spec.startswith("precomputed://") else None
+
+
+def _parse_hdf5(spec: str) -> Location | None:
     head, sep, dataset = spec.rpartition(":")
     if sep and head.lower().endswith(_HDF5):
         return Location("hdf5", Path(head), "/" + dataset.strip("/"))
-    path = Path(spec)
-    if path.suffix.lower() in _HDF5:
+    if Path(spec).suffix.lower() in _HDF5:
         raise StorageError(f"storage: {spec!r} is an HDF5 file without a dataset; name one, e.g. {spec}:/raw")
-    for suffix, kind in ((".zarr", "zarr"), (".n5", "n5")):
-        found = _container(path, suffix)
+    return None
+
+
+def _parse_container(kind: str, suffix: str) -> Callable[[str], Location | None]:
+    def parse(spec: str) -> Location | None:
+        found = _container(Path(spec), suffix)
         if found:
             return Location(kind, *found)
-    if path.suffix.lower() == ".npy":
-        return Location("npy", path)
-    if path.suffix.lower() in _TIFF:
-        return Location("tiff", path)
-    if path.is_dir() and _is_zarr_dir(path):
-        return Location("zarr", path)
+        if kind == "zarr" and Path(spec).is_dir() and _is_zarr_dir(Path(spec)):
+            return Location(kind, Path(spec))
+        return None
+
+    return parse
+
+
+def _parse_suffix(kind: str, suffixes: tuple[str, ...]) -> Callable[[str], Location | None]:
+    return lambda spec: Location(kind, Path(spec)) if Path(spec).suffix.lower() in suffixes else None
+
+
+def _parse_tiff_slices(spec: str) -> Location | None:
+    path = Path(spec)
     if path.is_dir() and any(p.suffix.lower() in _TIFF for p in path.iterdir()):
         return Location("tiff-slices", path)
-    raise StorageError(f"storage: cannot tell the format of {spec!r}; znnx reads and writes {FORMATS}")
+    return None
 
 
 @dataclass
@@ -166,7 +180,7 @@ def _open_tiff(location: Location, writable: bool) -> Volume:
     return _array_volume(location, array, writable, getattr(array, "flush", lambda: None))
 
 
-def _open_tiff_slices(location: Location) -> Volume:
+def _open_tiff_slices(location: Location, writable: bool) -> Volume:
     import tifffile
 
     files = sorted(p for p in location.path.iterdir() if p.suffix.lower() in _TIFF)
@@ -234,81 +248,143 @@ def open_volume(spec: str | Location, writable: bool = False) -> Volume:
     """Open an existing volume for reading (or reading and writing)."""
     location = spec if isinstance(spec, Location) else parse(spec)
     try:
-        if location.kind == "zarr":
-            return _open_zarr(location, writable)
-        if location.kind == "hdf5":
-            return _open_hdf5(location, writable)
-        if location.kind == "tiff":
-            return _open_tiff(location, writable)
-        if location.kind == "tiff-slices":
-            return _open_tiff_slices(location)
-        if location.kind == "npy":
-            return _open_npy(location, writable)
-        return _open_tensorstore(location, writable)
+        return format_of(location).open(location, writable)
     except PermissionError as error:
         raise StorageError(f"storage: no permission to open {location}: {error}") from None
 
 
-def exists(location: Location) -> bool:
-    if location.kind == "hdf5":
-        if not location.path.exists():
-            return False
-        import h5py
+def _hdf5_exists(location: Location) -> bool:
+    if not location.path.exists():
+        return False
+    import h5py
 
-        with h5py.File(location.path, "r") as handle:
-            return location.dataset in handle
+    with h5py.File(location.path, "r") as handle:
+        return location.dataset in handle
+
+
+def _path_exists(location: Location) -> bool:
     return (location.path / location.dataset).exists() if location.dataset else location.path.exists()
+
+
+def exists(location: Location) -> bool:
+    return format_of(location).exists(location)
 
 
 def _zarr_format(container: Path) -> int:
     return 2 if (container / ".zgroup").exists() or (container / ".zarray").exists() else 3
 
 
+Shape = tuple[int, ...]
+
+
+def _create_zarr(location: Location, shape: Shape, dtype: np.dtype, chunks: Shape) -> Volume:
+    import zarr
+
+    array = zarr.create_array(store=str(location.path), name=location.dataset or None, shape=shape, chunks=chunks,
+                              dtype=dtype, fill_value=0, overwrite=True,
+                              zarr_format=_zarr_format(location.path))  # type: ignore[arg-type]
+    return _array_volume(location, array, True)
+
+
+def _create_hdf5(location: Location, shape: Shape, dtype: np.dtype, chunks: Shape) -> Volume:
+    import h5py
+
+    location.path.parent.mkdir(parents=True, exist_ok=True)
+    handle = h5py.File(location.path, "a")
+    if location.dataset in handle:
+        del handle[location.dataset]
+    dataset = handle.create_dataset(location.dataset, shape=shape, dtype=dtype, chunks=chunks, fillvalue=0)
+    return _array_volume(location, dataset, True, handle.flush)
+
+
+def _create_npy(location: Location, shape: Shape, dtype: np.dtype, chunks: Shape) -> Volume:
+    location.path.parent.mkdir(parents=True, exist_ok=True)
+    array = np.lib.format.open_memmap(location.path, mode="w+", dtype=dtype, shape=shape)
+    return _array_volume(location, array, True, array.flush)
+
+
+def _create_tiff(location: Location, shape: Shape, dtype: np.dtype, chunks: Shape) -> Volume:
+    import tifffile
+
+    location.path.parent.mkdir(parents=True, exist_ok=True)
+    array = tifffile.memmap(location.path, shape=shape, dtype=dtype, bigtiff=True)
+    return _array_volume(location, array, True, array.flush)
+
+
+def _create_n5(location: Location, shape: Shape, dtype: np.dtype, chunks: Shape) -> Volume:
+    ts = _tensorstore()
+    metadata = {"dimensions": list(shape), "blockSize": list(chunks), "dataType": dtype.name,
+                "compression": {"type": "gzip"}}
+    array = ts.open({**_tensorstore_spec(location), "metadata": metadata}, create=True, delete_existing=True).result()
+    return _ts_volume(location, array, True)
+
+
+@dataclass(frozen=True)
+class Format:
+    """One storage format: `spelling` (for messages), `parse` (its Location from a spelling, or None
+    if the spelling is not this format's), `open`, `create` (None: read only), `exists`; `compressed`
+    (its size on disk is not known up front), `multiprocess_writes` (processes may write distinct
+    chunks at once)."""
+
+    kind: str
+    spelling: str
+    parse: Callable[[str], Location | None]
+    open: Callable[[Location, bool], Volume]
+    create: Callable[[Location, Shape, np.dtype, Shape], Volume] | None
+    exists: Callable[[Location], bool]
+    compressed: bool
+    multiprocess_writes: bool
+
+
+FORMATS: tuple[Format, ...] = (
+    Format("precomputed", "precomputed://path (read, tensorstore extra)", _parse_precomputed, _open_tensorstore,
+           None, _path_exists, True, False),
+    Format("hdf5", "HDF5 (file.h5:/raw)", _parse_hdf5, _open_hdf5, _create_hdf5, _hdf5_exists, False, False),
+    Format("zarr", "zarr (vol.zarr/raw)", _parse_container("zarr", ".zarr"), _open_zarr, _create_zarr, _path_exists,
+           True, True),
+    Format("n5", "N5 (vol.n5/raw, tensorstore extra)", _parse_container("n5", ".n5"), _open_tensorstore, _create_n5,
+           _path_exists, True, True),
+    Format("npy", ".npy", _parse_suffix("npy", (".npy",)), _open_npy, _create_npy, _path_exists, False, True),
+    Format("tiff", "TIFF (stack.tif)", _parse_suffix("tiff", _TIFF), _open_tiff, _create_tiff, _path_exists, False,
+           True),
+    Format("tiff-slices", "a folder of 2D TIFF slices (read)", _parse_tiff_slices, _open_tiff_slices, None,
+           _path_exists, False, False),
+)
+_BY_KIND = {f.kind: f for f in FORMATS}
+
+
+def format_of(location: Location) -> Format:
+    return _BY_KIND[location.kind]
+
+
+def spellings(formats: Sequence[Format] = FORMATS) -> str:
+    return ", ".join(f.spelling for f in formats)
+
+
+def parse(spec: str) -> Location:
+    """Where a volume lives, from its command-line spelling; refuses unknown formats."""
+    for fmt in FORMATS:
+        location = fmt.parse(spec)
+        if location is not None:
+            return location
+    raise StorageError(f"storage: cannot tell the format of {spec!r}; znnx reads and writes {spellings()}")
+
+
 def create_volume(spec: str | Location, shape: Sequence[int], dtype: np.dtype | str,
                   chunks: Sequence[int]) -> Volume:
     """Create (replacing any existing one) a chunked volume of zeros, open for writing."""
     location = spec if isinstance(spec, Location) else parse(spec)
-    shape, chunks, dtype = tuple(shape), tuple(min(c, s) for c, s in zip(chunks, shape)), np.dtype(dtype)
-    array: Any
+    shape, chunks = tuple(shape), tuple(min(c, s) for c, s in zip(chunks, shape))
+    create = format_of(location).create
+    if create is None:
+        writable = [f.spelling for f in FORMATS if f.create is not None]
+        raise StorageError(f"storage: znnx does not write {location.kind} volumes ({location}); write "
+                           f"{', '.join(writable)}")
     try:
-        if location.kind == "zarr":
-            import zarr
-
-            array = zarr.create_array(store=str(location.path), name=location.dataset or None, shape=shape,
-                                      chunks=chunks, dtype=dtype, fill_value=0, overwrite=True,
-                                      zarr_format=_zarr_format(location.path))  # type: ignore[arg-type]
-            return _array_volume(location, array, True)
-        if location.kind == "hdf5":
-            import h5py
-
-            location.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = h5py.File(location.path, "a")
-            if location.dataset in handle:
-                del handle[location.dataset]
-            dataset = handle.create_dataset(location.dataset, shape=shape, dtype=dtype, chunks=chunks, fillvalue=0)
-            return _array_volume(location, dataset, True, handle.flush)
-        if location.kind == "npy":
-            location.path.parent.mkdir(parents=True, exist_ok=True)
-            array = np.lib.format.open_memmap(location.path, mode="w+", dtype=dtype, shape=shape)
-            return _array_volume(location, array, True, array.flush)
-        if location.kind == "tiff":
-            import tifffile
-
-            location.path.parent.mkdir(parents=True, exist_ok=True)
-            array = tifffile.memmap(location.path, shape=shape, dtype=dtype, bigtiff=True)
-            return _array_volume(location, array, True, array.flush)
-        if location.kind == "n5":
-            ts = _tensorstore()
-            metadata = {"dimensions": list(shape), "blockSize": list(chunks), "dataType": dtype.name,
-                        "compression": {"type": "gzip"}}
-            array = ts.open({**_tensorstore_spec(location), "metadata": metadata}, create=True,
-                            delete_existing=True).result()
-            return _ts_volume(location, array, True)
+        return create(location, shape, np.dtype(dtype), chunks)
     except OSError as error:
         raise StorageError(f"storage: cannot create {location}: {error}; choose a writable location with "
                            f"free space") from None
-    raise StorageError(f"storage: znnx does not write {location.kind} volumes ({location}); write zarr, HDF5, "
-                       f"TIFF, .npy or N5")
 
 
 def ledger_path(location: Location) -> Path:
