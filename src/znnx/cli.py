@@ -16,9 +16,6 @@ import numpy as np
 from znnx.errors import ModelError, ZnnxError
 from znnx.plan.precision import PRECISIONS
 
-CPU_PEERS = "pytorch-eager,pytorch-channels-last,torch.compile,onnxruntime,openvino,znnx"
-GPU_PEERS = "pytorch-eager,pytorch-channels-last,torch.compile,znnx"
-
 
 def _shape(text: str) -> tuple[int, ...]:
     try:
@@ -236,8 +233,9 @@ def _bench(args: argparse.Namespace) -> int:
         path = report.rewrite(source, source.parent, load_prices(), args.budget_gib * 1024)
         print(f"rewrote {path} and plots beside it from {source}")
         return 0
-    peers_default = CPU_PEERS if args.device == "cpu" else GPU_PEERS
-    nets, peers = args.nets.split(","), (args.peers or peers_default).split(",")
+    from znnx.bench.peers import default_peers
+
+    nets, peers = args.nets.split(","), (args.peers or default_peers(args.device)).split(",")
     unknown = [n for n in nets if n not in NETS] + [p for p in peers if p not in PEERS]
     if unknown:
         raise ValueError(f"unknown net or runtime {unknown}; nets: {sorted(NETS)}, runtimes: {sorted(PEERS)}")
@@ -376,8 +374,9 @@ def parser() -> argparse.ArgumentParser:
                                             "side (same input, same threads, each in its own process) and write a "
                                             "markdown table, JSON and plots.")
     bench.add_argument("--nets", default="original,symmetric,residual,pznet", help="comma-separated benchmark nets")
-    bench.add_argument("--peers", help=f"comma-separated runtimes (default on the CPU: {CPU_PEERS}; on a GPU: "
-                                       f"{GPU_PEERS}; also openvino-bf16, znnx-bf16)")
+    bench.add_argument("--peers", help="comma-separated runtimes (default: pytorch-eager, pytorch-channels-last, "
+                                       "torch.compile, znnx, and on the CPU onnxruntime and openvino; also "
+                                       "openvino-bf16, znnx-bf16)")
     bench.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: where every runtime runs")
     bench.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
                        help="every runtime's precision (default fp32; the -bf16 runtimes always run bf16)")

@@ -186,7 +186,7 @@ def _epilogue(node: Node, out: Array, args: Sequence[Array]) -> Array:
 
 OpFn = Callable[[Node, Sequence[Array]], Array]
 
-_OPS: dict[str, OpFn] = {
+OPS: dict[str, OpFn] = {
     "conv": lambda n, a: _epilogue(n, conv(
         a[0], _p(n, "weight"), _p(n, "bias"), n.attrs["stride"],  # type: ignore[arg-type]
         n.attrs["dilation"], n.attrs["pads"], n.attrs["groups"]), a),
@@ -233,7 +233,7 @@ def run(graph: Graph, inputs: Mapping[str, Array]) -> dict[str, Array]:
     last_use = {value: i for i, node in enumerate(graph.nodes) for value in node.inputs}
     keep = set(graph.outputs)
     for i, node in enumerate(graph.nodes):
-        values[node.output] = _OPS[node.op](node, [values[v] for v in node.inputs])
+        values[node.output] = OPS[node.op](node, [values[v] for v in node.inputs])
         for value in set(node.inputs):
             if last_use[value] == i and value not in keep:
                 del values[value]

@@ -9,12 +9,54 @@ shown as its op and epilogue, e.g. `conv+add+elu`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
+from znnx.errors import GraphError
 from znnx.ir.graph import Graph, Node
+from znnx.ir.ops import ACTIVATIONS, BINARY
 
-_MOVES = frozenset({"crop", "center_crop", "pad", "concat", "identity"})
+
+def _conv_flops(graph: Graph, node: Node) -> int:
+    c_in = graph.types[node.inputs[0]].channels // node.attrs["groups"]
+    return 2 * c_in * math.prod(node.attrs["kernel"]) * graph.types[node.output].numel
+
+
+def _conv_transpose_flops(graph: Graph, node: Node) -> int:
+    x = graph.types[node.inputs[0]]
+    return 2 * x.numel * math.prod(node.attrs["kernel"]) * graph.types[node.output].channels // node.attrs["groups"]
+
+
+def _window_flops(graph: Graph, node: Node) -> int:
+    return math.prod(node.attrs["kernel"]) * graph.types[node.output].numel
+
+
+def _elementwise_flops(graph: Graph, node: Node) -> int:
+    return graph.types[node.output].numel
+
+
+def _no_flops(graph: Graph, node: Node) -> int:
+    return 0
+
+
+FLOPS: dict[str, Callable[[Graph, Node], int]] = {
+    "conv": _conv_flops,
+    "conv_transpose": _conv_transpose_flops,
+    "max_pool": _window_flops,
+    "avg_pool": _window_flops,
+    **{op: _elementwise_flops for op in (*ACTIVATIONS, *BINARY, "scale", "batchnorm", "softmax", "upsample")},
+    **{op: _no_flops for op in ("crop", "center_crop", "pad", "concat", "identity")},
+}
+"""FLOPs of each op (fused epilogue steps are added on top)."""
+GEOMETRY: dict[str, str] = {
+    **{op: "window" for op in ("conv", "max_pool", "avg_pool")},
+    "conv_transpose": "transposed",
+    **{op: op for op in ("upsample", "crop", "center_crop", "pad")},
+    **{op: "pointwise" for op in (*ACTIVATIONS, *BINARY, "scale", "batchnorm", "softmax", "concat", "identity")},
+}
+"""How each op maps input voxels to output voxels: a sliding window, a transposed window, an
+upsampling, a crop or pad (a shift), or voxel for voxel."""
 
 
 @dataclass(frozen=True)
@@ -47,19 +89,15 @@ class Geometry:
         return math.prod(self.output_spatial) / math.prod(self.input_spatial)
 
 
+def _entry(table: Mapping[str, object], name: str, node: Node) -> object:
+    if node.op not in table:
+        raise GraphError(f"report: op {node.op!r} (node {node.name!r}) is not in report.{name}; add it there")
+    return table[node.op]
+
+
 def node_flops(graph: Graph, node: Node) -> int:
-    out = graph.types[node.output]
-    kernel = math.prod(node.attrs.get("kernel", (1,)))
-    fused = len(node.attrs.get("epilogue", ())) * out.numel
-    if node.op == "conv":
-        c_in = graph.types[node.inputs[0]].channels // node.attrs["groups"]
-        return 2 * c_in * kernel * out.numel + fused
-    if node.op == "conv_transpose":
-        x = graph.types[node.inputs[0]]
-        return 2 * x.numel * kernel * out.channels // node.attrs["groups"] + fused
-    if node.op in ("max_pool", "avg_pool"):
-        return kernel * out.numel
-    return 0 if node.op in _MOVES else out.numel
+    flops: Callable[[Graph, Node], int] = _entry(FLOPS, "FLOPS", node)  # type: ignore[assignment]
+    return flops(graph, node) + len(node.attrs.get("epilogue", ())) * graph.types[node.output].numel
 
 
 def layers(graph: Graph) -> list[Layer]:
@@ -73,14 +111,14 @@ def layers(graph: Graph) -> list[Layer]:
 
 
 def _grow(node: Node, axis: int, field: Fraction, jump: Fraction) -> tuple[Fraction, Fraction]:
-    a = node.attrs
-    if node.op in ("conv", "max_pool", "avg_pool"):
+    a, kind = node.attrs, _entry(GEOMETRY, "GEOMETRY", node)
+    if kind == "window":
         span = (a["kernel"][axis] - 1) * a.get("dilation", (1, 1, 1))[axis]
         return field + span * jump, jump * a["stride"][axis]
-    if node.op == "conv_transpose":
+    if kind == "transposed":
         span = (a["kernel"][axis] - 1) * a["dilation"][axis] + 1
         return field + (math.ceil(span / a["stride"][axis]) - 1) * jump, jump / a["stride"][axis]
-    if node.op == "upsample":
+    if kind == "upsample":
         scale = Fraction(a["scales"][axis]).limit_denominator(1000)
         return field + (jump if a["mode"] == "trilinear" else 0), jump / scale
     return field, jump
@@ -89,21 +127,21 @@ def _grow(node: Node, axis: int, field: Fraction, jump: Fraction) -> tuple[Fract
 def _shift(graph: Graph, node: Node, axis: int, jump: Fraction) -> Fraction:
     """How far (in input voxels) `node` moves the centre of voxel 0 from its first input's, given
     that input's jump (input voxels per voxel)."""
-    a = node.attrs
-    if node.op in ("conv", "max_pool", "avg_pool"):
+    a, kind = node.attrs, _entry(GEOMETRY, "GEOMETRY", node)
+    if kind == "window":
         return jump * (Fraction((a["kernel"][axis] - 1) * a.get("dilation", (1, 1, 1))[axis], 2) - a["pads"][axis])
-    if node.op == "conv_transpose":
+    if kind == "transposed":
         reach = Fraction((a["kernel"][axis] - 1) * a["dilation"][axis], 2) - a["pads"][axis]
         return -jump * reach / a["stride"][axis]
-    if node.op == "upsample":
+    if kind == "upsample":
         scale = Fraction(a["scales"][axis]).limit_denominator(1000)
         return -jump * (scale - 1) / (2 * scale)
-    if node.op == "crop":
+    if kind == "crop":
         return jump * a["begin"][axis]
-    if node.op == "center_crop":
+    if kind == "center_crop":
         source, target = (graph.types[v].spatial for v in node.inputs)
         return jump * ((source[axis] - target[axis]) // 2)
-    if node.op == "pad":
+    if kind == "pad":
         return -jump * a["pads"][axis]
     return Fraction(0)
 

@@ -12,6 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tests.nets import rel_error
+from tests.op_cases import OP_CASES, OpCase
 from tests.strategies import ConvCase, conv_cases, triples
 from znnx import reference
 from znnx.backends import torch_eager
@@ -77,37 +78,6 @@ def test_pool_asymmetric(kernel: tuple[int, ...], stride: tuple[int, ...], spati
     _compare(_single(Node("p", op, ("x0",), "p", attrs), TensorType(3, spatial)))
 
 
-@pytest.mark.parametrize(
-    ("op", "attrs", "params", "inputs"),
-    [
-        ("batchnorm", {"eps": 1e-3}, {"mean": [0.1, -0.2], "var": [0.5, 2.0], "gamma": [1.5, 0.5],
-                                       "beta": [0.0, 1.0]}, 1),
-        ("scale", {}, {"gamma": [2.0, -1.0], "beta": [0.5, 0.0]}, 1),
-        ("scale", {}, {"gamma": [2.0, -1.0]}, 1),
-        ("relu", {}, {}, 1),
-        ("leaky_relu", {"alpha": 0.1}, {}, 1),
-        ("elu", {"alpha": 0.5}, {}, 1),
-        ("sigmoid", {}, {}, 1),
-        ("tanh", {}, {}, 1),
-        ("softmax", {}, {}, 1),
-        ("add", {}, {}, 2),
-        ("max", {}, {}, 2),
-        ("mul", {}, {"constant": [3.0]}, 1),
-        ("div", {}, {"constant": [2.0, 4.0]}, 1),
-        ("concat", {}, {}, 3),
-        ("crop", {"begin": (1, 0, 2), "end": (0, 2, 1)}, {}, 1),
-        ("center_crop", {}, {}, 2),
-        ("pad", {"pads": (1, 2, 0, 0, 1, 3), "mode": "reflect", "value": 0.0}, {}, 1),
-        ("pad", {"pads": (1, 2, 0, 0, 1, 3), "mode": "constant", "value": 1.5}, {}, 1),
-        ("upsample", {"scales": (1.0, 2.0, 3.0), "mode": "nearest", "align_corners": False}, {}, 1),
-        ("upsample", {"scales": (2.0, 1.5, 2.0), "mode": "trilinear", "align_corners": True}, {}, 1),
-        ("identity", {}, {}, 1),
-    ],
-)
-def test_other_ops(op: str, attrs: dict, params: dict, inputs: int) -> None:
-    node = Node("n", op, tuple(f"x{i}" for i in range(inputs)), "n", attrs,
-                {k: np.asarray(v, dtype=np.float64) for k, v in params.items()})
-    types = [TensorType(2, (4, 5, 6))] * inputs
-    if op == "center_crop":
-        types = [TensorType(2, (5, 6, 7)), TensorType(3, (2, 3, 6))]
-    _compare(_single(node, *types))
+@pytest.mark.parametrize("case", OP_CASES, ids=str)
+def test_other_ops(case: OpCase) -> None:
+    _compare(case.graph())

@@ -35,9 +35,11 @@ _registered: dict[str, Backend] = {}
 
 
 class Backend(Protocol):
-    """What every backend module provides. `PRECISIONS` names the precisions it runs."""
+    """What every backend module provides. `PRECISIONS` names the precisions it runs, `OPS` the IR
+    ops it has kernels for."""
 
     PRECISIONS: tuple[str, ...]
+    OPS: frozenset[str]
 
     def device(self, name: str) -> torch.device:
         """The torch device that holds this backend's tensors for the device called `name`

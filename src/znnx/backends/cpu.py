@@ -46,6 +46,7 @@ CHANNELS_LAST = torch.channels_last_3d
 ONEDNN_UNARY = frozenset({"relu", "sigmoid", "tanh", "leaky_relu"})
 FFT_SIZE = 16
 PRECISIONS = ("fp32", "bf16")
+OPS = torch_eager.OPS  # the fused kernels cover a subset; every other op runs its eager kernel
 
 
 def available() -> bool:

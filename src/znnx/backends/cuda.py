@@ -40,6 +40,7 @@ CHANNELS_LAST = torch.channels_last_3d
 FFT_SIZE = 32
 WARMUP = 2
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+OPS = torch_eager.OPS
 
 
 def device(name: str) -> torch.device:
@@ -201,14 +202,18 @@ def build(plan: Plan, device: torch.device) -> Execute:
 
 def conv_kernel(graph: Graph, node: Node, algorithm: Algorithm, device: torch.device,
                 precision: Precision) -> Callable[..., Tensor]:
-    """One conv of `graph` alone under `algorithm`, in the kernel calling convention: (input, *,
-    out=None, residual=None) -> output, written into `out` when given."""
+    """One conv of `graph` alone under `algorithm`, for the autotuner, in the kernel calling
+    convention: (input, *, out=None, residual=None) -> output, written into `out` when given; on a
+    GPU it returns once the device has finished, so that wall time measures the work."""
     kernel = _Builder(graph, device, precision.torch_dtype, {node.name: algorithm}).kernel(node)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
     def run(x: Tensor, *, out: Tensor | None = None, residual: Tensor | None = None) -> Tensor:
         with flags(precision):
             y = kernel([x] if residual is None else [x, residual])
-        return y if out is None else out.copy_(y)
+        y = y if out is None else out.copy_(y)
+        sync()
+        return y
 
     return run
 

@@ -13,11 +13,14 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from znnx.errors import UnsupportedError
 from znnx.ir.graph import Graph, Node, TensorType
 from znnx.ir.ops import ACTIVATIONS, BINARY, center_crop_begin, pool_output
 from znnx.kernels.epilogue import Kernel, activation, with_epilogue
 
 Tensor = torch.Tensor
+OPS = frozenset({*ACTIVATIONS, *BINARY, "softmax", "concat", "identity", "max_pool", "avg_pool", "conv",
+                 "conv_transpose", "center_crop", "crop", "pad", "upsample", "batchnorm", "scale"})
 
 
 def _torch_pad(pads: Sequence[int]) -> list[int]:
@@ -144,6 +147,9 @@ class Builder:
         return lambda x: torch.addcmul(beta, x[0], gamma)
 
     def kernel(self, node: Node) -> Kernel:
+        if node.op not in OPS:
+            raise UnsupportedError(f"torch_eager backend: op {node.op!r} of node {node.name!r} has no kernel here; "
+                                   f"it runs {sorted(OPS)}")
         a = node.attrs
         if node.op in ACTIVATIONS:
             fn = activation(node.op, float(a.get("alpha", 0.0)))

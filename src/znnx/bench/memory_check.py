@@ -32,8 +32,8 @@ def _tune(net_name: str, patch: tuple[int, int, int], tiny: bool, threads: int) 
     import torch
 
     import znnx
-    from znnx.bench.models import NETS
-    from znnx.bench.worker import bench_input, load_graph
+    from znnx.bench.models import NETS, load_graph
+    from znnx.bench.worker import bench_input
 
     torch.set_num_threads(threads)
     znnx.compile(load_graph(NETS[net_name].build(tiny, patch), bench_input(patch)), patch)
@@ -49,8 +49,8 @@ def measure(net_name: str, patch: tuple[int, int, int], tiny: bool, threads: int
     tuner.join()
 
     import znnx
-    from znnx.bench.models import NETS
-    from znnx.bench.worker import bench_input, load_graph
+    from znnx.bench.models import NETS, load_graph
+    from znnx.bench.worker import bench_input
 
     torch.set_num_threads(threads)
     x = bench_input(patch)

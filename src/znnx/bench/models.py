@@ -15,9 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+import znnx
 
 PZNET_PROTOTXT = Path(__file__).resolve().parent / "pznet_unet.prototxt"
 
@@ -123,14 +126,21 @@ class GraphModule(nn.Module):
     def __init__(self, graph: object) -> None:
         super().__init__()
         from znnx.backends import torch_eager
-        from znnx.ir import Graph
 
-        assert isinstance(graph, Graph)
-        self.graph: Graph = graph
+        assert isinstance(graph, znnx.Graph)
+        self.graph: znnx.Graph = graph
         self.run = torch_eager.build(graph, torch.device("cpu"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run([x])[0]
+
+
+def load_graph(model: nn.Module, x: np.ndarray) -> znnx.Graph:
+    """The znnx graph of a benchmark model for input `x` (N, C, *spatial): imported, or the graph a
+    GraphModule already runs."""
+    if isinstance(model, GraphModule):
+        return model.graph
+    return znnx.load(model, input_shape=x.shape[1:])
 
 
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -126,7 +126,7 @@ def _openvino(model: nn.Module, x: np.ndarray, target: Target) -> Run:
 
 def _znnx(model: nn.Module, x: np.ndarray, target: Target) -> Run:
     import znnx
-    from znnx.bench.worker import load_graph
+    from znnx.bench.models import load_graph
 
     net = znnx.compile(load_graph(model, x), device=target.device, precision=target.precision)
     return lambda batch: net(batch)
@@ -162,6 +162,14 @@ PEERS: dict[str, Peer] = {
     "znnx-bf16": Peer("znnx-bf16", _bf16(_znnx)),
 }
 REFERENCE_PEER = "pytorch-eager"
+
+
+def default_peers(device: str) -> str:
+    """The runtimes `znnx bench` compares on `device` by default (ONNX Runtime and OpenVINO run on
+    the CPU only)."""
+    if device.startswith("cuda"):
+        return "pytorch-eager,pytorch-channels-last,torch.compile,znnx"
+    return "pytorch-eager,pytorch-channels-last,torch.compile,onnxruntime,openvino,znnx"
 
 
 def thread_environment(threads: int) -> dict[str, str]:

@@ -13,11 +13,15 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from znnx.ir import Graph, Node
+from znnx.ir import Node
 from znnx.plan.algorithm import DIRECT, Algorithm
+
+if TYPE_CHECKING:
+    import torch
 
 
 def bench_input(patch: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -62,12 +66,13 @@ def measure(job: dict) -> dict:
     return result
 
 
-def profile_layers(model: object, x: np.ndarray) -> list[dict]:
+def profile_layers(model: torch.nn.Module, x: np.ndarray) -> list[dict]:
     """Per-node times of the fused CPU execution of the znnx net (the median of three timed passes)."""
     import torch
 
     import znnx
     from znnx.backends import cpu
+    from znnx.bench.models import load_graph
     from znnx.report import node_flops
 
     net = znnx.compile(load_graph(model, x))
@@ -91,16 +96,6 @@ def _algorithm(node: Node, algorithms: dict[str, Algorithm]) -> str:
     if algorithm.kind == "winograd":
         return f"Winograd F({algorithm.tile},{max(node.attrs['kernel'])})"
     return {"direct": "oneDNN direct", "fft": "FFT"}[algorithm.kind]
-
-
-def load_graph(model: object, x: np.ndarray) -> Graph:
-    """The znnx graph of a benchmark model: imported, or the graph a GraphModule already runs."""
-    import znnx
-    from znnx.bench.models import GraphModule
-
-    if isinstance(model, GraphModule):
-        return model.graph
-    return znnx.load(model, input_shape=x.shape[1:])
 
 
 def main(path: str) -> int:

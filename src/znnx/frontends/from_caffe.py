@@ -22,6 +22,12 @@ from znnx.frontends.prototxt import Message, PrototxtError, parse
 from znnx.ir.graph import Graph
 from znnx.ir.ops import pool_output
 
+IR_OPS = frozenset({"add", "avg_pool", "batchnorm", "center_crop", "concat", "conv", "conv_transpose", "crop", "elu",
+                    "identity", "leaky_relu", "max", "max_pool", "mul", "relu", "scale", "sigmoid",
+                    "softmax", "tanh"})
+"""The IR ops this frontend emits (crops become center_crop where they centre, outputs that are
+inputs become identity)."""
+
 COMPONENT = "caffe frontend"
 RANDOM = "random"
 

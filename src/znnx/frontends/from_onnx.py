@@ -21,6 +21,12 @@ from znnx.frontends.builder import GraphBuilder, lift, lift_pads, lift_weight
 from znnx.frontends.idioms import normalize_crops
 from znnx.ir.graph import Graph
 
+IR_OPS = frozenset({"add", "avg_pool", "batchnorm", "center_crop", "concat", "conv", "conv_transpose", "crop", "div",
+                    "elu", "identity", "leaky_relu", "max_pool", "mul", "pad", "relu", "sigmoid",
+                    "softmax", "tanh", "upsample"})
+"""The IR ops this frontend emits (crops become center_crop where they centre, outputs that are
+inputs become identity)."""
+
 COMPONENT = "onnx frontend"
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
 

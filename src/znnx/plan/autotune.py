@@ -106,14 +106,14 @@ def _error(y: torch.Tensor, reference: torch.Tensor) -> float:
 
 def _measure(build: Builder, node: Node, x: torch.Tensor, residual: torch.Tensor | None,
              algorithms: tuple[Algorithm, ...]) -> tuple[dict[str, float], dict[str, float]]:
-    """Median seconds and error against direct of each algorithm that builds, by name. The timed
-    runs write into one preallocated output, as the net's convs write into arena slots: a fresh
-    output would add its page faults, which cost Winograd (whose output transform writes it from
-    every thread at once) more than direct and turned 15 ms layers into 28 ms ones."""
+    """Median seconds and error against direct of each algorithm that builds, by name (a backend's
+    kernels return once their work is done: a GPU kernel synchronizes). The timed runs write into
+    one preallocated output, as the net's convs write into arena slots: a fresh output would add its
+    page faults, which cost Winograd (whose output transform writes it from every thread at once)
+    more than direct and turned 15 ms layers into 28 ms ones."""
     seconds: dict[str, float] = {}
     errors: dict[str, float] = {}
     reference: torch.Tensor | None = None
-    sync = (lambda: torch.cuda.synchronize(x.device)) if x.device.type == "cuda" else (lambda: None)
     for algorithm in algorithms:
         name = algorithm.name
         try:
@@ -123,7 +123,6 @@ def _measure(build: Builder, node: Node, x: torch.Tensor, residual: torch.Tensor
             continue
         start = time.perf_counter()
         y = conv(x, residual=residual)
-        sync()
         warm = time.perf_counter() - start
         if reference is None:
             reference = y.clone()
@@ -136,7 +135,6 @@ def _measure(build: Builder, node: Node, x: torch.Tensor, residual: torch.Tensor
         for _ in range(REPS):
             start = time.perf_counter()
             conv(x, out=out, residual=residual)
-            sync()
             runs.append(time.perf_counter() - start)
         seconds[name] = statistics.median(runs)
     return seconds, errors

@@ -18,11 +18,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from znnx.errors import GraphError
 from znnx.ir.graph import Graph, Node
 from znnx.ir.ops import ACTIVATIONS, BINARY, epilogue
 
 FLOAT_BYTES = 4
-VIEW_OPS = frozenset({"crop", "center_crop", "identity"})
+BUFFERS: dict[str, str] = {
+    **{op: "input" for op in (*ACTIVATIONS, *BINARY, "scale")},
+    **{op: "residual" for op in ("conv", "conv_transpose")},
+    **{op: "view" for op in ("crop", "center_crop", "identity")},
+    **{op: "own" for op in ("batchnorm", "softmax", "concat", "pad", "max_pool", "avg_pool", "upsample")},
+}
+"""Where each op's output may live: `input` (over an input of the same shape that dies there),
+`residual` (over the residual a fused add reads), `view` (a view of input 0, no buffer), `own` (a
+buffer of its own)."""
+VIEW_OPS = frozenset(op for op, where in BUFFERS.items() if where == "view")
 
 
 @dataclass(frozen=True)
@@ -55,11 +65,13 @@ class MemoryPlan:
 
 def inplace_candidates(node: Node) -> tuple[int, ...]:
     """Inputs whose buffer `node` can overwrite with its output (same shape), in preference order."""
-    if node.op in ACTIVATIONS or node.op == "scale" or (node.op in BINARY and len(node.inputs) == 1):
-        return (0,)
-    if node.op in BINARY:
-        return (0, 1)
-    if node.op in ("conv", "conv_transpose") and epilogue(node)[:1] == ("add",):
+    where = BUFFERS.get(node.op)
+    if where is None:
+        raise GraphError(f"memory plan: op {node.op!r} (node {node.name!r}) is not in plan.memory.BUFFERS; say "
+                         f"there where its output may live")
+    if where == "input":
+        return (0, 1)[:len(node.inputs)]
+    if where == "residual" and epilogue(node)[:1] == ("add",):
         return (1,)
     return ()
 

@@ -118,9 +118,9 @@ def _cost(graph: Graph, patch: tuple[int, ...], volume: tuple[int, ...], options
 
 
 def _time(graph: Graph, patch: tuple[int, ...], device: str, precision: str, reps: int) -> float:
-    import znnx
+    from znnx.net import compile  # noqa: A004
 
-    net = znnx.compile(graph, patch=patch, device=device, precision=precision)
+    net = compile(graph, patch=patch, device=device, precision=precision)
     x = np.zeros(net.input_shape, np.float32)
     net(x)
     times = []
