@@ -171,3 +171,26 @@ def test_cli_starts_a_local_cluster_and_reports_workers(tmp_path: Path, source: 
     summary = json.loads(done.stdout)
     assert summary["computed"] == summary["blocks"] and summary["workers"] >= 1
     assert np.array_equal(_read(out), local_output)
+
+
+def test_workers_run_the_saved_plan_without_tuning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client measured the convs; its workers load the network file's plan and time nothing
+    (their tuning cache stays empty) and compute what the local runner computes."""
+    from tests.passes.graphs import builder, conv
+    from znnx.passes import optimize
+
+    monkeypatch.setenv("ZNNX_CACHE_DIR", str(tmp_path / "client-cache"))
+    b, x = builder(channels=16, spatial=(8, 12, 12))
+    graph = optimize(b.finish([conv(b, b.add("relu", [conv(b, x, 16, pads=(0,) * 6)]), 2, pads=(0,) * 6)])).graph
+    net = znnx.compile(graph)
+    assert any(c.source == "measured" for c in net.algorithms)
+    volume = np.random.default_rng(4).random((16, 12, 20, 18)).astype(np.float32)
+    np.save(tmp_path / "raw.npy", volume)
+    infer_volume(net, str(tmp_path / "raw.npy"), str(tmp_path / "local.npy"), quiet=True)
+    monkeypatch.setenv("ZNNX_CACHE_DIR", str(tmp_path / "worker-cache"))
+    with connect("local:2") as two_workers:
+        summary = infer_volume(net, str(tmp_path / "raw.npy"), str(tmp_path / "dask.npy"), client=two_workers,
+                               threads=1, quiet=True)
+    assert summary.computed == summary.blocks > 1
+    assert not (tmp_path / "worker-cache" / "autotune.json").exists()
+    np.testing.assert_allclose(np.load(tmp_path / "dask.npy"), np.load(tmp_path / "local.npy"), atol=1e-5)
