@@ -109,7 +109,7 @@ def test_a_compiled_net_runs_as_it_is(tmp_path: Path, volume_file: tuple[str, np
     def recompiled(*args: object, **kwargs: object) -> None:
         raise AssertionError("infer_volume recompiled a net it was given")
 
-    monkeypatch.setattr("znnx.volume.compile", recompiled)
+    monkeypatch.setattr("znnx.volume.devices.compile", recompiled)
     assert infer_volume(net, volume_file[0], str(tmp_path / "n.npy"), quiet=True).computed > 0
     with pytest.raises(AssertionError, match="recompiled"):
         infer_volume(net, volume_file[0], str(tmp_path / "m.npy"), quiet=True, precision="bf16")
