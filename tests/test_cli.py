@@ -154,3 +154,36 @@ def test_help_everywhere() -> None:
     for args in ([], ["inspect"], ["compile"], ["run"], ["demo"], ["infer"]):
         result = subprocess.run([sys.executable, "-m", "znnx.cli", *args, "--help"], capture_output=True, text=True)
         assert result.returncode == 0 and "usage: znnx" in result.stdout
+
+
+def test_a_patch_too_large_for_the_memory_fails_fast_naming_one_that_fits(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import time
+
+    import zarr
+
+    zarr.create_array(store=str(tmp_path / "big.zarr"), name="raw", shape=(512, 512, 512), dtype="uint8",
+                      chunks=(128, 128, 128))
+    began = time.perf_counter()
+    code = main(["infer", str(model_path()), str(tmp_path / "big.zarr/raw"), str(tmp_path / "out.zarr/p"),
+                 "--patch", "384,384,384", "--memory", "2GiB", "--scale", "0.00392157"])
+    assert code == 2 and time.perf_counter() - began < 10
+    err = capsys.readouterr().err
+    assert "a patch of 384x384x384 needs" in err and "more than the memory budget, 2.00 GiB" in err
+    assert "use a patch of at most" in err and not (tmp_path / "out.zarr").exists()
+
+
+def test_threads_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["infer", "m.onnx", "in.zarr", "out.zarr", "--threads", "0"])
+    assert "expected a whole number of at least 1, got '0'" in capsys.readouterr().err
+
+
+def test_run_takes_a_single_channel_patch_without_its_channel_axis(tmp_path: Path) -> None:
+    np.save(tmp_path / "in.npy", np.random.default_rng(0).random((16, 24, 20), dtype=np.float32))
+    np.save(tmp_path / "in4.npy", np.load(tmp_path / "in.npy")[None])
+    net = tmp_path / "demo.znnx"
+    assert main(["compile", str(model_path()), "--patch", "16,24,20", "-o", str(net)]) == 0
+    assert main(["run", str(net), str(tmp_path / "in.npy"), str(tmp_path / "a.npy")]) == 0
+    assert main(["run", str(net), str(tmp_path / "in4.npy"), str(tmp_path / "b.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from znnx import status
 from znnx.errors import ModelError, ZnnxError
 from znnx.plan.precision import PRECISIONS
 
@@ -151,6 +152,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         net = znnx.compile(znnx.load(resolve_model(args.model), shape, args.weights), device=args.device,
                            algorithm=args.algorithm, precision=args.precision)
+    if net.input_shape[0] == 1 and tuple(shape) == tuple(net.input_shape[1:]):  # a 1-channel net, no channel axis
+        array = np.expand_dims(array, 1 if args.batched else 0)
     start = time.perf_counter()
     result = net(array)
     seconds = time.perf_counter() - start
@@ -158,6 +161,16 @@ def _run(args: argparse.Namespace) -> int:
     voxels = np.prod(result.shape[-net.graph.spatial_rank:]) * (array.shape[0] if args.batched else 1)
     print(f"wrote {args.output}: shape {result.shape}, {seconds:.3f} s, {voxels / seconds:,.0f} output voxels/s")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def _patch_or_auto(text: str) -> tuple[int, ...] | str:
@@ -178,8 +191,8 @@ def _infer(args: argparse.Namespace) -> int:
     import torch
 
     import znnx
+    from znnx.units import parse_bytes
     from znnx.volume import VolumeOptions, infer_volume
-    from znnx.volume.autopatch import parse_bytes
     from znnx.volume.runner import overlaps, parse_roi
 
     if args.threads:
@@ -191,7 +204,8 @@ def _infer(args: argparse.Namespace) -> int:
     options = VolumeOptions(
         mode=args.mode, overlap=overlaps(args.overlap, rank), weighting=args.weighting,
         roi=parse_roi(args.roi, rank) if args.roi else None, scale=args.scale, mean=args.mean, std=args.std,
-        output_dtype=args.output_dtype, mask=args.mask, background=args.background, overwrite=args.overwrite)
+        output_dtype=args.output_dtype, mask=args.mask, background=args.background, overwrite=args.overwrite,
+        convert_input=args.convert_input)
     memory = parse_bytes(args.memory) if args.memory else None
     if args.cluster or args.scheduler_file:
         import os
@@ -289,6 +303,7 @@ def parser() -> argparse.ArgumentParser:
                          help="also compile for the CPU and show each conv's algorithm and time (the autotuner "
                               "measures what is not in its cache)")
     inspect.add_argument("--algorithm", type=_algorithm, default="auto", help=algorithm_help)
+    inspect.add_argument("--quiet", action="store_true", help="no status line while tuning or computing")
     inspect.set_defaults(handler=_inspect)
 
     compile_ = commands.add_parser("compile", help="optimize a model for one patch size and save a network file",
@@ -301,6 +316,7 @@ def parser() -> argparse.ArgumentParser:
     compile_.add_argument("--input-shape", type=_shape, metavar="C,D,H,W",
                           help="input channels and a patch size the model accepts (required for torch modules)")
     compile_.add_argument("--weights", help=weights_help)
+    compile_.add_argument("--quiet", action="store_true", help="no status line while tuning or computing")
     compile_.set_defaults(handler=_compile)
 
     run = commands.add_parser("run", help="run a model on one .npy patch",
@@ -313,6 +329,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32", help=precision_help)
     run.add_argument("--weights", help=weights_help)
     run.add_argument("--algorithm", type=_algorithm, default="auto", help=algorithm_help)
+    run.add_argument("--quiet", action="store_true", help="no status line while tuning or computing")
     run.set_defaults(handler=_run)
 
     infer = commands.add_parser(
@@ -338,8 +355,9 @@ def parser() -> argparse.ArgumentParser:
                        help="cpu (default), cuda[:N], or several, e.g. cuda,cpu: each device runs its own net (own "
                             "automatic patch, --memory applying to each) on blocks from one queue")
     infer.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32", help=precision_help)
-    infer.add_argument("--threads", type=int, help="compute threads (default: PyTorch's; on a cluster, per worker: "
-                       "the cores shared out for local:N, the workers' own setting otherwise)")
+    infer.add_argument("--threads", type=_positive_int,
+                       help="compute threads (default: PyTorch's; on a cluster, per worker: the cores shared out "
+                            "for local:N, the workers' own setting otherwise)")
     infer.add_argument("--cluster", metavar="local:N|tcp://HOST:PORT",
                        help="run the blocks on Dask: local:N starts N worker processes on this machine, an address "
                             "attaches to a running scheduler (needs the dask extra; workers must see the same paths)")
@@ -355,6 +373,8 @@ def parser() -> argparse.ArgumentParser:
     infer.add_argument("--mean", type=float, default=0.0, help="subtracted after --scale (default 0)")
     infer.add_argument("--std", type=float, default=1.0, help="divides after --mean (default 1)")
     infer.add_argument("--overwrite", action="store_true", help="replace an existing output and its ledger")
+    infer.add_argument("--convert-input", action="store_true",
+                       help="convert an input of another dtype (int32, bool, ...) to float32 instead of refusing it")
     infer.add_argument("--quiet", action="store_true", help="no progress line")
     infer.add_argument("--json", metavar="PATH", help="also write the JSON summary here")
     infer.add_argument("--input-shape", type=_shape, metavar="C,D,H,W", help="for torch factories: an example shape")
@@ -367,6 +387,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="znnx-demo", help="output folder (default: znnx-demo)")
     demo.add_argument("--size", type=int, default=64, help="edge of the cubic volume (default: 64)")
     demo.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    demo.add_argument("--quiet", action="store_true", help="no status line while tuning or computing")
     demo.set_defaults(handler=_demo)
 
     bench = commands.add_parser("bench", help="benchmark znnx against PyTorch, ONNX Runtime and OpenVINO",
@@ -380,7 +401,7 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: where every runtime runs")
     bench.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
                        help="every runtime's precision (default fp32; the -bf16 runtimes always run bf16)")
-    bench.add_argument("--threads", type=int, default=2, help="threads for every runtime (default 2)")
+    bench.add_argument("--threads", type=_positive_int, default=2, help="threads for every runtime (default 2)")
     bench.add_argument("--warmup", type=int, default=1, help="untimed runs after the first (default 1)")
     bench.add_argument("--reps", type=int, default=3, help="timed runs; the median is reported (default 3)")
     bench.add_argument("--rounds", type=int, default=1,
@@ -399,9 +420,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    status.set_quiet(args.quiet)
     try:
         return int(args.handler(args))
     except ZnnxError as error:
+        status.clear()
         print(f"znnx: error: {error}", file=sys.stderr)
         return 2
     except (OSError, ValueError) as error:

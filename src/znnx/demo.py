@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from znnx import status
+
 DEMO_MODEL = "demo_unet.onnx"
 DEMO_PATCH = (40, 40, 40)
 
@@ -45,11 +47,19 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
                      + chunk(b"IEND", b""))
 
 
+def stretch(image: np.ndarray) -> np.ndarray:
+    """`image` mapped so that its 1st and 99th percentiles become 0 and 1 (clipped): a net's output
+    may span a narrow range that would otherwise show as a flat grey."""
+    low, high = np.percentile(image, [1, 99])
+    return np.clip((image - low) / max(high - low, 1e-12), 0, 1)
+
+
 def preview(volume: np.ndarray, output: np.ndarray, zoom: int = 4) -> np.ndarray:
-    """The middle z slice of the input (grey) beside the output's first three channels (RGB)."""
+    """The middle z slice of the input (grey) beside the output's first three channels (RGB), each
+    channel's contrast stretched on its own."""
     z = volume.shape[-3] // 2
     grey = np.repeat(volume[0, z, :, :, None], 3, axis=-1)
-    colour = np.moveaxis(output[:3, z], 0, -1)
+    colour = np.stack([stretch(channel) for channel in output[:3, z]], axis=-1)
     gap = np.ones((grey.shape[0], 2, 3), np.float32)
     image = np.concatenate([grey, gap, colour], axis=1)
     image = np.kron(image, np.ones((zoom, zoom, 1), np.float32))
@@ -64,14 +74,17 @@ def run_demo(out: Path, size: int = 64, device: str = "cpu") -> str:
     from znnx import reference
     from znnx.volume import VolumeOptions, infer_volume
 
+    status.report("demo: writing a synthetic volume", force=True)
     volume = synthetic_volume(size)
     raw = np.rint(volume[0] * 255).astype(np.uint8)
     out.mkdir(parents=True, exist_ok=True)
     zarr.create_array(store=str(out / "input.zarr"), name="raw", data=raw, chunks=(32, 32, 32), overwrite=True)
     graph = znnx.load(model_path(), input_shape=(1, 48, 48, 48))
     patch = tuple(min(p, size) for p in DEMO_PATCH)
+    status.report("demo: compiling the net and streaming the volume through it block by block", force=True)
     summary = infer_volume(graph, str(out / "input.zarr/raw"), str(out / "output.zarr/pred"), patch,
                            VolumeOptions(scale=1 / 255, overwrite=True), device=device, quiet=True)
+    status.report("demo: checking against whole-volume inference and the NumPy reference executor", force=True)
     result = np.asarray(zarr.open_array(str(out / "output.zarr"), path="pred", mode="r")[...])
     scaled = (raw.astype(np.float32) / 255)[None]
     whole_net = znnx.compile(graph, patch=scaled.shape[1:], device=device)
@@ -80,13 +93,15 @@ def run_demo(out: Path, size: int = 64, device: str = "cpu") -> str:
     blockwise_error = float(np.abs(result - whole).max())
     error = float(np.abs(whole - oracle).max() / max(np.abs(oracle).max(), 1e-30))
     write_png(out / "preview.png", preview(scaled, result))
+    status.clear()
     return "\n".join([
         whole_net.summary(),
         "",
         f"input   {out / 'input.zarr/raw'}: {raw.shape} uint8",
         f"output  {out / 'output.zarr/pred'}: {result.shape} float32, {summary.blocks} blocks of patch "
         f"{'x'.join(map(str, summary.patch))}, {summary.seconds:.2f} s, {summary.voxels_per_s:,.0f} output voxels/s",
-        f"preview {out / 'preview.png'} (middle slice: input | output channels as RGB)",
+        f"preview {out / 'preview.png'} (middle slice: input | output channels as RGB, each stretched)",
+        "the demo net has random weights (untrained): its output shows the pipeline at work, not boundaries",
         f"blockwise vs whole-volume max difference: {blockwise_error:.2e}",
         f"max error vs the NumPy reference executor: {error:.2e} (relative)",
     ])

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from znnx import backends, passes
+from znnx import backends, passes, status
 from znnx.errors import DeviceError, GraphError, InputError, ModelError
 from znnx.ir.graph import Graph, TensorType
 from znnx.ir.verify import infer_types, verify
 from znnx.plan.autotune import Forced, LayerChoice
 from znnx.plan.plan import Plan, memory_json
 from znnx.report import summary_table
+from znnx.units import human_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -71,6 +72,64 @@ def valid_patches_near(graph: Graph, patch: Sequence[int], reach: int = 16) -> t
     found = [accepted_size(graph, axis, (patch[axis] + step for step in sorted(range(-reach, reach + 1), key=abs)),
                            own) for axis in range(rank)]
     return None if None in found else tuple(found)  # type: ignore[arg-type]
+
+
+def footprint(graph: Graph, device: str = "cpu", precision: str = "fp32") -> int:
+    """Bytes a net of the shaped, optimized `graph` needs on its device before its algorithms are
+    chosen: the memory plan's peak and the weights, plus room for whichever Winograd / FFT kernels
+    the autotuner may pick (transformed weights, one slab of scratch)."""
+    backend, _ = backends.resolve(device)
+    chosen = backend.precision(precision)
+    memory = backend.memory_plan(graph, 1, chosen)
+    weights, scratch = backend.reserved_kernel_bytes(graph, chosen)
+    return memory.peak_bytes + memory.weight_bytes + weights + scratch
+
+
+def largest_patch(graph: Graph, patch: Sequence[int], fits: Callable[[tuple[int, ...]], bool],
+                  steps: int = 12) -> tuple[int, ...] | None:
+    """The largest patch of `patch`'s proportions (each axis snapped down to a size the graph
+    accepts) for which `fits` holds, by bisection on the scale; None if not even the smallest does."""
+    patch = tuple(patch)
+
+    def scaled(scale: float) -> tuple[int, ...] | None:
+        sizes = [accepted_size(graph, axis, range(max(1, int(size * scale)), 0, -1), patch)
+                 for axis, size in enumerate(patch)]
+        trial = tuple(s for s in sizes if s is not None)
+        if len(trial) < len(patch):
+            return None
+        try:
+            reshape(graph, trial)
+        except GraphError:
+            return None
+        return trial
+
+    low, high, best = 0.0, 1.0, None
+    for _ in range(steps):
+        middle = (low + high) / 2
+        trial = scaled(middle)
+        if trial is not None and fits(trial):
+            low, best = middle, trial
+        else:
+            high = middle
+    return best
+
+
+def check_fits(graph: Graph, patch: Sequence[int], device: str, precision: str, memory_bytes: int | None,
+               need: Callable[[tuple[int, ...]], int]) -> None:
+    """Refuse, before anything is allocated, a patch whose `need` exceeds `memory_bytes` (default:
+    the memory free on `device`), naming the largest patch of its proportions that fits."""
+    backend, target = backends.resolve(device)
+    budget = memory_bytes if memory_bytes is not None else backend.free_memory(target)
+    patch = tuple(patch)
+    needed = need(patch)
+    if needed <= budget:
+        return
+    largest = largest_patch(graph, patch, lambda p: need(p) <= budget)
+    where = "the memory budget" if memory_bytes is not None else f"the memory free on {device}"
+    fix = (f"use a patch of at most {'x'.join(map(str, largest))}" if largest else
+           "no patch of this model fits; free memory or run on a larger machine")
+    raise InputError(f"compile: a patch of {'x'.join(map(str, patch))} needs {human_bytes(needed)} (activations, "
+                     f"weights, kernel scratch), more than {where}, {human_bytes(budget)}; {fix}")
 
 
 def make_plan(graph: Graph, device: str = "cpu", precision: str = "fp32", forced: Forced = None,
@@ -219,7 +278,8 @@ def load_net(path: str | Path, device: str = "cpu", algorithm: Forced = None, pr
 
 
 def compile(graph: Graph, patch: Sequence[int] | None = None, device: str = "cpu",  # noqa: A001
-            optimize: bool = True, algorithm: Forced = None, precision: str = "fp32") -> Net:
+            optimize: bool = True, algorithm: Forced = None, precision: str = "fp32",
+            memory_bytes: int | None = None) -> Net:
     """Compile `graph` for input patches of spatial shape `patch` (the graph's own shape if None).
 
     With `optimize`, the graph passes run first (BatchNorm folding, epilogue fusion, ...).
@@ -227,11 +287,19 @@ def compile(graph: Graph, patch: Sequence[int] | None = None, device: str = "cpu
     disk), one of "direct", "winograd2", "winograd4", "fft" forces it wherever it applies, and a
     mapping {conv node name: algorithm} forces it per layer (the others are measured). `precision`
     is "fp32" (default), "bf16" (CPU with AVX512-BF16 / AMX, CUDA), "tf32" or "fp16" (CUDA); below
-    fp32 every conv runs direct on the CPU.
+    fp32 every conv runs direct on the CPU. Before anything is measured or allocated, the net's
+    footprint is checked against `memory_bytes` (default: the memory free on the device).
     """
     verify(graph)
+    status.report(f"compile: optimizing {graph.name!r}", force=True)
     shaped = graph if patch is None else reshape(graph, patch)
-    if not optimize:
-        return Net(make_plan(shaped, device, precision, algorithm), device)
-    optimized = passes.optimize(shaped)
-    return Net(make_plan(optimized.graph, device, precision, algorithm, optimized.rewrites), device)
+    prepared = passes.optimize if optimize else lambda g: passes.Optimized(g, ())
+    optimized = prepared(shaped)
+    requested = model_shape(shaped, shaped.types[shaped.inputs[0]])[1:]
+    check_fits(graph, requested, device, precision, memory_bytes, lambda p: footprint(
+        optimized.graph if p == requested else prepared(reshape(graph, p)).graph, device, precision))
+    plan = make_plan(optimized.graph, device, precision, algorithm, optimized.rewrites)
+    status.report(f"compile: building {len(plan.graph.nodes)} kernels for {device}", force=True)
+    net = Net(plan, device)
+    status.clear()
+    return net

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.nets import rel_error
 from tests.passes.graphs import batchnorm, builder, conv
 from znnx import reference
 from znnx.errors import KernelUnavailable
@@ -126,3 +127,31 @@ def test_reserved_kernel_bytes_cover_whatever_the_autotuner_picks() -> None:
     b, x = builder(channels=4, spatial=(3, 6, 5))
     narrow = optimize(b.finish([conv(b, x, 4)])).graph
     assert cpu.reserved_kernel_bytes(narrow, cpu.precision("fp32")) == (0, 0)  # narrow: direct
+
+
+@pytest.mark.parametrize("algorithm", ["direct", "winograd2", "winograd4", "fft"])
+def test_nan_and_inf_propagate_as_in_pytorch_whatever_the_algorithm(algorithm: str) -> None:
+    import torch
+
+    import znnx
+    from tests.nets import SymmetricUNet, randomize
+
+    model = randomize(SymmetricUNet(16, levels=2), 2)
+    net = znnx.compile(znnx.load(model, input_shape=(1, 12, 20, 16)), algorithm=algorithm)
+    assert algorithm in {c.algorithm.name for c in net.algorithms}
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 12, 20, 16)).astype(np.float32)
+    spots = tuple(rng.integers(0, s, 4) for s in x.shape)
+    x[spots] = np.nan
+    x[0, 1, 2, 3] = np.inf
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)[None])[0].numpy()
+    got = net(x)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(expected))
+    finite = np.isfinite(expected)
+    assert finite.any() and not finite.all()
+    assert np.abs(got[finite] - expected[finite]).max() <= 1e-4 * np.abs(expected[finite]).max()
+    clean = rng.standard_normal((1, 12, 20, 16)).astype(np.float32)
+    with torch.no_grad():
+        assert rel_error(net(clean), model(torch.from_numpy(clean)[None])[0].numpy()) < 1e-4

@@ -7,7 +7,8 @@ import pytest
 import znnx
 from znnx.demo import model_path
 from znnx.errors import InputError
-from znnx.volume.autopatch import candidate_patches, choose_patch, parse_bytes
+from znnx.units import human_bytes, parse_bytes
+from znnx.volume.autopatch import candidate_patches, choose_patch
 from znnx.volume.runner import VolumeOptions
 
 
@@ -29,7 +30,7 @@ def test_choice_fits_the_budget_and_says_why(graph: znnx.Graph) -> None:
     assert "patch(es) x" in roomy.reason and "budget" in roomy.reason
     tight = choose_patch(graph, (80, 80, 80), VolumeOptions(), budget_bytes=12 * 2**20, measure=1)
     assert tight.candidates[0].memory_bytes <= 12 * 2**20 and tight.patch < roomy.patch
-    with pytest.raises(InputError, match=r"no patch fits the memory budget of 0.00 GiB.*raise --memory"):
+    with pytest.raises(InputError, match=r"no patch fits the memory budget of 1000 B.*raise --memory"):
         choose_patch(graph, (80, 80, 80), VolumeOptions(), budget_bytes=1000)
 
 
@@ -37,5 +38,13 @@ def test_memory_sizes_parse() -> None:
     assert parse_bytes("8GiB") == 8 * 2**30
     assert parse_bytes("512MB") == 512 * 10**6
     assert parse_bytes("1.5e9") == 1_500_000_000
-    with pytest.raises(InputError, match="cannot read memory size"):
+    with pytest.raises(InputError, match="memory size: cannot read"):
         parse_bytes("lots")
+    with pytest.raises(InputError, match="no memory at all"):
+        parse_bytes("0")
+
+
+def test_memory_sizes_print_in_a_readable_unit() -> None:
+    assert human_bytes(2**20) == "1.0 MiB"
+    assert human_bytes(3 * 2**29) == "1.50 GiB"
+    assert human_bytes(1000) == "1000 B"

@@ -230,3 +230,76 @@ def killable_net() -> nn.Module:
 
         runner._to_output = slow
     return small_model()
+
+
+def test_arrays_in_and_out(tmp_path: Path, volume_file: tuple[str, np.ndarray], small_net: znnx.Net) -> None:
+    """A NumPy, zarr or Dask array as input; a path or a preallocated array as output."""
+    source, data = volume_file
+    infer_volume(small_net, source, str(tmp_path / "ref.npy"), quiet=True)
+    expected = np.load(tmp_path / "ref.npy")
+    summary = infer_volume(small_net, data, str(tmp_path / "from_numpy.npy"), quiet=True)
+    assert "numpy array (37, 29, 43) float32" in summary.input
+    np.testing.assert_array_equal(np.load(tmp_path / "from_numpy.npy"), expected)
+    out = np.zeros((3, *VOLUME), np.float32)
+    summary = infer_volume(small_net, data, out, quiet=True)
+    assert summary.ledger == "" and summary.computed == summary.blocks
+    np.testing.assert_array_equal(out, expected)
+    import zarr
+
+    infer_volume(small_net, zarr.open_array(source, mode="r"), out, quiet=True)
+    np.testing.assert_array_equal(out, expected)
+    da = pytest.importorskip("dask.array")
+    infer_volume(small_net, da.from_array(data, chunks=16), out, quiet=True)
+    np.testing.assert_array_equal(out, expected)
+    with pytest.raises(InputError, match=r"output array has shape \(3, 2, 2\).*np.zeros\(\(3, 37, 29, 43\)"):
+        infer_volume(small_net, data, np.zeros((3, 2, 2), np.float32), quiet=True)
+    with pytest.raises(StorageError, match="cannot read a dict as a volume"):
+        infer_volume(small_net, {"not": "an array"}, out, quiet=True)
+
+
+def test_only_image_dtypes_unless_converting(tmp_path: Path, small_net: znnx.Net) -> None:
+    labels = np.random.default_rng(0).integers(0, 5, VOLUME).astype(np.int32)
+    with pytest.raises(InputError, match=r"has dtype int32; znnx reads uint8, uint16 and floating point.*"
+                                         r"--convert-input"):
+        infer_volume(small_net, labels, str(tmp_path / "a.npy"), quiet=True)
+    with pytest.raises(InputError, match="has dtype bool"):
+        infer_volume(small_net, labels > 2, str(tmp_path / "a.npy"), quiet=True)
+    infer_volume(small_net, labels, str(tmp_path / "a.npy"), options=VolumeOptions(convert_input=True), quiet=True)
+    infer_volume(small_net, labels.astype(np.float32), str(tmp_path / "b.npy"), quiet=True)
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    with pytest.raises(InputError, match="threads must be at least 1, got 0"):
+        infer_volume(small_net, labels, str(tmp_path / "c.npy"), threads=0, quiet=True)
+
+
+def test_nan_input_propagates_as_in_pytorch_and_is_counted(tmp_path: Path, volume_file: tuple[str, np.ndarray],
+                                                           small_net: znnx.Net) -> None:
+    _, data = volume_file
+    dirty = data.copy()
+    rng = np.random.default_rng(3)
+    spots = tuple(rng.integers(0, v, 6) for v in VOLUME)
+    dirty[spots] = np.nan
+    dirty[3, 4, 5] = np.inf
+    summary = infer_volume(small_net, dirty, str(tmp_path / "nan.npy"), quiet=True)
+    assert summary.nonfinite_input_voxels == len({tuple(p) for p in np.stack(spots, 1)} | {(3, 4, 5)})
+    got = np.load(tmp_path / "nan.npy")
+    expected = _whole_volume(small_model(), small_net, dirty)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    assert np.isnan(got).sum() > 0
+    finite = np.isfinite(expected)
+    assert np.abs(got[finite] - expected[finite]).max() <= 1e-5 * np.abs(expected[finite]).max()
+
+
+def test_an_explicit_patch_is_checked_against_memory_and_the_volume(tmp_path: Path,
+                                                                    volume_file: tuple[str, np.ndarray]) -> None:
+    source, _ = volume_file
+    graph = znnx.load(small_model(), input_shape=(1, 28, 28, 28))
+    began = time.perf_counter()
+    with pytest.raises(InputError, match=r"compile: a patch of 384x384x384 needs .* more than the memory budget, "
+                                         r"64.0 MiB; use a patch of at most (\d+)x\1x\1"):
+        infer_volume(graph, np.zeros((512, 512, 512), np.uint8), str(tmp_path / "big.npy"), patch=(384, 384, 384),
+                     memory_bytes=64 << 20, quiet=True)
+    assert time.perf_counter() - began < 10
+    assert not (tmp_path / "big.npy").exists()
+    summary = infer_volume(graph, source, str(tmp_path / "small.npy"), patch=(512, 512, 512), quiet=True)
+    assert any("reduced to" in note for note in summary.notes)
+    assert max(summary.patch) < 100 and summary.computed == summary.blocks

@@ -450,9 +450,27 @@ def choose_algorithms(graph: Graph, batch: int, device: torch.device, precision:
 
 def build(plan: Plan, device: torch.device) -> Callable[[Sequence[Tensor]], list[Tensor]]:
     """A function from NCDHW input tensors (graph input order) to NCDHW float32 output tensors,
-    running the plan's memory plan and algorithms with values held in its precision."""
-    program = _Program(plan.graph, plan.memory, plan.algorithms, precision(plan.precision).torch_dtype)
-    return lambda inputs: program.run(inputs)
+    running the plan's memory plan and algorithms with values held in its precision.
+
+    NaN and Inf: Winograd and FFT tiles spread a non-finite input over a whole tile, and fused
+    activations may turn NaN into a number, so a call whose inputs hold any non-finite value runs
+    PyTorch's own kernels node by node instead (built on first need), which propagate them exactly
+    as PyTorch does. Checking costs one pass over the inputs. Non-finite values the net creates
+    from finite inputs (overflow) follow each kernel's own arithmetic."""
+    dtype = precision(plan.precision).torch_dtype
+    program = _Program(plan.graph, plan.memory, plan.algorithms, dtype)
+    exact: list[Callable[[Sequence[Tensor]], list[Tensor]]] = []
+
+    def run(inputs: Sequence[Tensor]) -> list[Tensor]:
+        if all(bool(torch.isfinite(x).all()) for x in inputs):
+            return program.run(inputs)
+        if not exact:
+            eager = torch_eager.program(plan.graph, torch_eager.Builder(plan.graph, device, dtype))
+            exact.append(lambda xs: [y.to(torch.float32, memory_format=torch.contiguous_format)
+                                     for y in eager([x.to(dtype) for x in xs])])
+        return exact[0](inputs)
+
+    return run
 
 
 def profile(plan: Plan, inputs: Sequence[Tensor], passes: int = 3) -> list[tuple[Node, float]]:

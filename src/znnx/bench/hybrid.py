@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     patch = spec.tiny_patch if args.tiny else spec.patch
     graph = znnx.load(spec.build(args.tiny, patch).eval(), input_shape=(1, *patch))
-    from znnx.volume.autopatch import parse_bytes
+    from znnx.units import parse_bytes
 
     memory = parse_bytes(args.memory) if args.memory else None
     rows: list[dict[str, Any]] = []

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from znnx import status
 from znnx.cache import cache_dir
 from znnx.errors import GraphError, KernelUnavailable
 from znnx.ir.graph import Graph, Node
@@ -105,7 +106,7 @@ def _error(y: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def _measure(build: Builder, node: Node, x: torch.Tensor, residual: torch.Tensor | None,
-             algorithms: tuple[Algorithm, ...]) -> tuple[dict[str, float], dict[str, float]]:
+             algorithms: tuple[Algorithm, ...], label: str = "") -> tuple[dict[str, float], dict[str, float]]:
     """Median seconds and error against direct of each algorithm that builds, by name (a backend's
     kernels return once their work is done: a GPU kernel synchronizes). The timed runs write into
     one preallocated output, as the net's convs write into arena slots: a fresh output would add its
@@ -114,8 +115,10 @@ def _measure(build: Builder, node: Node, x: torch.Tensor, residual: torch.Tensor
     seconds: dict[str, float] = {}
     errors: dict[str, float] = {}
     reference: torch.Tensor | None = None
+    began = time.perf_counter()
     for algorithm in algorithms:
         name = algorithm.name
+        status.report(f"{label}: timing {name} ({time.perf_counter() - began:.0f} s)", force=True)
         try:
             conv = build(node, algorithm)
         except KernelUnavailable:
@@ -205,7 +208,8 @@ def tune(graph: Graph, batch: int, candidates: Candidates, build: Builder, force
     cache = _read_cache()
     new: dict[str, dict[str, object]] = {}
     choices = []
-    for name, node in nodes.items():
+    started = time.perf_counter()
+    for i, (name, node) in enumerate(nodes.items(), 1):
         if name in chosen:
             choices.append(LayerChoice(name, chosen[name], source="forced"))
             continue
@@ -221,13 +225,15 @@ def tune(graph: Graph, batch: int, candidates: Candidates, build: Builder, force
                                        _pairs(entry.get("errors")), "cache"))
             continue
         x, residual = _inputs(graph, node, batch, device)
+        label = f"autotune: conv {i} of {len(nodes)} ({name}), {time.perf_counter() - started:.0f} s so far"
         with torch.inference_mode():
-            seconds, errors = _measure(build, node, x, residual, timed)
+            seconds, errors = _measure(build, node, x, residual, timed, label)
         valid = [a for a in timed if errors.get(a.name, float("inf")) <= a.tolerance]
         best = min(valid, key=lambda a: seconds[a.name])
         choices.append(LayerChoice(name, best, tuple(seconds.items()), tuple(errors.items()), "measured"))
         new[key] = {"node": name, "algorithm": best.name, "seconds": seconds, "errors": errors}
     _write_cache(new)
+    status.clear()
     return tuple(choices)
 
 

@@ -97,7 +97,7 @@ def save(plan: Plan, path: str | Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     save_file(tensors, str(partial), metadata=metadata)
-    partial.chmod(0o644)
+    partial.chmod(0o666 & ~_umask())  # safetensors creates files 0600; a network file is shared like any other
     partial.replace(target)
     return target
 
@@ -176,3 +176,11 @@ def load(path: str | Path) -> Saved:
             raise ModelError(f"{COMPONENT}: {str(source)!r} saves algorithms for {sorted(c.node for c in choices)}, "
                              f"but its convolutions are {sorted(convs)}; recompile it")
     return Saved(graph, rewrites, device, precision, memory, choices, machine)
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -12,7 +12,6 @@ volume's output voxels per second, border waste and per-patch overheads included
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from znnx import backends
 from znnx.errors import GraphError, InputError
 from znnx.ir.graph import Graph
 from znnx.report import layers
+from znnx.units import human_bytes
 from znnx.volume.runner import VolumeOptions, plan_blocks
 
 SCALES = (0.5, 0.625, 0.75, 0.875, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0)
@@ -57,21 +57,21 @@ def default_budget(device: str = "cpu") -> int:
     return int(BUDGET_SHARE * backend.free_memory(target))
 
 
-def parse_bytes(text: str) -> int:
-    """'8GiB', '512MiB', '2G', '1.5e9' -> bytes."""
-    match = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([kmgt]?)(i?b?)\s*", text.lower())
-    if not match:
-        raise InputError(f"autopatch: cannot read memory size {text!r}; write e.g. 8GiB, 512MiB or 2G")
-    scale = {"": 1, "k": 1, "m": 2, "g": 3, "t": 4}[match.group(2)]
-    base = 1000 if match.group(3) == "b" else 1024
-    return int(float(match.group(1)) * base ** (scale if match.group(2) else 0))
-
-
 def _snap(graph: Graph, axis: int, size: int, own: tuple[int, ...]) -> int | None:
     """The smallest size >= `size` (within 64) the net accepts along `axis`, others at `own`."""
     from znnx.net import accepted_size
 
     return accepted_size(graph, axis, range(max(size, 1), size + 65), own)
+
+
+def _caps(graph: Graph, volume: tuple[int, ...]) -> list[int]:
+    """Per axis, the smallest accepted patch size that covers the volume (with the net's context)."""
+    from znnx.net import model_shape
+
+    own = model_shape(graph, graph.types[graph.inputs[0]])[1:]
+    out = model_shape(graph, graph.types[graph.outputs[0]])[1:]
+    context = tuple(p - q for p, q in zip(own, out))
+    return [_snap(graph, axis, v + c, own) or own[axis] for axis, (v, c) in enumerate(zip(volume, context))]
 
 
 def candidate_patches(graph: Graph, volume: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -80,9 +80,7 @@ def candidate_patches(graph: Graph, volume: tuple[int, ...]) -> list[tuple[int, 
     from znnx.net import model_shape
 
     own = model_shape(graph, graph.types[graph.inputs[0]])[1:]
-    out = model_shape(graph, graph.types[graph.outputs[0]])[1:]
-    context = tuple(p - q for p, q in zip(own, out))
-    caps = [_snap(graph, axis, v + c, own) or own[axis] for axis, (v, c) in enumerate(zip(volume, context))]
+    caps = _caps(graph, volume)
     found: list[tuple[int, ...]] = []
     for scale in SCALES:
         patch = []
@@ -107,14 +105,35 @@ def _cost(graph: Graph, patch: tuple[int, ...], volume: tuple[int, ...], options
         _, blocks, _ = plan_blocks(shaped, volume, options)
     except (GraphError, InputError):
         return None
-    backend, _ = backends.resolve(device)
-    chosen = backend.precision(precision)
-    plan = backend.memory_plan(shaped, 1, chosen)
-    kernel_weights, kernel_scratch = backend.reserved_kernel_bytes(shaped, chosen)
     flops = sum(layer.flops for layer in layers(shaped))
-    memory = (plan.peak_bytes + plan.weight_bytes + kernel_weights + kernel_scratch
-              + backend.io_bytes(shaped, PIPELINE_PATCHES))
-    return Candidate(patch, memory, sum(len(b.reads) for b in blocks), flops)
+    return Candidate(patch, _memory(shaped, device, precision), sum(len(b.reads) for b in blocks), flops)
+
+
+def _memory(shaped: Graph, device: str, precision: str) -> int:
+    """The net's footprint on its device plus the inputs and outputs it holds there."""
+    from znnx.net import footprint
+
+    backend, _ = backends.resolve(device)
+    return footprint(shaped, device, precision) + backend.io_bytes(shaped, PIPELINE_PATCHES)
+
+
+def fit_patch(graph: Graph, patch: tuple[int, ...], volume: tuple[int, ...], budget_bytes: int | None = None,
+              device: str = "cpu", precision: str = "fp32") -> tuple[tuple[int, ...], str | None]:
+    """An explicit patch made safe for a volume run: reduced per axis to what covering the volume
+    needs (with a note saying so), then checked, before anything is allocated, against
+    `budget_bytes` (default: half the free memory of the device) with the pipeline's patches
+    counted; over it, an error names the largest patch of its proportions that fits."""
+    from znnx import passes
+    from znnx.net import check_fits, reshape
+
+    capped = tuple(min(p, c) for p, c in zip(patch, _caps(graph, volume)))
+    note = None if capped == patch else (
+        f"patch {'x'.join(map(str, patch))} reduced to {'x'.join(map(str, capped))}: that covers the volume "
+        f"{'x'.join(map(str, volume))} with the net's context")
+    budget = budget_bytes if budget_bytes is not None else default_budget(device)
+    check_fits(graph, capped, device, precision, budget,
+               lambda p: _memory(passes.optimize(reshape(graph, p)).graph, device, precision))
+    return capped, note
 
 
 def _time(graph: Graph, patch: tuple[int, ...], device: str, precision: str, reps: int) -> float:
@@ -141,9 +160,9 @@ def choose_patch(graph: Graph, volume: tuple[int, ...], options: VolumeOptions, 
     fitting = [c for c in costed if c.memory_bytes <= budget]
     if not fitting:
         smallest = min(costed, key=lambda c: c.memory_bytes, default=None)
-        need = f"; the smallest candidate {smallest.patch} needs {smallest.memory_bytes / 2**30:.2f} GiB" \
+        need = f"; the smallest candidate {smallest.patch} needs {human_bytes(smallest.memory_bytes)}" \
             if smallest else ""
-        raise InputError(f"autopatch: no patch fits the memory budget of {budget / 2**30:.2f} GiB{need}; raise "
+        raise InputError(f"autopatch: no patch fits the memory budget of {human_bytes(budget)}{need}; raise "
                          f"--memory or give --patch")
     ranked = sorted(fitting, key=lambda c: c.patches * c.flops)
     measured = [Candidate(c.patch, c.memory_bytes, c.patches, c.flops, _time(graph, c.patch, device, precision, reps))
@@ -152,7 +171,7 @@ def choose_patch(graph: Graph, volume: tuple[int, ...], options: VolumeOptions, 
     others = ", ".join(f"{'x'.join(map(str, c.patch))}: {c.patches} x {c.seconds_per_patch:.3f} s"
                        for c in measured if c is not best)
     reason = (f"patch {'x'.join(map(str, best.patch))}: {best.patches} patch(es) x {best.seconds_per_patch:.3f} s = "
-              f"{best.seconds:.1f} s of compute predicted, {best.memory_bytes / 2**30:.2f} GiB of the "
-              f"{budget / 2**30:.2f} GiB budget; {len(fitting)} of {len(costed)} candidates fit, the "
+              f"{best.seconds:.1f} s of compute predicted, {human_bytes(best.memory_bytes)} of the "
+              f"{human_bytes(budget)} budget; {len(fitting)} of {len(costed)} candidates fit, the "
               f"{len(measured)} with the fewest FLOPs were timed" + (f" (others: {others})" if others else ""))
     return Choice(best.patch, budget, tuple(measured), reason)

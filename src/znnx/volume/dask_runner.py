@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from znnx.errors import ClusterError, StorageError
+from znnx.errors import ClusterError, InputError, StorageError
 from znnx.volume import storage
 from znnx.volume.block import Block
+from znnx.volume.lock import OutputLock
 from znnx.volume.progress import peak_rss_bytes
-from znnx.volume.runner import BlockJob, Summary, VolumeOptions, new_progress, open_output, plan_run, summarize
+from znnx.volume.runner import BlockJob, Run, Summary, VolumeOptions, new_progress, open_output, plan_run, summarize
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -97,15 +98,16 @@ def run_block(setup: WorkerSetup, block: Block, run_id: str) -> dict[str, Any]:
     worker.log_event(TOPIC, {"run": run_id, "block": block.index})
     job = _job(setup, run_id)
     patches = job.load(block)
-    result, seconds = None, 0.0
+    result, seconds, nonfinite = None, 0.0, 0
     if patches is not None:
+        nonfinite = job.count_nonfinite(block, patches)
         with _Loaded.compute:
             began = time.perf_counter()
             result = job.compute(block, patches)
             seconds = time.perf_counter() - began
     job.store(block, result)
     return {"block": block.index, "skipped": patches is None, "patches": len(patches or ()),
-            "compute_s": seconds, "worker": worker.address}
+            "compute_s": seconds, "nonfinite": nonfinite, "worker": worker.address}
 
 
 def local_workers(cluster: str | None) -> int | None:
@@ -191,12 +193,12 @@ def run_volume_dask(net: Net, input: str, output: str, client: Client,  # noqa: 
 
     `threads` sets the compute threads of each worker process (default: the worker's own setting).
     Workers must see `input` and `output` at the same paths as this process."""
-    from distributed import as_completed
-    from distributed.scheduler import KilledWorker
-
     options = options or VolumeOptions()
     start = time.perf_counter()
     run = plan_run(net, input, output, options)
+    if run.input.kind == "array":
+        raise InputError("volume: a Dask run's workers read the input themselves, so it must be a path they see "
+                         "(e.g. raw.zarr/em), not an array in this process")
     if not storage.format_of(run.output).multiprocess_writes:
         writable = [f.spelling for f in storage.FORMATS if f.multiprocess_writes and f.create is not None]
         raise StorageError(f"volume: a Dask run writes from several processes at once, which {run.output.kind} "
@@ -205,9 +207,26 @@ def run_volume_dask(net: Net, input: str, output: str, client: Client,  # noqa: 
     if not workers:
         raise ClusterError(f"dask: the cluster at {client.scheduler.address} has no workers; start some or wait "
                            f"for them to connect")
+    lock = OutputLock.acquire(storage.lock_path(run.output), str(run.output))
+    try:
+        summary = _run_on_cluster(net, run, client, options, threads, quiet, stream, on_block, start, workers)
+    finally:
+        lock.release()
+    if (note := lock.note()) is not None:
+        summary.notes.append(note)
+    return summary
+
+
+def _run_on_cluster(net: Net, run: Run, client: Client, options: VolumeOptions, threads: int | None, quiet: bool,
+                    stream: TextIO | None, on_block: Callable[[Block], None] | None, start: float,
+                    workers: dict[str, int]) -> Summary:
+    """`run_volume_dask`'s work once the output is locked."""
+    from distributed import as_completed
+    from distributed.scheduler import KilledWorker
+
     network_file = _save_for_workers(net, run.output)
     _, ledger = open_output(run, options)
-    setup = WorkerSetup(str(network_file), run.description["model"], threads, run.input, str(run.output),
+    setup = WorkerSetup(str(network_file), run.description["model"], threads, str(run.input), str(run.output),
                         run.spatial, options)
     todo = [b for b in run.blocks if b.index not in ledger.done]
     progress = new_progress(run, todo, options, quiet, stream)
@@ -219,7 +238,7 @@ def run_volume_dask(net: Net, input: str, output: str, client: Client,  # noqa: 
             starts[event[1]["block"]] += 1
 
     client.subscribe_topic(TOPIC, started)
-    totals = {"skipped": 0, "patches": 0, "compute_s": 0.0}
+    totals = {"skipped": 0, "patches": 0, "compute_s": 0.0, "nonfinite": 0}
     used: set[str] = set()
     window = IN_FLIGHT_PER_THREAD * sum(workers.values())
     queue = iter(todo)
@@ -239,7 +258,7 @@ def run_volume_dask(net: Net, input: str, output: str, client: Client,  # noqa: 
                                    f"(--memory), then rerun the same command to resume") from None
             ledger.finish(done["block"])
             progress.advance(run.blocks[done["block"]].write.size)
-            for name in ("skipped", "patches", "compute_s"):
+            for name in totals:
                 totals[name] += done[name]
             used.add(done["worker"])
             if on_block is not None:
@@ -258,4 +277,5 @@ def run_volume_dask(net: Net, input: str, output: str, client: Client,  # noqa: 
                         int(totals["skipped"]), int(totals["patches"]), totals["compute_s"], (0.0, 0.0), options,
                         retried=sum(1 for n in starts.values() if n > 1), workers=len(used))
     summary.peak_rss_mib = peak / 2**20
+    summary.nonfinite_input_voxels = int(totals["nonfinite"])
     return summary

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from znnx.errors import InputError
 from znnx.ir.graph import Graph
 from znnx.net import Net, compile, model_shape  # noqa: A004
-from znnx.volume.autopatch import choose_patch
+from znnx.volume.autopatch import choose_patch, fit_patch
 from znnx.volume.runner import VolumeOptions
 from znnx.volume.storage import open_volume
 
@@ -32,7 +32,7 @@ class Placement:
     threads: int | None = None
 
 
-def device_nets(model: Graph | Net, input: str, output: str, options: VolumeOptions,  # noqa: A002
+def device_nets(model: Graph | Net, input: str | Any, output: str | Any, options: VolumeOptions,  # noqa: A002
                 placement: Placement = Placement(),
                 client: Client | None = None) -> tuple[Net, list[Net], list[str]]:
     """The nets `infer_volume` runs: the first device's, the helpers of the other devices (each able
@@ -54,7 +54,7 @@ def device_nets(model: Graph | Net, input: str, output: str, options: VolumeOpti
     return primary, helpers, notes
 
 
-def _net(model: Graph | Net, input: str, output: str, patch: Sequence[int] | str,  # noqa: A002
+def _net(model: Graph | Net, input: str | Any, output: str | Any, patch: Sequence[int] | str,  # noqa: A002
          options: VolumeOptions, memory_bytes: int | None, device: str, precision: str, client: Client | None,
          threads: int | None, notes: list[str]) -> Net:
     """`model` compiled for `device`: a Graph at `patch` or the automatic one, a Net as it is unless
@@ -76,6 +76,10 @@ def _net(model: Graph | Net, input: str, output: str, patch: Sequence[int] | str
             choice = choose_patch_on_worker(client, model, volume, output, options, memory_bytes, threads)
         notes.append(f"autopatch ({device}): " + choice.reason)
         patch = choice.patch
+    else:
+        volume = tuple(open_volume(input).shape[-model.spatial_rank:])
+        patch, note = fit_patch(model, tuple(patch), volume, memory_bytes, device, precision)
+        notes.extend([note] if note else [])
     return compile(model, patch=patch, device=device, precision=precision)
 
 

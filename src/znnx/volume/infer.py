@@ -4,8 +4,9 @@ a Dask cluster."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from znnx.errors import InputError
 from znnx.ir.graph import Graph
 from znnx.net import Net
 from znnx.volume.devices import Placement, device_nets
@@ -15,10 +16,14 @@ if TYPE_CHECKING:
     from distributed import Client
 
 
-def run(model: Graph | Net, input: str, output: str, options: VolumeOptions,  # noqa: A002
+def run(model: Graph | Net, input: str | Any, output: str | Any, options: VolumeOptions,  # noqa: A002
         placement: Placement, client: Client | None = None, quiet: bool = False,
         stream: TextIO | None = None) -> Summary:
     """Run `model` over the volume at `input`, write `output`; resumable (see `run_volume`).
+
+    `input` is a path (vol.zarr/raw, file.h5:/raw, ...) or an array (NumPy, zarr, Dask); `output` a
+    path (created) or a preallocated writable array of shape (C_out, *spatial) (no ledger: an array
+    in memory cannot be resumed).
 
     A `Graph` is compiled per `placement` (its patch, or the one that runs this volume fastest within
     its memory budget); a compiled `Net` runs as is unless the placement asks for another patch,
@@ -38,7 +43,7 @@ def run(model: Graph | Net, input: str, output: str, options: VolumeOptions,  # 
     return summary
 
 
-def infer_volume(model: Graph | Net, input: str, output: str,  # noqa: A002
+def infer_volume(model: Graph | Net, input: str | Any, output: str | Any,  # noqa: A002
                  patch: Sequence[int] | str = "auto", options: VolumeOptions | None = None,
                  memory_bytes: int | None = None, device: str | None = None, quiet: bool = False,
                  stream: TextIO | None = None, client: Client | None = None, threads: int | None = None,
@@ -46,5 +51,7 @@ def infer_volume(model: Graph | Net, input: str, output: str,  # noqa: A002
     """`run` with the placement spelled as keywords: `patch` ("auto" or a shape), `memory_bytes`
     (default: half the free memory of each device), `device` ("cpu", "cuda", "cuda,cpu"; default
     the Net's own, or the CPU), `precision`, `threads` (each Dask worker's)."""
+    if threads is not None and threads < 1:
+        raise InputError(f"volume: threads must be at least 1, got {threads}")
     placement = Placement(patch if isinstance(patch, str) else tuple(patch), memory_bytes, device, precision, threads)
     return run(model, input, output, options or VolumeOptions(), placement, client, quiet, stream)

@@ -3,7 +3,8 @@
 A text file: one JSON header line (format, the run's key, a readable description, block count),
 then one finished block index per line. A block's index is appended (and fsynced) only after its
 output was written and flushed, so a crash at any moment leaves every listed block complete; a
-half-written block is not listed and is recomputed. A torn last line is ignored. The key hashes
+half-written block is not listed and is recomputed. A torn last line (a kill mid-write) is ignored
+and cut off before the ledger is appended to again. The key hashes
 everything that decides the output (model weights and graph, input, normalization, block layout,
 output dtype), so a ledger is never applied to a different run.
 """
@@ -30,10 +31,15 @@ def run_key(description: Mapping[str, Any]) -> str:
 class Ledger:
     """Finished blocks of one run; `open` resumes a matching ledger or starts a new one."""
 
-    def __init__(self, path: Path, done: set[int], handle: IO[str]) -> None:
+    def __init__(self, path: Path | None, done: set[int], handle: IO[str] | None) -> None:
         self.path = path
         self.done = done
         self._handle = handle
+
+    @classmethod
+    def in_memory(cls) -> Ledger:
+        """A ledger kept nowhere (an output array in memory cannot outlive the process to be resumed)."""
+        return cls(None, set(), None)
 
     @classmethod
     def read(cls, path: Path) -> tuple[dict[str, Any], set[int]]:
@@ -57,10 +63,15 @@ class Ledger:
                 changed = sorted(k for k, v in description.items()
                                  if json.dumps(header.get("run", {}).get(k), default=str)
                                  != json.dumps(v, default=str))
+                finished = len(done) >= int(header.get("blocks", -1))
+                state = ("holds the finished output of a different run" if finished else
+                         "already holds part of a different run")
+                advice = "" if finished else "Rerun the original command to finish it, "
                 raise StorageError(
-                    f"ledger: the output already holds part of a different run (ledger {path}); what differs: "
-                    f"{', '.join(changed) or 'the model weights'}. Rerun the original command to finish it, "
-                    f"pass --overwrite to discard it, or write to another output")
+                    f"ledger: the output {state} (ledger {path}); what differs: "
+                    f"{', '.join(changed) or 'the model weights'}. {advice}pass --overwrite to replace it, or "
+                    f"write to another output")
+            _cut_torn_line(path)
             return cls(path, {d for d in done if d < blocks}, path.open("a"))
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = path.open("w")
@@ -72,10 +83,20 @@ class Ledger:
 
     def finish(self, index: int) -> None:
         """Record block `index` as written (call only after its output is flushed)."""
-        self._handle.write(f"{index}\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        if self._handle is not None:
+            self._handle.write(f"{index}\n")
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
         self.done.add(index)
 
     def close(self) -> None:
-        self._handle.close()
+        if self._handle is not None:
+            self._handle.close()
+
+
+def _cut_torn_line(path: Path) -> None:
+    """Drop a last line a kill cut short, so the next append starts on a line of its own."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)

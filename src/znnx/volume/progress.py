@@ -8,6 +8,8 @@ import sys
 import time
 from typing import TextIO
 
+from znnx.units import human_bytes
+
 
 def peak_rss_bytes() -> int:
     """Peak resident memory of this process (Linux reports KiB)."""
@@ -58,7 +60,7 @@ class Progress:
         width = 24
         filled = width * self.done_blocks // max(self.blocks, 1)
         return (f"[{'#' * filled}{'.' * (width - filled)}] {self.done_blocks}/{self.blocks} blocks  "
-                f"{_rate(rate)}  ETA {eta}  elapsed {_duration(elapsed)}  peak {peak_rss_bytes() / 2**30:.2f} GiB")
+                f"{_rate(rate)}  ETA {eta}  elapsed {_duration(elapsed)}  peak {human_bytes(peak_rss_bytes())}")
 
     def show(self) -> None:
         if self.quiet:

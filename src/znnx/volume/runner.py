@@ -22,10 +22,12 @@ import numpy as np
 
 from znnx.errors import InputError, StorageError
 from znnx.report import geometry
+from znnx.units import human_bytes
 from znnx.volume import storage
 from znnx.volume.blend import WEIGHTINGS, blend, window_weights
 from znnx.volume.block import Block, Box, Tiling, blend_blocks, exact_blocks, exact_steps, tiling, whole
 from znnx.volume.ledger import Ledger, run_key
+from znnx.volume.lock import OutputLock
 from znnx.volume.progress import Progress, peak_rss_bytes
 
 if TYPE_CHECKING:
@@ -43,7 +45,9 @@ class VolumeOptions:
 
     `roi` limits the run to a box of the volume (the output keeps the volume's shape; the rest stays
     zero); `mask` (same spatial shape, nonzero = wanted) and `background` (an input value) skip
-    blocks that hold nothing wanted. `overlap` and `weighting` apply to `blend` mode."""
+    blocks that hold nothing wanted. `overlap` and `weighting` apply to `blend` mode. Inputs other
+    than uint8, uint16 and floating point are refused unless `convert_input` asks for them to be
+    converted to float32."""
 
     mode: str = "exact"
     overlap: tuple[float, ...] = (0.25, 0.25, 0.25)
@@ -57,6 +61,7 @@ class VolumeOptions:
     background: float | None = None
     overwrite: bool = False
     prefetch: int = 2
+    convert_input: bool = False
 
 
 @dataclass
@@ -64,7 +69,8 @@ class Summary:
     """What a run did; `to_json` for the CLI. Seconds are wall time of this invocation; `retried`
     counts blocks whose computation started more than once (a Dask worker was lost while on them),
     `workers` the processes (or, in a hybrid run, the devices) that computed blocks, `devices` what
-    each device of a hybrid run did."""
+    each device of a hybrid run did, `nonfinite_input_voxels` the input voxels (of the blocks this
+    invocation computed) holding NaN or Inf, which propagate into the output as in PyTorch."""
 
     input: str
     output: str
@@ -87,6 +93,7 @@ class Summary:
     workers: int = 1
     notes: list[str] = field(default_factory=list)
     devices: list[dict[str, Any]] = field(default_factory=list)
+    nonfinite_input_voxels: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -209,8 +216,8 @@ def _check_space(location: storage.Location, shape: tuple[int, ...], dtype: str)
     need = math.prod(shape) * np.dtype(dtype).itemsize
     free = storage.free_bytes(location)
     if need > free:
-        raise StorageError(f"volume: output {location} needs {need / 2**30:.2f} GiB but its file system has "
-                           f"{free / 2**30:.2f} GiB free; free space or write a compressed zarr")
+        raise StorageError(f"volume: output {location} needs {human_bytes(need)} but its file system has "
+                           f"{human_bytes(free)} free; free space or write a compressed zarr")
 
 
 def _open_ledger(path: Path, description: dict[str, Any], blocks: int) -> Ledger:
@@ -223,7 +230,14 @@ def _open_ledger(path: Path, description: dict[str, Any], blocks: int) -> Ledger
 
 def _open_output(location: storage.Location, shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...],
                  description: dict[str, Any], blocks: int, overwrite: bool) -> tuple[storage.Volume, Ledger]:
-    """A fresh output and ledger, or (same run, unfinished) the existing ones to resume."""
+    """A fresh output and ledger, or (same run, unfinished) the existing ones to resume; an array
+    in memory as it is, with a ledger kept nowhere."""
+    if location.kind == "array":
+        output = storage.open_volume(location, writable=True)
+        if output.shape != shape:
+            raise InputError(f"volume: the output array has shape {output.shape}, but this run writes {shape} "
+                             f"(C_out, *spatial); allocate it as np.zeros({shape}, np.{dtype})")
+        return output, Ledger.in_memory()
     ledger_file = storage.ledger_path(location)
     present = storage.exists(location)
     if present and not overwrite:
@@ -249,7 +263,7 @@ class Run:
     """One volume run as decided up front by the process that owns the ledger: what is read, the
     blocks, the output's shape and chunks, and the description the ledger's key hashes."""
 
-    input: str
+    input: storage.Location
     output: storage.Location
     spatial: tuple[int, ...]
     tiling: Tiling
@@ -259,7 +273,7 @@ class Run:
     description: dict[str, Any]
 
 
-def plan_run(net: Net, input: str, output: str, options: VolumeOptions) -> Run:  # noqa: A002
+def plan_run(net: Net, input: str | Any, output: str | Any, options: VolumeOptions) -> Run:  # noqa: A002
     """Check the input and options against the net and lay out the run's blocks (nothing written)."""
     from znnx.plan.network_file import fingerprint
 
@@ -268,8 +282,11 @@ def plan_run(net: Net, input: str, output: str, options: VolumeOptions) -> Run: 
     source = storage.open_volume(input)
     channels = net.input_shape[0]
     spatial = _spatial(source, channels, rank)
-    if source.dtype.kind not in "uif" and source.dtype != np.bool_:
-        raise InputError(f"volume: {input} has dtype {source.dtype}; znnx reads integer or floating point volumes")
+    if source.dtype.kind != "f" and source.dtype not in (np.uint8, np.uint16) and not options.convert_input:
+        raise InputError(f"volume: {input} has dtype {source.dtype}; znnx reads uint8, uint16 and floating point "
+                         f"images (a {source.dtype} volume is more often labels or a mask than an image); if it is "
+                         f"an image, ask for the conversion to float32 (--convert-input, "
+                         f"VolumeOptions(convert_input=True)) and set --scale to its range")
     smallest = minimum_volume(net)
     if any(v < m for v, m in zip(spatial, smallest)):
         raise InputError(f"volume: {input} is {spatial}, smaller than the smallest output this net computes "
@@ -285,7 +302,7 @@ def plan_run(net: Net, input: str, output: str, options: VolumeOptions) -> Run: 
         **({"overlap": options.overlap, "weighting": options.weighting} if options.mode == "blend" else {}),
     }
     out_channels = net.output_shape[0]
-    return Run(str(source.location), storage.parse(output), spatial, t, tuple(blocks), (out_channels, *spatial),
+    return Run(source.location, storage.as_location(output), spatial, t, tuple(blocks), (out_channels, *spatial),
                (out_channels, *chunk), description)
 
 
@@ -318,7 +335,7 @@ class BlockJob:
     and `store` may run on others. With `retile`, the net has its own patch and computes a block as
     the cells of its exact tiling inside the block's write box (`retiling`)."""
 
-    def __init__(self, net: Net, input: str, output: str | storage.Volume,  # noqa: A002
+    def __init__(self, net: Net, input: str | storage.Location, output: str | storage.Volume,  # noqa: A002
                  spatial: tuple[int, ...], options: VolumeOptions, retile: Tiling | None = None) -> None:
         self.net, self.options, self.retile = net, options, retile
         self.channels, self.out_channels = net.input_shape[0], net.output_shape[0]
@@ -327,7 +344,7 @@ class BlockJob:
         self.sink = storage.open_volume(output, writable=True) if isinstance(output, str) else output
         self.weights = window_weights(options.weighting, net.output_shape[1:]) if options.mode == "blend" else None
         self.compute_seconds = self.read_wait_seconds = self.write_wait_seconds = 0.0
-        self.patches = self.blocks = self.skipped = 0
+        self.patches = self.blocks = self.skipped = self.nonfinite = 0
 
     def parts(self, block: Block) -> list[Block]:
         """The blocks this job's net computes `block` as: itself, or its own tiling's cells inside it."""
@@ -348,6 +365,18 @@ class BlockJob:
         if raws is None or self.retile is not None:
             raws = [self.reader.raw(box) for box in boxes]
         return [self.reader.patch(box, raw, self.channels) for box, raw in zip(boxes, raws)]
+
+    def count_nonfinite(self, block: Block, patches: list[np.ndarray]) -> int:
+        """Input voxels of the block's write box holding NaN or Inf in any channel (each counted
+        once, however many of the block's patches read it)."""
+        boxes = [box for part in self.parts(block) for box in part.reads]
+        hit = np.zeros(block.write.shape, bool)
+        for box, patch in zip(boxes, patches):
+            inner = box.intersect(block.write)
+            if inner is not None:
+                bad = ~np.isfinite(patch[(slice(None), *inner.slices(box.start))]).all(axis=0)
+                hit[inner.slices(block.write.start)] |= bad
+        return int(hit.sum())
 
     def compute(self, block: Block, patches: list[np.ndarray]) -> np.ndarray:
         """The block's output over its write box (C_out, *write shape), float32."""
@@ -383,9 +412,10 @@ def summarize(run: Run, todo: Sequence[Block], seconds: float, computed: int, sk
         f"valid net: each patch of {t.patch_in} computes {t.patch_out}; exact mode writes "
         f"{exact_steps(run.spatial, t)} of it (whole multiples of the net's downsampling {t.downsampling})"]
     return Summary(
-        run.input, str(run.output), options.mode, t.patch_in, len(run.blocks), computed, skipped,
+        str(run.input), str(run.output), options.mode, t.patch_in, len(run.blocks), computed, skipped,
         len(run.blocks) - len(todo), patches, work, seconds, work / max(seconds, 1e-9), compute_seconds,
-        waits[0], waits[1], peak_rss_bytes() / 2**20, str(storage.ledger_path(run.output)), retried, workers, notes)
+        waits[0], waits[1], peak_rss_bytes() / 2**20,
+        "" if run.output.kind == "array" else str(storage.ledger_path(run.output)), retried, workers, notes)
 
 
 def new_progress(run: Run, todo: Sequence[Block], options: VolumeOptions, quiet: bool,
@@ -431,6 +461,7 @@ def _work(job: BlockJob, queue: _Queue, reads: ThreadPoolExecutor, writes: Threa
             job.read_wait_seconds += time.perf_counter() - began
             job.skipped += patches is None
             job.blocks += 1
+            job.nonfinite += 0 if patches is None else job.count_nonfinite(block, patches)
             written.append(writes.submit(store, job, block, None if patches is None else job.compute(block, patches)))
             began = time.perf_counter()
             while len(written) > 2 or (written and written[0].done()):
@@ -445,7 +476,7 @@ def _work(job: BlockJob, queue: _Queue, reads: ThreadPoolExecutor, writes: Threa
         raise
 
 
-def run_volume(net: Net, input: str, output: str, options: VolumeOptions | None = None,  # noqa: A002
+def run_volume(net: Net, input: str | Any, output: str | Any, options: VolumeOptions | None = None,  # noqa: A002
                quiet: bool = False, stream: TextIO | None = None,
                on_block: Callable[[Block], None] | None = None, helpers: Sequence[Net] = ()) -> Summary:
     """Run `net` over the volume at `input` and write the result to `output` (see `VolumeOptions`).
@@ -459,6 +490,21 @@ def run_volume(net: Net, input: str, output: str, options: VolumeOptions | None 
     start = time.perf_counter()
     run = plan_run(net, input, output, options)
     retiles = [retiling(helper, run.tiling, run.spatial, options.mode) for helper in helpers]
+    lock = OutputLock.acquire(storage.lock_path(run.output), str(run.output)) if run.output.kind != "array" else None
+    try:
+        summary = _run_blocks(net, run, options, start, quiet, stream, on_block, helpers, retiles)
+    finally:
+        if lock is not None:
+            lock.release()
+    if lock is not None and (note := lock.note()) is not None:
+        summary.notes.append(note)
+    return summary
+
+
+def _run_blocks(net: Net, run: Run, options: VolumeOptions, start: float, quiet: bool, stream: TextIO | None,
+                on_block: Callable[[Block], None] | None, helpers: Sequence[Net],
+                retiles: Sequence[Tiling | None]) -> Summary:
+    """`run_volume`'s work once the output is locked."""
     sink, ledger = open_output(run, options)
     jobs = [BlockJob(net, run.input, sink, run.spatial, options),
             *(BlockJob(h, run.input, sink, run.spatial, options, r) for h, r in zip(helpers, retiles))]
@@ -501,6 +547,7 @@ def run_volume(net: Net, input: str, output: str, options: VolumeOptions | None 
                         sum(j.compute_seconds for j in jobs),
                         (sum(j.read_wait_seconds for j in jobs), sum(j.write_wait_seconds for j in jobs)), options,
                         workers=len(jobs))
+    summary.nonfinite_input_voxels = sum(j.nonfinite for j in jobs)
     if helpers:
         summary.devices = [{"device": str(j.net.device), "precision": j.net.precision.name,
                             "patch": list(j.net.input_shape[1:]), "blocks": j.blocks,

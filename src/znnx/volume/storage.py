@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,17 @@ _TIFF = (".tif", ".tiff")
 
 @dataclass(frozen=True)
 class Location:
+    """Where a volume lives; an array in memory (NumPy, zarr, Dask, anything with shape, dtype and
+    slicing) is a location of kind `array` that holds the array itself."""
+
     kind: str
     path: Path
     dataset: str = ""
+    array: Any = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
+        if self.kind == "array":
+            return f"<{type(self.array).__module__.split('.')[0]} array {tuple(self.array.shape)} {self.array.dtype}>"
         if self.kind == "hdf5":
             return f"{self.path}:{self.dataset}"
         if self.kind == "precomputed":
@@ -89,6 +95,12 @@ def _parse_tiff_slices(spec: str) -> Location | None:
     return None
 
 
+def spell(index: Index) -> str:
+    """An index as NumPy spells it: [:, 0:16, 32:48]."""
+    parts = [f"{'' if s.start is None else s.start}:{'' if s.stop is None else s.stop}" for s in index]
+    return "[" + ", ".join(parts) + "]"
+
+
 @dataclass
 class Volume:
     """An opened array: shape, dtype, storage chunks (None if unchunked), read and write by slices."""
@@ -105,7 +117,7 @@ class Volume:
         try:
             return np.asarray(self._read(index))
         except (OSError, ValueError, RuntimeError) as error:
-            raise StorageError(f"storage: reading {index} of {self.location} failed: {error}") from error
+            raise StorageError(f"storage: reading {spell(index)} of {self.location} failed: {error}") from error
 
     def write(self, index: Index, data: np.ndarray) -> None:
         if self._write is None:
@@ -113,7 +125,7 @@ class Volume:
         try:
             self._write(index, data)
         except (OSError, ValueError, RuntimeError) as error:
-            raise StorageError(f"storage: writing {index} of {self.location} failed: {error}; check free space "
+            raise StorageError(f"storage: writing {spell(index)} of {self.location} failed: {error}; check free space "
                                f"and permissions, then rerun the same command to resume") from error
 
     def flush(self) -> None:
@@ -124,7 +136,7 @@ class Volume:
 
 
 def _array_volume(location: Location, array: Any, writable: bool, flush: Callable[[], None] = lambda: None) -> Volume:
-    chunks = getattr(array, "chunks", None)
+    chunks = getattr(array, "chunksize", getattr(array, "chunks", None))  # a Dask array's chunks are per block
     write = array.__setitem__ if writable else None
     return Volume(location, tuple(array.shape), np.dtype(array.dtype), tuple(chunks) if chunks else None,
                   array.__getitem__, write, flush)
@@ -178,6 +190,25 @@ def _open_tiff(location: Location, writable: bool) -> Volume:
             raise _missing(location, "is a compressed or tiled TIFF; znnx writes only the TIFFs it creates") from None
         array = tifffile.imread(location.path)
     return _array_volume(location, array, writable, getattr(array, "flush", lambda: None))
+
+
+def _open_array(location: Location, writable: bool) -> Volume:
+    if writable and not hasattr(location.array, "__setitem__"):
+        raise StorageError(f"storage: {location} cannot be written (a Dask array is read only); pass a NumPy or "
+                           f"zarr array, or a path, as the output")
+    return _array_volume(location, location.array, writable)
+
+
+def as_location(spec: str | Location | Any) -> Location:
+    """A location from a spelling (see `parse`), or an array in memory."""
+    if isinstance(spec, Location):
+        return spec
+    if isinstance(spec, str | Path):
+        return parse(str(spec))
+    if all(hasattr(spec, name) for name in ("shape", "dtype", "__getitem__")):
+        return Location("array", Path("<array>"), array=spec)
+    raise StorageError(f"storage: cannot read a {type(spec).__name__} as a volume; pass a path (e.g. vol.zarr/raw) "
+                       f"or an array with shape, dtype and slicing (NumPy, zarr, Dask)")
 
 
 def _open_tiff_slices(location: Location, writable: bool) -> Volume:
@@ -244,9 +275,9 @@ def _ts_volume(location: Location, array: Any, writable: bool) -> Volume:
                   lambda index: array[shifted(index)].read().result(), write if writable else None)
 
 
-def open_volume(spec: str | Location, writable: bool = False) -> Volume:
-    """Open an existing volume for reading (or reading and writing)."""
-    location = spec if isinstance(spec, Location) else parse(spec)
+def open_volume(spec: str | Location | Any, writable: bool = False) -> Volume:
+    """Open an existing volume (a spelling, a location or an array) for reading (or reading and writing)."""
+    location = as_location(spec)
     try:
         return format_of(location).open(location, writable)
     except PermissionError as error:
@@ -347,6 +378,8 @@ FORMATS: tuple[Format, ...] = (
     Format("npy", ".npy", _parse_suffix("npy", (".npy",)), _open_npy, _create_npy, _path_exists, False, True),
     Format("tiff", "TIFF (stack.tif)", _parse_suffix("tiff", _TIFF), _open_tiff, _create_tiff, _path_exists, False,
            True),
+    Format("array", "an array in memory (NumPy, zarr, Dask)", lambda spec: None, _open_array, None,
+           lambda location: True, True, False),
     Format("tiff-slices", "a folder of 2D TIFF slices (read)", _parse_tiff_slices, _open_tiff_slices, None,
            _path_exists, False, False),
 )
@@ -391,6 +424,11 @@ def ledger_path(location: Location) -> Path:
     """Where a run's resume ledger lives: beside the output (for a container, beside the container)."""
     name = f"{location.path.name}{'.' + location.dataset.strip('/').replace('/', '.') if location.dataset else ''}"
     return location.path.with_name(name + ".znnx-ledger")
+
+
+def lock_path(location: Location) -> Path:
+    """Where the lock of the run writing an output lives: beside the output, like the ledger."""
+    return ledger_path(location).with_suffix(".znnx-lock")
 
 
 def network_path(location: Location) -> Path:
