@@ -205,7 +205,7 @@ def _infer(args: argparse.Namespace) -> int:
         mode=args.mode, overlap=overlaps(args.overlap, rank), weighting=args.weighting,
         roi=parse_roi(args.roi, rank) if args.roi else None, scale=args.scale, mean=args.mean, std=args.std,
         output_dtype=args.output_dtype, mask=args.mask, background=args.background, overwrite=args.overwrite,
-        convert_input=args.convert_input)
+        convert_input=args.convert_input, ome_zarr_levels=args.ome_zarr)
     memory = parse_bytes(args.memory) if args.memory else None
     if args.cluster or args.scheduler_file:
         import os
@@ -373,6 +373,9 @@ def parser() -> argparse.ArgumentParser:
     infer.add_argument("--mean", type=float, default=0.0, help="subtracted after --scale (default 0)")
     infer.add_argument("--std", type=float, default=1.0, help="divides after --mean (default 1)")
     infer.add_argument("--overwrite", action="store_true", help="replace an existing output and its ledger")
+    infer.add_argument("--ome-zarr", type=_positive_int, nargs="?", const=3, default=0, metavar="LEVELS",
+                       help="write OUTPUT as an OME-Zarr group (e.g. pred.ome.zarr) that napari and neuroglancer "
+                            "open, with LEVELS resolution levels (default 3)")
     infer.add_argument("--convert-input", action="store_true",
                        help="convert an input of another dtype (int32, bool, ...) to float32 instead of refusing it")
     infer.add_argument("--quiet", action="store_true", help="no progress line")
@@ -420,7 +423,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    status.set_quiet(args.quiet)
+    status.set_quiet(getattr(args, "quiet", False))
     try:
         return int(args.handler(args))
     except ZnnxError as error:

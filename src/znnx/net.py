@@ -39,11 +39,14 @@ def _patch_types(graph: Graph, patch: Sequence[int]) -> dict[str, TensorType]:
 
 
 def reshape(graph: Graph, patch: Sequence[int]) -> Graph:
-    """`graph` re-typed for input patches of spatial shape `patch`, with a fix when that is invalid."""
+    """`graph` for input patches of spatial shape `patch` (re-typed, or re-imported by its `source`),
+    with a fix when that is invalid."""
     types = _patch_types(graph, patch)
     try:
+        if graph.source is not None:
+            return graph.source(types[graph.inputs[0]].spatial[3 - graph.spatial_rank:])
         return infer_types(graph, types)
-    except GraphError as error:
+    except (GraphError, ModelError) as error:
         wanted = types[graph.inputs[0]].spatial[3 - graph.spatial_rank:]
         near = valid_patches_near(graph, wanted)
         hint = f"; valid patch sizes near it: {near}" if near else ""

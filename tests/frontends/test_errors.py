@@ -64,11 +64,14 @@ def test_integer_onnx_input() -> None:
         znnx.load(_onnx_model("Relu", onnx.TensorProto.INT32))
 
 
-def test_symbolic_onnx_shape_needs_input_shape() -> None:
+def test_symbolic_spatial_axes_stay_free_and_a_symbolic_channel_axis_is_named() -> None:
     model = _onnx_model("Relu", shape=("N", 2, "D", 4, 4))
-    with pytest.raises(znnx.ModelError, match=r"symbolic shape .* pass input_shape"):
-        znnx.load(model)
+    graph = znnx.load(model)
+    assert graph.types[graph.inputs[0]].spatial == (64, 4, 4)  # the first size tried along the free axis
+    assert znnx.compile(graph, patch=(6, 4, 4)).output_shape == (2, 6, 4, 4)
     assert znnx.compile(znnx.load(model, input_shape=(2, 6, 4, 4))).output_shape == (2, 6, 4, 4)
+    with pytest.raises(znnx.ModelError, match=r"symbolic channel axis .*--input-shape C,D,H,W.*input_shape="):
+        znnx.load(_onnx_model("Relu", shape=("N", "C", 4, 4, 4)))
 
 
 def test_onnx_undefined_input_names_it() -> None:

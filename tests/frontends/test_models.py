@@ -88,3 +88,50 @@ def test_onnx_opset_range(opset: int) -> None:
     proto = version_converter.convert_version(onnx.load_from_string(buffer.getvalue()), opset)
     assert proto.opset_import[0].version == opset
     assert rel_error(znnx.compile(znnx.load(proto))(x), _expected(model, x)) < TOLERANCE
+
+
+def _dynamic_unet(tmp_path: object) -> tuple[torch.nn.Module, str]:
+    """A valid U-Net exported with dynamic D, H, W: its centre crops are Shape/Gather/Sub/Div/Slice
+    arithmetic on the input size."""
+    from pathlib import Path
+
+    model = randomize(ValidUNet(2), 7)
+    path = str(Path(str(tmp_path)) / "dynamic.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 1, 44, 44, 44),), path, dynamo=False, opset_version=17,
+                          input_names=["raw"], output_names=["affinities"],
+                          dynamic_axes={"raw": {0: "N", 2: "D", 3: "H", 4: "W"}, "affinities": {0: "N", 2: "d", 3: "h",
+                                                                                                 4: "w"}})
+    ops = {node.op_type for node in onnx.load(path).graph.node}
+    assert {"Shape", "Slice"} <= ops
+    return model, path
+
+
+def test_dynamic_onnx_unet_runs_at_any_valid_patch(tmp_path: object) -> None:
+    model, path = _dynamic_unet(tmp_path)
+    graph = znnx.load(path)
+    assert graph.source is not None
+    for patch in ((44, 44, 44), (60, 52, 68)):
+        net = znnx.compile(graph, patch=patch)
+        x = np.random.default_rng(3).standard_normal((1, 1, *patch), dtype=np.float32)
+        assert rel_error(net(x[0]), _expected(model, x)[0]) < TOLERANCE, patch
+
+
+def test_dynamic_onnx_unet_through_the_command_line(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    from znnx.cli import main
+
+    _, path = _dynamic_unet(tmp_path)
+    folder = Path(str(tmp_path))
+    assert main(["inspect", path, "--patch", "52,52,60"]) == 0
+    assert "input 52x52x60" in capsys.readouterr().out
+    assert main(["compile", path, "--patch", "60,52,68", "-o", str(folder / "net.znnx")]) == 0
+    volume = np.random.default_rng(4).random((40, 50, 45)).astype(np.float32)
+    np.save(folder / "raw.npy", volume)
+    assert main(["infer", path, str(folder / "raw.npy"), str(folder / "out.npy"), "--quiet"]) == 0
+    out = np.load(folder / "out.npy")
+    assert out.shape == (3, 40, 50, 45) and np.isfinite(out).all()
+    assert main(["infer", str(folder / "net.znnx"), str(folder / "raw.npy"), str(folder / "out2.npy"), "--quiet"]) == 0
+    np.testing.assert_allclose(np.load(folder / "out2.npy"), out, atol=1e-5)

@@ -7,6 +7,7 @@ one IR node; every unsupported op or attribute raises UnsupportedError naming th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from znnx.errors import ModelError, UnsupportedError
+from znnx.errors import GraphError, ModelError, UnsupportedError
 from znnx.frontends.builder import GraphBuilder, lift, lift_pads, lift_weight
 from znnx.frontends.idioms import normalize_crops
 from znnx.ir.graph import Graph
@@ -369,6 +370,13 @@ class _Converter:
             "Dropout": self.dropout,
         }
 
+    def shape(self, name: str) -> np.ndarray:
+        """An activation's shape (N, C, *spatial) as the constant ONNX's Shape gives (N = 1), so that
+        shape arithmetic (Gather, Slice, Div, Concat, ...) folds to constants at the import patch."""
+        t = self.b.type(self.acts[name])
+        full = np.array([1, t.channels, *t.spatial[3 - self.rank:]], dtype=np.int64)
+        return full[slice(self.attrs.get("start"), self.attrs.get("end"))]
+
     def fold(self, node: onnx.NodeProto) -> None:
         """Evaluate a node whose inputs are all constants (shape arithmetic, Constant nodes)."""
         from onnx.reference import ReferenceEvaluator
@@ -386,6 +394,9 @@ class _Converter:
         self.attrs = {a.name: _attr(a) for a in node.attribute}
         if node.domain not in ("", "ai.onnx"):
             raise self.fail(f"operator domain {node.domain!r} is not supported (only the default ONNX domain)")
+        if node.op_type == "Shape" and node.input[0] in self.acts:
+            self.consts[node.output[0]] = self.shape(node.input[0])
+            return
         if all(name in self.consts for name in node.input if name):
             self.fold(node)
             return
@@ -416,13 +427,15 @@ def _attr(attribute: onnx.AttributeProto) -> Any:
     return value
 
 
-def _input_shape(value: onnx.ValueInfoProto, given: Sequence[int] | None, where: str) -> tuple[int, ...]:
+def _input_shape(value: onnx.ValueInfoProto, given: Sequence[int] | None,
+                 where: str) -> tuple[int | None, ...]:
+    """(C, *spatial) of a graph input: `given`, or as declared with None for symbolic spatial sizes."""
     tensor = value.type.tensor_type
     if tensor.elem_type not in _FLOAT_TYPES:
         name = onnx.TensorProto.DataType.Name(tensor.elem_type)
         raise UnsupportedError(f"{COMPONENT}: {where} input {value.name!r} has element type {name}; znnx runs "
                                f"float models (FLOAT, DOUBLE, FLOAT16)")
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor.shape.dim]
     if given is not None:
         shape = tuple(int(s) for s in given)
         if len(dims) and len(dims) != len(shape) + 1:
@@ -432,21 +445,65 @@ def _input_shape(value: onnx.ValueInfoProto, given: Sequence[int] | None, where:
     if not 2 <= len(dims) <= 5:
         raise UnsupportedError(f"{COMPONENT}: {where} input {value.name!r} has rank {len(dims)}; znnx needs "
                                f"(N, C, *spatial) with 0..3 spatial axes")
-    if any(d is None or d < 1 for d in dims[1:]):
-        raise ModelError(f"{COMPONENT}: {where} input {value.name!r} has symbolic shape {dims}; pass "
-                         f"input_shape=(C, *spatial) to fix the patch")
-    return tuple(int(d) for d in dims[1:])  # type: ignore[arg-type]
+    if dims[1] is None:
+        raise ModelError(f"{COMPONENT}: {where} input {value.name!r} has a symbolic channel axis {dims}; give "
+                         f"the input shape (--input-shape C,D,H,W on the command line, input_shape=(C, D, H, W) "
+                         f"in Python)")
+    return tuple(dims[1:])
+
+
+DYNAMIC_SIZES = (64, 96, 128, 48, 32, 116, 132, 160, 192, 256, 16)
+
+
+def _symbolic(value: onnx.ValueInfoProto) -> bool:
+    """Whether an input declares a spatial size symbolic (a dynamic export)."""
+    dims = value.type.tensor_type.shape.dim
+    return any(not (d.HasField("dim_value") and d.dim_value > 0) for d in list(dims)[2:])
 
 
 def load_onnx(source: str | Path | onnx.ModelProto, input_shape: Sequence[int] | None = None) -> Graph:
-    """Import an ONNX model; `input_shape` (C, *spatial) overrides the model's declared input shape."""
+    """Import an ONNX model; `input_shape` (C, *spatial) overrides the model's declared input shape.
+
+    Spatial axes declared symbolic (a dynamic export) stay free: the graph is imported with the first
+    of DYNAMIC_SIZES along them that the model accepts (or at `input_shape`), and its `source`
+    re-imports it at whatever patch `compile` or `infer` chooses, folding the model's shape arithmetic
+    for that patch. A model with static axes is imported once; other patches re-type its graph (its
+    centre crops were normalized to patch-independent ones)."""
     model, where = _read(source)
     _check(model, where)
     initializers = {t.name for t in model.graph.initializer}
     inputs = [v for v in model.graph.input if v.name not in initializers]
     if not inputs:
         raise ModelError(f"{COMPONENT}: {where} has no graph input that is not an initializer")
-    shapes = [_input_shape(v, input_shape, where) for v in inputs]
+    declared = [_input_shape(v, input_shape, where) for v in inputs]
+    if not any(_symbolic(v) for v in inputs):
+        return _convert(model, where, inputs, declared)  # type: ignore[arg-type]
+    if len(inputs) > 1:
+        if any(None in shape for shape in declared):
+            raise ModelError(f"{COMPONENT}: {where} has several inputs with symbolic spatial axes; give the input "
+                             f"shape (--input-shape C,D,H,W on the command line, input_shape=(C, D, H, W) in Python)")
+        return _convert(model, where, inputs, declared)  # type: ignore[arg-type]
+    channels = int(declared[0][0])  # type: ignore[arg-type]
+
+    def at(patch: tuple[int, ...]) -> Graph:
+        return dataclasses.replace(_convert(model, where, inputs, [(channels, *patch)]), source=at)
+
+    if None not in declared[0]:
+        return at(tuple(int(s) for s in declared[0][1:]))  # type: ignore[arg-type]
+    failures = []
+    for size in DYNAMIC_SIZES:
+        try:
+            return at(tuple(size if d is None else int(d) for d in declared[0][1:]))
+        except (ModelError, GraphError) as error:
+            failures.append(f"{size}: {error}")
+    raise ModelError(f"{COMPONENT}: {where} has dynamic spatial axes and accepts none of the patches tried "
+                     f"({', '.join(str(s) for s in DYNAMIC_SIZES)} per axis; the first failed with: {failures[0]}); "
+                     f"give one it accepts (--patch D,H,W on the command line, compile(..., patch=) in Python)")
+
+
+def _convert(model: onnx.ModelProto, where: str, inputs: Sequence[onnx.ValueInfoProto],
+             shapes: Sequence[tuple[int, ...]]) -> Graph:
+    """The graph of `model` with its inputs at `shapes` (C, *spatial)."""
     ranks = {len(s) - 1 for s in shapes}
     if len(ranks) != 1 or not ranks <= {0, 1, 2, 3}:
         raise UnsupportedError(f"{COMPONENT}: {where} inputs have spatial ranks {sorted(ranks)}; znnx needs "

@@ -7,7 +7,7 @@ source rank so inputs and outputs can be shown and accepted in the model's own s
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -72,7 +72,11 @@ class Node:
 
 @dataclass(frozen=True, eq=False)
 class Graph:
-    """A static-shaped dataflow graph; `nodes` are kept in a topological order."""
+    """A static-shaped dataflow graph; `nodes` are kept in a topological order.
+
+    `source`, where a frontend sets it, imports the model again for another input patch (spatial
+    sizes in the model's rank): models whose layer sizes are computed from the input size (ONNX
+    exports with dynamic axes and shape arithmetic) are re-imported, not re-typed, per patch."""
 
     nodes: tuple[Node, ...]
     inputs: tuple[str, ...]
@@ -80,6 +84,7 @@ class Graph:
     types: Mapping[str, TensorType]
     spatial_rank: int = 3
     name: str = "graph"
+    source: Callable[[tuple[int, ...]], Graph] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "nodes", tuple(self.nodes))

@@ -31,6 +31,11 @@ def run(model: Graph | Net, input: str | Any, output: str | Any, options: Volume
     from one queue, the first device's patch laying out the blocks. With a `dask.distributed.Client`
     the blocks run on its cluster (see `dask_runner`): the patch is then chosen on a worker, within
     the workers' memory limit, and `placement.threads` sets each worker's compute threads."""
+    group = None
+    if options.ome_zarr_levels and isinstance(output, str):
+        from znnx.volume import ome
+
+        group, output = output, ome.prepare(output)
     primary, helpers, notes = device_nets(model, input, output, options, placement, client)
     if client is None:
         summary = run_volume(primary, input, output, options, quiet=quiet, stream=stream, helpers=helpers)
@@ -40,6 +45,11 @@ def run(model: Graph | Net, input: str | Any, output: str | Any, options: Volume
         summary = run_volume_dask(primary, input, output, client, options, placement.threads, quiet=quiet,
                                   stream=stream)
     summary.notes[:0] = notes
+    if group is not None:
+        from znnx.volume import ome
+
+        ome.finish(group, options.ome_zarr_levels, primary.graph.name)
+        summary.notes.append(f"ome-zarr: {group} holds {options.ome_zarr_levels} level(s) with multiscales metadata")
     return summary
 
 

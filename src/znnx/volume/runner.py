@@ -47,7 +47,8 @@ class VolumeOptions:
     zero); `mask` (same spatial shape, nonzero = wanted) and `background` (an input value) skip
     blocks that hold nothing wanted. `overlap` and `weighting` apply to `blend` mode. Inputs other
     than uint8, uint16 and floating point are refused unless `convert_input` asks for them to be
-    converted to float32."""
+    converted to float32. `ome_zarr_levels` > 0 writes the output as an OME-Zarr group (the output
+    names the group) with that many resolution levels (volume/ome.py)."""
 
     mode: str = "exact"
     overlap: tuple[float, ...] = (0.25, 0.25, 0.25)
@@ -62,6 +63,7 @@ class VolumeOptions:
     overwrite: bool = False
     prefetch: int = 2
     convert_input: bool = False
+    ome_zarr_levels: int = 0
 
 
 @dataclass
