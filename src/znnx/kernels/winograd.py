@@ -225,24 +225,24 @@ def applicable(kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[
 
 def transform_weight(weight: np.ndarray, m: int) -> np.ndarray:
     """U[p, c_in, c_out] (float32) for weight (c_out, c_in, kd, kh, kw), computed in float64: G
-    applied along one kernel axis at a time, each a matrix product over a slab of channel pairs
-    (a single einsum over all three axes took 1.4 s on a 256x256 3x3x3 layer, this 0.07 s), slab by
-    slab so that the float64 temporaries stay small (a 512x512 layer's whole float64 U is 450 MiB).
-    The products run on torch's thread pool, not NumPy's BLAS: BLAS threads left spinning after a
-    build slowed the autotuner's next timed call several-fold."""
+    applied along one kernel axis at a time over a slab of channel pairs (a single einsum over all
+    three axes took 1.4 s on a 256x256 3x3x3 layer, this 0.36 s), slab by slab so that the float64
+    temporaries stay small (a 512x512 layer's whole float64 U is 450 MiB). Plain einsum on this
+    thread on purpose: BLAS products left NumPy's threads spinning after a build, which slowed the
+    autotuner's next timed call several-fold, and products on torch's threads left 80 MiB more
+    resident memory after compiling the symmetric net."""
     c_out, c_in = weight.shape[:2]
     kernel = weight.shape[2:]
-    mats = [torch.tensor(np.array(transforms(k, m)[1], dtype=np.float64)) if k > 1 else torch.ones((1, 1),
-            dtype=torch.float64) for k in kernel]
+    mats = [np.array(transforms(k, m)[1], dtype=np.float64) if k > 1 else np.ones((1, 1)) for k in kernel]
     points = math.prod(g.shape[0] for g in mats)
-    pairs = torch.from_numpy(np.ascontiguousarray(weight.transpose(2, 3, 4, 1, 0))).reshape(*kernel, c_in * c_out)
-    out = torch.empty((points, c_in * c_out), dtype=torch.float32)
+    pairs = np.ascontiguousarray(weight.transpose(2, 3, 4, 1, 0)).reshape(*kernel, c_in * c_out)
+    out = np.empty((points, c_in * c_out), np.float32)
     for first in range(0, c_in * c_out, TRANSFORM_SLAB):
-        u = pairs[..., first:first + TRANSFORM_SLAB].to(torch.float64)[None]
+        u = pairs[..., first:first + TRANSFORM_SLAB].astype(np.float64)[None]
         for k, g in zip(kernel, mats):
-            u = torch.matmul(g, u.reshape(u.shape[0], k, -1)).reshape(-1, *u.shape[2:])
+            u = np.einsum("pk,akx->apx", g, u.reshape(u.shape[0], k, -1)).reshape(-1, *u.shape[2:])
         out[:, first:first + TRANSFORM_SLAB] = u.reshape(points, -1)
-    return out.reshape(points, c_in, c_out).numpy()
+    return out.reshape(points, c_in, c_out)
 
 
 def _round(n: int) -> int:
