@@ -186,4 +186,6 @@ def test_run_takes_a_single_channel_patch_without_its_channel_axis(tmp_path: Pat
     assert main(["compile", str(model_path()), "--patch", "16,24,20", "-o", str(net)]) == 0
     assert main(["run", str(net), str(tmp_path / "in.npy"), str(tmp_path / "a.npy")]) == 0
     assert main(["run", str(net), str(tmp_path / "in4.npy"), str(tmp_path / "b.npy")]) == 0
+    assert main(["run", str(model_path()), str(tmp_path / "in.npy"), str(tmp_path / "c.npy")]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    np.testing.assert_allclose(np.load(tmp_path / "c.npy"), np.load(tmp_path / "a.npy"), atol=1e-6)

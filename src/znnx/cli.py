@@ -150,8 +150,15 @@ def _run(args: argparse.Namespace) -> int:
     if _is_network_file(args.model):
         net = znnx.load_net(args.model, args.device, args.algorithm, args.precision)
     else:
-        net = znnx.compile(znnx.load(resolve_model(args.model), shape, args.weights), device=args.device,
-                           algorithm=args.algorithm, precision=args.precision)
+        model = resolve_model(args.model)
+        try:
+            graph = znnx.load(model, shape, args.weights)
+        except ModelError as error:
+            try:  # a single-channel patch given without its channel axis
+                graph = znnx.load(model, (1, *shape), args.weights)
+            except ModelError:
+                raise error from None
+        net = znnx.compile(graph, device=args.device, algorithm=args.algorithm, precision=args.precision)
     if net.input_shape[0] == 1 and tuple(shape) == tuple(net.input_shape[1:]):  # a 1-channel net, no channel axis
         array = np.expand_dims(array, 1 if args.batched else 0)
     start = time.perf_counter()

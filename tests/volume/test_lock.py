@@ -3,10 +3,11 @@ lock left by a killed process is taken over, and the ledger keeps every block on
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,14 @@ from znnx.errors import StorageError
 from znnx.volume.ledger import Ledger
 from znnx.volume.lock import OutputLock
 
+HOLD_AND_WAIT = """
+import sys, time
+from pathlib import Path
+from znnx.volume.lock import OutputLock
+OutputLock.acquire(Path(sys.argv[1]), "out")
+print("held", flush=True)
+time.sleep(600)
+"""
 HOLD_AND_DIE = """
 import os, signal, sys
 from pathlib import Path
@@ -24,16 +33,35 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
+@contextmanager
+def held_elsewhere(path: Path) -> Iterator[subprocess.Popen[str]]:
+    """The lock at `path` held by another process for the duration."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_AND_WAIT, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_held_lock_refuses_a_second_writer_naming_the_holder(tmp_path: Path) -> None:
     path = tmp_path / "out.zarr.znnx-lock"
-    held = OutputLock.acquire(path, "out.zarr")
-    assert held.note() is None
-    with pytest.raises(StorageError, match=rf"being written by process {os.getpid()} on host "
-                                           rf"{socket.gethostname()}.*wait for that run"):
+    with held_elsewhere(path) as holder, pytest.raises(
+            StorageError, match=rf"being written by process {holder.pid} on host {socket.gethostname()}.*wait for"):
         OutputLock.acquire(path, "out.zarr")
-    held.release()
+    taken = OutputLock.acquire(path, "out.zarr")  # the killed holder's lock is free again
+    taken.release()
+
+
+def test_the_lock_nests_within_one_process(tmp_path: Path) -> None:
+    path = tmp_path / "out.zarr.znnx-lock"
+    outer = OutputLock.acquire(path, "out.zarr")
+    inner = OutputLock.acquire(path, "out.zarr")
+    inner.release()
+    assert path.exists()
+    outer.release()
     assert not path.exists()
-    OutputLock.acquire(path, "out.zarr").release()
 
 
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path: Path) -> None:
@@ -81,10 +109,9 @@ def test_infer_volume_refuses_an_output_another_run_is_writing(tmp_path: Path) -
 
     net = znnx.compile(znnx.load(small_model(), input_shape=(1, 28, 28, 28)))
     output = str(tmp_path / "out.zarr/p")
-    held = OutputLock.acquire(storage.lock_path(storage.parse(output)), output)
-    with pytest.raises(StorageError, match=f"being written by process {os.getpid()}"):
+    with held_elsewhere(storage.lock_path(storage.parse(output))) as holder, pytest.raises(
+            StorageError, match=f"being written by process {holder.pid}"):
         infer_volume(net, np.zeros((30, 30, 30), np.float32), output, quiet=True)
     assert not (tmp_path / "out.zarr").exists()
-    held.release()
     assert infer_volume(net, np.zeros((30, 30, 30), np.float32), output, quiet=True).computed > 0
     assert not storage.lock_path(storage.parse(output)).exists()

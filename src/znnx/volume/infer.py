@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 from znnx.errors import InputError
 from znnx.ir.graph import Graph
 from znnx.net import Net
+from znnx.volume import storage
 from znnx.volume.devices import Placement, device_nets
+from znnx.volume.lock import OutputLock
 from znnx.volume.runner import Summary, VolumeOptions, run_volume
 
 if TYPE_CHECKING:
@@ -36,6 +38,24 @@ def run(model: Graph | Net, input: str | Any, output: str | Any, options: Volume
         from znnx.volume import ome
 
         group, output = output, ome.prepare(output)
+    target = storage.as_location(output)
+    lock = OutputLock.acquire(storage.lock_path(target), str(target)) if target.kind != "array" else None
+    try:
+        summary = _run_locked(model, input, output, options, placement, client, quiet, stream)
+        if group is not None:
+            from znnx.volume import ome
+
+            ome.finish(group, options.ome_zarr_levels, (model.graph if isinstance(model, Net) else model).name)
+            summary.notes.append(f"ome-zarr: {group} holds {options.ome_zarr_levels} level(s) with multiscales "
+                                 f"metadata")
+    finally:
+        if lock is not None:
+            lock.release()
+    return summary
+
+
+def _run_locked(model: Graph | Net, input: str | Any, output: str | Any, options: VolumeOptions,  # noqa: A002
+                placement: Placement, client: Client | None, quiet: bool, stream: TextIO | None) -> Summary:
     primary, helpers, notes = device_nets(model, input, output, options, placement, client)
     if client is None:
         summary = run_volume(primary, input, output, options, quiet=quiet, stream=stream, helpers=helpers)
@@ -45,11 +65,6 @@ def run(model: Graph | Net, input: str | Any, output: str | Any, options: Volume
         summary = run_volume_dask(primary, input, output, client, options, placement.threads, quiet=quiet,
                                   stream=stream)
     summary.notes[:0] = notes
-    if group is not None:
-        from znnx.volume import ome
-
-        ome.finish(group, options.ome_zarr_levels, primary.graph.name)
-        summary.notes.append(f"ome-zarr: {group} holds {options.ome_zarr_levels} level(s) with multiscales metadata")
     return summary
 
 

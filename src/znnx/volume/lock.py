@@ -5,7 +5,9 @@ holder's PID, host and start time. The kernel drops a `flock` when its holder ex
 dies (SIGKILL included), so a lock left behind by a dead process is free to take and is taken over
 (the summary says whose it was); a live holder makes a second run fail at once, naming the process.
 The holder unlinks the file while still holding it, and a taker checks that the file it locked is
-still the one at the path, so two racing runs never both believe they hold it.
+still the one at the path, so two racing runs never both believe they hold it. Within one process
+the lock nests (`infer_volume` takes it before compiling, so a second run is refused before it
+spends time tuning; the runner it calls takes it again): the outermost release frees it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from znnx.errors import StorageError
 
@@ -24,11 +26,25 @@ from znnx.errors import StorageError
 class OutputLock:
     """The held lock; `previous` describes a dead holder whose lock was taken over (else None)."""
 
+    _held: ClassVar[dict[Path, list[OutputLock]]] = {}
+
     def __init__(self, path: Path, fd: int, previous: dict[str, Any] | None) -> None:
         self.path, self._fd, self.previous = path, fd, previous
 
     @classmethod
     def acquire(cls, path: Path, output: str) -> OutputLock:
+        key = path.absolute()
+        if key in cls._held:
+            outer = cls._held[key][0]
+            nested = cls(path, -1, outer.previous)
+            cls._held[key].append(nested)
+            return nested
+        lock = cls._take(path, output)
+        cls._held[key] = [lock]
+        return lock
+
+    @classmethod
+    def _take(cls, path: Path, output: str) -> OutputLock:
         while True:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +83,12 @@ class OutputLock:
                 f"{self.previous.get('host', '?')}, which ended without releasing it (a crash or kill)")
 
     def release(self) -> None:
+        holders = self._held.get(self.path.absolute(), [])
+        if self in holders:
+            holders.remove(self)
+        if self._fd < 0:
+            return
+        self._held.pop(self.path.absolute(), None)
         try:
             self.path.unlink(missing_ok=True)
         finally:
