@@ -93,3 +93,16 @@ def test_summary_mentions_geometry(unet_graph: znnx.Graph) -> None:
     text = znnx.compile(unet_graph).summary()
     assert "input 44x44x44 -> output 28x28x28" in text
     assert "receptive field 18x18x18" in text
+
+
+def test_compile_and_load_refuse_a_patch_over_the_memory_naming_one_that_fits(unet_graph: znnx.Graph,
+                                                                                tmp_path: object) -> None:
+    from pathlib import Path
+
+    with pytest.raises(znnx.InputError, match=r"a patch of 300x300x300 needs .* more than the memory budget, "
+                                              r"256.0 MiB; use a patch of at most \d+x\d+x\d+"):
+        znnx.compile(unet_graph, patch=(300, 300, 300), memory_bytes=256 << 20)
+    net = znnx.compile(unet_graph, patch=(60, 60, 60), memory_bytes=256 << 20)
+    assert net.memory_bytes() + net.weight_bytes < 256 << 20
+    path = net.save(Path(str(tmp_path)) / "net.znnx")
+    assert znnx.load_net(path).input_shape == (1, 60, 60, 60)

@@ -270,6 +270,9 @@ def load_net(path: str | Path, device: str = "cpu", algorithm: Forced = None, pr
     if same_target and memory_json(backend.memory_plan(saved.graph, 1, chosen)) != saved.memory:
         raise ModelError(f"network file: {str(path)!r} stores a memory plan that differs from the one this znnx "
                          f"computes for its graph; recompile the model with this znnx")
+    patch = model_shape(saved.graph, saved.graph.types[saved.graph.inputs[0]])[1:]
+    check_fits(saved.graph, patch, device, chosen.name, None, lambda p: footprint(
+        saved.graph if p == patch else passes.optimize(reshape(saved.graph, p)).graph, device, chosen.name))
     machine = backend.machine(target)
     unforced = same_target and algorithm in (None, "auto") and saved.choices is not None
     reuse = unforced and saved.machine == machine
