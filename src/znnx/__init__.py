@@ -1,5 +1,9 @@
 """znnx: fast inference of 3D convolutional networks over large volumes."""
 
+# isort: off
+import znnx.openmp  # noqa: F401  (sets OpenMP's spin count before anything below loads torch)
+
+# isort: on
 from znnx.errors import DeviceError, GraphError, InputError, ModelError, StorageError, UnsupportedError, ZnnxError
 from znnx.frontends import load
 from znnx.ir import Graph

@@ -143,23 +143,28 @@ class _Reader:
         return data if self.channel_axis else data[None]
 
     def patch(self, box: Box, raw: np.ndarray | None, channels: int) -> np.ndarray:
+        """The normalized float32 patch: converted and scaled in one pass into its place, zeros
+        only where the box reaches past the volume."""
         o = self.options
-        out = np.zeros((channels, *box.shape), np.float32)
-        if raw is not None:
-            inner = box.intersect(whole(self.spatial))
-            assert inner is not None
-            values = raw.astype(np.float32)
-            if o.scale != 1.0:
-                values *= o.scale
-            if o.mean != 0.0 or o.std != 1.0:
-                values = (values - o.mean) / o.std
-            out[(slice(None), *inner.slices(box.start))] = values
+        inner = box.intersect(whole(self.spatial))
+        if raw is None or inner is None:
+            return np.zeros((channels, *box.shape), np.float32)
+        out = (np.empty if inner == box else np.zeros)((channels, *box.shape), np.float32)
+        target = out[(slice(None), *inner.slices(box.start))]
+        np.multiply(raw, np.float32(o.scale), out=target, dtype=np.float32, casting="unsafe")
+        if o.mean != 0.0 or o.std != 1.0:
+            target -= np.float32(o.mean)
+            target /= np.float32(o.std)
         return out
 
 
 def _to_output(values: np.ndarray, dtype: str) -> np.ndarray:
+    """The block's float32 values (owned, overwritten) in the output dtype; uint8 maps [0, 1] to 0..255."""
     if dtype == "uint8":
-        return np.rint(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8)
+        np.multiply(values, np.float32(255), out=values)
+        np.clip(values, 0.0, 255.0, out=values)
+        np.rint(values, out=values)
+        return values.astype(np.uint8)
     return values.astype(dtype, copy=False)
 
 
@@ -371,6 +376,8 @@ class BlockJob:
     def count_nonfinite(self, block: Block, patches: list[np.ndarray]) -> int:
         """Input voxels of the block's write box holding NaN or Inf in any channel (each counted
         once, however many of the block's patches read it)."""
+        if self.reader.volume.dtype.kind != "f" or all(np.isfinite(patch.sum()) for patch in patches):
+            return 0
         boxes = [box for part in self.parts(block) for box in part.reads]
         hit = np.zeros(block.write.shape, bool)
         for box, patch in zip(boxes, patches):
@@ -381,7 +388,8 @@ class BlockJob:
         return int(hit.sum())
 
     def compute(self, block: Block, patches: list[np.ndarray]) -> np.ndarray:
-        """The block's output over its write box (C_out, *write shape), float32."""
+        """The block's output over its write box (C_out, *write shape), in the output dtype (converted
+        here, on the compute thread, which leaves the single writer thread only the encoding)."""
         began = time.perf_counter()
         if self.weights is not None:
             result = blend(block.write, block.outputs, (self.net(patch) for patch in patches), self.weights)
@@ -392,14 +400,15 @@ class BlockJob:
             for part, patch in zip(self.parts(block), patches):
                 result[(slice(None), *part.write.slices(block.write.start))] = self.net(patch)[
                     (slice(None), *part.write.slices(part.outputs[0].start))]
+        values = _to_output(result, self.options.output_dtype)
         self.compute_seconds += time.perf_counter() - began
         self.patches += len(patches)
-        return result
+        return values
 
-    def store(self, block: Block, result: np.ndarray | None) -> None:
+    def store(self, block: Block, values: np.ndarray | None) -> None:
         """Write the block's output (zeros for a skipped block) and flush it; the caller then records it."""
-        values = np.zeros((self.out_channels, *block.write.shape), self.options.output_dtype) if result is None \
-            else _to_output(result, self.options.output_dtype)
+        if values is None:
+            values = np.zeros((self.out_channels, *block.write.shape), self.options.output_dtype)
         self.sink.write((slice(None), *block.write.slices()), values)
         self.sink.flush()
 
