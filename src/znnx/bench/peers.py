@@ -63,11 +63,11 @@ def _eager(model: nn.Module, x: np.ndarray, target: Target, channels_last: bool 
     return run
 
 
-def _compile(model: nn.Module, x: np.ndarray, target: Target) -> Run:
+def _compile(model: nn.Module, x: np.ndarray, target: Target, channels_last: bool = False) -> Run:
     import torch._inductor.config
 
     torch._inductor.config.freezing = True
-    model, enter = _torch(model, target, channels_last=False)
+    model, enter = _torch(model, target, channels_last=channels_last)
     compiled = torch.compile(model, dynamic=False)  # one fixed patch shape, as benchmarked
 
     def run(batch: np.ndarray) -> np.ndarray:
@@ -155,6 +155,8 @@ PEERS: dict[str, Peer] = {
     "pytorch-eager": Peer("pytorch-eager", _eager),
     "pytorch-channels-last": Peer("pytorch-channels-last", lambda m, x, t: _eager(m, x, t, channels_last=True)),
     "torch.compile": Peer("torch.compile", _compile),
+    "torch.compile-channels-last": Peer("torch.compile-channels-last",
+                                        lambda m, x, t: _compile(m, x, t, channels_last=True)),
     "onnxruntime": Peer("onnxruntime", _onnxruntime, _needs("onnxruntime")),
     "openvino": Peer("openvino", _openvino, _needs("openvino")),
     "znnx": Peer("znnx", _znnx),
@@ -168,7 +170,7 @@ def default_peers(device: str) -> str:
     """The runtimes `znnx bench` compares on `device` by default (ONNX Runtime and OpenVINO run on
     the CPU only)."""
     if device.startswith("cuda"):
-        return "pytorch-eager,pytorch-channels-last,torch.compile,znnx"
+        return "pytorch-eager,pytorch-channels-last,torch.compile,torch.compile-channels-last,znnx"
     return "pytorch-eager,pytorch-channels-last,torch.compile,onnxruntime,openvino,znnx"
 
 
