@@ -113,3 +113,52 @@ def test_a_compiled_net_runs_as_it_is(tmp_path: Path, volume_file: tuple[str, np
     assert infer_volume(net, volume_file[0], str(tmp_path / "n.npy"), quiet=True).computed > 0
     with pytest.raises(AssertionError, match="recompiled"):
         infer_volume(net, volume_file[0], str(tmp_path / "m.npy"), quiet=True, precision="bf16")
+
+
+class _Timed:
+    """A stand-in for a BlockJob that has timed its blocks."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+
+    def seconds_per_block(self) -> float | None:
+        return self.seconds
+
+
+@pytest.mark.parametrize(("slow", "fast", "left", "declines"), [
+    (1.0, 0.1, 3, True),    # the fast device finishes the 3 queued blocks in 0.3 s, before one slow block
+    (1.0, 0.1, 20, False),  # 20 blocks take the fast one 2 s: the slow one's block still helps
+    (0.1, 0.1, 1, False),   # equal devices: the last block is taken
+    (None, 0.1, 1, False),  # not timed yet: takes
+])
+def test_a_slow_device_stops_taking_blocks_near_the_end(slow: float | None, fast: float, left: int,
+                                                       declines: bool) -> None:
+    from znnx.volume.block import Block
+    from znnx.volume.runner import _Queue
+
+    queue = _Queue([Block(i, None, (), ()) for i in range(left)])  # type: ignore[arg-type]
+    slow_job, fast_job = _Timed(slow), _Timed(fast)
+    queue.jobs = [fast_job, slow_job]  # type: ignore[list-item]
+    assert (queue.take(slow_job) is None) == declines  # type: ignore[arg-type]
+    assert queue.take(fast_job) is not None or (left == 1 and not declines)  # type: ignore[arg-type]
+
+
+def test_a_slow_helper_takes_few_blocks_and_changes_nothing(tmp_path: Path, volume_file: tuple[str, np.ndarray]) -> None:
+    import time
+
+    source, _ = volume_file
+    graph = znnx.load(randomize(ValidUNet(3), 2), input_shape=(1, 28, 28, 28))
+    net = znnx.compile(graph, patch=(28, 28, 28))
+
+    class Slow(znnx.Net):
+        def __call__(self, *inputs: object) -> object:
+            time.sleep(0.1)
+            return super().__call__(*inputs)
+
+    slow = znnx.compile(graph, patch=(28, 28, 28))  # its own arena: nets are not shared between threads
+    slow.__class__ = Slow
+    summary = run_volume(net, source, str(tmp_path / "s.npy"), quiet=True, helpers=[slow])
+    alone = run_volume(net, source, str(tmp_path / "a.npy"), quiet=True)
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), np.load(tmp_path / "a.npy"))
+    fast_blocks, slow_blocks = (d["blocks"] for d in summary.devices)
+    assert 1 <= slow_blocks <= 3 and fast_blocks > 4 * slow_blocks, summary.devices  # the rule itself: above

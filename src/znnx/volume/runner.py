@@ -351,7 +351,7 @@ class BlockJob:
         self.sink = storage.open_volume(output, writable=True) if isinstance(output, str) else output
         self.weights = window_weights(options.weighting, net.output_shape[1:]) if options.mode == "blend" else None
         self.compute_seconds = self.read_wait_seconds = self.write_wait_seconds = 0.0
-        self.patches = self.blocks = self.skipped = self.nonfinite = 0
+        self.patches = self.blocks = self.skipped = self.nonfinite = self.computed = 0
 
     def parts(self, block: Block) -> list[Block]:
         """The blocks this job's net computes `block` as: itself, or its own tiling's cells inside it."""
@@ -372,6 +372,10 @@ class BlockJob:
         if raws is None or self.retile is not None:
             raws = [self.reader.raw(box) for box in boxes]
         return [self.reader.patch(box, raw, self.channels) for box, raw in zip(boxes, raws)]
+
+    def seconds_per_block(self) -> float | None:
+        """Compute seconds per computed block so far (None before the first)."""
+        return self.compute_seconds / self.computed if self.computed else None
 
     def count_nonfinite(self, block: Block, patches: list[np.ndarray]) -> int:
         """Input voxels of the block's write box holding NaN or Inf in any channel (each counted
@@ -402,6 +406,7 @@ class BlockJob:
                     (slice(None), *part.write.slices(part.outputs[0].start))]
         values = _to_output(result, self.options.output_dtype)
         self.compute_seconds += time.perf_counter() - began
+        self.computed += 1
         self.patches += len(patches)
         return values
 
@@ -437,16 +442,33 @@ def new_progress(run: Run, todo: Sequence[Block], options: VolumeOptions, quiet:
 
 
 class _Queue:
-    """The blocks left to do, handed out one at a time to whichever worker asks first."""
+    """The blocks left to do, handed out one at a time to whichever worker asks first.
+
+    With several workers (a hybrid run), a slow one stops taking blocks near the end: a worker that
+    has timed at least one block declines the next when the others, at their measured rates, would
+    finish every block still queued (at least one block's time of the fastest) before it finished
+    that one; the fastest worker never declines. So the fast device is never left
+    waiting for a slow one's last block (ZNNi's CPU+GPU runs split the work the same way)."""
 
     def __init__(self, blocks: Sequence[Block]) -> None:
-        self._blocks = iter(blocks)
+        self._blocks = deque(blocks)
         self._lock = threading.Lock()
         self.stopped = False
+        self.jobs: list[BlockJob] = []
 
-    def take(self) -> Block | None:
+    def take(self, job: BlockJob | None = None) -> Block | None:
         with self._lock:
-            return None if self.stopped else next(self._blocks, None)
+            if self.stopped or not self._blocks or (job is not None and self._declines(job)):
+                return None
+            return self._blocks.popleft()
+
+    def _declines(self, job: BlockJob) -> bool:
+        own = job.seconds_per_block()
+        others = [j.seconds_per_block() for j in self.jobs if j is not job]
+        if own is None or not others or None in others:
+            return False
+        times = [s for s in others if s is not None]
+        return own > max(len(self._blocks) * 1 / sum(1 / s for s in times), min(times))
 
 
 def _work(job: BlockJob, queue: _Queue, reads: ThreadPoolExecutor, writes: ThreadPoolExecutor, prefetch: int,
@@ -457,7 +479,7 @@ def _work(job: BlockJob, queue: _Queue, reads: ThreadPoolExecutor, writes: Threa
     written: deque[Future] = deque()
 
     def submit_read() -> None:
-        block = queue.take()
+        block = queue.take(job)
         if block is not None:
             pending.append((block, reads.submit(job.load, block)))
 
@@ -523,6 +545,7 @@ def _run_blocks(net: Net, run: Run, options: VolumeOptions, start: float, quiet:
     progress = new_progress(run, todo, options, quiet, stream)
     failed: list[BaseException] = []
     queue = _Queue(todo)
+    queue.jobs = jobs
 
     def store(job: BlockJob, block: Block, result: np.ndarray | None) -> None:
         if failed:  # after a failed write, queued blocks are left for the rerun
