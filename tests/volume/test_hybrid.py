@@ -143,7 +143,8 @@ def test_a_slow_device_stops_taking_blocks_near_the_end(slow: float | None, fast
     assert queue.take(fast_job) is not None or (left == 1 and not declines)  # type: ignore[arg-type]
 
 
-def test_a_slow_helper_takes_few_blocks_and_changes_nothing(tmp_path: Path, volume_file: tuple[str, np.ndarray]) -> None:
+def test_a_slow_helper_takes_few_blocks_and_changes_nothing(tmp_path: Path,
+                                                             volume_file: tuple[str, np.ndarray]) -> None:
     import time
 
     source, _ = volume_file
@@ -158,7 +159,7 @@ def test_a_slow_helper_takes_few_blocks_and_changes_nothing(tmp_path: Path, volu
     slow = znnx.compile(graph, patch=(28, 28, 28))  # its own arena: nets are not shared between threads
     slow.__class__ = Slow
     summary = run_volume(net, source, str(tmp_path / "s.npy"), quiet=True, helpers=[slow])
-    alone = run_volume(net, source, str(tmp_path / "a.npy"), quiet=True)
+    run_volume(net, source, str(tmp_path / "a.npy"), quiet=True)
     np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), np.load(tmp_path / "a.npy"))
     fast_blocks, slow_blocks = (d["blocks"] for d in summary.devices)
     assert 1 <= slow_blocks <= 3 and fast_blocks > 4 * slow_blocks, summary.devices  # the rule itself: above
