@@ -163,3 +163,17 @@ def test_a_slow_helper_takes_few_blocks_and_changes_nothing(tmp_path: Path,
     np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), np.load(tmp_path / "a.npy"))
     fast_blocks, slow_blocks = (d["blocks"] for d in summary.devices)
     assert 1 <= slow_blocks <= 3 and fast_blocks > 4 * slow_blocks, summary.devices  # the rule itself: above
+
+
+def test_a_net_given_for_two_devices_of_one_kind_is_not_shared_between_threads(
+        tmp_path: Path, volume_file: tuple[str, np.ndarray]) -> None:
+    from znnx.volume import Placement, device_nets
+
+    source, _ = volume_file
+    net = znnx.compile(znnx.load(randomize(ValidUNet(3), 4), input_shape=(1, 28, 28, 28)), patch=(28, 28, 28))
+    primary, helpers, _ = device_nets(net, source, str(tmp_path / "x.npy"), VolumeOptions(),
+                                      Placement(device="cpu,cpu"))
+    assert primary is net and helpers[0] is not net and helpers[0].input_shape == net.input_shape
+    infer_volume(net, source, str(tmp_path / "two.npy"), device="cpu,cpu", quiet=True)
+    infer_volume(net, source, str(tmp_path / "one.npy"), quiet=True)
+    np.testing.assert_array_equal(np.load(tmp_path / "two.npy"), np.load(tmp_path / "one.npy"))

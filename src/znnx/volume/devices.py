@@ -44,8 +44,13 @@ def device_nets(model: Graph | Net, input: str | Any, output: str | Any, options
         raise InputError(f"volume: several devices {devices} run on this machine's block queue, not on a Dask "
                          f"cluster; give one device with a cluster")
     notes: list[str] = []
-    nets = [_net(model, input, output, placement.patch, options, placement.memory_bytes, d, precision, client,
-                 placement.threads, notes) for d in devices]
+    nets: list[Net] = []
+    for d in devices:
+        net = _net(model, input, output, placement.patch, options, placement.memory_bytes, d, precision, client,
+                   placement.threads, notes)
+        if any(net is other for other in nets):  # one thread per net: a net's buffers serve one call at a time
+            net = compile(net.graph, patch=net.input_shape[1:], device=net.device, precision=net.precision.name)
+        nets.append(net)
     primary, helpers = nets[0], nets[1:]
     if options.mode == "blend":
         helpers = [_same_patch(h, primary) for h in helpers]
