@@ -117,7 +117,7 @@ def _inspect(args: argparse.Namespace) -> int:
         if not args.optimized and not args.plan:
             print(before.summary())
             return 0
-        net = znnx.compile(graph, args.patch, algorithm=algorithm)
+        net = znnx.compile(graph, args.patch, algorithm=algorithm, retune=args.retune)
         if args.optimized:
             print("\n".join([
                 f"before optimization ({len(before.graph.nodes)} nodes)", before.summary(), "",
@@ -135,7 +135,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _compile(args: argparse.Namespace) -> int:
     import znnx
 
-    net = znnx.compile(_load_graph(args), args.patch)
+    net = znnx.compile(_load_graph(args), args.patch, retune=args.retune)
     path = net.save(args.output)
     print(f"wrote {path}: {net!r}, {len(net.graph.nodes)} nodes, {path.stat().st_size / (1 << 20):.1f} MiB")
     print("\n".join(_memory_lines(net)))
@@ -283,6 +283,9 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+RETUNE_HELP = "measure every convolution again and replace the cached choices (e.g. after tuning on a busy machine)"
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="znnx", description="Run trained 3D ConvNets over volumes, fast.")
     commands = main.add_subparsers(dest="command", required=True)
@@ -306,6 +309,7 @@ def parser() -> argparse.ArgumentParser:
                                                            "shapes only)")
     inspect.add_argument("--optimized", action="store_true",
                          help="also show the graph after the optimization passes and what each pass rewrote")
+    inspect.add_argument("--retune", action="store_true", help=RETUNE_HELP)
     inspect.add_argument("--plan", action="store_true",
                          help="also compile for the CPU and show each conv's algorithm and time (the autotuner "
                               "measures what is not in its cache)")
@@ -324,6 +328,7 @@ def parser() -> argparse.ArgumentParser:
                           help="input channels and a patch size the model accepts (required for torch modules)")
     compile_.add_argument("--weights", help=weights_help)
     compile_.add_argument("--quiet", action="store_true", help="no status line while tuning or computing")
+    compile_.add_argument("--retune", action="store_true", help=RETUNE_HELP)
     compile_.set_defaults(handler=_compile)
 
     run = commands.add_parser("run", help="run a model on one .npy patch",

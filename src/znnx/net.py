@@ -136,14 +136,16 @@ def check_fits(graph: Graph, patch: Sequence[int], device: str, precision: str, 
 
 
 def make_plan(graph: Graph, device: str = "cpu", precision: str = "fp32", forced: Forced = None,
-              rewrites: tuple[tuple[str, int], ...] = (), choices: tuple[LayerChoice, ...] | None = None) -> Plan:
+              rewrites: tuple[tuple[str, int], ...] = (), choices: tuple[LayerChoice, ...] | None = None,
+              retune: bool = False) -> Plan:
     """What `compile` decides for a shaped graph on `device`: the memory plan, and each conv's
-    algorithm (`choices` as given, e.g. saved in a network file, else measured or `forced`)."""
+    algorithm (`choices` as given, e.g. saved in a network file, else measured, afresh with
+    `retune`, or `forced`)."""
     verify(graph)
     backend, target = backends.resolve(device)
     chosen = backend.precision(precision)
     if choices is None:
-        choices = backend.choose_algorithms(graph, 1, target, chosen, forced)
+        choices = backend.choose_algorithms(graph, 1, target, chosen, forced, retune)
     nodes = {node.name: node for node in graph.nodes}
     sizes = [backend.algorithm_bytes(graph, nodes[c.node], c.algorithm) for c in choices]
     return Plan(graph, backends.kind_of(device), chosen.name, backend.memory_plan(graph, 1, chosen), choices,
@@ -285,7 +287,7 @@ def load_net(path: str | Path, device: str = "cpu", algorithm: Forced = None, pr
 
 def compile(graph: Graph, patch: Sequence[int] | None = None, device: str = "cpu",  # noqa: A001
             optimize: bool = True, algorithm: Forced = None, precision: str = "fp32",
-            memory_bytes: int | None = None) -> Net:
+            memory_bytes: int | None = None, retune: bool = False) -> Net:
     """Compile `graph` for input patches of spatial shape `patch` (the graph's own shape if None).
 
     With `optimize`, the graph passes run first (BatchNorm folding, epilogue fusion, ...).
@@ -294,7 +296,8 @@ def compile(graph: Graph, patch: Sequence[int] | None = None, device: str = "cpu
     mapping {conv node name: algorithm} forces it per layer (the others are measured). `precision`
     is "fp32" (default), "bf16" (CPU with AVX512-BF16 / AMX, CUDA), "tf32" or "fp16" (CUDA); below
     fp32 every conv runs direct on the CPU. Before anything is measured or allocated, the net's
-    footprint is checked against `memory_bytes` (default: the memory free on the device).
+    footprint is checked against `memory_bytes` (default: the memory free on the device). `retune`
+    measures every conv again and replaces its cached choice (after tuning on a busy machine).
     """
     verify(graph)
     status.report(f"compile: optimizing {graph.name!r}", force=True)
@@ -304,7 +307,7 @@ def compile(graph: Graph, patch: Sequence[int] | None = None, device: str = "cpu
     requested = model_shape(shaped, shaped.types[shaped.inputs[0]])[1:]
     check_fits(graph, requested, device, precision, memory_bytes, lambda p: footprint(
         optimized.graph if p == requested else prepared(reshape(graph, p)).graph, device, precision))
-    plan = make_plan(optimized.graph, device, precision, algorithm, optimized.rewrites)
+    plan = make_plan(optimized.graph, device, precision, algorithm, optimized.rewrites, retune=retune)
     status.report(f"compile: building {len(plan.graph.nodes)} kernels for {device}", force=True)
     net = Net(plan, device)
     status.clear()

@@ -60,7 +60,7 @@ def reserved_kernel_bytes(graph: Graph, precision: Precision) -> tuple[int, int]
 
 
 def choose_algorithms(graph: Graph, batch: int, device: torch.device, precision: Precision,
-                      forced: Forced) -> tuple[LayerChoice, ...]:
+                      forced: Forced, refresh: bool = False) -> tuple[LayerChoice, ...]:
     return direct_only(graph, forced, precision.name)
 
 

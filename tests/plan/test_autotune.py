@@ -97,3 +97,23 @@ def test_narrow_layers_stay_direct_without_timing(monkeypatch: pytest.MonkeyPatc
     b, x = builder(channels=3, spatial=(5, 7, 6))
     net = compiled(optimize(b.finish([conv(b, conv(b, x, 8), 8)])).graph)
     assert all(c.algorithm.name == "direct" and c.source == "rule" for c in net.algorithms)
+
+
+def test_noisy_timings_are_used_but_not_cached_and_retune_replaces_the_cache(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    """Runs that never agree (a busy machine) leave nothing in the cache; `retune` measures cached
+    layers again."""
+    monkeypatch.setenv("ZNNX_CACHE_DIR", str(tmp_path))
+    clock = np.cumsum(np.random.default_rng(0).uniform(1, 10, 100_000))  # every run takes 1 to 10 "seconds"
+    ticks = iter(clock.tolist())
+    monkeypatch.setattr(autotune.time, "perf_counter", lambda: next(ticks))
+    noisy = compiled(wide_graph())
+    assert {c.source for c in noisy.algorithms} == {"noisy", "rule"}
+    assert not autotune.cache_file().exists()
+    monkeypatch.undo()
+    monkeypatch.setenv("ZNNX_CACHE_DIR", str(tmp_path))
+    compiled(wide_graph())
+    assert {c.source for c in compiled(wide_graph()).algorithms} <= {"cache", "rule"}
+    retuned = compile(wide_graph(), optimize=False, retune=True)
+    sources = {c.source for c in retuned.algorithms}
+    assert "measured" in sources and "cache" not in sources

@@ -71,8 +71,9 @@ class Backend(Protocol):
         """`algorithm_bytes` to reserve before the algorithms are chosen (the most any choice takes)."""
 
     def choose_algorithms(self, graph: Graph, batch: int, device: torch.device, precision: Precision,
-                          forced: Forced) -> tuple[LayerChoice, ...]:
-        """Each conv's algorithm: measured (plan/autotune.py) or as `forced`."""
+                          forced: Forced, refresh: bool = False) -> tuple[LayerChoice, ...]:
+        """Each conv's algorithm: measured (plan/autotune.py; `refresh` measures cached ones again)
+        or as `forced`."""
 
     def build(self, plan: Plan, device: torch.device) -> Execute:
         """A function from NCDHW input tensors on `device` (graph input order) to NCDHW float32

@@ -437,7 +437,7 @@ def conv_kernel(graph: Graph, node: Node, algorithm: Algorithm) -> Callable[...,
 
 
 def choose_algorithms(graph: Graph, batch: int, device: torch.device, precision: Precision,
-                      forced: Forced) -> tuple[LayerChoice, ...]:
+                      forced: Forced, refresh: bool = False) -> tuple[LayerChoice, ...]:
     """Each conv's algorithm: measured by the autotuner (cached on disk), or forced. Below fp32
     every conv runs direct: Winograd and FFT are fp32 kernels."""
     if precision.name != "fp32":
@@ -446,7 +446,8 @@ def choose_algorithms(graph: Graph, batch: int, device: torch.device, precision:
 
     context = f"{machine(device)} winograd {hashlib.sha256(winograd.source().encode()).hexdigest()[:12]}"
     return tune(graph, batch, lambda node: conv_candidates(graph, node, precision),
-                lambda node, algorithm: conv_kernel(graph, node, algorithm), forced, device, precision.name, context)
+                lambda node, algorithm: conv_kernel(graph, node, algorithm), forced, device, precision.name, context,
+                refresh)
 
 
 def build(plan: Plan, device: torch.device) -> Callable[[Sequence[Tensor]], list[Tensor]]:

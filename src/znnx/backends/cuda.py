@@ -219,10 +219,10 @@ def conv_kernel(graph: Graph, node: Node, algorithm: Algorithm, device: torch.de
 
 
 def choose_algorithms(graph: Graph, batch: int, device: torch.device, precision: Precision,
-                      forced: Forced) -> tuple[LayerChoice, ...]:
+                      forced: Forced, refresh: bool = False) -> tuple[LayerChoice, ...]:
     """Each conv's algorithm on the GPU: cuDNN or FFT, measured (cached on disk) or forced."""
     if precision.dtype != "float32":
         return direct_only(graph, forced, precision.name)
     return tune(graph, batch, lambda node: conv_candidates(graph, node, precision),
                 lambda node, algorithm: conv_kernel(graph, node, algorithm, device, precision), forced, device,
-                precision.name, machine(device))
+                precision.name, machine(device), refresh)

@@ -1,7 +1,8 @@
 """Choose each convolution's algorithm by measuring the candidates on the layer's real shape.
 
 For every conv the backend can run more than one way (`candidates`), each candidate is built,
-run once to warm up and then timed (median of `REPS`); a candidate is kept only if its output is
+run once to warm up and then timed (median of `REPS`, repeated while the runs disagree, see
+`_timed`); a candidate is kept only if its output is
 within its `tolerance` (plan/algorithm.py: max |y - y_direct| / max |y_direct|) of the direct convolution, which the
 reference executor tests pin down. The fastest survivor wins; direct is always a candidate, so a
 layer never gets slower than direct. Layers with fewer than `MIN_CHANNELS` input or output
@@ -39,6 +40,8 @@ from znnx.version import __version__
 
 MIN_CHANNELS = 16
 REPS = 3
+ROUNDS = 3
+NOISE = 1.3
 Conv = Callable[..., torch.Tensor]
 Builder = Callable[[Node, Algorithm], Conv]
 Candidates = Callable[[Node], tuple[Algorithm, ...]]
@@ -48,8 +51,8 @@ Forced = str | Mapping[str, str] | None
 @dataclass(frozen=True)
 class LayerChoice:
     """The algorithm one conv runs with; `seconds` and `errors` per measured candidate, by name (a
-    candidate that failed to build has an infinite time); `source`: measured, cache, forced, rule or
-    saved (read from a network file)."""
+    candidate that failed to build has an infinite time); `source`: measured, noisy (measured, but
+    the timings never agreed: not cached), cache, forced, rule or saved (read from a network file)."""
 
     node: str
     algorithm: Algorithm
@@ -105,15 +108,36 @@ def _error(y: torch.Tensor, reference: torch.Tensor) -> float:
     return float((y - reference).abs().max()) / (scale if scale > 0 else 1.0)
 
 
+def _timed(conv: Conv, x: torch.Tensor, out: torch.Tensor, residual: torch.Tensor | None) -> tuple[float, bool]:
+    """The median of REPS runs, repeated (up to ROUNDS times) until the runs agree within NOISE;
+    the best round's median, and whether the runs never agreed (a busy machine)."""
+    medians = []
+    for _ in range(ROUNDS):
+        runs = []
+        for _ in range(REPS):
+            start = time.perf_counter()
+            conv(x, out=out, residual=residual)
+            runs.append(time.perf_counter() - start)
+        medians.append(statistics.median(runs))
+        if max(runs) <= NOISE * min(runs):
+            return min(medians), False
+    return min(medians), True
+
+
 def _measure(build: Builder, node: Node, x: torch.Tensor, residual: torch.Tensor | None,
-             algorithms: tuple[Algorithm, ...], label: str = "") -> tuple[dict[str, float], dict[str, float]]:
-    """Median seconds and error against direct of each algorithm that builds, by name (a backend's
-    kernels return once their work is done: a GPU kernel synchronizes). The timed runs write into
-    one preallocated output, as the net's convs write into arena slots: a fresh output would add its
-    page faults, which cost Winograd (whose output transform writes it from every thread at once)
-    more than direct and turned 15 ms layers into 28 ms ones."""
+             algorithms: tuple[Algorithm, ...],
+             label: str = "") -> tuple[dict[str, float], dict[str, float], bool]:
+    """Seconds (see `_timed`) and error against direct of each algorithm that builds, by name, and
+    whether any timing stayed noisy (a backend's kernels return once their work is done: a GPU
+    kernel synchronizes). The timed runs write into one preallocated output, as the net's convs
+    write into arena slots: a fresh output would add its page faults, which cost Winograd (whose
+    output transform writes it from every thread at once) more than direct and turned 15 ms layers
+    into 28 ms ones. A candidate whose first run is over three times the best so far is timed once
+    more before it is set aside: one spike (another process, threads still spinning after a build)
+    had set aside the fastest candidate."""
     seconds: dict[str, float] = {}
     errors: dict[str, float] = {}
+    noisy = False
     reference: torch.Tensor | None = None
     began = time.perf_counter()
     for algorithm in algorithms:
@@ -131,16 +155,20 @@ def _measure(build: Builder, node: Node, x: torch.Tensor, residual: torch.Tensor
             reference = y.clone()
         errors[name] = _error(y, reference)
         best = min(seconds.values(), default=float("inf"))
-        if warm > 3 * best or errors[name] > algorithm.tolerance:
+        if errors[name] > algorithm.tolerance:
             seconds[name] = warm
             continue
-        runs, out = [], torch.empty_like(y)
-        for _ in range(REPS):
+        out = torch.empty_like(y)
+        if warm > 3 * best:
             start = time.perf_counter()
             conv(x, out=out, residual=residual)
-            runs.append(time.perf_counter() - start)
-        seconds[name] = statistics.median(runs)
-    return seconds, errors
+            again = time.perf_counter() - start
+            if again > 3 * best:
+                seconds[name] = again
+                continue
+        seconds[name], unsteady = _timed(conv, x, out, residual)
+        noisy = noisy or unsteady
+    return seconds, errors, noisy
 
 
 def _forced(forced: Forced, convs: dict[str, tuple[Algorithm, ...]]) -> dict[str, Algorithm]:
@@ -198,9 +226,12 @@ def reserved_bytes(graph: Graph, candidates: Candidates,
 
 
 def tune(graph: Graph, batch: int, candidates: Candidates, build: Builder, forced: Forced = None,
-         device: torch.device | None = None, precision: str = "fp32", context: str = "") -> tuple[LayerChoice, ...]:
+         device: torch.device | None = None, precision: str = "fp32", context: str = "",
+         refresh: bool = False) -> tuple[LayerChoice, ...]:
     """One LayerChoice per conv of `graph` (run `batch` patches at a time on `device`, the CPU by
-    default); `context` names the backend's machine and kernel versions in the cache key."""
+    default); `context` names the backend's machine and kernel versions in the cache key. With
+    `refresh` every conv is measured again and its cache entry replaced. A choice whose timings
+    stayed noisy (source `noisy`) is used but not cached, so the next compile measures again."""
     device = device or torch.device("cpu")
     nodes = {node.name: node for node in graph.nodes if node.op == "conv"}
     convs = {name: candidates(node) for name, node in nodes.items()}
@@ -219,7 +250,7 @@ def tune(graph: Graph, batch: int, candidates: Candidates, build: Builder, force
             continue
         by_names = {a.name: a for a in convs[name]}
         key = _signature(graph, node, batch, precision, context)
-        entry = cache.get(key)
+        entry = None if refresh else cache.get(key)
         if isinstance(entry, dict) and entry.get("algorithm") in by_names:
             choices.append(LayerChoice(name, by_names[str(entry["algorithm"])], _pairs(entry.get("seconds")),
                                        _pairs(entry.get("errors")), "cache"))
@@ -227,11 +258,13 @@ def tune(graph: Graph, batch: int, candidates: Candidates, build: Builder, force
         x, residual = _inputs(graph, node, batch, device)
         label = f"autotune: conv {i} of {len(nodes)} ({name}), {time.perf_counter() - started:.0f} s so far"
         with torch.inference_mode():
-            seconds, errors = _measure(build, node, x, residual, timed, label)
+            seconds, errors, noisy = _measure(build, node, x, residual, timed, label)
         valid = [a for a in timed if errors.get(a.name, float("inf")) <= a.tolerance]
         best = min(valid, key=lambda a: seconds[a.name])
-        choices.append(LayerChoice(name, best, tuple(seconds.items()), tuple(errors.items()), "measured"))
-        new[key] = {"node": name, "algorithm": best.name, "seconds": seconds, "errors": errors}
+        choices.append(LayerChoice(name, best, tuple(seconds.items()), tuple(errors.items()),
+                                   "noisy" if noisy else "measured"))
+        if not noisy:
+            new[key] = {"node": name, "algorithm": best.name, "seconds": seconds, "errors": errors}
     _write_cache(new)
     status.clear()
     return tuple(choices)
