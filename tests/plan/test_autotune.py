@@ -104,6 +104,7 @@ def test_noisy_timings_are_used_but_not_cached_and_retune_replaces_the_cache(
     """Runs that never agree (a busy machine) leave nothing in the cache; `retune` measures cached
     layers again."""
     monkeypatch.setenv("ZNNX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(autotune, "NOISE", 1.3)
     clock = np.cumsum(np.random.default_rng(0).uniform(1, 10, 100_000))  # every run takes 1 to 10 "seconds"
     ticks = iter(clock.tolist())
     monkeypatch.setattr(autotune.time, "perf_counter", lambda: next(ticks))
@@ -112,6 +113,7 @@ def test_noisy_timings_are_used_but_not_cached_and_retune_replaces_the_cache(
     assert not autotune.cache_file().exists()
     monkeypatch.undo()
     monkeypatch.setenv("ZNNX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(autotune, "NOISE", float("inf"))
     compiled(wide_graph())
     assert {c.source for c in compiled(wide_graph()).algorithms} <= {"cache", "rule"}
     retuned = compile(wide_graph(), optimize=False, retune=True)
