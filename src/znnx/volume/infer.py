@@ -56,6 +56,7 @@ def run(model: Graph | Net, input: str | Any, output: str | Any, options: Volume
 
 def _run_locked(model: Graph | Net, input: str | Any, output: str | Any, options: VolumeOptions,  # noqa: A002
                 placement: Placement, client: Client | None, quiet: bool, stream: TextIO | None) -> Summary:
+    """`run`'s work once the output is locked: the nets, then the blocks here or on the cluster."""
     primary, helpers, notes = device_nets(model, input, output, options, placement, client)
     if client is None:
         summary = run_volume(primary, input, output, options, quiet=quiet, stream=stream, helpers=helpers)
