@@ -117,13 +117,21 @@ def largest_patch(graph: Graph, patch: Sequence[int], fits: Callable[[tuple[int,
     return best
 
 
-def check_fits(graph: Graph, patch: Sequence[int], device: str, precision: str, memory_bytes: int | None,
-               need: Callable[[tuple[int, ...]], int]) -> None:
-    """Refuse, before anything is allocated, a patch whose `need` exceeds `memory_bytes` (default:
-    the memory free on `device`), naming the largest patch of its proportions that fits."""
+def check_fits(graph: Graph, shaped: Graph, device: str, precision: str, memory_bytes: int | None,
+               prepare: Callable[[Graph], Graph] = lambda g: passes.optimize(g).graph,
+               extra: Callable[[Graph], int] = lambda g: 0) -> None:
+    """Refuse, before anything is allocated, the patch of `shaped` (`graph` at that patch, prepared
+    as compile prepares it) if its `footprint` plus `extra` exceeds `memory_bytes` (default: the
+    memory free on `device`), naming the largest patch of its proportions that fits (each one
+    `graph` reshaped to it and prepared)."""
     backend, target = backends.resolve(device)
     budget = memory_bytes if memory_bytes is not None else backend.free_memory(target)
-    patch = tuple(patch)
+    patch = model_shape(shaped, shaped.types[shaped.inputs[0]])[1:]
+
+    def need(p: tuple[int, ...]) -> int:
+        candidate = shaped if p == patch else prepare(reshape(graph, p))
+        return footprint(candidate, device, precision) + extra(candidate)
+
     needed = need(patch)
     if needed <= budget:
         return
@@ -272,9 +280,7 @@ def load_net(path: str | Path, device: str = "cpu", algorithm: Forced = None, pr
     if same_target and memory_json(backend.memory_plan(saved.graph, 1, chosen)) != saved.memory:
         raise ModelError(f"network file: {str(path)!r} stores a memory plan that differs from the one this znnx "
                          f"computes for its graph; recompile the model with this znnx")
-    patch = model_shape(saved.graph, saved.graph.types[saved.graph.inputs[0]])[1:]
-    check_fits(saved.graph, patch, device, chosen.name, None, lambda p: footprint(
-        saved.graph if p == patch else passes.optimize(reshape(saved.graph, p)).graph, device, chosen.name))
+    check_fits(saved.graph, saved.graph, device, chosen.name, None)
     machine = backend.machine(target)
     unforced = same_target and algorithm in (None, "auto") and saved.choices is not None
     reuse = unforced and saved.machine == machine
@@ -304,9 +310,7 @@ def compile(graph: Graph, patch: Sequence[int] | None = None, device: str = "cpu
     shaped = graph if patch is None else reshape(graph, patch)
     prepared = passes.optimize if optimize else lambda g: passes.Optimized(g, ())
     optimized = prepared(shaped)
-    requested = model_shape(shaped, shaped.types[shaped.inputs[0]])[1:]
-    check_fits(graph, requested, device, precision, memory_bytes, lambda p: footprint(
-        optimized.graph if p == requested else prepared(reshape(graph, p)).graph, device, precision))
+    check_fits(graph, optimized.graph, device, precision, memory_bytes, lambda g: prepared(g).graph)
     plan = make_plan(optimized.graph, device, precision, algorithm, optimized.rewrites, retune=retune)
     status.report(f"compile: building {len(plan.graph.nodes)} kernels for {device}", force=True)
     net = Net(plan, device)

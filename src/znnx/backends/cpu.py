@@ -61,21 +61,12 @@ def device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def _cpuinfo(key: str) -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(key):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return ""
-
-
 def machine(device: torch.device) -> str:
     """The CPU's model name and a digest of its instruction-set flags."""
-    model = _cpuinfo("model name") or platform.processor() or platform.machine()
-    flags = _cpuinfo("flags") or _cpuinfo("Features")
-    return f"cpu: {model} (isa {hashlib.sha256(flags.encode()).hexdigest()[:12]})"
+    from znnx.kernels import native
+
+    model = native.cpuinfo("model name").partition(":")[2].strip() or platform.processor() or platform.machine()
+    return f"cpu: {model} (isa {hashlib.sha256(native.cpu_flags().encode()).hexdigest()[:12]})"
 
 
 def precision(name: str) -> Precision:
@@ -450,6 +441,10 @@ def choose_algorithms(graph: Graph, batch: int, device: torch.device, precision:
                 refresh)
 
 
+def _program(plan: Plan) -> _Program:
+    return _Program(plan.graph, plan.memory, plan.algorithms, precision(plan.precision).torch_dtype)
+
+
 def build(plan: Plan, device: torch.device) -> Callable[[Sequence[Tensor]], list[Tensor]]:
     """A function from NCDHW input tensors (graph input order) to NCDHW float32 output tensors,
     running the plan's memory plan and algorithms with values held in its precision.
@@ -463,8 +458,8 @@ def build(plan: Plan, device: torch.device) -> Callable[[Sequence[Tensor]], list
     reader and writer threads keep both cores busy, so that the OpenMP team waits at its barrier.
     Non-finite values the net creates from finite inputs (overflow) follow each kernel's own
     arithmetic."""
-    dtype = precision(plan.precision).torch_dtype
-    program = _Program(plan.graph, plan.memory, plan.algorithms, dtype)
+    program = _program(plan)
+    dtype = program.dtype
     exact: list[Callable[[Sequence[Tensor]], list[Tensor]]] = []
 
     def run(inputs: Sequence[Tensor]) -> list[Tensor]:
@@ -481,7 +476,7 @@ def build(plan: Plan, device: torch.device) -> Callable[[Sequence[Tensor]], list
 
 def profile(plan: Plan, inputs: Sequence[Tensor], passes: int = 3) -> list[tuple[Node, float]]:
     """Each node with its median wall time over `passes` runs, after one untimed run."""
-    program = _Program(plan.graph, plan.memory, plan.algorithms, precision(plan.precision).torch_dtype)
+    program = _program(plan)
     program.run(inputs)
     runs: list[list[float]] = []
     for _ in range(passes):

@@ -24,14 +24,17 @@ FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-m
          "-fPIC")
 
 
-def _cpu_flags() -> str:
+def cpuinfo(*keys: str) -> str:
+    """The first line of /proc/cpuinfo that starts with one of `keys` ("" where there is none)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
+        return next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith(keys)), "")
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return ""
+
+
+def cpu_flags() -> str:
+    """The CPU's instruction-set flags line (x86 `flags`, Arm `Features`), or its name where unknown."""
+    return cpuinfo("flags", "Features") or platform.processor() or platform.machine()
 
 
 def _compiler() -> list[str]:
@@ -53,7 +56,7 @@ def load(name: str, source: str) -> ctypes.CDLL:
     import torch  # noqa: F401  (its OpenMP runtime must be loaded first, see the module docstring)
 
     compiler = _compiler()
-    key = hashlib.sha256("\0".join([source, *FLAGS, _version(compiler), _cpu_flags()]).encode()).hexdigest()[:20]
+    key = hashlib.sha256("\0".join([source, *FLAGS, _version(compiler), cpu_flags()]).encode()).hexdigest()[:20]
     target = cache_dir() / "kernels" / f"{name}-{key}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)

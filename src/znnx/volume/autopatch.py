@@ -126,13 +126,14 @@ def fit_patch(graph: Graph, patch: tuple[int, ...], volume: tuple[int, ...], bud
     from znnx import passes
     from znnx.net import check_fits, reshape
 
+    backend, _ = backends.resolve(device)
     capped = tuple(min(p, c) for p, c in zip(patch, _caps(graph, volume)))
     note = None if capped == patch else (
         f"patch {'x'.join(map(str, patch))} reduced to {'x'.join(map(str, capped))}: that covers the volume "
         f"{'x'.join(map(str, volume))} with the net's context")
     budget = budget_bytes if budget_bytes is not None else default_budget(device)
-    check_fits(graph, capped, device, precision, budget,
-               lambda p: _memory(passes.optimize(reshape(graph, p)).graph, device, precision))
+    check_fits(graph, passes.optimize(reshape(graph, capped)).graph, device, precision, budget,
+               extra=lambda shaped: backend.io_bytes(shaped, PIPELINE_PATCHES))
     return capped, note
 
 

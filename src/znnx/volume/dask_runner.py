@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from znnx.errors import ClusterError, InputError, StorageError
 from znnx.volume import storage
 from znnx.volume.block import Block
-from znnx.volume.lock import OutputLock
+from znnx.volume.lock import writing
 from znnx.volume.progress import peak_rss_bytes
 from znnx.volume.runner import BlockJob, Run, Summary, VolumeOptions, new_progress, open_output, plan_run, summarize
 
@@ -207,13 +207,9 @@ def run_volume_dask(net: Net, input: str, output: str, client: Client,  # noqa: 
     if not workers:
         raise ClusterError(f"dask: the cluster at {client.scheduler.address} has no workers; start some or wait "
                            f"for them to connect")
-    lock = OutputLock.acquire(storage.lock_path(run.output), str(run.output))
-    try:
+    with writing(run.output) as notes:
         summary = _run_on_cluster(net, run, client, options, threads, quiet, stream, on_block, start, workers)
-    finally:
-        lock.release()
-    if (note := lock.note()) is not None:
-        summary.notes.append(note)
+    summary.notes.extend(notes)
     return summary
 
 

@@ -11,7 +11,7 @@ from znnx.ir.graph import Graph
 from znnx.net import Net
 from znnx.volume import storage
 from znnx.volume.devices import Placement, device_nets
-from znnx.volume.lock import OutputLock
+from znnx.volume.lock import writing
 from znnx.volume.runner import Summary, VolumeOptions, run_volume
 
 if TYPE_CHECKING:
@@ -38,9 +38,7 @@ def run(model: Graph | Net, input: str | Any, output: str | Any, options: Volume
         from znnx.volume import ome
 
         group, output = output, ome.prepare(output)
-    target = storage.as_location(output)
-    lock = OutputLock.acquire(storage.lock_path(target), str(target)) if target.kind != "array" else None
-    try:
+    with writing(storage.as_location(output)):
         summary = _run_locked(model, input, output, options, placement, client, quiet, stream)
         if group is not None:
             from znnx.volume import ome
@@ -48,9 +46,6 @@ def run(model: Graph | Net, input: str | Any, output: str | Any, options: Volume
             ome.finish(group, options.ome_zarr_levels, (model.graph if isinstance(model, Net) else model).name)
             summary.notes.append(f"ome-zarr: {group} holds {options.ome_zarr_levels} level(s) with multiscales "
                                  f"metadata")
-    finally:
-        if lock is not None:
-            lock.release()
     return summary
 
 

@@ -27,7 +27,7 @@ from znnx.volume import storage
 from znnx.volume.blend import WEIGHTINGS, blend, window_weights
 from znnx.volume.block import Block, Box, Tiling, blend_blocks, exact_blocks, exact_steps, tiling, whole
 from znnx.volume.ledger import Ledger, run_key
-from znnx.volume.lock import OutputLock
+from znnx.volume.lock import writing
 from znnx.volume.progress import Progress, peak_rss_bytes
 
 if TYPE_CHECKING:
@@ -523,14 +523,9 @@ def run_volume(net: Net, input: str | Any, output: str | Any, options: VolumeOpt
     start = time.perf_counter()
     run = plan_run(net, input, output, options)
     retiles = [retiling(helper, run.tiling, run.spatial, options.mode) for helper in helpers]
-    lock = OutputLock.acquire(storage.lock_path(run.output), str(run.output)) if run.output.kind != "array" else None
-    try:
+    with writing(run.output) as notes:
         summary = _run_blocks(net, run, options, start, quiet, stream, on_block, helpers, retiles)
-    finally:
-        if lock is not None:
-            lock.release()
-    if lock is not None and (note := lock.note()) is not None:
-        summary.notes.append(note)
+    summary.notes.extend(notes)
     return summary
 
 
