@@ -1,0 +1,215 @@
+"""Greedy merging of regions, exact on part of a volume: the watershed's size-dependent single
+linkage and the agglomeration by mean, median or max affinity.
+
+Both run on the regions and edges of a box of the volume. A region whose bounding box reaches a face
+of the box that is not a face of the volume may have voxels, edges and merges outside it: it is
+*frozen*. An edge that reaches the front of the merge order with a frozen end is not decided: both
+its ends freeze and the edge waits for a larger box (Lu, Zlateski and Seung's delayed decisions).
+Every decision that is made is the one processing the whole volume at once would make, so boxes
+that double each round end with the whole-volume result:
+
+- single linkage visits the edges by decreasing maximum affinity; a region's size when an edge is
+  visited depends only on the edges visited before it, all of which a non-frozen region has seen;
+- agglomeration merges the best edge while its score exceeds the threshold; the scores are
+  reducible (the score of a merged region to a third lies between the two old ones), so merging an
+  edge that is the best of both its ends, in any order, gives the greedy result.
+
+Ties are broken by the regions' ids (a region's id is its smallest basin id): the order is by
+(score, smaller id, larger id), largest first, and a merge never raises an edge in it.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+
+from znnx.segment.graph import LEVELS, Edges, Regions, combine_edges, score
+
+
+@dataclass(frozen=True)
+class Box:
+    """Voxels [start, stop) of a volume of shape `volume`."""
+
+    start: tuple[int, int, int]
+    stop: tuple[int, int, int]
+    volume: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What merging in a box decided: merges (a, b, score; the merged region keeps the smaller id),
+    and the frozen regions and their edges, left for a larger box (with `aliases`, pairs of an id
+    in those edges and the region it is now part of)."""
+
+    merges: np.ndarray
+    scores: np.ndarray
+    regions: Regions
+    edges: Edges
+    aliases: np.ndarray
+
+
+def frozen(regions: Regions, box: Box) -> np.ndarray:
+    """Which regions may reach outside `box`: an empty box, or one that reaches an inner face."""
+    start, stop, volume = (np.asarray(v, np.int64) for v in (box.start, box.stop, box.volume))
+    empty = (regions.lo > regions.hi).any(axis=1)
+    low_face = ((regions.lo <= start) & (start > 0)).any(axis=1)
+    high_face = ((regions.hi >= stop - 1) & (stop < volume)).any(axis=1)
+    outside = ((regions.lo < start) | (regions.hi >= stop)).any(axis=1)
+    return empty | low_face | high_face | outside
+
+
+class _Sets:
+    """Union-find over region ids; a set is named by its smallest id."""
+
+    def __init__(self, regions: Regions, aliases: np.ndarray) -> None:
+        self.up: dict[int, int] = dict(zip(aliases[:, 0].tolist(), aliases[:, 1].tolist()))
+        self.size = dict(zip(regions.ids.tolist(), regions.size.tolist()))
+        self.lo = dict(zip(regions.ids.tolist(), map(tuple, regions.lo.tolist())))
+        self.hi = dict(zip(regions.ids.tolist(), map(tuple, regions.hi.tolist())))
+
+    def find(self, a: int) -> int:
+        root = a
+        while root in self.up:
+            root = self.up[root]
+        while a != root:
+            following = self.up[a]
+            self.up[a] = root
+            a = following
+        return root
+
+    def union(self, a: int, b: int) -> int:
+        keep, gone = min(a, b), max(a, b)
+        self.up[gone] = keep
+        self.size[keep] = self.size.get(keep, 0) + self.size.pop(gone, 0)
+        lo_k, lo_g = self.lo.get(keep), self.lo.pop(gone, None)
+        hi_k, hi_g = self.hi.get(keep), self.hi.pop(gone, None)
+        if lo_g is not None:
+            self.lo[keep] = lo_g if lo_k is None else tuple(map(min, lo_k, lo_g))
+            self.hi[keep] = hi_g if hi_k is None else tuple(map(max, hi_k, hi_g))
+        return keep
+
+    def rows(self, ids: list[int]) -> Regions:
+        none_lo, none_hi = (np.iinfo(np.int64).max,) * 3, (-1,) * 3
+        return Regions(np.array(ids, np.int64).reshape(-1), np.array([self.size.get(i, 0) for i in ids], np.int64),
+                       np.array([self.lo.get(i, none_lo) for i in ids], np.int64).reshape(-1, 3),
+                       np.array([self.hi.get(i, none_hi) for i in ids], np.int64).reshape(-1, 3))
+
+
+def _cold(regions: Regions, edges: Edges, box: Box) -> set[int]:
+    """Frozen at the start: regions that may reach outside the box, and ids with no row here."""
+    cold = set(regions.ids[frozen(regions, box)].tolist())
+    ends = np.union1d(edges.a, edges.b)
+    cold.update(ends[~np.isin(ends, regions.ids)].tolist())
+    return cold
+
+
+def _outcome(merges: list[tuple[int, int, float]], sets: _Sets, cold: set[int], edges: Edges,
+             aliases: np.ndarray) -> Outcome:
+    pairs = np.array([m[:2] for m in merges], np.int64).reshape(-1, 2)
+    scores = np.array([m[2] for m in merges], np.float64)
+    return Outcome(pairs, scores, sets.rows(sorted(cold)), edges, aliases)
+
+
+NO_ALIASES = np.zeros((0, 2), np.int64)
+
+
+def single_linkage(regions: Regions, edges: Edges, aliases: np.ndarray, box: Box, low: float,
+                   size: int) -> Outcome:
+    """Size-dependent single linkage: visit the edges between basins by decreasing maximum affinity
+    (above `low`; ties by the basins' ids) and merge the two regions an edge joins when either has
+    fewer than `size` voxels. `aliases` maps basins of `edges` to the regions they are part of."""
+    sets = _Sets(regions, aliases)
+    cold = _cold(regions, _ends(edges, sets), box)
+    order = np.lexsort((edges.b, edges.a, edges.peak))[::-1]
+    order = order[edges.peak[order] > low * LEVELS]
+    merges: list[tuple[int, int, float]] = []
+    waiting: list[int] = []
+    a_, b_, peak_ = edges.a.tolist(), edges.b.tolist(), edges.peak.tolist()
+    for i in order.tolist():
+        a, b = sets.find(a_[i]), sets.find(b_[i])
+        if a == b:
+            continue
+        if a in cold or b in cold:
+            cold.update((a, b))
+            waiting.append(i)
+        elif sets.size.get(a, 0) < size or sets.size.get(b, 0) < size:
+            merges.append((a, b, peak_[i] / LEVELS))
+            sets.union(a, b)
+    kept = np.array(waiting, np.int64)
+    left = Edges(edges.a[kept], edges.b[kept], edges.count[kept], edges.total[kept], edges.peak[kept], None)
+    ends = np.union1d(left.a, left.b).tolist()
+    aliases = np.array([(e, r) for e in ends if (r := sets.find(e)) != e], np.int64).reshape(-1, 2)
+    return _outcome(merges, sets, cold, left, aliases)
+
+
+def _ends(edges: Edges, sets: _Sets) -> Edges:
+    """`edges` with their ends as the regions they are part of (for the frozen test)."""
+    a = np.array([sets.find(x) for x in edges.a.tolist()], np.int64)
+    b = np.array([sets.find(x) for x in edges.b.tolist()], np.int64)
+    return Edges(a, b, edges.count, edges.total, edges.peak, None)
+
+
+def agglomerate(regions: Regions, edges: Edges, box: Box, kind: str, threshold: float) -> Outcome:
+    """Merge the pair of regions with the best score (`kind` of their interface affinities) while
+    it exceeds `threshold`."""
+    sets = _Sets(regions, NO_ALIASES)
+    cold = _cold(regions, edges, box)
+    near: dict[int, dict[int, list]] = {}
+    heap: list[tuple[float, int, int, int]] = []
+    for i, (a, b) in enumerate(zip(edges.a.tolist(), edges.b.tolist())):
+        stats = [int(edges.count[i]), int(edges.total[i]), int(edges.peak[i]),
+                 edges.hist[i].copy() if edges.hist is not None else None, 0]
+        near.setdefault(a, {})[b] = stats
+        near.setdefault(b, {})[a] = stats
+        heap.append((-score(kind, *stats[:4]), -a, -b, 0))
+    heapq.heapify(heap)
+    merges: list[tuple[int, int, float]] = []
+    while heap:
+        value, a, b, stamp = heap[0]
+        if -value <= threshold:
+            break
+        heapq.heappop(heap)
+        a, b = -a, -b
+        stats = near.get(a, {}).get(b)
+        if stats is None or stats[4] != stamp:
+            continue
+        if a in cold or b in cold:
+            cold.update((a, b))
+            continue
+        merges.append((a, b, -value))
+        _merge(near, heap, sets, a, b, kind)
+    left = [(a, b, s) for a in sorted(cold) for b, s in near.get(a, {}).items() if b not in cold or a < b]
+    pending = Edges(np.array([min(a, b) for a, b, _ in left], np.int64),
+                    np.array([max(a, b) for a, b, _ in left], np.int64),
+                    np.array([s[0] for _, _, s in left], np.int64), np.array([s[1] for _, _, s in left], np.int64),
+                    np.array([s[2] for _, _, s in left], np.int64),
+                    np.array([s[3] for _, _, s in left], np.int64).reshape(-1, edges.hist.shape[1])
+                    if edges.hist is not None else None)
+    return _outcome(merges, sets, cold, combine_edges([pending], edges.hist is not None), NO_ALIASES)
+
+
+def _merge(near: dict[int, dict[int, list]], heap: list, sets: _Sets, a: int, b: int, kind: str) -> None:
+    keep = sets.union(a, b)
+    gone = b if keep == a else a
+    near[keep].pop(gone)
+    moved = near.pop(gone)
+    moved.pop(keep)
+    mine = near[keep]
+    for c, stats in moved.items():
+        theirs = near[c]
+        theirs.pop(gone)
+        old = mine.get(c)
+        if old is None:
+            stats[4] += 1
+            mine[c] = theirs[keep] = stats
+        else:
+            old[0] += stats[0]
+            old[1] += stats[1]
+            old[2] = max(old[2], stats[2])
+            if old[3] is not None:
+                old[3] = old[3] + stats[3]
+            old[4] += 1
+            stats = old
+        heapq.heappush(heap, (-score(kind, *stats[:4]), -min(keep, c), -max(keep, c), stats[4]))

@@ -1,0 +1,430 @@
+"""Segmentation of an affinity volume: watershed basins, size-dependent single linkage, then
+agglomeration, in memory or chunk by chunk with the same result.
+
+Chunked, the work is a sequence of steps, each a set of independent tasks whose results are files
+in a work folder beside the output (written whole, then renamed into place, so a task's file is
+either complete or absent; a rerun skips the tasks whose files exist: the ledger of each round):
+
+1. basins: each chunk's basins (read with a halo, `basins.HALO`), written to a fragments array, and
+   the watershed edges that leave the chunk;
+2. join: the basins joined across chunks (one small union over the links);
+3. graph: each chunk's regions (size, box) and region-graph edges (it owns the edges to the voxels
+   before it);
+4. linkage rounds, then 5. agglomeration rounds: round r merges in boxes of 2^r chunks per axis,
+   deciding what it can and leaving frozen regions and their edges to round r + 1;
+6. write: each chunk's fragments relabelled to the final regions.
+
+A segmentation in memory runs the same functions on one chunk that is the whole volume.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from znnx import status
+from znnx.errors import InputError, StorageError
+from znnx.segment.basins import HALO, basins, check_thresholds
+from znnx.segment.graph import SCORES, Edges, Regions, block_graph, combine_edges, combine_regions, relabel_edges, \
+    relabel_regions, remap
+from znnx.segment.hierarchy import Hierarchy, roots
+from znnx.segment.merging import NO_ALIASES, Box, Outcome, agglomerate, single_linkage
+from znnx.volume import storage
+
+Shape = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """Watershed thresholds (`low`, `high`), the size below which single linkage merges a basin,
+    the agglomeration's score (mean, median or max interface affinity) and the threshold it merges
+    above."""
+
+    low: float = 0.0001
+    high: float = 0.9999
+    size: int = 100
+    score: str = "mean"
+    threshold: float = 0.5
+
+    def check(self) -> None:
+        check_thresholds(self.low, self.high)
+        if self.score not in SCORES:
+            raise InputError(f"segment: score must be one of {', '.join(SCORES)}, got {self.score!r}")
+        if self.size < 0:
+            raise InputError(f"segment: size threshold must be >= 0, got {self.size}")
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every task of a chunked segmentation needs: small, sent with each task."""
+
+    source: str
+    work: str
+    shape: Shape
+    chunk: Shape
+    options: SegmentOptions
+
+    @property
+    def grid(self) -> Shape:
+        return tuple(-(-s // c) for s, c in zip(self.shape, self.chunk))  # type: ignore[return-value]
+
+    def box(self, level: int, index: Sequence[int]) -> Box:
+        side = [c << level for c in self.chunk]
+        start = tuple(i * s for i, s in zip(index, side))
+        stop = tuple(min((i + 1) * s, n) for i, s, n in zip(index, side, self.shape))
+        return Box(start, stop, self.shape)  # type: ignore[arg-type]
+
+    def path(self, *parts: str) -> Path:
+        return Path(self.work, *parts)
+
+
+def read_affinities(volume: storage.Volume, index: tuple[slice, ...]) -> np.ndarray:
+    """Affinities (3, ...) as float32 in [0, 1] from an affinity volume (3, D, H, W) or a boundary
+    map ((D, H, W) or (1, D, H, W), 1 on boundaries: an edge's affinity is 1 - the larger boundary
+    value of its two voxels); integer volumes are scaled by their dtype's maximum."""
+    channels = volume.shape[0] if len(volume.shape) == 4 else 1
+    data = volume.read(((slice(None),) if len(volume.shape) == 4 else ()) + index)
+    if np.issubdtype(data.dtype, np.integer):
+        data = data.astype(np.float32) / np.iinfo(data.dtype).max
+    data = data.astype(np.float32, copy=False)
+    if channels >= 3:
+        return data[:3]
+    boundary = data.reshape(data.shape[-3:])
+    aff = np.zeros((3, *boundary.shape), np.float32)
+    for axis in range(3):
+        here = [slice(None)] * 3
+        before = [slice(None)] * 3
+        here[axis], before[axis] = slice(1, None), slice(None, -1)
+        aff[axis][tuple(here)] = 1.0 - np.maximum(boundary[tuple(here)], boundary[tuple(before)])
+    return aff
+
+
+def spatial_shape(volume: storage.Volume) -> Shape:
+    shape = volume.shape
+    if len(shape) == 4 and shape[0] in (1, 3) or len(shape) == 3:
+        return tuple(int(n) for n in shape[-3:])  # type: ignore[return-value]
+    raise InputError(f"segment: {volume.location} has shape {shape}; give affinities (3, D, H, W) or a boundary "
+                     f"map (D, H, W) or (1, D, H, W)")
+
+
+def _save(path: Path, **arrays: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as handle:
+        np.savez(handle, **arrays)
+    os.replace(handle.name, path)
+
+
+def _regions_arrays(prefix: str, regions: Regions) -> dict[str, np.ndarray]:
+    return {f"{prefix}ids": regions.ids, f"{prefix}size": regions.size, f"{prefix}lo": regions.lo,
+            f"{prefix}hi": regions.hi}
+
+
+def _edges_arrays(edges: Edges) -> dict[str, np.ndarray]:
+    arrays = {"a": edges.a, "b": edges.b, "count": edges.count, "total": edges.total, "peak": edges.peak}
+    return arrays | ({"hist": edges.hist} if edges.hist is not None else {})
+
+
+def _load(path: Path) -> tuple[Regions, Edges, dict[str, np.ndarray]]:
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    regions = Regions(arrays["ids"], arrays["size"], arrays["lo"], arrays["hi"])
+    edges = Edges(arrays["a"], arrays["b"], arrays["count"], arrays["total"], arrays["peak"], arrays.get("hist"))
+    return regions, edges, arrays
+
+
+def _name(index: Sequence[int]) -> str:
+    return "_".join(map(str, index)) + ".npz"
+
+
+def _core(job: Job, index: Sequence[int]) -> tuple[slice, ...]:
+    box = job.box(0, index)
+    return tuple(slice(a, b) for a, b in zip(box.start, box.stop))
+
+
+def basins_task(job: Job, index: tuple[int, int, int]) -> None:
+    """Step 1: a chunk's basins into the fragments array, its outward links and face labels saved."""
+    target = job.path("basins", _name(index))
+    if target.exists():
+        return
+    core = _core(job, index)
+    read = tuple(slice(max(s.start - HALO, 0), min(s.stop + HALO, n)) for s, n in zip(core, job.shape))
+    aff = read_affinities(storage.open_volume(job.source), read)
+    inner = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(core, read))
+    found = basins(aff, inner, [r.start for r in read], job.shape, job.options.low, job.options.high)
+    storage.open_volume(str(job.path("fragments.zarr")), writable=True).write(core, found.labels)
+    _save(target, links=found.links, face=_face(found.labels, core, job.shape))
+
+
+def _face(labels: np.ndarray, core: tuple[slice, ...], shape: Shape) -> np.ndarray:
+    """(global linear index, label) of the chunk's outermost voxels, sorted by index."""
+    mask = np.zeros(labels.shape, bool)
+    for axis in range(3):
+        for end in (0, -1):
+            index = [slice(None)] * 3
+            index[axis] = end  # type: ignore[call-overload]
+            mask[tuple(index)] = True
+    coords = np.nonzero(mask)
+    flat = np.ravel_multi_index(tuple(c + s.start for c, s in zip(coords, core)), shape)
+    order = np.argsort(flat)
+    return np.stack([flat[order], labels[coords][order]], axis=1)
+
+
+def join_step(job: Job) -> None:
+    """Step 2: basins joined across chunks: (local label, basin id) for every label a link reaches."""
+    target = job.path("join.npz")
+    if target.exists():
+        return
+    grid = list(itertools.product(*map(range, job.grid)))
+    faces, links = [], []
+    for index in grid:
+        with np.load(job.path("basins", _name(index))) as data:
+            faces.append(data["face"])
+            links.append(data["links"])
+    face = np.concatenate(faces)
+    face = face[np.argsort(face[:, 0])]
+    link = np.concatenate(links)
+
+    def label(at: np.ndarray) -> np.ndarray:
+        return face[np.searchsorted(face[:, 0], at), 1]
+
+    pairs = np.stack([label(link[:, 0]), label(link[:, 1])], axis=1) if len(link) else NO_ALIASES
+    ids, root = roots(pairs)
+    _save(target, ids=ids, roots=root)
+
+
+def _joined(job: Job) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(job.path("join.npz")) as data:
+        return data["ids"], data["roots"]
+
+
+def graph_task(job: Job, index: tuple[int, int, int]) -> None:
+    """Step 3: a chunk's regions and the edges it owns, in basin ids."""
+    target = job.path("graph", _name(index))
+    if target.exists():
+        return
+    core = _core(job, index)
+    lower = [s.start > 0 for s in core]
+    read = tuple(slice(s.start - int(f), s.stop) for s, f in zip(core, lower))
+    labels = storage.open_volume(str(job.path("fragments.zarr"))).read(read)
+    labels = remap(labels, *_joined(job))
+    aff = read_affinities(storage.open_volume(job.source), core)
+    regions, edges = block_graph(labels, aff, [s.start for s in core], lower, job.options.score == "median")
+    _save(target, **_regions_arrays("", regions), **_edges_arrays(edges))
+
+
+def _children(job: Job, level: int, index: Sequence[int]) -> list[tuple[int, ...]]:
+    below = Job.box(job, level - 1, (0, 0, 0))
+    grid = [-(-n // (s - a)) for n, a, s in zip(job.shape, below.start, below.stop)]
+    return [c for c in itertools.product(*[(2 * i, 2 * i + 1) for i in index])
+            if all(x < g for x, g in zip(c, grid))]
+
+
+def _level_grid(job: Job, level: int) -> list[tuple[int, int, int]]:
+    side = [c << level for c in job.chunk]
+    return list(itertools.product(*[range(-(-n // s)) for n, s in zip(job.shape, side)]))
+
+
+def _levels(job: Job) -> int:
+    """Rounds until one box holds the volume."""
+    level = 0
+    while any((c << level) < n for c, n in zip(job.chunk, job.shape)):
+        level += 1
+    return level + 1
+
+
+def _inputs(job: Job, stage: str, level: int, index: tuple[int, int, int]) -> tuple[Regions, Edges, np.ndarray]:
+    histogram = stage == "agglomerate" and job.options.score == "median"
+    if level == 0:
+        regions, edges, _ = _load(job.path("graph", _name(index)))
+        if stage == "linkage":
+            return regions, combine_edges([edges], False), NO_ALIASES
+        ids, root = _final(job, "linkage")
+        return relabel_regions(regions, ids, root), relabel_edges(edges, ids, root, histogram), NO_ALIASES
+    parts = [_load(job.path(stage, str(level - 1), _name(c))) for c in _children(job, level, index)]
+    aliases = np.concatenate([p[2]["aliases"] for p in parts])
+    return (combine_regions([p[0] for p in parts]), combine_edges([p[1] for p in parts], histogram), aliases)
+
+
+def round_task(job: Job, stage: str, level: int, index: tuple[int, int, int]) -> None:
+    """Steps 4 and 5: one box of one round of single linkage or agglomeration."""
+    target = job.path(stage, str(level), _name(index))
+    if target.exists():
+        return
+    regions, edges, aliases = _inputs(job, stage, level, index)
+    outcome = _decide(stage, regions, edges, aliases, job.box(level, index), job.options)
+    _save(target, **_regions_arrays("", outcome.regions), **_edges_arrays(outcome.edges), merges=outcome.merges,
+          scores=outcome.scores, aliases=outcome.aliases)
+
+
+def _decide(stage: str, regions: Regions, edges: Edges, aliases: np.ndarray, box: Box,
+            options: SegmentOptions) -> Outcome:
+    if stage == "linkage":
+        return single_linkage(regions, edges, aliases, box, options.low, options.size)
+    return agglomerate(regions, edges, box, options.score, options.threshold)
+
+
+def _merges(job: Job, stage: str) -> tuple[np.ndarray, np.ndarray]:
+    pairs, scores = [], []
+    for level in range(_levels(job)):
+        for index in _level_grid(job, level):
+            with np.load(job.path(stage, str(level), _name(index))) as data:
+                pairs.append(data["merges"])
+                scores.append(data["scores"])
+    return np.concatenate(pairs), np.concatenate(scores)
+
+
+def _final(job: Job, stage: str) -> tuple[np.ndarray, np.ndarray]:
+    target = job.path(f"{stage}.npz")
+    if not target.exists():
+        pairs, _ = _merges(job, stage)
+        ids, root = roots(pairs)
+        _save(target, ids=ids, roots=root)
+    with np.load(target) as data:
+        return data["ids"], data["roots"]
+
+
+def write_task(job: Job, output: str, index: tuple[int, int, int]) -> None:
+    """Step 6: a chunk's fragments relabelled to the final regions, into the output."""
+    done = job.path("write", _name(index).replace(".npz", ".done"))
+    if done.exists():
+        return
+    core = _core(job, index)
+    labels = storage.open_volume(str(job.path("fragments.zarr"))).read(core)
+    labels = remap(remap(labels, *_joined(job)), *_final(job, "linkage"))
+    labels = remap(labels, *_final(job, "agglomerate"))
+    volume = storage.open_volume(output, writable=True)
+    volume.write(core, labels.astype(np.uint64))
+    volume.flush()
+    done.parent.mkdir(parents=True, exist_ok=True)
+    done.touch()
+
+
+def segment_array(aff: np.ndarray, options: SegmentOptions = SegmentOptions()) -> tuple[np.ndarray, Hierarchy,
+                                                                                         np.ndarray]:
+    """Segment affinities (3, D, H, W) in memory: (labels, hierarchy, basins), labels and basins
+    as uint64 with 0 for background."""
+    options.check()
+    aff = np.asarray(aff)
+    if aff.ndim != 4 or aff.shape[0] != 3:
+        raise InputError(f"segment: affinities must have shape (3, D, H, W), got {aff.shape}")
+    shape: Shape = aff.shape[1:]  # type: ignore[assignment]
+    whole = Box((0, 0, 0), shape, shape)
+    fragments = basins(aff, tuple(slice(0, n) for n in shape), (0, 0, 0), shape, options.low, options.high).labels
+    regions, edges = block_graph(fragments, aff, (0, 0, 0), (False, False, False), options.score == "median")
+    linked = single_linkage(regions, edges, NO_ALIASES, whole, options.low, options.size)
+    ids, root = roots(linked.merges)
+    histogram = options.score == "median"
+    merged = agglomerate(relabel_regions(regions, ids, root), relabel_edges(edges, ids, root, histogram), whole,
+                         options.score, options.threshold)
+    hierarchy = _hierarchy(linked.merges, linked.scores, merged.merges, merged.scores, options.threshold)
+    labels = remap(remap(fragments, ids, root), *roots(merged.merges))
+    return labels.astype(np.uint64), hierarchy, fragments.astype(np.uint64)
+
+
+def _hierarchy(linked: np.ndarray, linked_scores: np.ndarray, merged: np.ndarray, merged_scores: np.ndarray,
+               threshold: float) -> Hierarchy:
+    pairs = np.concatenate([linked, merged]).reshape(-1, 2)
+    stage = np.concatenate([np.zeros(len(linked), np.int8), np.ones(len(merged), np.int8)])
+    return Hierarchy(pairs[:, 0].copy(), pairs[:, 1].copy(), np.concatenate([linked_scores, merged_scores]), stage,
+                     threshold)
+
+
+Mapper = Callable[[Callable[..., None], list[Any]], None]
+
+
+def _check_work(job: Job, output: str) -> None:
+    """Refuse a work folder left by a different segmentation; start one for this job."""
+    path = job.path("job.json")
+    description = json.dumps(asdict(job) | {"output": output}, sort_keys=True)
+    if path.exists():
+        if path.read_text() != description:
+            raise StorageError(f"segment: {job.work} holds the unfinished work of another segmentation "
+                               f"({path.read_text()}); delete it, or rerun that segmentation to finish it")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    storage.create_volume(str(job.path("fragments.zarr")), job.shape, np.int64, job.chunk)
+    path.write_text(description)
+
+
+def run_chunked(job: Job, output: str, mapper: Mapper, fragments: str | None = None) -> Hierarchy:
+    """Every step of a chunked segmentation of `job` into `output` (created here unless the work
+    folder shows a run to resume), each step's tasks through `mapper`."""
+    resuming = job.path("job.json").exists()
+    _check_work(job, output)
+    if not resuming or not storage.exists(storage.as_location(output)):
+        storage.create_volume(output, job.shape, np.uint64, job.chunk)
+    grid = list(itertools.product(*map(range, job.grid)))
+    _step("basins", lambda: mapper(_bound(basins_task, job), grid))
+    _step("join", lambda: join_step(job))
+    _step("graph", lambda: mapper(_bound(graph_task, job), grid))
+    for stage in ("linkage", "agglomerate"):
+        for level in range(_levels(job)):
+            boxes = _level_grid(job, level)
+            _step(f"{stage} round {level + 1}/{_levels(job)} ({len(boxes)} boxes)",
+                  lambda stage=stage, level=level, boxes=boxes: mapper(_bound(round_task, job, stage, level), boxes))
+        _final(job, stage)
+    _step("write", lambda: mapper(_bound(write_task, job, output), grid))
+    if fragments is not None:
+        _write_fragments(job, fragments, grid, mapper)
+    linked, merged = _merges(job, "linkage"), _merges(job, "agglomerate")
+    return _hierarchy(linked[0], linked[1], merged[0], merged[1], job.options.threshold)
+
+
+def _write_fragments(job: Job, fragments: str, grid: list[tuple[int, int, int]], mapper: Mapper) -> None:
+    storage.create_volume(fragments, job.shape, np.uint64, job.chunk)
+    mapper(_bound(fragments_task, job, fragments), grid)
+
+
+def fragments_task(job: Job, fragments: str, index: tuple[int, int, int]) -> None:
+    core = _core(job, index)
+    labels = storage.open_volume(str(job.path("fragments.zarr"))).read(core)
+    volume = storage.open_volume(fragments, writable=True)
+    volume.write(core, remap(labels, *_joined(job)).astype(np.uint64))
+    volume.flush()
+
+
+class _bound:
+    """`function` with its leading arguments bound; picklable for worker processes."""
+
+    def __init__(self, function: Callable[..., None], *args: Any) -> None:
+        self.function, self.args = function, args
+
+    def __call__(self, item: Any) -> None:
+        self.function(*self.args, item)
+
+
+def _step(name: str, run: Callable[[], None]) -> None:
+    status.report(f"segment: {name}", force=True)
+    run()
+
+
+@contextmanager
+def local_mapper(workers: int) -> Iterator[Mapper]:
+    """Run tasks here (one worker) or in `workers` spawned processes."""
+    if workers <= 1:
+        yield lambda function, items: [function(item) for item in items] and None
+        return
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        yield lambda function, items: [f.result() for f in [pool.submit(function, i) for i in items]] and None
+
+
+def dask_mapper(client: Any) -> Mapper:
+    def run(function: Callable[..., None], items: list[Any]) -> None:
+        client.gather(client.map(function, items, pure=False))
+    return run
+
+
+def remove_work(job: Job) -> None:
+    shutil.rmtree(job.work, ignore_errors=True)
