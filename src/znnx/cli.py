@@ -231,7 +231,59 @@ def _infer(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(report + "\n")
     print(report)
+    if args.segment:
+        from znnx.segment import segment
+        from znnx.volume import storage
+
+        chunks = storage.open_volume(args.output).chunks or (64, 64, 64)
+        segmented = segment(args.output, args.segment, _segment_options(args), chunk=chunks[-3:],
+                            hierarchy=args.hierarchy)
+        print(_segment_report(segmented, args.segment, args.hierarchy))
     return 0
+
+
+def _segment_options(args: argparse.Namespace) -> Any:
+    from znnx.segment import SegmentOptions
+
+    return SegmentOptions(low=args.low, high=args.high, size=args.size, score=args.score, threshold=args.threshold)
+
+
+def _segment_report(summary: Any, output: str, hierarchy: str | None) -> str:
+    import json
+
+    return json.dumps({"output": output, "hierarchy": hierarchy, "shape": summary.shape,
+                       "seconds": round(summary.seconds, 3), "voxels_per_s": round(summary.voxels_per_s),
+                       "merges": summary.merges, "peak_rss_mib": round(summary.peak_rss_bytes / 2**20),
+                       "step_seconds": {k: round(v, 3) for k, v in summary.steps.items()}}, indent=2)
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from znnx.segment import segment
+
+    summary = segment(args.affinities, args.output, _segment_options(args), chunk=args.chunk, cluster=args.cluster,
+                      workers=args.workers, hierarchy=args.hierarchy, fragments=args.fragments)
+    print(_segment_report(summary, args.output, args.hierarchy))
+    return 0
+
+
+def _add_segment_options(command: argparse.ArgumentParser, prefix: str = "") -> None:
+    from znnx.segment import SegmentOptions
+    from znnx.segment.graph import SCORES
+
+    default = SegmentOptions()
+    command.add_argument("--low", type=float, default=default.low,
+                         help=f"{prefix}watershed: affinities at or below are no edges (default {default.low})")
+    command.add_argument("--high", type=float, default=default.high,
+                         help=f"{prefix}watershed: affinities at or above always join (default {default.high})")
+    command.add_argument("--size", type=int, default=default.size,
+                         help=f"{prefix}watershed: single linkage merges basins smaller than this many voxels "
+                              f"(default {default.size})")
+    command.add_argument("--score", choices=SCORES, default=default.score,
+                         help=f"{prefix}agglomeration: interface affinity statistic (default {default.score})")
+    command.add_argument("--threshold", type=float, default=default.threshold,
+                         help=f"{prefix}agglomeration: merge while the best score exceeds this (default "
+                              f"{default.threshold})")
+    command.add_argument("--hierarchy", metavar="PATH.npz", help=f"{prefix}write the merge hierarchy here")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -394,7 +446,29 @@ def parser() -> argparse.ArgumentParser:
     infer.add_argument("--json", metavar="PATH", help="also write the JSON summary here")
     infer.add_argument("--input-shape", type=_shape, metavar="C,D,H,W", help="for torch factories: an example shape")
     infer.add_argument("--weights", help=weights_help)
+    infer.add_argument("--segment", metavar="LABELS",
+                       help="then segment the output (affinities (3, ...) or a boundary map) into this uint64 "
+                            "label volume, chunk by chunk on the output's chunks")
+    _add_segment_options(infer, "with --segment: ")
     infer.set_defaults(handler=_infer)
+
+    segment = commands.add_parser(
+        "segment", help="segment an affinity volume (or boundary map) into labels: watershed + agglomeration",
+        description="Watershed basins of the affinity graph, size-dependent single linkage, then agglomeration by "
+                    "the interface affinity. Without --chunk in memory; with it chunk by chunk (resumable: rerun "
+                    "the same command), with exactly the in-memory result.")
+    segment.add_argument("affinities", help="(3, D, H, W) affinities or a (D, H, W) boundary map: vol.zarr/aff, "
+                                            "file.h5:/aff, x.npy, ...")
+    segment.add_argument("output", help="uint64 label volume (created): seg.zarr (default format), file.h5:/seg, ...")
+    segment.add_argument("--chunk", type=_shape, metavar="D,H,W", help="segment chunk by chunk (memory bounded by "
+                                                                      "the chunk, not the volume)")
+    segment.add_argument("--cluster", metavar="local:N|tcp://HOST:PORT", help="run the chunks on Dask")
+    segment.add_argument("--workers", type=_positive_int, default=1,
+                         help="with --chunk and no --cluster: local worker processes (default 1)")
+    segment.add_argument("--fragments", metavar="PATH", help="also write the watershed basins (uint64) here")
+    _add_segment_options(segment)
+    segment.add_argument("--quiet", action="store_true", help="no status line")
+    segment.set_defaults(handler=_segment)
 
     demo = commands.add_parser("demo", help="run the bundled example net on a synthetic volume",
                                description="Generate a synthetic volume, run the bundled U-Net on it, check "

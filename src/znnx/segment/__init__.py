@@ -32,6 +32,7 @@ class SegmentSummary:
     seconds: float
     merges: int
     peak_rss_bytes: int
+    steps: dict[str, float]
 
     @property
     def voxels_per_s(self) -> float:
@@ -56,6 +57,7 @@ def segment(affinities: str | Any, output: str, options: SegmentOptions = Segmen
     source = storage.open_volume(affinities)
     shape = spatial_shape(source)
     location = storage.as_location(output)
+    steps: dict[str, float] = {}
     with writing(location):
         if chunk is None:
             aff = read_affinities(source, tuple(slice(0, n) for n in shape))
@@ -68,21 +70,22 @@ def segment(affinities: str | Any, output: str, options: SegmentOptions = Segmen
                 raise InputError(f"segment: chunk must be three positive sizes D,H,W, got {tuple(chunk)}")
             job = Job(str(source.location), str(work_path(location)), shape, tuple(int(c) for c in chunk),  # type: ignore[arg-type]
                       options)
-            tree = _chunked(job, output, cluster, workers, fragments)
+            tree = _chunked(job, output, cluster, workers, fragments, steps)
             remove_work(job)
     if hierarchy is not None:
         tree.save(hierarchy)
-    return SegmentSummary(shape, time.perf_counter() - began, len(tree.a), peak_rss_bytes())
+    return SegmentSummary(shape, time.perf_counter() - began, len(tree.a), peak_rss_bytes(), steps)
 
 
-def _chunked(job: Job, output: str, cluster: str | None, workers: int, fragments: str | None) -> Hierarchy:
+def _chunked(job: Job, output: str, cluster: str | None, workers: int, fragments: str | None,
+             steps: dict[str, float]) -> Hierarchy:
     if cluster is None:
         with local_mapper(workers) as mapper:
-            return run_chunked(job, output, mapper, fragments)
+            return run_chunked(job, output, mapper, fragments, steps)
     from znnx.volume.dask_runner import connect
 
     with connect(cluster) as client:
-        return run_chunked(job, output, dask_mapper(client), fragments)
+        return run_chunked(job, output, dask_mapper(client), fragments, steps)
 
 
 def _write(output: str, labels: np.ndarray, shape: tuple[int, ...]) -> None:

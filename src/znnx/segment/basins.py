@@ -38,13 +38,16 @@ class Basins:
 
 
 @functools.cache
-def _library() -> ctypes.CDLL:
+def library() -> ctypes.CDLL:
+    """The segmentation kernels (watershed.c): basins, and single linkage for segment/merging.py."""
     from importlib.resources import files
 
     lib = native.load("watershed", files("znnx.segment").joinpath("watershed.c").read_text())
     p, i, f = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
     lib.basins.argtypes = [p, i, i, i, p, p, p, p, f, f, p, p]
     lib.basins.restype = i
+    lib.single_linkage.argtypes = [i, p, i, *[p] * 9, i, *[p] * 6]
+    lib.single_linkage.restype = i
     return lib
 
 
@@ -68,6 +71,6 @@ def basins(aff: np.ndarray, core: Sequence[slice], origin: Sequence[int], volume
     links = np.empty((6 * labels.size, 2), np.int64)
     origin_ = np.array(origin, np.int64)
     volume_ = np.array(volume, np.int64)
-    count = _library().basins(aff.ctypes.data, *aff.shape[1:], c0.ctypes.data, c1.ctypes.data, origin_.ctypes.data,
+    count = library().basins(aff.ctypes.data, *aff.shape[1:], c0.ctypes.data, c1.ctypes.data, origin_.ctypes.data,
                               volume_.ctypes.data, float(low), float(high), labels.ctypes.data, links.ctypes.data)
     return Basins(labels, links[:count].copy())

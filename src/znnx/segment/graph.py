@@ -54,52 +54,56 @@ class Edges:
         return len(self.a)
 
 
-def _group(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unique rows of `keys` (n, k) and the index of each row's group."""
-    if len(keys) == 0:
-        return keys, np.zeros(0, np.int64)
-    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
-    return unique, inverse.reshape(-1)
+def _pair_groups(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct pairs (lo, hi), the order that sorts the input pairs and where each group starts in
+    it; pairs are sorted as one int64 key (ids made dense first where they are too large for it)."""
+    top = int(hi.max()) + 1 if len(hi) else 1
+    if top < 3_000_000_000:
+        key = lo * top + hi
+        order = np.argsort(key, kind="stable")
+        sorted_key = key[order]
+        starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+        return sorted_key[starts] // top, sorted_key[starts] % top, order, starts
+    ids, inverse = np.unique(np.concatenate([lo, hi]), return_inverse=True)
+    dense_lo, dense_hi, order, starts = _pair_groups(inverse[:len(lo)], inverse[len(lo):])
+    return ids[dense_lo], ids[dense_hi], order, starts
+
+
+def _groups(group: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(group, kind="stable")
+    return order, np.searchsorted(group[order], np.arange(n))
 
 
 def combine_regions(parts: Sequence[Regions]) -> Regions:
     """One row per id: sizes added, boxes joined."""
     ids = np.concatenate([p.ids for p in parts])
     unique, inverse = np.unique(ids, return_inverse=True)
-    size = np.bincount(inverse, weights=np.concatenate([p.size for p in parts]), minlength=len(unique))
-    lo = np.full((len(unique), 3), np.iinfo(np.int64).max, np.int64)
-    hi = np.full((len(unique), 3), -1, np.int64)
-    np.minimum.at(lo, inverse, np.concatenate([p.lo for p in parts]))
-    np.maximum.at(hi, inverse, np.concatenate([p.hi for p in parts]))
-    return Regions(unique, size.astype(np.int64), lo, hi)
+    if len(unique) == 0:
+        return Regions.empty()
+    order, starts = _groups(inverse.reshape(-1), len(unique))
+    return Regions(unique, np.add.reduceat(np.concatenate([p.size for p in parts])[order], starts),
+                   np.minimum.reduceat(np.concatenate([p.lo for p in parts])[order], starts),
+                   np.maximum.reduceat(np.concatenate([p.hi for p in parts])[order], starts))
 
 
 def combine_edges(parts: Sequence[Edges], histogram: bool) -> Edges:
     """One row per region pair: counts, sums and histograms added, maxima taken; self-edges dropped."""
+    def joined(field: str) -> np.ndarray:
+        return np.concatenate([getattr(p, field) for p in parts] or [np.zeros(0, np.int64)])[keep]
+
     a = np.concatenate([p.a for p in parts] or [np.zeros(0, np.int64)])
     b = np.concatenate([p.b for p in parts] or [np.zeros(0, np.int64)])
-    lo, hi = np.minimum(a, b), np.maximum(a, b)
-    keep = lo != hi
-    pairs, inverse = _group(np.stack([lo[keep], hi[keep]], axis=1))
-    n = len(pairs)
-
-    def added(values: np.ndarray) -> np.ndarray:
-        out = np.zeros(n, np.int64)
-        np.add.at(out, inverse, values[keep])
-        return out
-
-    count = added(np.concatenate([p.count for p in parts] or [np.zeros(0, np.int64)]))
-    total = added(np.concatenate([p.total for p in parts] or [np.zeros(0, np.int64)]))
-    peak = np.zeros(n, np.int64)
-    np.maximum.at(peak, inverse, np.concatenate([p.peak for p in parts] or [np.zeros(0, np.int64)])[keep])
+    keep = a != b
+    if not keep.any():
+        return Edges.empty(histogram)
+    lo, hi, order, starts = _pair_groups(np.minimum(a, b)[keep], np.maximum(a, b)[keep])
     hist = None
     if histogram:
-        hist = np.zeros((n, BINS), np.int64)
-        np.add.at(hist, inverse, np.concatenate([p.hist for p in parts if p.hist is not None]
-                                                or [np.zeros((0, BINS), np.int64)])[keep])
-    if n == 0:
-        return Edges.empty(histogram)
-    return Edges(pairs[:, 0].copy(), pairs[:, 1].copy(), count, total, peak, hist)
+        rows = np.concatenate([p.hist for p in parts if p.hist is not None])[keep]
+        hist = np.add.reduceat(rows[order], starts)
+    return Edges(lo, hi, np.add.reduceat(joined("count")[order], starts),
+                 np.add.reduceat(joined("total")[order], starts), np.maximum.reduceat(joined("peak")[order], starts),
+                 hist)
 
 
 def relabel_edges(edges: Edges, ids: np.ndarray, roots: np.ndarray, histogram: bool) -> Edges:
@@ -122,40 +126,44 @@ def remap(values: np.ndarray, ids: np.ndarray, roots: np.ndarray) -> np.ndarray:
 
 def block_graph(labels: np.ndarray, aff: np.ndarray, origin: Sequence[int], lower: Sequence[bool],
                 histogram: bool) -> tuple[Regions, Edges]:
-    """Regions and edges of one block. `labels` (basin ids) covers the block plus, on each axis
+    """Regions and edges of one block. `labels` (region ids) covers the block plus, on each axis
     where `lower` is true, one voxel before it; `aff` (3, ...) covers the block. A block owns the
     voxel edges from each of its voxels to the voxel before it on each axis."""
     start = tuple(int(flag) for flag in lower)
     core = labels[start[0]:, start[1]:, start[2]:]
-    regions = _block_regions(core, origin)
-    parts = []
+    ends: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for axis in range(3):
-        if core.shape[axis] == 0:
-            continue
-        index = [slice(s, None) for s in start]
-        before = [slice(s, None) for s in start]
-        before[axis] = slice(start[axis] - 1, labels.shape[axis] - 1)
+        here_index = [slice(s, None) for s in start]
+        there_index = [slice(s, None) for s in start]
+        values = aff[axis]
         if start[axis] == 0:
-            index[axis] = slice(1, None)
-            before[axis] = slice(0, labels.shape[axis] - 1)
-            values = aff[axis][tuple(slice(1, None) if i == axis else slice(None) for i in range(3))]
+            here_index[axis] = slice(1, None)
+            there_index[axis] = slice(0, labels.shape[axis] - 1)
+            values = values[tuple(slice(1, None) if i == axis else slice(None) for i in range(3))]
         else:
-            values = aff[axis]
-        here, there = labels[tuple(index)].reshape(-1), labels[tuple(before)].reshape(-1)
-        values = values.reshape(-1)
+            there_index[axis] = slice(0, labels.shape[axis] - 1)
+        here, there = labels[tuple(here_index)].reshape(-1), labels[tuple(there_index)].reshape(-1)
         keep = (here != there) & (here != 0) & (there != 0)
-        parts.append(_edges(here[keep], there[keep], values[keep], histogram))
-    return regions, combine_edges(parts, histogram)
+        ends.append((here[keep], there[keep], values.reshape(-1)[keep]))
+    a, b, values = (np.concatenate(parts) for parts in zip(*ends))
+    return _block_regions(core, origin), _edges(a, b, values, histogram)
 
 
 def _edges(a: np.ndarray, b: np.ndarray, values: np.ndarray, histogram: bool) -> Edges:
-    level = np.rint(np.clip(values, 0.0, 1.0) * LEVELS).astype(np.int64)
-    ones = np.ones(len(a), np.int64)
+    """The edges between regions from their voxel edges (ends a, b with affinity `values`)."""
+    if len(a) == 0:
+        return Edges.empty(histogram)
+    lo, hi, order, starts = _pair_groups(np.minimum(a, b), np.maximum(a, b))
+    clipped = np.clip(values, 0.0, 1.0)[order]
+    level = np.rint(clipped * LEVELS).astype(np.int64)
+    count = np.diff(np.r_[starts, len(a)])
     hist = None
     if histogram:
-        hist = np.zeros((len(a), BINS), np.int64)
-        hist[np.arange(len(a)), np.minimum((np.clip(values, 0.0, 1.0) * BINS).astype(np.int64), BINS - 1)] = 1
-    return Edges(np.minimum(a, b), np.maximum(a, b), ones, level, level, hist)
+        bins = np.minimum((clipped * BINS).astype(np.int64), BINS - 1)
+        group = np.repeat(np.arange(len(lo)), count)
+        hist = np.bincount(group * BINS + bins, minlength=len(lo) * BINS).reshape(len(lo), BINS)
+    return Edges(lo, hi, count.astype(np.int64), np.add.reduceat(level, starts), np.maximum.reduceat(level, starts),
+                 hist)
 
 
 def _block_regions(core: np.ndarray, origin: Sequence[int]) -> Regions:
@@ -163,13 +171,13 @@ def _block_regions(core: np.ndarray, origin: Sequence[int]) -> Regions:
     nonzero = np.flatnonzero(flat)
     if len(nonzero) == 0:
         return Regions.empty()
-    ids, inverse, size = np.unique(flat[nonzero], return_inverse=True, return_counts=True)
-    coords = np.stack(np.unravel_index(nonzero, core.shape), axis=1) + np.asarray(origin, np.int64)
-    lo = np.full((len(ids), 3), np.iinfo(np.int64).max, np.int64)
-    hi = np.full((len(ids), 3), -1, np.int64)
-    np.minimum.at(lo, inverse, coords)
-    np.maximum.at(hi, inverse, coords)
-    return Regions(ids, size.astype(np.int64), lo, hi)
+    order = np.argsort(flat[nonzero], kind="stable")
+    labels = flat[nonzero][order]
+    starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+    coords = np.stack(np.unravel_index(nonzero[order], core.shape), axis=1) + np.asarray(origin, np.int64)
+    size = np.diff(np.r_[starts, len(labels)])
+    return Regions(labels[starts], size.astype(np.int64), np.minimum.reduceat(coords, starts),
+                   np.maximum.reduceat(coords, starts))
 
 
 def score(kind: str, count: int, total: int, peak: int, hist: np.ndarray | None) -> float:

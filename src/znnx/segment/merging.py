@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from znnx.segment.graph import LEVELS, Edges, Regions, combine_edges, score
+from znnx.segment.basins import library
+from znnx.segment.graph import LEVELS, Edges, Regions, combine_edges, combine_regions, score
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,15 @@ class Box:
 class Outcome:
     """What merging in a box decided: merges (a, b, score; the merged region keeps the smaller id),
     and the frozen regions and their edges, left for a larger box (with `aliases`, pairs of an id
-    in those edges and the region it is now part of)."""
+    in those edges and the region it is now part of, and, for single linkage, `events`: voxels that
+    joined frozen regions and from which point of the order)."""
 
     merges: np.ndarray
     scores: np.ndarray
     regions: Regions
     edges: Edges
     aliases: np.ndarray
+    events: np.ndarray
 
 
 def frozen(regions: Regions, box: Box) -> np.ndarray:
@@ -109,46 +112,90 @@ def _outcome(merges: list[tuple[int, int, float]], sets: _Sets, cold: set[int], 
              aliases: np.ndarray) -> Outcome:
     pairs = np.array([m[:2] for m in merges], np.int64).reshape(-1, 2)
     scores = np.array([m[2] for m in merges], np.float64)
-    return Outcome(pairs, scores, sets.rows(sorted(cold)), edges, aliases)
+    return Outcome(pairs, scores, sets.rows(sorted(cold)), edges, aliases, NO_EVENTS)
 
 
 NO_ALIASES = np.zeros((0, 2), np.int64)
+NO_EVENTS = np.zeros((0, 5), np.int64)
 
 
-def single_linkage(regions: Regions, edges: Edges, aliases: np.ndarray, box: Box, low: float,
+def single_linkage(regions: Regions, edges: Edges, aliases: np.ndarray, events: np.ndarray, box: Box, low: float,
                    size: int) -> Outcome:
     """Size-dependent single linkage: visit the edges between basins by decreasing maximum affinity
     (above `low`; ties by the basins' ids) and merge the two regions an edge joins when either has
-    fewer than `size` voxels. `aliases` maps basins of `edges` to the regions they are part of."""
-    sets = _Sets(regions, aliases)
-    cold = _cold(regions, _ends(edges, sets), box)
-    order = np.lexsort((edges.b, edges.a, edges.peak))[::-1]
-    order = order[edges.peak[order] > low * LEVELS]
-    merges: list[tuple[int, int, float]] = []
-    waiting: list[int] = []
-    a_, b_, peak_ = edges.a.tolist(), edges.b.tolist(), edges.peak.tolist()
-    for i in order.tolist():
-        a, b = sets.find(a_[i]), sets.find(b_[i])
-        if a == b:
-            continue
-        if a in cold or b in cold:
-            cold.update((a, b))
-            waiting.append(i)
-        elif sets.size.get(a, 0) < size or sets.size.get(b, 0) < size:
-            merges.append((a, b, peak_[i] / LEVELS))
-            sets.union(a, b)
-    kept = np.array(waiting, np.int64)
-    left = Edges(edges.a[kept], edges.b[kept], edges.count[kept], edges.total[kept], edges.peak[kept], None)
-    ends = np.union1d(left.a, left.b).tolist()
-    aliases = np.array([(e, r) for e in ends if (r := sets.find(e)) != e], np.int64).reshape(-1, 2)
-    return _outcome(merges, sets, cold, left, aliases)
+    fewer than `size` voxels. `aliases` maps basins of `edges` to the regions they are part of;
+    `events` (peak, basin, basin, region, voxels) are voxels that joined frozen regions elsewhere,
+    at that point of the order.
+
+    A frozen region's size is a lower bound, so more is certain than "no frozen end": a region of
+    known size below `size` merges with whatever it meets, and two regions of at least `size`
+    never merge; only the rest waits."""
+    ids = np.unique(np.concatenate([regions.ids, edges.a, edges.b, aliases.reshape(-1), events[:, 3]]))
+    up = np.arange(len(ids), dtype=np.int64)
+    up[np.searchsorted(ids, aliases[:, 0])] = np.searchsorted(ids, aliases[:, 1])
+    rows = np.searchsorted(ids, regions.ids)
+    sizes = np.zeros(len(ids), np.int64)
+    sizes[rows] = regions.size
+    cold = np.ones(len(ids), np.uint8)
+    cold[rows[~frozen(regions, box)]] = 0
+    usable = edges.peak > low * LEVELS
+    kept = np.flatnonzero(usable)
+    peak = np.concatenate([edges.peak[kept], events[:, 0]])
+    first = np.concatenate([edges.a[kept], events[:, 1]])
+    second = np.concatenate([edges.b[kept], events[:, 2]])
+    order = np.lexsort((second, first, peak))[::-1]
+    items = np.where(order < len(kept), kept[np.minimum(order, len(kept) - 1)] if len(kept) else 0,
+                     order - len(kept) + len(edges))
+    items = np.ascontiguousarray(items, np.int64)
+    a, b = np.searchsorted(ids, edges.a), np.searchsorted(ids, edges.b)
+    ev_region = np.ascontiguousarray(np.searchsorted(ids, events[:, 3]), np.int64)
+    ev_size = np.ascontiguousarray(events[:, 4], np.int64)
+    base = sizes.copy()
+    n = len(items)
+    merges, merged = np.empty((n, 2), np.int64), np.empty(n, np.int64)
+    waiting, found = np.empty(n, np.int64), np.empty((n, 3), np.int64)
+    counts = np.zeros(2, np.int64)
+    count = library().single_linkage(
+        n, items.ctypes.data, len(edges), a.ctypes.data, b.ctypes.data, ev_region.ctypes.data, ev_size.ctypes.data,
+        ids.ctypes.data, up.ctypes.data, sizes.ctypes.data, base.ctypes.data, cold.ctypes.data, size,
+        merges.ctypes.data, merged.ctypes.data, waiting.ctypes.data, counts[0:].ctypes.data, found.ctypes.data,
+        counts[1:].ctypes.data)
+    root = _flatten(up)
+    hot = ~cold.astype(bool) | (root != np.arange(len(ids)))
+    kept_edges = waiting[:counts[0]]
+    left = Edges(edges.a[kept_edges], edges.b[kept_edges], edges.count[kept_edges], edges.total[kept_edges],
+                 edges.peak[kept_edges], None)
+    ends = np.searchsorted(ids, np.union1d(left.a, left.b))
+    moved = ends[root[ends] != ends]
+    named = combine_regions([Regions(ids[root[rows]], regions.size, regions.lo, regions.hi)])
+    keep_rows = ~hot[np.searchsorted(ids, named.ids)]
+    cold_rows = Regions(named.ids[keep_rows], base[np.searchsorted(ids, named.ids[keep_rows])], named.lo[keep_rows],
+                        named.hi[keep_rows])
+    found = found[:counts[1]]
+    key = _item_keys(edges, events, found[:, 0])
+    out_events = np.concatenate([key, ids[root[found[:, 1]]][:, None], found[:, 2:3]], axis=1)
+    peaks = np.where(merged[:count] < len(edges), edges.peak[np.minimum(merged[:count], len(edges) - 1)], 0)
+    return Outcome(ids[merges[:count]], peaks / LEVELS, cold_rows, left, np.stack([ids[moved], ids[root[moved]]], 1),
+                   out_events)
 
 
-def _ends(edges: Edges, sets: _Sets) -> Edges:
-    """`edges` with their ends as the regions they are part of (for the frozen test)."""
-    a = np.array([sets.find(x) for x in edges.a.tolist()], np.int64)
-    b = np.array([sets.find(x) for x in edges.b.tolist()], np.int64)
-    return Edges(a, b, edges.count, edges.total, edges.peak, None)
+def _item_keys(edges: Edges, events: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """(peak, basin, basin) of items: edges first, then events."""
+    is_edge = items < len(edges)
+    e = np.minimum(items, max(len(edges) - 1, 0))
+    v = np.clip(items - len(edges), 0, max(len(events) - 1, 0))
+    columns = [(edges.peak, 0), (edges.a, 1), (edges.b, 2)]
+    return np.stack([np.where(is_edge, col[e] if len(col) else 0, events[v, j] if len(events) else 0)
+                     for col, j in columns], axis=1).reshape(-1, 3)
+
+
+def _flatten(up: np.ndarray) -> np.ndarray:
+    """Every element's root in a union-find array."""
+    while True:
+        following = up[up]
+        if np.array_equal(following, up):
+            return up
+        up = following
 
 
 def agglomerate(regions: Regions, edges: Edges, box: Box, kind: str, threshold: float) -> Outcome:

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -40,7 +41,7 @@ from znnx.segment.basins import HALO, basins, check_thresholds
 from znnx.segment.graph import SCORES, Edges, Regions, block_graph, combine_edges, combine_regions, relabel_edges, \
     relabel_regions, remap
 from znnx.segment.hierarchy import Hierarchy, roots
-from znnx.segment.merging import NO_ALIASES, Box, Outcome, agglomerate, single_linkage
+from znnx.segment.merging import NO_ALIASES, NO_EVENTS, Box, Outcome, agglomerate, single_linkage
 from znnx.volume import storage
 
 Shape = tuple[int, int, int]
@@ -214,14 +215,21 @@ def graph_task(job: Job, index: tuple[int, int, int]) -> None:
     target = job.path("graph", _name(index))
     if target.exists():
         return
+    regions, edges = _chunk_graph(job, index, [], False)
+    _save(target, **_regions_arrays("", regions), **_edges_arrays(edges))
+
+
+def _chunk_graph(job: Job, index: tuple[int, int, int], mappings: list[tuple[np.ndarray, np.ndarray]],
+                 histogram: bool) -> tuple[Regions, Edges]:
+    """A chunk's regions and edges with its basins relabelled by `mappings` in turn."""
     core = _core(job, index)
     lower = [s.start > 0 for s in core]
     read = tuple(slice(s.start - int(f), s.stop) for s, f in zip(core, lower))
-    labels = storage.open_volume(str(job.path("fragments.zarr"))).read(read)
-    labels = remap(labels, *_joined(job))
+    labels = remap(storage.open_volume(str(job.path("fragments.zarr"))).read(read), *_joined(job))
+    for mapping in mappings:
+        labels = remap(labels, *mapping)
     aff = read_affinities(storage.open_volume(job.source), core)
-    regions, edges = block_graph(labels, aff, [s.start for s in core], lower, job.options.score == "median")
-    _save(target, **_regions_arrays("", regions), **_edges_arrays(edges))
+    return block_graph(labels, aff, [s.start for s in core], lower, histogram)
 
 
 def _children(job: Job, level: int, index: Sequence[int]) -> list[tuple[int, ...]]:
@@ -244,17 +252,23 @@ def _levels(job: Job) -> int:
     return level + 1
 
 
-def _inputs(job: Job, stage: str, level: int, index: tuple[int, int, int]) -> tuple[Regions, Edges, np.ndarray]:
+def _inputs(job: Job, stage: str, level: int,
+            index: tuple[int, int, int]) -> tuple[Regions, Edges, np.ndarray, np.ndarray]:
     histogram = stage == "agglomerate" and job.options.score == "median"
     if level == 0:
         regions, edges, _ = _load(job.path("graph", _name(index)))
         if stage == "linkage":
-            return regions, combine_edges([edges], False), NO_ALIASES
+            return regions, combine_edges([edges], False), NO_ALIASES, NO_EVENTS
         ids, root = _final(job, "linkage")
-        return relabel_regions(regions, ids, root), relabel_edges(edges, ids, root, histogram), NO_ALIASES
+        if histogram:  # the median needs histograms, made for the regions only (far fewer edges than basins')
+            regions, edges = _chunk_graph(job, index, [(ids, root)], True)
+            return regions, edges, NO_ALIASES, NO_EVENTS
+        return relabel_regions(regions, ids, root), relabel_edges(edges, ids, root, False), NO_ALIASES, NO_EVENTS
     parts = [_load(job.path(stage, str(level - 1), _name(c))) for c in _children(job, level, index)]
     aliases = np.concatenate([p[2]["aliases"] for p in parts])
-    return (combine_regions([p[0] for p in parts]), combine_edges([p[1] for p in parts], histogram), aliases)
+    events = np.concatenate([p[2]["events"] for p in parts])
+    return (combine_regions([p[0] for p in parts]), combine_edges([p[1] for p in parts], histogram), aliases,
+            events)
 
 
 def round_task(job: Job, stage: str, level: int, index: tuple[int, int, int]) -> None:
@@ -262,16 +276,16 @@ def round_task(job: Job, stage: str, level: int, index: tuple[int, int, int]) ->
     target = job.path(stage, str(level), _name(index))
     if target.exists():
         return
-    regions, edges, aliases = _inputs(job, stage, level, index)
-    outcome = _decide(stage, regions, edges, aliases, job.box(level, index), job.options)
+    regions, edges, aliases, events = _inputs(job, stage, level, index)
+    outcome = _decide(stage, regions, edges, aliases, events, job.box(level, index), job.options)
     _save(target, **_regions_arrays("", outcome.regions), **_edges_arrays(outcome.edges), merges=outcome.merges,
-          scores=outcome.scores, aliases=outcome.aliases)
+          scores=outcome.scores, aliases=outcome.aliases, events=outcome.events)
 
 
-def _decide(stage: str, regions: Regions, edges: Edges, aliases: np.ndarray, box: Box,
+def _decide(stage: str, regions: Regions, edges: Edges, aliases: np.ndarray, events: np.ndarray, box: Box,
             options: SegmentOptions) -> Outcome:
     if stage == "linkage":
-        return single_linkage(regions, edges, aliases, box, options.low, options.size)
+        return single_linkage(regions, edges, aliases, events, box, options.low, options.size)
     return agglomerate(regions, edges, box, options.score, options.threshold)
 
 
@@ -322,12 +336,14 @@ def segment_array(aff: np.ndarray, options: SegmentOptions = SegmentOptions()) -
     shape: Shape = aff.shape[1:]  # type: ignore[assignment]
     whole = Box((0, 0, 0), shape, shape)
     fragments = basins(aff, tuple(slice(0, n) for n in shape), (0, 0, 0), shape, options.low, options.high).labels
-    regions, edges = block_graph(fragments, aff, (0, 0, 0), (False, False, False), options.score == "median")
-    linked = single_linkage(regions, edges, NO_ALIASES, whole, options.low, options.size)
+    regions, edges = block_graph(fragments, aff, (0, 0, 0), (False, False, False), False)
+    linked = single_linkage(regions, edges, NO_ALIASES, NO_EVENTS, whole, options.low, options.size)
     ids, root = roots(linked.merges)
-    histogram = options.score == "median"
-    merged = agglomerate(relabel_regions(regions, ids, root), relabel_edges(edges, ids, root, histogram), whole,
-                         options.score, options.threshold)
+    if options.score == "median":
+        regions, edges = block_graph(remap(fragments, ids, root), aff, (0, 0, 0), (False, False, False), True)
+    else:
+        regions, edges = relabel_regions(regions, ids, root), relabel_edges(edges, ids, root, False)
+    merged = agglomerate(regions, edges, whole, options.score, options.threshold)
     hierarchy = _hierarchy(linked.merges, linked.scores, merged.merges, merged.scores, options.threshold)
     labels = remap(remap(fragments, ids, root), *roots(merged.merges))
     return labels.astype(np.uint64), hierarchy, fragments.astype(np.uint64)
@@ -358,9 +374,20 @@ def _check_work(job: Job, output: str) -> None:
     path.write_text(description)
 
 
-def run_chunked(job: Job, output: str, mapper: Mapper, fragments: str | None = None) -> Hierarchy:
+def run_chunked(job: Job, output: str, mapper: Mapper, fragments: str | None = None,
+                steps: dict[str, float] | None = None) -> Hierarchy:
     """Every step of a chunked segmentation of `job` into `output` (created here unless the work
-    folder shows a run to resume), each step's tasks through `mapper`."""
+    folder shows a run to resume), each step's tasks through `mapper`; each step's seconds go to
+    `steps`."""
+    seconds = {} if steps is None else steps
+
+    def _step(name: str, run: Callable[[], None]) -> None:
+        status.report(f"segment: {name}", force=True)
+        began = time.perf_counter()
+        run()
+        key = name.split(" (")[0].split(" round")[0]
+        seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - began
+
     resuming = job.path("job.json").exists()
     _check_work(job, output)
     if not resuming or not storage.exists(storage.as_location(output)):
@@ -374,10 +401,10 @@ def run_chunked(job: Job, output: str, mapper: Mapper, fragments: str | None = N
             boxes = _level_grid(job, level)
             _step(f"{stage} round {level + 1}/{_levels(job)} ({len(boxes)} boxes)",
                   lambda stage=stage, level=level, boxes=boxes: mapper(_bound(round_task, job, stage, level), boxes))
-        _final(job, stage)
+        _step(f"{stage} mapping", lambda stage=stage: _final(job, stage) and None)
     _step("write", lambda: mapper(_bound(write_task, job, output), grid))
     if fragments is not None:
-        _write_fragments(job, fragments, grid, mapper)
+        _step("fragments", lambda: _write_fragments(job, fragments, grid, mapper))
     linked, merged = _merges(job, "linkage"), _merges(job, "agglomerate")
     return _hierarchy(linked[0], linked[1], merged[0], merged[1], job.options.threshold)
 
@@ -403,11 +430,6 @@ class _bound:
 
     def __call__(self, item: Any) -> None:
         self.function(*self.args, item)
-
-
-def _step(name: str, run: Callable[[], None]) -> None:
-    status.report(f"segment: {name}", force=True)
-    run()
 
 
 @contextmanager

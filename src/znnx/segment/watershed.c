@@ -118,3 +118,68 @@ i64 basins(const float *aff, i64 D, i64 H, i64 W, const i64 *c0, const i64 *c1, 
     free(up);
     return nlinks;
 }
+
+/* Size-dependent single linkage (segment/merging.py) over `count` items in their order: item i <
+ * nedges is the edge between dense regions a[i], b[i]; item nedges + j adds ev_size[j] voxels to the
+ * set of ev_region[j] (a merge decided elsewhere at that point of the order). Sets live in the
+ * union-find `up` with `size` voxels, of which `base` were there from the start; `cold` sets may
+ * reach outside the box, so their size is only a lower bound. An edge is decided when its outcome
+ * is certain: two warm sets merge if either is smaller than `threshold`; a warm set smaller than
+ * `threshold` merges into a cold one (an event for the cold set); two sets no smaller than the
+ * threshold never merge. Otherwise both ends turn cold and the edge waits (`waiting`). Merges go
+ * to `merges` (root pairs) and `merged` (item index); events on cold sets (input events included)
+ * to `events` as (item index, root, voxels). Returns the number of merges. */
+i64 single_linkage(i64 count, const i64 *items, i64 nedges, const i64 *a, const i64 *b, const i64 *ev_region,
+                   const i64 *ev_size, const i64 *name, i64 *up, i64 *size, i64 *base, unsigned char *cold,
+                   i64 threshold, i64 *merges, i64 *merged, i64 *waiting, i64 *nwaiting, i64 *events,
+                   i64 *nevents) {
+    i64 m = 0, w = 0, e = 0;
+    for (i64 k = 0; k < count; ++k) {
+        i64 i = items[k];
+        if (i >= nedges) {
+            i64 r = find(up, ev_region[i - nedges]), s = ev_size[i - nedges];
+            size[r] += s;
+            if (cold[r]) {
+                events[3 * e] = i;
+                events[3 * e + 1] = r;
+                events[3 * e + 2] = s;
+                ++e;
+            } else {
+                base[r] += s;
+            }
+            continue;
+        }
+        i64 ra = find(up, a[i]), rb = find(up, b[i]);
+        if (ra == rb) continue;
+        int small_a = size[ra] < threshold, small_b = size[rb] < threshold;
+        if (!cold[ra] && !cold[rb]) {
+            if (!(small_a || small_b)) continue;
+            i64 keep = name[ra] < name[rb] ? ra : rb, gone = keep == ra ? rb : ra;
+            up[gone] = keep;
+            size[keep] += size[gone];
+            base[keep] += base[gone];
+        } else if (cold[ra] != cold[rb] && (cold[ra] ? small_b : small_a)) {
+            i64 keep = cold[ra] ? ra : rb, gone = keep == ra ? rb : ra;
+            events[3 * e] = i;
+            events[3 * e + 1] = keep;
+            events[3 * e + 2] = size[gone];
+            ++e;
+            up[gone] = keep;
+            size[keep] += size[gone];
+        } else if (!small_a && !small_b) {
+            continue;
+        } else {
+            if (!cold[ra]) base[ra] = size[ra];
+            if (!cold[rb]) base[rb] = size[rb];
+            cold[ra] = cold[rb] = 1;
+            waiting[w++] = i;
+            continue;
+        }
+        merges[2 * m] = ra;
+        merges[2 * m + 1] = rb;
+        merged[m++] = i;
+    }
+    *nwaiting = w;
+    *nevents = e;
+    return m;
+}
