@@ -14,8 +14,17 @@ import numpy as np
 from znnx.errors import InputError
 from znnx.segment.hierarchy import Hierarchy
 from znnx.segment.metrics import adapted_rand_error, variation_of_information
-from znnx.segment.pipeline import Job, SegmentOptions, dask_mapper, local_mapper, read_affinities, remove_work, \
-    run_chunked, segment_array, spatial_shape
+from znnx.segment.pipeline import (
+    Job,
+    SegmentOptions,
+    dask_mapper,
+    local_mapper,
+    read_affinities,
+    remove_work,
+    run_chunked,
+    segment_array,
+    spatial_shape,
+)
 from znnx.volume import storage
 from znnx.volume.lock import writing
 from znnx.volume.progress import peak_rss_bytes
@@ -44,7 +53,7 @@ def work_path(output: storage.Location) -> Path:
     return storage.ledger_path(output).with_suffix(".znnx-segment")
 
 
-def segment(affinities: str | Any, output: str, options: SegmentOptions = SegmentOptions(),
+def segment(affinities: str | Any, output: str, options: SegmentOptions | None = None,
             chunk: Sequence[int] | None = None, cluster: str | None = None, workers: int = 1,
             hierarchy: str | None = None, fragments: str | None = None) -> SegmentSummary:
     """Segment an affinity volume (3, D, H, W) or boundary map in any format znnx reads into a
@@ -52,6 +61,7 @@ def segment(affinities: str | Any, output: str, options: SegmentOptions = Segmen
     watershed basins to `fragments` if given. Without `chunk` the volume is segmented in memory;
     with it, chunk by chunk in `workers` local processes or on the Dask `cluster` (`local:N` or a
     scheduler address), resuming the work a killed run left."""
+    options = options or SegmentOptions()
     options.check()
     began = time.perf_counter()
     source = storage.open_volume(affinities)
@@ -89,6 +99,6 @@ def _chunked(job: Job, output: str, cluster: str | None, workers: int, fragments
 
 
 def _write(output: str, labels: np.ndarray, shape: tuple[int, ...]) -> None:
-    volume = storage.create_volume(output, shape, np.uint64, tuple(min(64, n) for n in shape))
+    volume = storage.create_volume(output, shape, np.dtype(np.uint64), tuple(min(64, n) for n in shape))
     volume.write(tuple(slice(0, n) for n in shape), labels)
     volume.flush()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +61,7 @@ def frozen(regions: Regions, box: Box) -> np.ndarray:
     low_face = ((regions.lo <= start) & (start > 0)).any(axis=1)
     high_face = ((regions.hi >= stop - 1) & (stop < volume)).any(axis=1)
     outside = ((regions.lo < start) | (regions.hi >= stop)).any(axis=1)
-    return empty | low_face | high_face | outside
+    return np.asarray(empty | low_face | high_face | outside)
 
 
 class _Sets:
@@ -203,10 +204,10 @@ def agglomerate(regions: Regions, edges: Edges, box: Box, kind: str, threshold: 
     it exceeds `threshold`."""
     sets = _Sets(regions, NO_ALIASES)
     cold = _cold(regions, edges, box)
-    near: dict[int, dict[int, list]] = {}
+    near: dict[int, dict[int, list[Any]]] = {}
     heap: list[tuple[float, int, int, int]] = []
     for i, (a, b) in enumerate(zip(edges.a.tolist(), edges.b.tolist())):
-        stats = [int(edges.count[i]), int(edges.total[i]), int(edges.peak[i]),
+        stats: list[Any] = [int(edges.count[i]), int(edges.total[i]), int(edges.peak[i]),
                  edges.hist[i].copy() if edges.hist is not None else None, 0]
         near.setdefault(a, {})[b] = stats
         near.setdefault(b, {})[a] = stats
@@ -219,8 +220,8 @@ def agglomerate(regions: Regions, edges: Edges, box: Box, kind: str, threshold: 
             break
         heapq.heappop(heap)
         a, b = -a, -b
-        stats = near.get(a, {}).get(b)
-        if stats is None or stats[4] != stamp:
+        current = near.get(a, {}).get(b)
+        if current is None or current[4] != stamp:
             continue
         if a in cold or b in cold:
             cold.update((a, b))
@@ -237,7 +238,7 @@ def agglomerate(regions: Regions, edges: Edges, box: Box, kind: str, threshold: 
     return _outcome(merges, sets, cold, combine_edges([pending], edges.hist is not None), NO_ALIASES)
 
 
-def _merge(near: dict[int, dict[int, list]], heap: list, sets: _Sets, a: int, b: int, kind: str) -> None:
+def _merge(near: dict[int, dict[int, list[Any]]], heap: list, sets: _Sets, a: int, b: int, kind: str) -> None:
     keep = sets.union(a, b)
     gone = b if keep == a else a
     near[keep].pop(gone)

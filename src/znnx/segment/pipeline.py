@@ -5,7 +5,7 @@ Chunked, the work is a sequence of steps, each a set of independent tasks whose 
 in a work folder beside the output (written whole, then renamed into place, so a task's file is
 either complete or absent; a rerun skips the tasks whose files exist: the ledger of each round):
 
-1. basins: each chunk's basins (read with a halo, `basins.HALO`), written to a fragments array, and
+1. basins: each chunk's basins (read with a halo, `basins.HALO`), saved as a raw array (local ids), and
    the watershed edges that leave the chunk;
 2. join: the basins joined across chunks (one small union over the links);
 3. graph: each chunk's regions (size, box) and region-graph edges (it owns the edges to the voxels
@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,17 @@ import numpy as np
 from znnx import status
 from znnx.errors import InputError, StorageError
 from znnx.segment.basins import HALO, basins, check_thresholds
-from znnx.segment.graph import SCORES, Edges, Regions, block_graph, combine_edges, combine_regions, relabel_edges, \
-    relabel_regions, remap
+from znnx.segment.graph import (
+    SCORES,
+    Edges,
+    Regions,
+    block_graph,
+    combine_edges,
+    combine_regions,
+    relabel_edges,
+    relabel_regions,
+    remap,
+)
 from znnx.segment.hierarchy import Hierarchy, roots
 from znnx.segment.merging import NO_ALIASES, NO_EVENTS, Box, Outcome, agglomerate, single_linkage
 from znnx.volume import storage
@@ -114,7 +124,7 @@ def read_affinities(volume: storage.Volume, index: tuple[slice, ...]) -> np.ndar
 
 def spatial_shape(volume: storage.Volume) -> Shape:
     shape = volume.shape
-    if len(shape) == 4 and shape[0] in (1, 3) or len(shape) == 3:
+    if (len(shape) == 4 and shape[0] in (1, 3)) or len(shape) == 3:
         return tuple(int(n) for n in shape[-3:])  # type: ignore[return-value]
     raise InputError(f"segment: {volume.location} has shape {shape}; give affinities (3, D, H, W) or a boundary "
                      f"map (D, H, W) or (1, D, H, W)")
@@ -123,7 +133,7 @@ def spatial_shape(volume: storage.Volume) -> Shape:
 def _save(path: Path, **arrays: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as handle:
-        np.savez(handle, **arrays)
+        np.savez(handle, **arrays)  # type: ignore[arg-type]
     os.replace(handle.name, path)
 
 
@@ -164,8 +174,37 @@ def basins_task(job: Job, index: tuple[int, int, int]) -> None:
     aff = read_affinities(storage.open_volume(job.source), read)
     inner = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(core, read))
     found = basins(aff, inner, [r.start for r in read], job.shape, job.options.low, job.options.high)
-    storage.open_volume(str(job.path("fragments.zarr")), writable=True).write(core, found.labels)
+    _save_array(job.path("fragments", _name(index).replace(".npz", ".npy")), found.labels)
     _save(target, links=found.links, face=_face(found.labels, core, job.shape))
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as handle:
+        np.save(handle, array)
+    os.replace(handle.name, path)
+
+
+def _fragments(job: Job, index: Sequence[int], lower: Sequence[bool] = (False, False, False)) -> np.ndarray:
+    """A chunk's basin labels as step 1 left them (local ids), with the planes of the chunks
+    before it on each axis where `lower` is true (edges and corners of that halo are 0)."""
+    def load(at: Sequence[int]) -> np.ndarray:
+        return np.load(job.path("fragments", _name(at).replace(".npz", ".npy")), mmap_mode="r")
+
+    own = load(index)
+    start = [int(flag) for flag in lower]
+    labels = np.zeros([n + s for n, s in zip(own.shape, start)], np.int64)
+    labels[start[0]:, start[1]:, start[2]:] = own
+    for axis in range(3):
+        if lower[axis]:
+            before = list(index)
+            before[axis] -= 1
+            target = [slice(s, None) for s in start]
+            target[axis] = slice(0, 1)
+            source = [slice(None)] * 3
+            source[axis] = slice(-1, None)
+            labels[tuple(target)] = load(before)[tuple(source)]
+    return labels
 
 
 def _face(labels: np.ndarray, core: tuple[slice, ...], shape: Shape) -> np.ndarray:
@@ -224,8 +263,7 @@ def _chunk_graph(job: Job, index: tuple[int, int, int], mappings: list[tuple[np.
     """A chunk's regions and edges with its basins relabelled by `mappings` in turn."""
     core = _core(job, index)
     lower = [s.start > 0 for s in core]
-    read = tuple(slice(s.start - int(f), s.stop) for s, f in zip(core, lower))
-    labels = remap(storage.open_volume(str(job.path("fragments.zarr"))).read(read), *_joined(job))
+    labels = remap(_fragments(job, index, lower), *_joined(job))
     for mapping in mappings:
         labels = remap(labels, *mapping)
     aff = read_affinities(storage.open_volume(job.source), core)
@@ -241,7 +279,7 @@ def _children(job: Job, level: int, index: Sequence[int]) -> list[tuple[int, ...
 
 def _level_grid(job: Job, level: int) -> list[tuple[int, int, int]]:
     side = [c << level for c in job.chunk]
-    return list(itertools.product(*[range(-(-n // s)) for n, s in zip(job.shape, side)]))
+    return [(z, y, x) for z, y, x in itertools.product(*[range(-(-n // s)) for n, s in zip(job.shape, side)])]
 
 
 def _levels(job: Job) -> int:
@@ -315,8 +353,7 @@ def write_task(job: Job, output: str, index: tuple[int, int, int]) -> None:
     if done.exists():
         return
     core = _core(job, index)
-    labels = storage.open_volume(str(job.path("fragments.zarr"))).read(core)
-    labels = remap(remap(labels, *_joined(job)), *_final(job, "linkage"))
+    labels = remap(remap(_fragments(job, index), *_joined(job)), *_final(job, "linkage"))
     labels = remap(labels, *_final(job, "agglomerate"))
     volume = storage.open_volume(output, writable=True)
     volume.write(core, labels.astype(np.uint64))
@@ -325,10 +362,10 @@ def write_task(job: Job, output: str, index: tuple[int, int, int]) -> None:
     done.touch()
 
 
-def segment_array(aff: np.ndarray, options: SegmentOptions = SegmentOptions()) -> tuple[np.ndarray, Hierarchy,
-                                                                                         np.ndarray]:
+def segment_array(aff: np.ndarray, options: SegmentOptions | None = None) -> tuple[np.ndarray, Hierarchy, np.ndarray]:
     """Segment affinities (3, D, H, W) in memory: (labels, hierarchy, basins), labels and basins
     as uint64 with 0 for background."""
+    options = options or SegmentOptions()
     options.check()
     aff = np.asarray(aff)
     if aff.ndim != 4 or aff.shape[0] != 3:
@@ -370,7 +407,6 @@ def _check_work(job: Job, output: str) -> None:
                                f"({path.read_text()}); delete it, or rerun that segmentation to finish it")
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    storage.create_volume(str(job.path("fragments.zarr")), job.shape, np.int64, job.chunk)
     path.write_text(description)
 
 
@@ -381,7 +417,7 @@ def run_chunked(job: Job, output: str, mapper: Mapper, fragments: str | None = N
     `steps`."""
     seconds = {} if steps is None else steps
 
-    def _step(name: str, run: Callable[[], None]) -> None:
+    def _step(name: str, run: Callable[[], object]) -> None:
         status.report(f"segment: {name}", force=True)
         began = time.perf_counter()
         run()
@@ -391,34 +427,33 @@ def run_chunked(job: Job, output: str, mapper: Mapper, fragments: str | None = N
     resuming = job.path("job.json").exists()
     _check_work(job, output)
     if not resuming or not storage.exists(storage.as_location(output)):
-        storage.create_volume(output, job.shape, np.uint64, job.chunk)
-    grid = list(itertools.product(*map(range, job.grid)))
-    _step("basins", lambda: mapper(_bound(basins_task, job), grid))
-    _step("join", lambda: join_step(job))
-    _step("graph", lambda: mapper(_bound(graph_task, job), grid))
+        storage.create_volume(output, job.shape, np.dtype(np.uint64), job.chunk)
+    grid = _level_grid(job, 0)
+    _step("basins", partial(mapper, _bound(basins_task, job), grid))
+    _step("join", partial(join_step, job))
+    _step("graph", partial(mapper, _bound(graph_task, job), grid))
     for stage in ("linkage", "agglomerate"):
         for level in range(_levels(job)):
             boxes = _level_grid(job, level)
             _step(f"{stage} round {level + 1}/{_levels(job)} ({len(boxes)} boxes)",
-                  lambda stage=stage, level=level, boxes=boxes: mapper(_bound(round_task, job, stage, level), boxes))
-        _step(f"{stage} mapping", lambda stage=stage: _final(job, stage) and None)
-    _step("write", lambda: mapper(_bound(write_task, job, output), grid))
+                  partial(mapper, _bound(round_task, job, stage, level), boxes))
+        _step(f"{stage} mapping", partial(_final, job, stage))
+    _step("write", partial(mapper, _bound(write_task, job, output), grid))
     if fragments is not None:
-        _step("fragments", lambda: _write_fragments(job, fragments, grid, mapper))
+        _step("fragments", partial(_write_fragments, job, fragments, grid, mapper))
     linked, merged = _merges(job, "linkage"), _merges(job, "agglomerate")
     return _hierarchy(linked[0], linked[1], merged[0], merged[1], job.options.threshold)
 
 
 def _write_fragments(job: Job, fragments: str, grid: list[tuple[int, int, int]], mapper: Mapper) -> None:
-    storage.create_volume(fragments, job.shape, np.uint64, job.chunk)
+    storage.create_volume(fragments, job.shape, np.dtype(np.uint64), job.chunk)
     mapper(_bound(fragments_task, job, fragments), grid)
 
 
 def fragments_task(job: Job, fragments: str, index: tuple[int, int, int]) -> None:
     core = _core(job, index)
-    labels = storage.open_volume(str(job.path("fragments.zarr"))).read(core)
     volume = storage.open_volume(fragments, writable=True)
-    volume.write(core, remap(labels, *_joined(job)).astype(np.uint64))
+    volume.write(core, remap(_fragments(job, index), *_joined(job)).astype(np.uint64))
     volume.flush()
 
 
@@ -434,12 +469,21 @@ class _bound:
 
 @contextmanager
 def local_mapper(workers: int) -> Iterator[Mapper]:
-    """Run tasks here (one worker) or in `workers` spawned processes."""
+    """Run tasks here (one worker) or in `workers` forked processes (forked: a spawned one would
+    import torch again, seconds per worker; the tasks use no OpenMP, see watershed.c)."""
     if workers <= 1:
-        yield lambda function, items: [function(item) for item in items] and None
+        def here(function: Callable[..., None], items: list[Any]) -> None:
+            for item in items:
+                function(item)
+
+        yield here
         return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        yield lambda function, items: [f.result() for f in [pool.submit(function, i) for i in items]] and None
+    with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+        def forked(function: Callable[..., None], items: list[Any]) -> None:
+            for future in [pool.submit(function, item) for item in items]:
+                future.result()
+
+        yield forked
 
 
 def dask_mapper(client: Any) -> Mapper:

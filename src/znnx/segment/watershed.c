@@ -5,6 +5,9 @@
  * block. The core [c0, c1) per axis holds the voxels labelled; every decision for a core voxel reads
  * at most two voxels beyond it, so a block with a halo of two voxels (where the volume goes on)
  * labels its core exactly as the whole volume would.
+ *
+ * No OpenMP here: chunked segmentation forks worker processes (segment/pipeline.py), and a forked
+ * child must not enter an OpenMP region of a runtime its parent may have started.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -75,7 +78,6 @@ i64 basins(const float *aff, i64 D, i64 H, i64 W, const i64 *c0, const i64 *c1, 
     i64 *up = malloc(sizeof(i64) * (size_t)count);
     signed char *dir = malloc((size_t)count);
     i64 nlinks = 0;
-#pragma omp parallel for collapse(2) schedule(static)
     for (i64 z = 0; z < cd; ++z)
         for (i64 y = 0; y < ch; ++y)
             for (i64 x = 0; x < cw; ++x) {
