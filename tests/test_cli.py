@@ -127,6 +127,23 @@ def test_infer_writes_the_volume_and_a_json_summary(tmp_path: Path, capsys: pyte
     assert "different run" in capsys.readouterr().err
 
 
+def test_infer_then_segment_its_affinities(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`infer --segment` segments the predicted affinities chunk by chunk: the labels equal the
+    in-memory segmentation of the written prediction, and the summary holds both runs."""
+    from znnx.segment import SegmentOptions, segment_array
+    from znnx.volume import storage
+
+    np.save(tmp_path / "raw.npy", np.random.default_rng(0).random((30, 34, 38), dtype=np.float32))
+    assert main(["infer", str(model_path()), str(tmp_path / "raw.npy"), str(tmp_path / "aff.zarr/pred"), "--patch",
+                 "24,24,24", "--segment", str(tmp_path / "seg.zarr"), "--size", "20", "--threshold", "0.3",
+                 "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["segment"]["output"] == str(tmp_path / "seg.zarr") and summary["segment"]["merges"] > 0
+    aff = storage.open_volume(str(tmp_path / "aff.zarr/pred")).read((slice(None),) * 4)
+    expected, _, _ = segment_array(aff, SegmentOptions(size=20, threshold=0.3))
+    assert np.array_equal(storage.open_volume(str(tmp_path / "seg.zarr")).read((slice(None),) * 3), expected)
+
+
 def test_infer_on_two_devices_and_run_in_bf16(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
 
@@ -151,7 +168,7 @@ def test_infer_on_two_devices_and_run_in_bf16(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_help_everywhere() -> None:
-    for args in ([], ["inspect"], ["compile"], ["run"], ["demo"], ["infer"]):
+    for args in ([], ["inspect"], ["compile"], ["run"], ["demo"], ["infer"], ["segment"]):
         result = subprocess.run([sys.executable, "-m", "znnx.cli", *args, "--help"], capture_output=True, text=True)
         assert result.returncode == 0 and "usage: znnx" in result.stdout
 

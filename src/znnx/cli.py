@@ -227,10 +227,7 @@ def _infer(args: argparse.Namespace) -> int:
     else:
         summary = infer_volume(model, args.input, args.output, args.patch, options, memory, args.device, args.quiet,
                                precision=args.precision)
-    report = json.dumps(summary.to_json(), indent=2, default=str)
-    if args.json:
-        Path(args.json).write_text(report + "\n")
-    print(report)
+    result = summary.to_json()
     if args.segment:
         from znnx.segment import segment
         from znnx.volume import storage
@@ -238,7 +235,18 @@ def _infer(args: argparse.Namespace) -> int:
         chunks = storage.open_volume(args.output).chunks or (64, 64, 64)
         segmented = segment(args.output, args.segment, _segment_options(args), chunk=chunks[-3:],
                             hierarchy=args.hierarchy)
-        print(_segment_report(segmented, args.segment, args.hierarchy))
+        result["segment"] = _segment_json(segmented, args.segment, args.hierarchy)
+    report = json.dumps(result, indent=2, default=str)
+    if args.json:
+        Path(args.json).write_text(report + "\n")
+    print(report)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from znnx.demo import run_demo
+
+    print(run_demo(Path(args.out), args.size, args.device))
     return 0
 
 
@@ -248,13 +256,11 @@ def _segment_options(args: argparse.Namespace) -> Any:
     return SegmentOptions(low=args.low, high=args.high, size=args.size, score=args.score, threshold=args.threshold)
 
 
-def _segment_report(summary: Any, output: str, hierarchy: str | None) -> str:
-    import json
-
-    return json.dumps({"output": output, "hierarchy": hierarchy, "shape": summary.shape,
-                       "seconds": round(summary.seconds, 3), "voxels_per_s": round(summary.voxels_per_s),
-                       "merges": summary.merges, "peak_rss_mib": round(summary.peak_rss_bytes / 2**20),
-                       "step_seconds": {k: round(v, 3) for k, v in summary.steps.items()}}, indent=2)
+def _segment_json(summary: Any, output: str, hierarchy: str | None) -> dict[str, Any]:
+    return {"output": output, "hierarchy": hierarchy, "shape": summary.shape, "seconds": round(summary.seconds, 3),
+            "voxels_per_s": round(summary.voxels_per_s), "merges": summary.merges,
+            "peak_rss_mib": round(summary.peak_rss_bytes / 2**20),
+            "step_seconds": {k: round(v, 3) for k, v in summary.steps.items()}}
 
 
 def _segment(args: argparse.Namespace) -> int:
@@ -262,7 +268,9 @@ def _segment(args: argparse.Namespace) -> int:
 
     summary = segment(args.affinities, args.output, _segment_options(args), chunk=args.chunk, cluster=args.cluster,
                       workers=args.workers, hierarchy=args.hierarchy, fragments=args.fragments)
-    print(_segment_report(summary, args.output, args.hierarchy))
+    import json
+
+    print(json.dumps(_segment_json(summary, args.output, args.hierarchy), indent=2))
     return 0
 
 
@@ -284,13 +292,6 @@ def _add_segment_options(command: argparse.ArgumentParser, prefix: str = "") -> 
                          help=f"{prefix}agglomeration: merge while the best score exceeds this (default "
                               f"{default.threshold})")
     command.add_argument("--hierarchy", metavar="PATH.npz", help=f"{prefix}write the merge hierarchy here")
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from znnx.demo import run_demo
-
-    print(run_demo(Path(args.out), args.size, args.device))
-    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -102,11 +102,15 @@ class Job:
 
 
 def read_affinities(volume: storage.Volume, index: tuple[slice, ...]) -> np.ndarray:
-    """Affinities (3, ...) as float32 in [0, 1] from an affinity volume (3, D, H, W) or a boundary
-    map ((D, H, W) or (1, D, H, W), 1 on boundaries: an edge's affinity is 1 - the larger boundary
-    value of its two voxels); integer volumes are scaled by their dtype's maximum."""
+    """Affinities (3, ...) of the voxels `index` as float32 in [0, 1] from an affinity volume
+    (3, D, H, W) or a boundary map ((D, H, W) or (1, D, H, W), 1 on boundaries: an edge's affinity
+    is 1 - the larger boundary value of its two voxels, so a block reads one voxel more before it);
+    integer volumes are scaled by their dtype's maximum."""
+    spatial = tuple(slice(s.start or 0, s.stop) for s in index)
     channels = volume.shape[0] if len(volume.shape) == 4 else 1
-    data = volume.read(((slice(None),) if len(volume.shape) == 4 else ()) + index)
+    before = [int(s.start > 0) if channels < 3 else 0 for s in spatial]
+    wider = tuple(slice(s.start - b, s.stop) for s, b in zip(spatial, before))
+    data = volume.read(((slice(None),) if len(volume.shape) == 4 else ()) + wider)
     if np.issubdtype(data.dtype, np.integer):
         data = data.astype(np.float32) / np.iinfo(data.dtype).max
     data = data.astype(np.float32, copy=False)
@@ -116,10 +120,10 @@ def read_affinities(volume: storage.Volume, index: tuple[slice, ...]) -> np.ndar
     aff = np.zeros((3, *boundary.shape), np.float32)
     for axis in range(3):
         here = [slice(None)] * 3
-        before = [slice(None)] * 3
-        here[axis], before[axis] = slice(1, None), slice(None, -1)
-        aff[axis][tuple(here)] = 1.0 - np.maximum(boundary[tuple(here)], boundary[tuple(before)])
-    return aff
+        previous = [slice(None)] * 3
+        here[axis], previous[axis] = slice(1, None), slice(None, -1)
+        aff[axis][tuple(here)] = 1.0 - np.maximum(boundary[tuple(here)], boundary[tuple(previous)])
+    return aff[(slice(None), *(slice(b, None) for b in before))]
 
 
 def spatial_shape(volume: storage.Volume) -> Shape:
