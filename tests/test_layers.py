@@ -1,6 +1,6 @@
 """The package's import structure: no module-level import cycle, and no import from a lower layer
-into a higher one (ir below frontends and passes, then plan, kernels, backends, net, volume, and
-cli / bench / demo on top). Imports under `if TYPE_CHECKING:` are for type hints only and ignored."""
+into a higher one (ir below frontends and passes, then plan, kernels, backends, net, volume,
+segment, and cli / bench / demo on top). Imports under `if TYPE_CHECKING:` are for type hints only and ignored."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ LAYERS = (
     ("znnx.backends",),
     ("znnx.net",),
     ("znnx.volume",),
+    ("znnx.segment",),
     ("znnx.cli", "znnx.bench", "znnx.demo", "znnx.__main__", "znnx"),
 )
 

@@ -71,7 +71,7 @@ def test_the_hierarchy_cuts_at_a_higher_threshold(volume: tuple[str, np.ndarray,
     high, _, _ = segment_array(aff, SegmentOptions(size=40, threshold=0.55))
     assert np.array_equal(tree.relabel(basins, 0.3), low)
     assert np.array_equal(tree.relabel(basins, 0.55), high)
-    with pytest.raises(InputError, match="down to 0.3"):
+    with pytest.raises(InputError, match=r"down to 0\.3"):
         tree.cut(0.2)
 
 
@@ -138,7 +138,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path, volume: tuple[s
     child.wait()
     done = len(list(rounds.glob("*.npz")))
     assert 10 <= done < 6 * 6 * 5
-    rerun = subprocess.run(command[:2] + [SLOW_ROUNDS.replace("0.02", "0")] + command[3:], env=env,
+    rerun = subprocess.run([*command[:2], SLOW_ROUNDS.replace("0.02", "0"), *command[3:]], env=env,
                            capture_output=True, text=True, check=True)
     assert json.loads(rerun.stdout)["merges"] > 0
     assert np.array_equal(_read(str(output)), expected)

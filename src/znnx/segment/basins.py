@@ -39,7 +39,8 @@ class Basins:
 
 @functools.cache
 def library() -> ctypes.CDLL:
-    """The segmentation kernels (watershed.c): basins, and single linkage for segment/merging.py."""
+    """The segmentation kernels (watershed.c): basins, and single linkage and agglomeration for
+    segment/merging.py."""
     from importlib.resources import files
 
     lib = native.load("watershed", files("znnx.segment").joinpath("watershed.c").read_text())
@@ -48,6 +49,8 @@ def library() -> ctypes.CDLL:
     lib.basins.restype = i
     lib.single_linkage.argtypes = [i, p, i, *[p] * 9, i, *[p] * 6]
     lib.single_linkage.restype = i
+    lib.agglomerate.argtypes = [i, i, *[p] * 7, ctypes.c_int, ctypes.c_double, p, p, p, p]
+    lib.agglomerate.restype = i
     return lib
 
 

@@ -201,7 +201,36 @@ def _flatten(up: np.ndarray) -> np.ndarray:
 
 def agglomerate(regions: Regions, edges: Edges, box: Box, kind: str, threshold: float) -> Outcome:
     """Merge the pair of regions with the best score (`kind` of their interface affinities) while
-    it exceeds `threshold`."""
+    it exceeds `threshold`: in C for the mean and the max, here for the median (its histograms)."""
+    if kind == "median":
+        return _agglomerate_median(regions, edges, box, threshold)
+    ids = np.unique(np.concatenate([regions.ids, edges.a, edges.b]))
+    rows = np.searchsorted(ids, regions.ids)
+    cold = np.ones(len(ids), np.uint8)
+    cold[rows[~frozen(regions, box)]] = 0
+    a = np.ascontiguousarray(np.searchsorted(ids, edges.a), np.int64)
+    b = np.ascontiguousarray(np.searchsorted(ids, edges.b), np.int64)
+    count, total, peak = (np.ascontiguousarray(x, np.int64).copy() for x in (edges.count, edges.total, edges.peak))
+    up = np.empty(len(ids), np.int64)
+    alive = np.empty(len(edges), np.uint8)
+    merges = np.empty((len(ids), 2), np.int64)
+    scores = np.empty(len(ids), np.float64)
+    made = library().agglomerate(len(ids), len(edges), a.ctypes.data, b.ctypes.data, count.ctypes.data,
+                                 total.ctypes.data, peak.ctypes.data, ids.ctypes.data, cold.ctypes.data,
+                                 0 if kind == "mean" else 1, float(threshold), up.ctypes.data, alive.ctypes.data,
+                                 merges.ctypes.data, scores.ctypes.data)
+    root = _flatten(up)
+    left = alive.astype(bool) & (cold[a] | cold[b]).astype(bool)
+    named = combine_regions([Regions(ids[root[rows]], regions.size, regions.lo, regions.hi)])
+    is_cold = cold[np.searchsorted(ids, named.ids)].astype(bool)
+    pending = Edges(ids[a[left]], ids[b[left]], count[left], total[left], peak[left], None)
+    return Outcome(merges[:made], scores[:made],
+                   Regions(named.ids[is_cold], named.size[is_cold], named.lo[is_cold], named.hi[is_cold]),
+                   combine_edges([pending], False), NO_ALIASES, NO_EVENTS)
+
+
+def _agglomerate_median(regions: Regions, edges: Edges, box: Box, threshold: float) -> Outcome:
+    kind = "median"
     sets = _Sets(regions, NO_ALIASES)
     cold = _cold(regions, edges, box)
     near: dict[int, dict[int, list[Any]]] = {}

@@ -65,7 +65,7 @@ class SegmentOptions:
 
     low: float = 0.0001
     high: float = 0.9999
-    size: int = 100
+    size: int = 25
     score: str = "mean"
     threshold: float = 0.5
 

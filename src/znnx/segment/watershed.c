@@ -185,3 +185,144 @@ i64 single_linkage(i64 count, const i64 *items, i64 nedges, const i64 *a, const 
     *nevents = e;
     return m;
 }
+
+/* Agglomeration by mean or max affinity (segment/merging.py `agglomerate`): merge the best edge
+ * while its score exceeds `threshold`. Regions are dense indices with names (a merged region takes
+ * the smaller name); edge e joins ea[e], eb[e] with count, total and peak (LEVELS steps). The order
+ * is (score, smaller name, larger name), largest first. An edge at the front with a `cold` end is
+ * not merged: both ends turn cold. Merges go to `merges` (name pairs) and `scores`; on return,
+ * `alive` marks the edges left (combined into the survivors, ends re-pointed to representatives). */
+typedef struct {
+    double score;
+    i64 lo, hi, edge, stamp;
+} entry;
+
+static int better(const entry *x, const entry *y) {
+    if (x->score != y->score) return x->score > y->score;
+    if (x->lo != y->lo) return x->lo > y->lo;
+    return x->hi > y->hi;
+}
+
+static void push(entry *heap, i64 *n, entry x) {
+    i64 i = (*n)++;
+    while (i > 0 && better(&x, &heap[(i - 1) / 2])) {
+        heap[i] = heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    heap[i] = x;
+}
+
+static entry pop(entry *heap, i64 *n) {
+    entry top = heap[0], last = heap[--(*n)];
+    i64 i = 0;
+    for (;;) {
+        i64 c = 2 * i + 1;
+        if (c >= *n) break;
+        if (c + 1 < *n && better(&heap[c + 1], &heap[c])) ++c;
+        if (!better(&heap[c], &last)) break;
+        heap[i] = heap[c];
+        i = c;
+    }
+    if (*n > 0) heap[i] = last;
+    return top;
+}
+
+typedef struct {
+    i64 *items, size, capacity;
+} list;
+
+static void append(list *l, i64 x) {
+    if (l->size == l->capacity) {
+        l->capacity = l->capacity ? 2 * l->capacity : 4;
+        l->items = realloc(l->items, sizeof(i64) * (size_t)l->capacity);
+    }
+    l->items[l->size++] = x;
+}
+
+static double edge_score(int kind, i64 count, i64 total, i64 peak) {
+    return kind == 0 ? (double)total / (double)count / 65535.0 : (double)peak / 65535.0;
+}
+
+i64 agglomerate(i64 nregions, i64 nedges, i64 *ea, i64 *eb, i64 *count, i64 *total, i64 *peak, i64 *name,
+                unsigned char *cold, int kind, double threshold, i64 *up, unsigned char *alive, i64 *merges,
+                double *scores) {
+    list *adj = calloc((size_t)nregions, sizeof(list));
+    i64 *stamp = calloc((size_t)nedges, sizeof(i64));
+    i64 *mark = malloc(sizeof(i64) * (size_t)nregions);
+    i64 capacity = nedges + 16, n = 0, m = 0;
+    entry *heap = malloc(sizeof(entry) * (size_t)capacity);
+    for (i64 r = 0; r < nregions; ++r) {
+        up[r] = r;
+        mark[r] = -1;
+    }
+    for (i64 e = 0; e < nedges; ++e) {
+        alive[e] = 1;
+        append(&adj[ea[e]], e);
+        append(&adj[eb[e]], e);
+        i64 x = name[ea[e]], y = name[eb[e]];
+        entry item = {edge_score(kind, count[e], total[e], peak[e]), x < y ? x : y, x < y ? y : x, e, 0};
+        push(heap, &n, item);
+    }
+    while (n > 0 && heap[0].score > threshold) {
+        entry top = pop(heap, &n);
+        i64 e = top.edge;
+        if (!alive[e] || stamp[e] != top.stamp) continue;
+        i64 a = ea[e], b = eb[e];
+        if (cold[a] || cold[b]) {
+            cold[a] = cold[b] = 1;
+            continue;
+        }
+        merges[2 * m] = name[a];
+        merges[2 * m + 1] = name[b];
+        scores[m++] = top.score;
+        i64 keep = name[a] < name[b] ? a : b, gone = keep == a ? b : a;
+        up[gone] = keep;
+        alive[e] = 0;
+        list *mine = &adj[keep], *theirs = &adj[gone];
+        i64 kept = 0;
+        for (i64 k = 0; k < mine->size; ++k) {  /* drop dead edges; mark the live ones' far ends */
+            i64 f = mine->items[k];
+            if (!alive[f]) continue;
+            mine->items[kept++] = f;
+            mark[ea[f] == keep ? eb[f] : ea[f]] = f;
+        }
+        mine->size = kept;
+        for (i64 k = 0; k < theirs->size; ++k) {
+            i64 f = theirs->items[k];
+            if (!alive[f]) continue;
+            i64 c = ea[f] == gone ? eb[f] : ea[f];
+            i64 g = mark[c];
+            if (g >= 0) {  /* keep and gone both border c: one edge */
+                count[g] += count[f];
+                total[g] += total[f];
+                if (peak[f] > peak[g]) peak[g] = peak[f];
+                alive[f] = 0;
+            } else {
+                if (ea[f] == gone) ea[f] = keep; else eb[f] = keep;
+                append(mine, f);
+                mark[c] = g = f;
+            }
+            ++stamp[g];
+            if (n == capacity) {
+                capacity *= 2;
+                heap = realloc(heap, sizeof(entry) * (size_t)capacity);
+            }
+            i64 x = name[keep], y = name[c];
+            entry item = {edge_score(kind, count[g], total[g], peak[g]), x < y ? x : y, x < y ? y : x, g, stamp[g]};
+            push(heap, &n, item);
+        }
+        for (i64 k = 0; k < mine->size; ++k) {
+            i64 f = mine->items[k];
+            mark[ea[f] == keep ? eb[f] : ea[f]] = -1;
+        }
+        free(theirs->items);
+        theirs->items = NULL;
+        theirs->size = theirs->capacity = 0;
+    }
+    for (i64 r = 0; r < nregions; ++r) free(adj[r].items);
+    free(adj);
+    free(stamp);
+    free(mark);
+    free(heap);
+    return m;
+}
