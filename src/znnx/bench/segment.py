@@ -49,8 +49,9 @@ def _waterz(source: str, output: str) -> dict[str, Any]:
     import zarr
 
     began = time.perf_counter()  # like znnx's: reading the affinities and writing the labels included
-    aff = zarr.open_array(source)[:]
-    labels = next(waterz.agglomerate(aff, [1 - THRESHOLD], aff_threshold_low=0.0001, aff_threshold_high=0.9999))
+    aff = np.asarray(zarr.open_array(source)[:], np.float32)
+    labels = np.asarray(next(waterz.agglomerate(aff, [1 - THRESHOLD], aff_threshold_low=0.0001,
+                                                aff_threshold_high=0.9999)))
     zarr.create_array(output, shape=labels.shape, chunks=(64, 64, 64), dtype="uint64")[:] = labels
     return {"seconds": time.perf_counter() - began}
 
