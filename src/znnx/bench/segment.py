@@ -68,9 +68,18 @@ def _one(args: argparse.Namespace) -> None:
     """Run one configuration here and print its JSON (the parent measures the RSS)."""
     result = _waterz(args.source, args.output) if args.one == "waterz" else \
         _znnx(args.source, args.output, args.ws_size, args.chunk, args.cluster, args.workers)
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    own = _high_water_mib()
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps(result | {"peak_rss_mib": own, "worker_peak_rss_mib": workers}))
+
+
+def _high_water_mib() -> float:
+    """This process's peak RSS from /proc (VmHWM: its own memory since exec; getrusage's ru_maxrss
+    keeps the parent's resident size at the fork that started it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _command(tool: str, source: str, output: str, size: int = 0, chunk: str | None = None,
@@ -178,7 +187,8 @@ def main(argv: list[str] | None = None) -> None:
                 record(f"znnx, chunks {chunk}, {name}", _command("znnx", source, output, SIZE, chunk, cluster,
                                                                  workers), output, mem)
         output = str(folder / "killed.zarr")
-        record(f"znnx, chunks {args.chunks[0]}, 2 local workers, SIGKILL + rerun", None, output, mem,
+        record(f"znnx, chunks {args.chunks[0]}, 2 local workers, rerun after a SIGKILL mid-run (the rerun's time)",
+               None, output, mem,
                _killed_and_resumed(source, output, args.chunks[0]))
     (out / "segment.json").write_text(json.dumps({"size": args.size, "runs": runs}, indent=2, default=str))
     lines = [f"# Segmentation, {args.size}^3 synthetic affinities (threshold {THRESHOLD})", "",

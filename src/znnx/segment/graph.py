@@ -106,10 +106,10 @@ def combine_edges(parts: Sequence[Edges], histogram: bool) -> Edges:
                  hist)
 
 
-def relabel_edges(edges: Edges, ids: np.ndarray, roots: np.ndarray, histogram: bool) -> Edges:
+def relabel_edges(edges: Edges, ids: np.ndarray, roots: np.ndarray) -> Edges:
     """`edges` with each region id found in `ids` replaced by its root, then combined."""
     return combine_edges([Edges(remap(edges.a, ids, roots), remap(edges.b, ids, roots), edges.count, edges.total,
-                                edges.peak, edges.hist)], histogram)
+                                edges.peak, edges.hist)], edges.hist is not None)
 
 
 def relabel_regions(regions: Regions, ids: np.ndarray, roots: np.ndarray) -> Regions:

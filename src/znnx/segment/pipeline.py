@@ -275,7 +275,7 @@ def _chunk_graph(job: Job, index: tuple[int, int, int], mappings: list[tuple[np.
 
 
 def _children(job: Job, level: int, index: Sequence[int]) -> list[tuple[int, ...]]:
-    below = Job.box(job, level - 1, (0, 0, 0))
+    below = job.box(level - 1, (0, 0, 0))
     grid = [-(-n // (s - a)) for n, a, s in zip(job.shape, below.start, below.stop)]
     return [c for c in itertools.product(*[(2 * i, 2 * i + 1) for i in index])
             if all(x < g for x, g in zip(c, grid))]
@@ -305,7 +305,7 @@ def _inputs(job: Job, stage: str, level: int,
         if histogram:  # the median needs histograms, made for the regions only (far fewer edges than basins')
             regions, edges = _chunk_graph(job, index, [(ids, root)], True)
             return regions, edges, NO_ALIASES, NO_EVENTS
-        return relabel_regions(regions, ids, root), relabel_edges(edges, ids, root, False), NO_ALIASES, NO_EVENTS
+        return relabel_regions(regions, ids, root), relabel_edges(edges, ids, root), NO_ALIASES, NO_EVENTS
     parts = [_load(job.path(stage, str(level - 1), _name(c))) for c in _children(job, level, index)]
     aliases = np.concatenate([p[2]["aliases"] for p in parts])
     events = np.concatenate([p[2]["events"] for p in parts])
@@ -383,7 +383,7 @@ def segment_array(aff: np.ndarray, options: SegmentOptions | None = None) -> tup
     if options.score == "median":
         regions, edges = block_graph(remap(fragments, ids, root), aff, (0, 0, 0), (False, False, False), True)
     else:
-        regions, edges = relabel_regions(regions, ids, root), relabel_edges(edges, ids, root, False)
+        regions, edges = relabel_regions(regions, ids, root), relabel_edges(edges, ids, root)
     merged = agglomerate(regions, edges, whole, options.score, options.threshold)
     hierarchy = _hierarchy(linked.merges, linked.scores, merged.merges, merged.scores, options.threshold)
     labels = remap(remap(fragments, ids, root), *roots(merged.merges))
