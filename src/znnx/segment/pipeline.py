@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -398,7 +398,8 @@ def _hierarchy(linked: np.ndarray, linked_scores: np.ndarray, merged: np.ndarray
                      threshold)
 
 
-Mapper = Callable[[Callable[..., None], list[Any]], None]
+Mapper = Callable[[Callable[..., Any], list[Any]], Iterator[None]]
+"""Runs `function` on every item somewhere, yielding once as each finishes (in any order)."""
 
 
 def _check_work(job: Job, output: str) -> None:
@@ -421,11 +422,14 @@ def run_chunked(job: Job, output: str, mapper: Mapper, fragments: str | None = N
     `steps`."""
     seconds = {} if steps is None else steps
 
-    def _step(name: str, run: Callable[[], object]) -> None:
-        status.report(f"segment: {name}", force=True)
+    def timed(key: str, name: str, function: Callable[..., Any], items: list[Any] | None = None) -> None:
         began = time.perf_counter()
-        run()
-        key = name.split(" (")[0].split(" round")[0]
+        status.report(f"segment: {name}", force=True)
+        if items is None:
+            function()
+        else:
+            for done, _ in enumerate(mapper(function, items), 1):
+                status.report(f"segment: {name}: {done}/{len(items)} tasks, {time.perf_counter() - began:.0f} s")
         seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - began
 
     resuming = job.path("job.json").exists()
@@ -433,28 +437,26 @@ def run_chunked(job: Job, output: str, mapper: Mapper, fragments: str | None = N
     if not resuming or not storage.exists(storage.as_location(output)):
         storage.create_volume(output, job.shape, np.dtype(np.uint64), job.chunk)
     grid = _level_grid(job, 0)
-    _step("basins", partial(mapper, _bound(basins_task, job), grid))
-    _step("join", partial(join_step, job))
-    _step("graph", partial(mapper, _bound(graph_task, job), grid))
+    timed("basins", "basins", _bound(basins_task, job), grid)
+    timed("join", "join", partial(join_step, job))
+    timed("graph", "region graph", _bound(graph_task, job), grid)
+    levels = _levels(job)
     for stage in ("linkage", "agglomerate"):
-        for level in range(_levels(job)):
-            boxes = _level_grid(job, level)
-            _step(f"{stage} round {level + 1}/{_levels(job)} ({len(boxes)} boxes)",
-                  partial(mapper, _bound(round_task, job, stage, level), boxes))
-        _step(f"{stage} mapping", partial(_final, job, stage))
-    _step("write", partial(mapper, _bound(write_task, job, output), grid))
+        for level in range(levels):
+            timed(stage, f"{stage} round {level + 1}/{levels}", _bound(round_task, job, stage, level),
+                  _level_grid(job, level))
+        timed(f"{stage} mapping", f"{stage} mapping", partial(_final, job, stage))
+    timed("write", "write", _bound(write_task, job, output), grid)
     if fragments is not None:
-        _step("fragments", partial(_write_fragments, job, fragments, grid, mapper))
+        storage.create_volume(fragments, job.shape, np.dtype(np.uint64), job.chunk)
+        timed("fragments", "fragments", _bound(fragments_task, job, fragments), grid)
+    status.clear()
     linked, merged = _merges(job, "linkage"), _merges(job, "agglomerate")
     return _hierarchy(linked[0], linked[1], merged[0], merged[1], job.options.threshold)
 
 
-def _write_fragments(job: Job, fragments: str, grid: list[tuple[int, int, int]], mapper: Mapper) -> None:
-    storage.create_volume(fragments, job.shape, np.dtype(np.uint64), job.chunk)
-    mapper(_bound(fragments_task, job, fragments), grid)
-
-
 def fragments_task(job: Job, fragments: str, index: tuple[int, int, int]) -> None:
+    """A chunk's basins (with their global ids) into the `fragments` volume."""
     core = _core(job, index)
     volume = storage.open_volume(fragments, writable=True)
     volume.write(core, remap(_fragments(job, index), *_joined(job)).astype(np.uint64))
@@ -476,23 +478,31 @@ def local_mapper(workers: int) -> Iterator[Mapper]:
     """Run tasks here (one worker) or in `workers` forked processes (forked: a spawned one would
     import torch again, seconds per worker; the tasks use no OpenMP, see watershed.c)."""
     if workers <= 1:
-        def here(function: Callable[..., None], items: list[Any]) -> None:
+        def here(function: Callable[..., None], items: list[Any]) -> Iterator[None]:
             for item in items:
                 function(item)
+                yield None
 
         yield here
         return
     with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
-        def forked(function: Callable[..., None], items: list[Any]) -> None:
-            for future in [pool.submit(function, item) for item in items]:
+        def forked(function: Callable[..., None], items: list[Any]) -> Iterator[None]:
+            for future in as_completed([pool.submit(function, item) for item in items]):
                 future.result()
+                yield None
 
         yield forked
 
 
 def dask_mapper(client: Any) -> Mapper:
-    def run(function: Callable[..., None], items: list[Any]) -> None:
-        client.gather(client.map(function, items, pure=False))
+    """Run tasks as Dask tasks of `client`'s cluster (the work folder must be shared with its workers)."""
+    from distributed import as_completed as dask_completed
+
+    def run(function: Callable[..., None], items: list[Any]) -> Iterator[None]:
+        for future in dask_completed(client.map(function, items, pure=False)):
+            future.result()
+            yield None
+
     return run
 
 
