@@ -47,7 +47,7 @@ def library() -> ctypes.CDLL:
     p, i, f = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
     lib.basins.argtypes = [p, i, i, i, p, p, p, p, f, f, p, p]
     lib.basins.restype = i
-    lib.single_linkage.argtypes = [i, p, i, *[p] * 9, i, *[p] * 6]
+    lib.single_linkage.argtypes = [i, p, i, *[p] * 10, i, *[p] * 6]
     lib.single_linkage.restype = i
     lib.agglomerate.argtypes = [i, i, *[p] * 7, ctypes.c_int, ctypes.c_double, p, p, p, p]
     lib.agglomerate.restype = i

@@ -20,17 +20,22 @@ SCORES = ("mean", "median", "max")
 
 @dataclass(frozen=True)
 class Regions:
-    """Rows of regions: id, voxel count and bounding box (inclusive corners; lo > hi when empty)."""
+    """Rows of regions: id, voxel count, bounding box (inclusive corners; lo > hi when empty) and
+    the smallest basin id among the region's voxels seen so far (`least`; a region's final label)."""
 
     ids: np.ndarray
     size: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
+    least: np.ndarray
 
     @staticmethod
     def empty() -> Regions:
-        return Regions(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3), np.int64),
-                       np.zeros((0, 3), np.int64))
+        z = np.zeros(0, np.int64)
+        return Regions(z, z, np.zeros((0, 3), np.int64), np.zeros((0, 3), np.int64), z)
+
+    def take(self, rows: np.ndarray) -> Regions:
+        return Regions(self.ids[rows], self.size[rows], self.lo[rows], self.hi[rows], self.least[rows])
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,7 @@ def _groups(group: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def combine_regions(parts: Sequence[Regions]) -> Regions:
-    """One row per id: sizes added, boxes joined."""
+    """One row per id: sizes added, boxes joined, the smallest `least`."""
     ids = np.concatenate([p.ids for p in parts])
     unique, inverse = np.unique(ids, return_inverse=True)
     if len(unique) == 0:
@@ -83,7 +88,8 @@ def combine_regions(parts: Sequence[Regions]) -> Regions:
     order, starts = _groups(inverse.reshape(-1), len(unique))
     return Regions(unique, np.add.reduceat(np.concatenate([p.size for p in parts])[order], starts),
                    np.minimum.reduceat(np.concatenate([p.lo for p in parts])[order], starts),
-                   np.maximum.reduceat(np.concatenate([p.hi for p in parts])[order], starts))
+                   np.maximum.reduceat(np.concatenate([p.hi for p in parts])[order], starts),
+                   np.minimum.reduceat(np.concatenate([p.least for p in parts])[order], starts))
 
 
 def combine_edges(parts: Sequence[Edges], histogram: bool) -> Edges:
@@ -113,7 +119,9 @@ def relabel_edges(edges: Edges, ids: np.ndarray, roots: np.ndarray) -> Edges:
 
 
 def relabel_regions(regions: Regions, ids: np.ndarray, roots: np.ndarray) -> Regions:
-    return combine_regions([Regions(remap(regions.ids, ids, roots), regions.size, regions.lo, regions.hi)])
+    """`regions` with each id found in `ids` replaced by its root (which is also its `least`), combined."""
+    named = remap(regions.ids, ids, roots)
+    return combine_regions([Regions(named, regions.size, regions.lo, regions.hi, named)])
 
 
 def remap(values: np.ndarray, ids: np.ndarray, roots: np.ndarray) -> np.ndarray:
@@ -177,7 +185,7 @@ def _block_regions(core: np.ndarray, origin: Sequence[int]) -> Regions:
     coords = np.stack(np.unravel_index(nonzero[order], core.shape), axis=1) + np.asarray(origin, np.int64)
     size = np.diff(np.r_[starts, len(labels)])
     return Regions(labels[starts], size.astype(np.int64), np.minimum.reduceat(coords, starts),
-                   np.maximum.reduceat(coords, starts))
+                   np.maximum.reduceat(coords, starts), labels[starts])
 
 
 def score(kind: str, count: int, total: int, peak: int, hist: np.ndarray | None) -> float:

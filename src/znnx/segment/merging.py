@@ -44,7 +44,9 @@ class Outcome:
     """What merging in a box decided: merges (a, b, score; the merged region keeps the smaller id),
     and the frozen regions and their edges, left for a larger box (with `aliases`, pairs of an id
     in those edges and the region it is now part of, and, for single linkage, `events`: voxels that
-    joined frozen regions and from which point of the order)."""
+    joined frozen regions and from which point of the order). Single linkage's merges are (surviving
+    name, merged name) and `finals` pairs the name of each region finished here with its label (its
+    smallest basin id) where the two differ."""
 
     merges: np.ndarray
     scores: np.ndarray
@@ -52,6 +54,7 @@ class Outcome:
     edges: Edges
     aliases: np.ndarray
     events: np.ndarray
+    finals: np.ndarray
 
 
 def frozen(regions: Regions, box: Box) -> np.ndarray:
@@ -96,9 +99,10 @@ class _Sets:
 
     def rows(self, ids: list[int]) -> Regions:
         none_lo, none_hi = (np.iinfo(np.int64).max,) * 3, (-1,) * 3
-        return Regions(np.array(ids, np.int64).reshape(-1), np.array([self.size.get(i, 0) for i in ids], np.int64),
+        named = np.array(ids, np.int64).reshape(-1)
+        return Regions(named, np.array([self.size.get(i, 0) for i in ids], np.int64),
                        np.array([self.lo.get(i, none_lo) for i in ids], np.int64).reshape(-1, 3),
-                       np.array([self.hi.get(i, none_hi) for i in ids], np.int64).reshape(-1, 3))
+                       np.array([self.hi.get(i, none_hi) for i in ids], np.int64).reshape(-1, 3), named)
 
 
 def _cold(regions: Regions, edges: Edges, box: Box) -> set[int]:
@@ -113,11 +117,12 @@ def _outcome(merges: list[tuple[int, int, float]], sets: _Sets, cold: set[int], 
              aliases: np.ndarray) -> Outcome:
     pairs = np.array([m[:2] for m in merges], np.int64).reshape(-1, 2)
     scores = np.array([m[2] for m in merges], np.float64)
-    return Outcome(pairs, scores, sets.rows(sorted(cold)), edges, aliases, NO_EVENTS)
+    return Outcome(pairs, scores, sets.rows(sorted(cold)), edges, aliases, NO_EVENTS, NO_FINALS)
 
 
 NO_ALIASES = np.zeros((0, 2), np.int64)
 NO_EVENTS = np.zeros((0, 5), np.int64)
+NO_FINALS = NO_ALIASES
 
 
 def single_linkage(regions: Regions, edges: Edges, aliases: np.ndarray, events: np.ndarray, box: Box, low: float,
@@ -152,13 +157,16 @@ def single_linkage(regions: Regions, edges: Edges, aliases: np.ndarray, events: 
     ev_region = np.ascontiguousarray(np.searchsorted(ids, events[:, 3]), np.int64)
     ev_size = np.ascontiguousarray(events[:, 4], np.int64)
     base = sizes.copy()
+    least = ids.copy()
+    least[rows] = regions.least
     n = len(items)
     merges, merged = np.empty((n, 2), np.int64), np.empty(n, np.int64)
     waiting, found = np.empty(n, np.int64), np.empty((n, 3), np.int64)
     counts = np.zeros(2, np.int64)
     count = library().single_linkage(
         n, items.ctypes.data, len(edges), a.ctypes.data, b.ctypes.data, ev_region.ctypes.data, ev_size.ctypes.data,
-        ids.ctypes.data, up.ctypes.data, sizes.ctypes.data, base.ctypes.data, cold.ctypes.data, size,
+        ids.ctypes.data, up.ctypes.data, sizes.ctypes.data, base.ctypes.data, least.ctypes.data, cold.ctypes.data,
+        size,
         merges.ctypes.data, merged.ctypes.data, waiting.ctypes.data, counts[0:].ctypes.data, found.ctypes.data,
         counts[1:].ctypes.data)
     root = _flatten(up)
@@ -168,16 +176,18 @@ def single_linkage(regions: Regions, edges: Edges, aliases: np.ndarray, events: 
                  edges.peak[kept_edges], None)
     ends = np.searchsorted(ids, np.union1d(left.a, left.b))
     moved = ends[root[ends] != ends]
-    named = combine_regions([Regions(ids[root[rows]], regions.size, regions.lo, regions.hi)])
-    keep_rows = ~hot[np.searchsorted(ids, named.ids)]
-    cold_rows = Regions(named.ids[keep_rows], base[np.searchsorted(ids, named.ids[keep_rows])], named.lo[keep_rows],
-                        named.hi[keep_rows])
+    named = combine_regions([Regions(ids[root[rows]], regions.size, regions.lo, regions.hi, regions.least)])
+    at = np.searchsorted(ids, named.ids)
+    keep_rows = ~hot[at]
+    cold_rows = Regions(named.ids[keep_rows], base[at[keep_rows]], named.lo[keep_rows], named.hi[keep_rows],
+                        least[at[keep_rows]])
+    warm = np.flatnonzero(~cold.astype(bool) & (root == np.arange(len(ids))) & (least != ids))
     found = found[:counts[1]]
     key = _item_keys(edges, events, found[:, 0])
     out_events = np.concatenate([key, ids[root[found[:, 1]]][:, None], found[:, 2:3]], axis=1)
     peaks = np.where(merged[:count] < len(edges), edges.peak[np.minimum(merged[:count], len(edges) - 1)], 0)
     return Outcome(ids[merges[:count]], peaks / LEVELS, cold_rows, left, np.stack([ids[moved], ids[root[moved]]], 1),
-                   out_events)
+                   out_events, np.stack([ids[warm], least[warm]], 1))
 
 
 def _item_keys(edges: Edges, events: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -221,12 +231,11 @@ def agglomerate(regions: Regions, edges: Edges, box: Box, kind: str, threshold: 
                                  merges.ctypes.data, scores.ctypes.data)
     root = _flatten(up)
     left = alive.astype(bool) & (cold[a] | cold[b]).astype(bool)
-    named = combine_regions([Regions(ids[root[rows]], regions.size, regions.lo, regions.hi)])
+    named = combine_regions([Regions(ids[root[rows]], regions.size, regions.lo, regions.hi, ids[root[rows]])])
     is_cold = cold[np.searchsorted(ids, named.ids)].astype(bool)
     pending = Edges(ids[a[left]], ids[b[left]], count[left], total[left], peak[left], None)
-    return Outcome(merges[:made], scores[:made],
-                   Regions(named.ids[is_cold], named.size[is_cold], named.lo[is_cold], named.hi[is_cold]),
-                   combine_edges([pending], False), NO_ALIASES, NO_EVENTS)
+    return Outcome(merges[:made], scores[:made], named.take(np.flatnonzero(is_cold)), combine_edges([pending], False),
+                   NO_ALIASES, NO_EVENTS, NO_FINALS)
 
 
 def _agglomerate_median(regions: Regions, edges: Edges, box: Box, threshold: float) -> Outcome:

@@ -51,7 +51,7 @@ from znnx.segment.graph import (
     remap,
 )
 from znnx.segment.hierarchy import Hierarchy, roots
-from znnx.segment.merging import NO_ALIASES, NO_EVENTS, Box, Outcome, agglomerate, single_linkage
+from znnx.segment.merging import NO_ALIASES, NO_EVENTS, NO_FINALS, Box, Outcome, agglomerate, single_linkage
 from znnx.volume import storage
 
 Shape = tuple[int, int, int]
@@ -143,7 +143,7 @@ def _save(path: Path, **arrays: np.ndarray) -> None:
 
 def _regions_arrays(prefix: str, regions: Regions) -> dict[str, np.ndarray]:
     return {f"{prefix}ids": regions.ids, f"{prefix}size": regions.size, f"{prefix}lo": regions.lo,
-            f"{prefix}hi": regions.hi}
+            f"{prefix}hi": regions.hi, f"{prefix}least": regions.least}
 
 
 def _edges_arrays(edges: Edges) -> dict[str, np.ndarray]:
@@ -154,7 +154,7 @@ def _edges_arrays(edges: Edges) -> dict[str, np.ndarray]:
 def _load(path: Path) -> tuple[Regions, Edges, dict[str, np.ndarray]]:
     with np.load(path) as data:
         arrays = {k: data[k] for k in data.files}
-    regions = Regions(arrays["ids"], arrays["size"], arrays["lo"], arrays["hi"])
+    regions = Regions(arrays["ids"], arrays["size"], arrays["lo"], arrays["hi"], arrays["least"])
     edges = Edges(arrays["a"], arrays["b"], arrays["count"], arrays["total"], arrays["peak"], arrays.get("hist"))
     return regions, edges, arrays
 
@@ -258,18 +258,18 @@ def graph_task(job: Job, index: tuple[int, int, int]) -> None:
     target = job.path("graph", _name(index))
     if target.exists():
         return
-    regions, edges = _chunk_graph(job, index, [], False)
+    regions, edges = _chunk_graph(job, index, False, False)
     _save(target, **_regions_arrays("", regions), **_edges_arrays(edges))
 
 
-def _chunk_graph(job: Job, index: tuple[int, int, int], mappings: list[tuple[np.ndarray, np.ndarray]],
-                 histogram: bool) -> tuple[Regions, Edges]:
-    """A chunk's regions and edges with its basins relabelled by `mappings` in turn."""
+def _chunk_graph(job: Job, index: tuple[int, int, int], linked: bool, histogram: bool) -> tuple[Regions, Edges]:
+    """A chunk's regions and edges between its basins, or (`linked`) between their regions after
+    single linkage."""
     core = _core(job, index)
     lower = [s.start > 0 for s in core]
     labels = remap(_fragments(job, index, lower), *_joined(job))
-    for mapping in mappings:
-        labels = remap(labels, *mapping)
+    if linked:
+        labels = remap(labels, *_mapping(job, "linkage", [index, *_lower(job, index)], labels))
     aff = read_affinities(storage.open_volume(job.source), core)
     return block_graph(labels, aff, [s.start for s in core], lower, histogram)
 
@@ -301,10 +301,11 @@ def _inputs(job: Job, stage: str, level: int,
         regions, edges, _ = _load(job.path("graph", _name(index)))
         if stage == "linkage":
             return regions, combine_edges([edges], False), NO_ALIASES, NO_EVENTS
-        ids, root = _final(job, "linkage")
         if histogram:  # the median needs histograms, made for the regions only (far fewer edges than basins')
-            regions, edges = _chunk_graph(job, index, [(ids, root)], True)
+            regions, edges = _chunk_graph(job, index, True, True)
             return regions, edges, NO_ALIASES, NO_EVENTS
+        ids, root = _mapping(job, "linkage", [index, *_lower(job, index)],
+                             np.concatenate([regions.ids, edges.a, edges.b]))
         return relabel_regions(regions, ids, root), relabel_edges(edges, ids, root), NO_ALIASES, NO_EVENTS
     parts = [_load(job.path(stage, str(level - 1), _name(c))) for c in _children(job, level, index)]
     aliases = np.concatenate([p[2]["aliases"] for p in parts])
@@ -320,8 +321,10 @@ def round_task(job: Job, stage: str, level: int, index: tuple[int, int, int]) ->
         return
     regions, edges, aliases, events = _inputs(job, stage, level, index)
     outcome = _decide(stage, regions, edges, aliases, events, job.box(level, index), job.options)
+    gone, into = _within(stage, outcome.merges)
     _save(target, **_regions_arrays("", outcome.regions), **_edges_arrays(outcome.edges), merges=outcome.merges,
-          scores=outcome.scores, aliases=outcome.aliases, events=outcome.events)
+          scores=outcome.scores, aliases=outcome.aliases, events=outcome.events, finals=outcome.finals, gone=gone,
+          into=into)
 
 
 def _decide(stage: str, regions: Regions, edges: Edges, aliases: np.ndarray, events: np.ndarray, box: Box,
@@ -341,14 +344,46 @@ def _merges(job: Job, stage: str) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(pairs), np.concatenate(scores)
 
 
-def _final(job: Job, stage: str) -> tuple[np.ndarray, np.ndarray]:
-    target = job.path(f"{stage}.npz")
-    if not target.exists():
-        pairs, _ = _merges(job, stage)
-        ids, root = roots(pairs)
-        _save(target, ids=ids, roots=root)
-    with np.load(target) as data:
-        return data["ids"], data["roots"]
+def _lower(job: Job, index: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+    """The chunks before `index` on each axis (whose voxels its edges reach)."""
+    return [(index[0] - (a == 0), index[1] - (a == 1), index[2] - (a == 2)) for a in range(3) if index[a] > 0]
+
+
+def _within(stage: str, merges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A box's merges as sorted merged names and the name each ended under in the box."""
+    pairs = merges.reshape(-1, 2)
+    if stage == "agglomerate":  # a merged region keeps the smaller name
+        pairs = np.stack([pairs.min(axis=1), pairs.max(axis=1)], axis=1)
+    order = np.argsort(pairs[:, 1])
+    gone, into = pairs[order, 1], pairs[order, 0]
+    while True:  # each pass follows the chains twice as far
+        further = remap(into, gone, into)
+        if np.array_equal(further, into):
+            return gone, into
+        into = further
+
+
+def final_labels(job: Job, stage: str, chunks: list[tuple[int, int, int]], values: np.ndarray) -> np.ndarray:
+    """The labels after `stage` of `values`, ids of basins (or regions) with voxels in `chunks`.
+    Every merge that moved such a region was made in a box holding one of the chunks, so the
+    boxes holding them at each level, in order, are enough: memory follows those boxes, not the
+    number of basins in the volume."""
+    named = [NO_FINALS]
+    for level in range(_levels(job)):
+        for box in sorted({tuple(i >> level for i in chunk) for chunk in chunks}):
+            with np.load(job.path(stage, str(level), _name(box))) as data:
+                values = remap(values, data["gone"], data["into"])
+                named.append(data["finals"])
+    finals = np.concatenate(named)
+    finals = finals[np.argsort(finals[:, 0])]
+    return remap(values, finals[:, 0], finals[:, 1])
+
+
+def _mapping(job: Job, stage: str, chunks: list[tuple[int, int, int]],
+             values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, labels) for `remap`: the distinct `values` and their final labels."""
+    ids = np.unique(values)
+    return ids, final_labels(job, stage, chunks, ids)
 
 
 def write_task(job: Job, output: str, index: tuple[int, int, int]) -> None:
@@ -357,8 +392,10 @@ def write_task(job: Job, output: str, index: tuple[int, int, int]) -> None:
     if done.exists():
         return
     core = _core(job, index)
-    labels = remap(remap(_fragments(job, index), *_joined(job)), *_final(job, "linkage"))
-    labels = remap(labels, *_final(job, "agglomerate"))
+    basins = remap(_fragments(job, index), *_joined(job))
+    ids, inverse = np.unique(basins, return_inverse=True)
+    labels = final_labels(job, "agglomerate", [index], final_labels(job, "linkage", [index], ids))
+    labels = labels[inverse.reshape(basins.shape)]
     volume = storage.open_volume(output, writable=True)
     volume.write(core, labels.astype(np.uint64))
     volume.flush()
@@ -445,7 +482,6 @@ def run_chunked(job: Job, output: str, mapper: Mapper, fragments: str | None = N
         for level in range(levels):
             timed(stage, f"{stage} round {level + 1}/{levels}", _bound(round_task, job, stage, level),
                   _level_grid(job, level))
-        timed(f"{stage} mapping", f"{stage} mapping", partial(_final, job, stage))
     timed("write", "write", _bound(write_task, job, output), grid)
     if fragments is not None:
         storage.create_volume(fragments, job.shape, np.dtype(np.uint64), job.chunk)

@@ -128,13 +128,15 @@ i64 basins(const float *aff, i64 D, i64 H, i64 W, const i64 *c0, const i64 *c1, 
  * reach outside the box, so their size is only a lower bound. An edge is decided when its outcome
  * is certain: two warm sets merge if either is smaller than `threshold`; a warm set smaller than
  * `threshold` merges into a cold one (an event for the cold set); two sets no smaller than the
- * threshold never merge. Otherwise both ends turn cold and the edge waits (`waiting`). Merges go
- * to `merges` (root pairs) and `merged` (item index); events on cold sets (input events included)
- * to `events` as (item index, root, voxels). Returns the number of merges. */
+ * threshold never merge. Otherwise both ends turn cold and the edge waits (`waiting`). A cold set
+ * keeps its name (other boxes know it by it); two warm ones take the smaller. `least` is each
+ * set's smallest basin id. Merges go to `merges` (surviving root, merged root) and `merged` (item
+ * index); events on cold sets (input events included) to `events` as (item index, root, voxels).
+ * Returns the number of merges. */
 i64 single_linkage(i64 count, const i64 *items, i64 nedges, const i64 *a, const i64 *b, const i64 *ev_region,
-                   const i64 *ev_size, const i64 *name, i64 *up, i64 *size, i64 *base, unsigned char *cold,
-                   i64 threshold, i64 *merges, i64 *merged, i64 *waiting, i64 *nwaiting, i64 *events,
-                   i64 *nevents) {
+                   const i64 *ev_size, const i64 *name, i64 *up, i64 *size, i64 *base, i64 *least,
+                   unsigned char *cold, i64 threshold, i64 *merges, i64 *merged, i64 *waiting, i64 *nwaiting,
+                   i64 *events, i64 *nevents) {
     i64 m = 0, w = 0, e = 0;
     for (i64 k = 0; k < count; ++k) {
         i64 i = items[k];
@@ -160,6 +162,9 @@ i64 single_linkage(i64 count, const i64 *items, i64 nedges, const i64 *a, const 
             up[gone] = keep;
             size[keep] += size[gone];
             base[keep] += base[gone];
+            if (least[gone] < least[keep]) least[keep] = least[gone];
+            ra = keep;
+            rb = gone;
         } else if (cold[ra] != cold[rb] && (cold[ra] ? small_b : small_a)) {
             i64 keep = cold[ra] ? ra : rb, gone = keep == ra ? rb : ra;
             events[3 * e] = i;
@@ -168,6 +173,9 @@ i64 single_linkage(i64 count, const i64 *items, i64 nedges, const i64 *a, const 
             ++e;
             up[gone] = keep;
             size[keep] += size[gone];
+            if (least[gone] < least[keep]) least[keep] = least[gone];
+            ra = keep;
+            rb = gone;
         } else if (!small_a && !small_b) {
             continue;
         } else {
