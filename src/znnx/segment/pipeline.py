@@ -12,7 +12,8 @@ either complete or absent; a rerun skips the tasks whose files exist: the ledger
    before it);
 4. linkage rounds, then 5. agglomeration rounds: round r merges in boxes of 2^r chunks per axis,
    deciding what it can and leaving frozen regions and their edges to round r + 1;
-6. write: each chunk's fragments relabelled to the final regions.
+6. write: each chunk's fragments relabelled to their final labels, from the merge tables of the boxes
+   that hold the chunk (`final_labels`).
 
 A segmentation in memory runs the same functions on one chunk that is the whole volume.
 """
