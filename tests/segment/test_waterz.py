@@ -8,14 +8,10 @@ import numpy as np
 import pytest
 
 from znnx.segment import SegmentOptions, segment_array
+from znnx.segment.metrics import same_partition
 from znnx.segment.synthetic import affinities, cells, noisy
 
 waterz = pytest.importorskip("waterz")
-
-
-def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
-    pairs = np.unique(np.stack([a.reshape(-1), b.reshape(-1)]), axis=1)
-    return pairs.shape[1] == len(np.unique(a)) == len(np.unique(b))
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -26,5 +22,5 @@ def test_same_basins_and_segmentation_as_waterz(seed: int) -> None:
     their_basins = next(theirs).copy()
     their_labels = next(theirs).copy()
     assert len(np.unique(basins)) > 100 and len(np.unique(labels)) < len(np.unique(basins))
-    assert _same_partition(basins, their_basins)
-    assert _same_partition(labels, their_labels)
+    assert same_partition(basins, their_basins)
+    assert same_partition(labels, their_labels)

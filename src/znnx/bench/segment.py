@@ -103,11 +103,6 @@ def _labels(path: str) -> np.ndarray:
     return storage.open_volume(path).read((slice(None),) * 3)
 
 
-def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether two labelings cut the voxels into the same sets (label values aside)."""
-    pairs = np.unique(np.stack([a.reshape(-1), b.reshape(-1)]), axis=1)
-    return pairs.shape[1] == len(np.unique(a)) == len(np.unique(b))
-
 
 def _killed_and_resumed(source: str, output: str, chunk: str) -> dict[str, Any]:
     """SIGKILL a chunked run once its first linkage round has files, then rerun it to the end."""
@@ -143,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         _one(args)
         return
     from znnx.segment import adapted_rand_error, variation_of_information
+    from znnx.segment.metrics import same_partition
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -160,9 +156,10 @@ def main(argv: list[str] | None = None) -> None:
                    "rand_error": adapted_rand_error(labels, truth),
                    "vi": variation_of_information(labels, truth).total}
             if reference is not None:
+                expected = _labels(reference)
                 row["equals"] = reference
-                row["identical"] = bool(np.array_equal(labels, _labels(reference)))
-                row["same_partition"] = row["identical"] or same_partition(labels, _labels(reference))
+                row["identical"] = bool(np.array_equal(labels, expected))
+                row["same_partition"] = row["identical"] or same_partition(labels, expected)
             runs.append(row)
             print(json.dumps(row, default=str), flush=True)
 

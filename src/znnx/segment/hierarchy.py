@@ -3,14 +3,13 @@ cut it at another threshold without segmenting again."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from znnx.errors import InputError
+from znnx.segment.files import replace
 from znnx.segment.graph import remap
 
 WATERSHED, AGGLOMERATION = 0, 1
@@ -48,11 +47,8 @@ class Hierarchy:
     threshold: float
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as handle:
-            np.savez(handle, a=self.a, b=self.b, score=self.score, stage=self.stage, threshold=self.threshold)
-        os.replace(handle.name, path)
+        replace(Path(path), lambda handle: np.savez(handle, a=self.a, b=self.b, score=self.score, stage=self.stage,
+                                                    threshold=self.threshold))
 
     @staticmethod
     def load(path: str | Path) -> Hierarchy:

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from znnx.segment.basins import library
-from znnx.segment.graph import LEVELS, Edges, Regions, combine_edges, combine_regions, score
+from znnx.segment.graph import LEVELS, Edges, Regions, combine_edges, combine_regions, remap, score
+from znnx.segment.hierarchy import roots
 
 
 @dataclass(frozen=True)
@@ -67,57 +68,21 @@ def frozen(regions: Regions, box: Box) -> np.ndarray:
     return np.asarray(empty | low_face | high_face | outside)
 
 
-class _Sets:
-    """Union-find over region ids; a set is named by its smallest id."""
-
-    def __init__(self, regions: Regions, aliases: np.ndarray) -> None:
-        self.up: dict[int, int] = dict(zip(aliases[:, 0].tolist(), aliases[:, 1].tolist()))
-        self.size = dict(zip(regions.ids.tolist(), regions.size.tolist()))
-        self.lo = dict(zip(regions.ids.tolist(), map(tuple, regions.lo.tolist())))
-        self.hi = dict(zip(regions.ids.tolist(), map(tuple, regions.hi.tolist())))
-
-    def find(self, a: int) -> int:
-        root = a
-        while root in self.up:
-            root = self.up[root]
-        while a != root:
-            following = self.up[a]
-            self.up[a] = root
-            a = following
-        return root
-
-    def union(self, a: int, b: int) -> int:
-        keep, gone = min(a, b), max(a, b)
-        self.up[gone] = keep
-        self.size[keep] = self.size.get(keep, 0) + self.size.pop(gone, 0)
-        lo_k, lo_g = self.lo.get(keep), self.lo.pop(gone, None)
-        hi_k, hi_g = self.hi.get(keep), self.hi.pop(gone, None)
-        if lo_g is not None:
-            self.lo[keep] = lo_g if lo_k is None else tuple(map(min, lo_k, lo_g))
-            self.hi[keep] = hi_g if hi_k is None else tuple(map(max, hi_k, hi_g))
-        return keep
-
-    def rows(self, ids: list[int]) -> Regions:
-        none_lo, none_hi = (np.iinfo(np.int64).max,) * 3, (-1,) * 3
-        named = np.array(ids, np.int64).reshape(-1)
-        return Regions(named, np.array([self.size.get(i, 0) for i in ids], np.int64),
-                       np.array([self.lo.get(i, none_lo) for i in ids], np.int64).reshape(-1, 3),
-                       np.array([self.hi.get(i, none_hi) for i in ids], np.int64).reshape(-1, 3), named)
+def _dense(regions: Regions, box: Box, *more: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every id in the rows and `more`, sorted (a region's dense index is its place here), the rows'
+    places, and which ids are frozen at the start: regions that may reach outside the box and ids
+    with no row here."""
+    ids = np.unique(np.concatenate([regions.ids, *more]))
+    rows = np.searchsorted(ids, regions.ids)
+    cold = np.ones(len(ids), np.uint8)
+    cold[rows[~frozen(regions, box)]] = 0
+    return ids, rows, cold
 
 
-def _cold(regions: Regions, edges: Edges, box: Box) -> set[int]:
-    """Frozen at the start: regions that may reach outside the box, and ids with no row here."""
-    cold = set(regions.ids[frozen(regions, box)].tolist())
-    ends = np.union1d(edges.a, edges.b)
-    cold.update(ends[~np.isin(ends, regions.ids)].tolist())
-    return cold
-
-
-def _outcome(merges: list[tuple[int, int, float]], sets: _Sets, cold: set[int], edges: Edges,
-             aliases: np.ndarray) -> Outcome:
-    pairs = np.array([m[:2] for m in merges], np.int64).reshape(-1, 2)
-    scores = np.array([m[2] for m in merges], np.float64)
-    return Outcome(pairs, scores, sets.rows(sorted(cold)), edges, aliases, NO_EVENTS, NO_FINALS)
+def _frozen_rows(regions: Regions, names: np.ndarray, frozen_names: np.ndarray) -> Regions:
+    """The rows of the regions named `frozen_names` once each row's region is renamed `names`."""
+    named = combine_regions([Regions(names, regions.size, regions.lo, regions.hi, names)])
+    return named.take(np.flatnonzero(np.isin(named.ids, frozen_names)))
 
 
 NO_ALIASES = np.zeros((0, 2), np.int64)
@@ -136,14 +101,11 @@ def single_linkage(regions: Regions, edges: Edges, aliases: np.ndarray, events: 
     A frozen region's size is a lower bound, so more is certain than "no frozen end": a region of
     known size below `size` merges with whatever it meets, and two regions of at least `size`
     never merge; only the rest waits."""
-    ids = np.unique(np.concatenate([regions.ids, edges.a, edges.b, aliases.reshape(-1), events[:, 3]]))
+    ids, rows, cold = _dense(regions, box, edges.a, edges.b, aliases.reshape(-1), events[:, 3])
     up = np.arange(len(ids), dtype=np.int64)
     up[np.searchsorted(ids, aliases[:, 0])] = np.searchsorted(ids, aliases[:, 1])
-    rows = np.searchsorted(ids, regions.ids)
     sizes = np.zeros(len(ids), np.int64)
     sizes[rows] = regions.size
-    cold = np.ones(len(ids), np.uint8)
-    cold[rows[~frozen(regions, box)]] = 0
     usable = edges.peak > low * LEVELS
     kept = np.flatnonzero(usable)
     peak = np.concatenate([edges.peak[kept], events[:, 0]])
@@ -214,10 +176,7 @@ def agglomerate(regions: Regions, edges: Edges, box: Box, kind: str, threshold: 
     it exceeds `threshold`: in C for the mean and the max, here for the median (its histograms)."""
     if kind == "median":
         return _agglomerate_median(regions, edges, box, threshold)
-    ids = np.unique(np.concatenate([regions.ids, edges.a, edges.b]))
-    rows = np.searchsorted(ids, regions.ids)
-    cold = np.ones(len(ids), np.uint8)
-    cold[rows[~frozen(regions, box)]] = 0
+    ids, rows, cold = _dense(regions, box, edges.a, edges.b)
     a = np.ascontiguousarray(np.searchsorted(ids, edges.a), np.int64)
     b = np.ascontiguousarray(np.searchsorted(ids, edges.b), np.int64)
     count, total, peak = (np.ascontiguousarray(x, np.int64).copy() for x in (edges.count, edges.total, edges.peak))
@@ -231,25 +190,22 @@ def agglomerate(regions: Regions, edges: Edges, box: Box, kind: str, threshold: 
                                  merges.ctypes.data, scores.ctypes.data)
     root = _flatten(up)
     left = alive.astype(bool) & (cold[a] | cold[b]).astype(bool)
-    named = combine_regions([Regions(ids[root[rows]], regions.size, regions.lo, regions.hi, ids[root[rows]])])
-    is_cold = cold[np.searchsorted(ids, named.ids)].astype(bool)
     pending = Edges(ids[a[left]], ids[b[left]], count[left], total[left], peak[left], None)
-    return Outcome(merges[:made], scores[:made], named.take(np.flatnonzero(is_cold)), combine_edges([pending], False),
-                   NO_ALIASES, NO_EVENTS, NO_FINALS)
+    return Outcome(merges[:made], scores[:made], _frozen_rows(regions, ids[root[rows]], ids[cold.astype(bool)]),
+                   combine_edges([pending], False), NO_ALIASES, NO_EVENTS, NO_FINALS)
 
 
 def _agglomerate_median(regions: Regions, edges: Edges, box: Box, threshold: float) -> Outcome:
-    kind = "median"
-    sets = _Sets(regions, NO_ALIASES)
-    cold = _cold(regions, edges, box)
+    ids, _, flags = _dense(regions, box, edges.a, edges.b)
+    cold = set(ids[flags.astype(bool)].tolist())
     near: dict[int, dict[int, list[Any]]] = {}
     heap: list[tuple[float, int, int, int]] = []
     for i, (a, b) in enumerate(zip(edges.a.tolist(), edges.b.tolist())):
         stats: list[Any] = [int(edges.count[i]), int(edges.total[i]), int(edges.peak[i]),
-                 edges.hist[i].copy() if edges.hist is not None else None, 0]
+                            edges.hist[i].copy() if edges.hist is not None else None, 0]
         near.setdefault(a, {})[b] = stats
         near.setdefault(b, {})[a] = stats
-        heap.append((-score(kind, *stats[:4]), -a, -b, 0))
+        heap.append((-score("median", *stats[:4]), -a, -b, 0))
     heapq.heapify(heap)
     merges: list[tuple[int, int, float]] = []
     while heap:
@@ -265,7 +221,7 @@ def _agglomerate_median(regions: Regions, edges: Edges, box: Box, threshold: flo
             cold.update((a, b))
             continue
         merges.append((a, b, -value))
-        _merge(near, heap, sets, a, b, kind)
+        _merge(near, heap, min(a, b), max(a, b))
     left = [(a, b, s) for a in sorted(cold) for b, s in near.get(a, {}).items() if b not in cold or a < b]
     pending = Edges(np.array([min(a, b) for a, b, _ in left], np.int64),
                     np.array([max(a, b) for a, b, _ in left], np.int64),
@@ -273,12 +229,15 @@ def _agglomerate_median(regions: Regions, edges: Edges, box: Box, threshold: flo
                     np.array([s[2] for _, _, s in left], np.int64),
                     np.array([s[3] for _, _, s in left], np.int64).reshape(-1, edges.hist.shape[1])
                     if edges.hist is not None else None)
-    return _outcome(merges, sets, cold, combine_edges([pending], edges.hist is not None), NO_ALIASES)
+    pairs = np.array([m[:2] for m in merges], np.int64).reshape(-1, 2)
+    names = remap(regions.ids, *roots(pairs))
+    return Outcome(pairs, np.array([m[2] for m in merges], np.float64),
+                   _frozen_rows(regions, names, np.array(sorted(cold), np.int64)),
+                   combine_edges([pending], edges.hist is not None), NO_ALIASES, NO_EVENTS, NO_FINALS)
 
 
-def _merge(near: dict[int, dict[int, list[Any]]], heap: list, sets: _Sets, a: int, b: int, kind: str) -> None:
-    keep = sets.union(a, b)
-    gone = b if keep == a else a
+def _merge(near: dict[int, dict[int, list[Any]]], heap: list, keep: int, gone: int) -> None:
+    """Merge region `gone` into `keep`: its edges move to `keep` or add to `keep`'s edge to the same region."""
     near[keep].pop(gone)
     moved = near.pop(gone)
     moved.pop(keep)
@@ -298,4 +257,4 @@ def _merge(near: dict[int, dict[int, list[Any]]], heap: list, sets: _Sets, a: in
                 old[3] = old[3] + stats[3]
             old[4] += 1
             stats = old
-        heapq.heappush(heap, (-score(kind, *stats[:4]), -min(keep, c), -max(keep, c), stats[4]))
+        heapq.heappush(heap, (-score("median", *stats[:4]), -min(keep, c), -max(keep, c), stats[4]))

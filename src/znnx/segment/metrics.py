@@ -61,3 +61,9 @@ def adapted_rand_error(segmentation: np.ndarray, truth: np.ndarray) -> float:
     if precision + recall == 0:
         return 1.0
     return float(1.0 - 2.0 * precision * recall / (precision + recall))
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two labelings cut the voxels into the same sets (label values aside)."""
+    pairs = np.unique(np.stack([a.reshape(-1), b.reshape(-1)]), axis=1)
+    return pairs.shape[1] == len(np.unique(a)) == len(np.unique(b))

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -40,6 +38,7 @@ import numpy as np
 from znnx import status
 from znnx.errors import InputError, StorageError
 from znnx.segment.basins import HALO, basins, check_thresholds
+from znnx.segment.files import replace
 from znnx.segment.graph import (
     SCORES,
     Edges,
@@ -88,10 +87,6 @@ class Job:
     chunk: Shape
     options: SegmentOptions
 
-    @property
-    def grid(self) -> Shape:
-        return tuple(-(-s // c) for s, c in zip(self.shape, self.chunk))  # type: ignore[return-value]
-
     def box(self, level: int, index: Sequence[int]) -> Box:
         side = [c << level for c in self.chunk]
         start = tuple(i * s for i, s in zip(index, side))
@@ -136,10 +131,7 @@ def spatial_shape(volume: storage.Volume) -> Shape:
 
 
 def _save(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as handle:
-        np.savez(handle, **arrays)  # type: ignore[arg-type]
-    os.replace(handle.name, path)
+    replace(path, lambda handle: np.savez(handle, **arrays))  # type: ignore[arg-type]
 
 
 def _regions_arrays(prefix: str, regions: Regions) -> dict[str, np.ndarray]:
@@ -160,8 +152,8 @@ def _load(path: Path) -> tuple[Regions, Edges, dict[str, np.ndarray]]:
     return regions, edges, arrays
 
 
-def _name(index: Sequence[int]) -> str:
-    return "_".join(map(str, index)) + ".npz"
+def _name(index: Sequence[int], suffix: str = ".npz") -> str:
+    return "_".join(map(str, index)) + suffix
 
 
 def _core(job: Job, index: Sequence[int]) -> tuple[slice, ...]:
@@ -179,22 +171,15 @@ def basins_task(job: Job, index: tuple[int, int, int]) -> None:
     aff = read_affinities(storage.open_volume(job.source), read)
     inner = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(core, read))
     found = basins(aff, inner, [r.start for r in read], job.shape, job.options.low, job.options.high)
-    _save_array(job.path("fragments", _name(index).replace(".npz", ".npy")), found.labels)
+    replace(job.path("fragments", _name(index, ".npy")), lambda handle: np.save(handle, found.labels))
     _save(target, links=found.links, face=_face(found.labels, core, job.shape))
-
-
-def _save_array(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as handle:
-        np.save(handle, array)
-    os.replace(handle.name, path)
 
 
 def _fragments(job: Job, index: Sequence[int], lower: Sequence[bool] = (False, False, False)) -> np.ndarray:
     """A chunk's basin labels as step 1 left them (local ids), with the planes of the chunks
     before it on each axis where `lower` is true (edges and corners of that halo are 0)."""
     def load(at: Sequence[int]) -> np.ndarray:
-        return np.load(job.path("fragments", _name(at).replace(".npz", ".npy")), mmap_mode="r")
+        return np.load(job.path("fragments", _name(at, ".npy")), mmap_mode="r")
 
     own = load(index)
     start = [int(flag) for flag in lower]
@@ -231,9 +216,8 @@ def join_step(job: Job) -> None:
     target = job.path("join.npz")
     if target.exists():
         return
-    grid = list(itertools.product(*map(range, job.grid)))
     faces, links = [], []
-    for index in grid:
+    for index in _level_grid(job, 0):
         with np.load(job.path("basins", _name(index))) as data:
             faces.append(data["face"])
             links.append(data["links"])
@@ -275,16 +259,19 @@ def _chunk_graph(job: Job, index: tuple[int, int, int], linked: bool, histogram:
     return block_graph(labels, aff, [s.start for s in core], lower, histogram)
 
 
+def _boxes(job: Job, level: int) -> Shape:
+    """How many boxes of round `level` (2^level chunks a side) cover the volume on each axis."""
+    return tuple(-(-n // (c << level)) for n, c in zip(job.shape, job.chunk))  # type: ignore[return-value]
+
+
 def _children(job: Job, level: int, index: Sequence[int]) -> list[tuple[int, ...]]:
-    below = job.box(level - 1, (0, 0, 0))
-    grid = [-(-n // (s - a)) for n, a, s in zip(job.shape, below.start, below.stop)]
+    below = _boxes(job, level - 1)
     return [c for c in itertools.product(*[(2 * i, 2 * i + 1) for i in index])
-            if all(x < g for x, g in zip(c, grid))]
+            if all(x < g for x, g in zip(c, below))]
 
 
 def _level_grid(job: Job, level: int) -> list[tuple[int, int, int]]:
-    side = [c << level for c in job.chunk]
-    return [(z, y, x) for z, y, x in itertools.product(*[range(-(-n // s)) for n, s in zip(job.shape, side)])]
+    return [(z, y, x) for z, y, x in itertools.product(*map(range, _boxes(job, level)))]
 
 
 def _levels(job: Job) -> int:
@@ -389,7 +376,7 @@ def _mapping(job: Job, stage: str, chunks: list[tuple[int, int, int]],
 
 def write_task(job: Job, output: str, index: tuple[int, int, int]) -> None:
     """Step 6: a chunk's fragments relabelled to the final regions, into the output."""
-    done = job.path("write", _name(index).replace(".npz", ".done"))
+    done = job.path("write", _name(index, ".done"))
     if done.exists():
         return
     core = _core(job, index)
@@ -418,13 +405,14 @@ def segment_array(aff: np.ndarray, options: SegmentOptions | None = None) -> tup
     regions, edges = block_graph(fragments, aff, (0, 0, 0), (False, False, False), False)
     linked = single_linkage(regions, edges, NO_ALIASES, NO_EVENTS, whole, options.low, options.size)
     ids, root = roots(linked.merges)
+    linked_labels = remap(fragments, ids, root)
     if options.score == "median":
-        regions, edges = block_graph(remap(fragments, ids, root), aff, (0, 0, 0), (False, False, False), True)
+        regions, edges = block_graph(linked_labels, aff, (0, 0, 0), (False, False, False), True)
     else:
         regions, edges = relabel_regions(regions, ids, root), relabel_edges(edges, ids, root)
     merged = agglomerate(regions, edges, whole, options.score, options.threshold)
     hierarchy = _hierarchy(linked.merges, linked.scores, merged.merges, merged.scores, options.threshold)
-    labels = remap(remap(fragments, ids, root), *roots(merged.merges))
+    labels = remap(linked_labels, *roots(merged.merges))
     return labels.astype(np.uint64), hierarchy, fragments.astype(np.uint64)
 
 
