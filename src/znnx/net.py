@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +16,7 @@ from znnx.errors import DeviceError, GraphError, InputError, ModelError
 from znnx.ir.graph import Graph, TensorType
 from znnx.ir.verify import infer_types, verify
 from znnx.plan.autotune import Forced, LayerChoice
-from znnx.plan.plan import Plan, memory_json
+from znnx.plan.plan import DenseChoice, Plan, memory_json
 from znnx.report import summary_table
 from znnx.units import human_bytes
 
@@ -145,10 +147,10 @@ def check_fits(graph: Graph, shaped: Graph, device: str, precision: str, memory_
 
 def make_plan(graph: Graph, device: str = "cpu", precision: str = "fp32", forced: Forced = None,
               rewrites: tuple[tuple[str, int], ...] = (), choices: tuple[LayerChoice, ...] | None = None,
-              retune: bool = False) -> Plan:
+              retune: bool = False, dense: DenseChoice | None = None) -> Plan:
     """What `compile` decides for a shaped graph on `device`: the memory plan, and each conv's
     algorithm (`choices` as given, e.g. saved in a network file, else measured, afresh with
-    `retune`, or `forced`)."""
+    `retune`, or `forced`); `dense` as given."""
     verify(graph)
     backend, target = backends.resolve(device)
     chosen = backend.precision(precision)
@@ -157,7 +159,8 @@ def make_plan(graph: Graph, device: str = "cpu", precision: str = "fp32", forced
     nodes = {node.name: node for node in graph.nodes}
     sizes = [backend.algorithm_bytes(graph, nodes[c.node], c.algorithm) for c in choices]
     return Plan(graph, backends.kind_of(device), chosen.name, backend.memory_plan(graph, 1, chosen), choices,
-                backend.machine(target), rewrites, sum(w for w, _ in sizes), max((s for _, s in sizes), default=0))
+                backend.machine(target), rewrites, sum(w for w, _ in sizes), max((s for _, s in sizes), default=0),
+                dense)
 
 
 class Net:
@@ -287,13 +290,83 @@ def load_net(path: str | Path, device: str = "cpu", algorithm: Forced = None, pr
     if unforced and not reuse:
         print(f"znnx: {str(path)!r} was tuned on {saved.machine}; this is {machine}: measuring its convolutions "
               f"again", file=sys.stderr)
-    plan = make_plan(saved.graph, device, chosen.name, algorithm, saved.rewrites, saved.choices if reuse else None)
+    plan = make_plan(saved.graph, device, chosen.name, algorithm, saved.rewrites, saved.choices if reuse else None,
+                     dense=saved.dense)
     return Net(plan, device)
+
+
+Dense = bool | str
+
+
+def dense_paths(dense: Dense) -> tuple[str, ...]:
+    """The dense forms `dense` asks for: none (False), both to measure (True or "auto"), or one."""
+    from znnx.passes.dense import PATHS
+
+    if dense is False:
+        return ()
+    if dense is True or dense == "auto":
+        return PATHS
+    if dense not in PATHS:
+        raise InputError(f"compile: dense={dense!r} is not one of True, False, 'auto', {', '.join(map(repr, PATHS))}")
+    return (str(dense),)
+
+
+def dense_patch_graph(graph: Graph, dense: Dense) -> Graph:
+    """The dense form whose accepted patch sizes suit every form `dense` may choose (fragments
+    accept fewer sizes than dilation), for choosing a patch; `graph` itself when not dense."""
+    from znnx.passes.dense import dense as dense_form
+
+    paths = dense_paths(dense)
+    return dense_form(graph, "mpf" if "mpf" in paths else "dilated") if paths else graph
+
+
+def _seconds(net: Net, runs: int = 3) -> float:
+    """Median wall time of one patch of random input, after one untimed run."""
+    rng = np.random.default_rng(0)
+    inputs = [rng.random(model_shape(net.graph, net.graph.types[n]), dtype=np.float32) for n in net.graph.inputs]
+    net(*inputs)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        net(*inputs)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[runs // 2]
+
+
+def _compile_dense(graph: Graph, patch: Sequence[int] | None, paths: tuple[str, ...],
+                   build: Callable[[Graph, Sequence[int] | None], Net]) -> Net:
+    """The dense net of `graph` at `patch` along the fastest of `paths` (each measured when more than
+    one); `patch` None: the patch every form accepts nearest `graph`'s own."""
+    from znnx.passes.dense import dense as dense_form
+
+    if patch is None:
+        patch = model_shape(graph, dense_patch_graph(graph, paths[0] if len(paths) == 1 else True).types[
+            graph.inputs[0]])[1:]
+    nets: dict[str, Net] = {}
+    seconds: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    for path in paths:
+        status.report(f"compile: dense form {path!r}", force=True)
+        try:
+            nets[path] = build(dense_form(graph, path), patch)
+        except GraphError as error:
+            if len(paths) == 1:
+                raise
+            skipped[path] = str(error)
+            continue
+        if len(paths) > 1:
+            seconds[path] = _seconds(nets[path])
+    if not nets:
+        raise GraphError(f"compile: no dense form runs at patch {tuple(patch)}: " + "; ".join(skipped.values()))
+    best = min(nets, key=lambda path: seconds.get(path, 0.0))
+    choice = DenseChoice(best, tuple(seconds.items()), tuple(skipped.items()))
+    chosen = nets[best]
+    return Net(replace(chosen.plan, dense=choice), chosen.device)
 
 
 def compile(graph: Graph, patch: Sequence[int] | None = None, device: str = "cpu",  # noqa: A001
             optimize: bool = True, algorithm: Forced = None, precision: str = "fp32",
-            memory_bytes: int | None = None, retune: bool = False) -> Net:
+            memory_bytes: int | None = None, retune: bool = False, dense: Dense = False) -> Net:
     """Compile `graph` for input patches of spatial shape `patch` (the graph's own shape if None).
 
     With `optimize`, the graph passes run first (BatchNorm folding, epilogue fusion, ...).
@@ -304,8 +377,18 @@ def compile(graph: Graph, patch: Sequence[int] | None = None, device: str = "cpu
     fp32 every conv runs direct on the CPU. Before anything is measured or allocated, the net's
     footprint is checked against `memory_bytes` (default: the memory free on the device). `retune`
     measures every conv again and replaces its cached choice (after tuning on a busy machine).
+
+    `dense` (passes/dense.py) compiles the net's dense form instead, for a net that pools or
+    strides: its output at every voxel whose window fits (input - field of view + 1 per axis).
+    True or "auto" measures both forms at the patch and keeps the faster ("mpf" needs a patch its
+    fragments divide; else the dilated form runs); "dilated" or "mpf" forces one. `net.plan.dense`
+    says which form runs and the times measured.
     """
     verify(graph)
+    paths = dense_paths(dense)
+    if paths:
+        return _compile_dense(graph, patch, paths, lambda form, p: compile(
+            form, p, device, optimize, algorithm, precision, memory_bytes, retune))
     status.report(f"compile: optimizing {graph.name!r}", force=True)
     shaped = graph if patch is None else reshape(graph, patch)
     prepared = passes.optimize if optimize else lambda g: passes.Optimized(g, ())

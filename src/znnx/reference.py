@@ -14,7 +14,7 @@ import numpy as np
 
 from znnx.errors import InputError
 from znnx.ir.graph import Graph, Node
-from znnx.ir.ops import ACTIVATIONS, center_crop_begin, pool_output
+from znnx.ir.ops import ACTIVATIONS, center_crop_begin, pool_dilation, pool_output
 
 Array = np.ndarray
 
@@ -76,17 +76,18 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None, stride: Sequence
 
 
 def pool(x: Array, kind: str, kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int],
-         ceil_mode: bool, count_include_pad: bool) -> Array:
-    """Max or average over windows of the padded input. Average divides by the number of window
-    voxels inside the input (or inside the padded input when count_include_pad)."""
-    out_sp = pool_output(x.shape[2:], kernel, stride, pads, ceil_mode)  # type: ignore[arg-type]
-    extra = [max(0, (out_sp[i] - 1) * stride[i] + kernel[i] - (x.shape[2 + i] + pads[i] + pads[i + 3]))
+         ceil_mode: bool, count_include_pad: bool, dilation: Sequence[int] = (1, 1, 1)) -> Array:
+    """Max or average over (dilated) windows of the padded input. Average divides by the number of
+    window voxels inside the input (or inside the padded input when count_include_pad)."""
+    out_sp = pool_output(x.shape[2:], kernel, stride, pads, ceil_mode, dilation)  # type: ignore[arg-type]
+    span = [(kernel[i] - 1) * dilation[i] + 1 for i in range(3)]
+    extra = [max(0, (out_sp[i] - 1) * stride[i] + span[i] - (x.shape[2 + i] + pads[i] + pads[i + 3]))
              for i in range(3)]
     full_pads = [*pads[:3], *(pads[3 + i] + extra[i] for i in range(3))]
     fill = -np.inf if kind == "max" else 0.0
     xp = np.pad(x, _spatial_pad(full_pads), constant_values=fill)
     windows = [
-        (slice(None), slice(None), *(_window(k[i], out_sp[i], stride[i]) for i in range(3)))
+        (slice(None), slice(None), *(_window(k[i] * dilation[i], out_sp[i], stride[i]) for i in range(3)))
         for k in itertools.product(*(range(n) for n in kernel))
     ]
     if kind == "max":
@@ -95,6 +96,26 @@ def pool(x: Array, kind: str, kernel: Sequence[int], stride: Sequence[int], pads
     counted = np.pad(counted, _spatial_pad(pads), constant_values=1.0 if count_include_pad else 0.0)
     counted = np.pad(counted, _spatial_pad([0, 0, 0, *extra]))
     return np.sum([xp[w] for w in windows], axis=0) / np.sum([counted[w] for w in windows], axis=0)
+
+
+def fragment(x: Array, block: Sequence[int]) -> Array:
+    """(N, C, D, H, W) -> (prod(block) * N, C, D/bd, H/bh, W/bw): fragment (a, b, c) of entry n, at
+    ((a*bh + b)*bw + c)*N + n, holds voxels (a + bd*i, b + bh*j, c + bw*k)."""
+    n, c, *sizes = x.shape
+    out = np.empty((*block, n, c, *(s // b for s, b in zip(sizes, block))))
+    for a, b, k in itertools.product(*(range(v) for v in block)):
+        out[a, b, k] = x[:, :, a::block[0], b::block[1], k::block[2]]
+    return out.reshape(-1, *out.shape[4:])
+
+
+def defragment(x: Array, block: Sequence[int]) -> Array:
+    """The inverse of `fragment`: fragments interleaved back into whole patches."""
+    parts = x.reshape(*block, -1, *x.shape[1:])
+    n, c, *sizes = parts.shape[3:]
+    out = np.empty((n, c, *(s * b for s, b in zip(sizes, block))))
+    for a, b, k in itertools.product(*(range(v) for v in block)):
+        out[:, :, a::block[0], b::block[1], k::block[2]] = parts[a, b, k]
+    return out
 
 
 def _interpolation_matrix(size_in: int, scale: float, mode: str, align_corners: bool) -> Array:
@@ -211,11 +232,13 @@ OPS: dict[str, OpFn] = {
                                       a[1].shape[2:]),
     "pad": lambda n, a: _pad(n, a[0]),
     "max_pool": lambda n, a: pool(a[0], "max", n.attrs["kernel"], n.attrs["stride"], n.attrs["pads"],
-                                  n.attrs["ceil_mode"], False),
+                                  n.attrs["ceil_mode"], False, pool_dilation(n)),
     "avg_pool": lambda n, a: pool(a[0], "avg", n.attrs["kernel"], n.attrs["stride"], n.attrs["pads"],
-                                  n.attrs["ceil_mode"], n.attrs["count_include_pad"]),
+                                  n.attrs["ceil_mode"], n.attrs["count_include_pad"], pool_dilation(n)),
     "upsample": lambda n, a: upsample(a[0], n.attrs["scales"], n.attrs["mode"], n.attrs["align_corners"]),
     "identity": lambda n, a: a[0],
+    "fragment": lambda n, a: fragment(a[0], n.attrs["block"]),
+    "defragment": lambda n, a: defragment(a[0], n.attrs["block"]),
 }
 
 

@@ -15,7 +15,7 @@ from fractions import Fraction
 
 from znnx.errors import GraphError
 from znnx.ir.graph import Graph, Node
-from znnx.ir.ops import ACTIVATIONS, BINARY
+from znnx.ir.ops import ACTIVATIONS, BINARY, pool_dilation
 
 
 def _conv_flops(graph: Graph, node: Node) -> int:
@@ -46,17 +46,18 @@ FLOPS: dict[str, Callable[[Graph, Node], int]] = {
     "max_pool": _window_flops,
     "avg_pool": _window_flops,
     **{op: _elementwise_flops for op in (*ACTIVATIONS, *BINARY, "scale", "batchnorm", "softmax", "upsample")},
-    **{op: _no_flops for op in ("crop", "center_crop", "pad", "concat", "identity")},
+    **{op: _no_flops for op in ("crop", "center_crop", "pad", "concat", "identity", "fragment", "defragment")},
 }
 """FLOPs of each op (fused epilogue steps are added on top)."""
 GEOMETRY: dict[str, str] = {
     **{op: "window" for op in ("conv", "max_pool", "avg_pool")},
     "conv_transpose": "transposed",
-    **{op: op for op in ("upsample", "crop", "center_crop", "pad")},
+    **{op: op for op in ("upsample", "crop", "center_crop", "pad", "fragment", "defragment")},
     **{op: "pointwise" for op in (*ACTIVATIONS, *BINARY, "scale", "batchnorm", "softmax", "concat", "identity")},
 }
 """How each op maps input voxels to output voxels: a sliding window, a transposed window, an
-upsampling, a crop or pad (a shift), or voxel for voxel."""
+upsampling, a crop or pad (a shift), fragments (a subsampling, followed as its first fragment, and
+its inverse), or voxel for voxel."""
 
 
 @dataclass(frozen=True)
@@ -110,10 +111,14 @@ def layers(graph: Graph) -> list[Layer]:
     ]
 
 
+def _dilation(node: Node) -> tuple[int, ...]:
+    return tuple(node.attrs["dilation"]) if node.op == "conv" else pool_dilation(node)
+
+
 def _grow(node: Node, axis: int, field: Fraction, jump: Fraction) -> tuple[Fraction, Fraction]:
     a, kind = node.attrs, _entry(GEOMETRY, "GEOMETRY", node)
     if kind == "window":
-        span = (a["kernel"][axis] - 1) * a.get("dilation", (1, 1, 1))[axis]
+        span = (a["kernel"][axis] - 1) * _dilation(node)[axis]
         return field + span * jump, jump * a["stride"][axis]
     if kind == "transposed":
         span = (a["kernel"][axis] - 1) * a["dilation"][axis] + 1
@@ -121,6 +126,10 @@ def _grow(node: Node, axis: int, field: Fraction, jump: Fraction) -> tuple[Fract
     if kind == "upsample":
         scale = Fraction(a["scales"][axis]).limit_denominator(1000)
         return field + (jump if a["mode"] == "trilinear" else 0), jump / scale
+    if kind == "fragment":
+        return field, jump * a["block"][axis]
+    if kind == "defragment":
+        return field, jump / a["block"][axis]
     return field, jump
 
 
@@ -129,7 +138,7 @@ def _shift(graph: Graph, node: Node, axis: int, jump: Fraction) -> Fraction:
     that input's jump (input voxels per voxel)."""
     a, kind = node.attrs, _entry(GEOMETRY, "GEOMETRY", node)
     if kind == "window":
-        return jump * (Fraction((a["kernel"][axis] - 1) * a.get("dilation", (1, 1, 1))[axis], 2) - a["pads"][axis])
+        return jump * (Fraction((a["kernel"][axis] - 1) * _dilation(node)[axis], 2) - a["pads"][axis])
     if kind == "transposed":
         reach = Fraction((a["kernel"][axis] - 1) * a["dilation"][axis], 2) - a["pads"][axis]
         return -jump * reach / a["stride"][axis]
@@ -164,7 +173,8 @@ def geometry(graph: Graph) -> Geometry:
         centres[node.output] = [centres[node.inputs[0]][axis] + _shift(graph, node, axis, jumps[axis][1])
                                 for axis in range(3)]
         fields[node.output] = [_grow(node, axis, *merged[axis]) for axis in range(3)]
-        coarsest = [max(c, j) for c, (_, j) in zip(coarsest, fields[node.output])]
+        if graph.types[node.output].fragments == 1:  # inside fragments, the coarse grid is every offset's
+            coarsest = [max(c, j) for c, (_, j) in zip(coarsest, fields[node.output])]
     final = fields[graph.outputs[0]][3 - rank:]
     return Geometry(
         graph.types[graph.inputs[0]].spatial[3 - rank:],

@@ -32,7 +32,7 @@ import torch
 from znnx.backends import torch_eager
 from znnx.errors import DeviceError, KernelUnavailable
 from znnx.ir.graph import Graph, Node
-from znnx.ir.ops import ACTIVATIONS, epilogue
+from znnx.ir.ops import ACTIVATIONS, epilogue, pool_dilation
 from znnx.kernels.epilogue import activation, epilogue_step
 from znnx.plan import algorithm as algorithms
 from znnx.plan.algorithm import DIRECT, Algorithm
@@ -310,7 +310,8 @@ class _Builder:
         try:
             if self.dtype != torch.float32:
                 raise KernelUnavailable("pool: the C max pool is an fp32 kernel")
-            fast = pool.MaxPool(a["kernel"], a["stride"], a["pads"], self.graph.types[node.output].spatial)
+            fast = pool.MaxPool(a["kernel"], a["stride"], a["pads"], self.graph.types[node.output].spatial,
+                                pool_dilation(node))
         except KernelUnavailable:
             eager = self.eager.kernel(node)
             return lambda xs, out, _: eager(xs) if out is None else out.copy_(eager(xs))
@@ -378,7 +379,7 @@ class _Arena:
                 if step.slot is not None:
                     t = self.graph.types[node.output]
                     flat = slots[step.slot][:batch * t.numel]
-                    out = flat.view(batch, *t.spatial, t.channels).permute(0, 4, 1, 2, 3)
+                    out = flat.view(batch * t.fragments, *t.spatial, t.channels).permute(0, 4, 1, 2, 3)
                 if step.scratch is not None:
                     scratch = slots[step.scratch]
                 self.views[node.name] = (out, scratch)

@@ -8,6 +8,7 @@ pooling are expressed as an explicit pad so PyTorch's own conventions never leak
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -15,12 +16,13 @@ import torch.nn.functional as F
 
 from znnx.errors import UnsupportedError
 from znnx.ir.graph import Graph, Node, TensorType
-from znnx.ir.ops import ACTIVATIONS, BINARY, center_crop_begin, pool_output
+from znnx.ir.ops import ACTIVATIONS, BINARY, center_crop_begin, pool_dilation, pool_output
 from znnx.kernels.epilogue import Kernel, activation, with_epilogue
 
 Tensor = torch.Tensor
 OPS = frozenset({*ACTIVATIONS, *BINARY, "softmax", "concat", "identity", "max_pool", "avg_pool", "conv",
-                 "conv_transpose", "center_crop", "crop", "pad", "upsample", "batchnorm", "scale"})
+                 "conv_transpose", "center_crop", "crop", "pad", "upsample", "batchnorm", "scale", "fragment",
+                 "defragment"})
 
 
 def _torch_pad(pads: Sequence[int]) -> list[int]:
@@ -30,6 +32,34 @@ def _torch_pad(pads: Sequence[int]) -> list[int]:
 
 def _symmetric(pads: Sequence[int]) -> bool:
     return tuple(pads[:3]) == tuple(pads[3:])
+
+
+def _channels_last(x: Tensor) -> bool:
+    return x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def fragment(x: Tensor, block: Sequence[int]) -> Tensor:
+    """ir/ops.py's `fragment`: (N, C, D, H, W) split into the prod(block) offsets of the block grid,
+    offset-major; a channels-last input gives a channels-last output."""
+    n, c, *sizes = x.shape
+    (wd, wh, ww), (bd, bh, bw) = [s // b for s, b in zip(sizes, block)], block
+    if _channels_last(x):
+        parts = x.permute(0, 2, 3, 4, 1).reshape(n, wd, bd, wh, bh, ww, bw, c).permute(2, 4, 6, 0, 1, 3, 5, 7)
+        return parts.reshape(-1, wd, wh, ww, c).permute(0, 4, 1, 2, 3)
+    parts = x.reshape(n, c, wd, bd, wh, bh, ww, bw).permute(3, 5, 7, 0, 1, 2, 4, 6)
+    return parts.reshape(-1, c, wd, wh, ww)
+
+
+def defragment(x: Tensor, block: Sequence[int]) -> Tensor:
+    """ir/ops.py's `defragment`: the fragments interleaved back (the inverse of `fragment`); keeps a
+    channels-last layout."""
+    (bd, bh, bw), (wd, wh, ww), c = block, x.shape[2:], x.shape[1]
+    n = x.shape[0] // (bd * bh * bw)
+    if _channels_last(x):
+        parts = x.permute(0, 2, 3, 4, 1).reshape(bd, bh, bw, n, wd, wh, ww, c).permute(3, 4, 0, 5, 1, 6, 2, 7)
+        return parts.reshape(n, wd * bd, wh * bh, ww * bw, c).permute(0, 4, 1, 2, 3)
+    parts = x.reshape(bd, bh, bw, n, c, wd, wh, ww).permute(3, 4, 5, 0, 6, 1, 7, 2)
+    return parts.reshape(n, c, wd * bd, wh * bh, ww * bw)
 
 
 class Builder:
@@ -87,21 +117,31 @@ class Builder:
             fp32 = Builder(self.graph, self.device).pool(node)  # PyTorch's CPU avg_pool3d is fp32 / fp64 only
             return lambda x: fp32([x[0].float()]).to(self.dtype)
         in_sp = self.in_type(node).spatial
-        kernel, stride, pads = a["kernel"], a["stride"], a["pads"]
-        out = pool_output(in_sp, kernel, stride, pads, a["ceil_mode"])
-        extra = [max(0, (out[i] - 1) * stride[i] + kernel[i] - (in_sp[i] + pads[i] + pads[3 + i])) for i in range(3)]
+        kernel, stride, pads, dilation = a["kernel"], a["stride"], a["pads"], pool_dilation(node)
+        out = pool_output(in_sp, kernel, stride, pads, a["ceil_mode"], dilation)
+        span = [(kernel[i] - 1) * dilation[i] + 1 for i in range(3)]
+        extra = [max(0, (out[i] - 1) * stride[i] + span[i] - (in_sp[i] + pads[i] + pads[3 + i])) for i in range(3)]
         full = _torch_pad([*pads[:3], *(pads[3 + i] + extra[i] for i in range(3))])
         if node.op == "max_pool":
             if not any(full):
-                return lambda x: F.max_pool3d(x[0], kernel, stride)
-            return lambda x: F.max_pool3d(F.pad(x[0], full, value=-torch.inf), kernel, stride)
+                return lambda x: F.max_pool3d(x[0], kernel, stride, dilation=dilation)
+            return lambda x: F.max_pool3d(F.pad(x[0], full, value=-torch.inf), kernel, stride, dilation=dilation)
+        average = self._average(kernel, stride, dilation)
         if not any(full):
-            return lambda x: F.avg_pool3d(x[0], kernel, stride)
+            return lambda x: average(x[0])
         counted = torch.ones((1, 1, *in_sp), device=self.device, dtype=self.dtype)
         counted = F.pad(counted, _torch_pad(pads), value=1.0 if a["count_include_pad"] else 0.0)
         counted = F.pad(counted, _torch_pad([0, 0, 0, *extra]))
-        divisor = F.avg_pool3d(counted, kernel, stride)
-        return lambda x: F.avg_pool3d(F.pad(x[0], full), kernel, stride) / divisor
+        divisor = average(counted)
+        return lambda x: average(F.pad(x[0], full)) / divisor
+
+    def _average(self, kernel: Sequence[int], stride: Sequence[int],
+                 dilation: Sequence[int]) -> Callable[[Tensor], Tensor]:
+        """Unpadded window means; with dilation (which avg_pool3d lacks) a depthwise conv of 1/size."""
+        if tuple(dilation) == (1, 1, 1):
+            return lambda x: F.avg_pool3d(x, list(kernel), list(stride))
+        ones = torch.full((1, 1, *kernel), 1.0 / math.prod(kernel), device=self.device, dtype=self.dtype)
+        return lambda x: F.conv3d(x, ones.expand(x.shape[1], 1, *kernel), None, stride, 0, dilation, x.shape[1])
 
     def binary(self, node: Node) -> Kernel:
         fns: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"add": torch.add, "mul": torch.mul, "div": torch.div,
@@ -158,6 +198,8 @@ class Builder:
             "softmax": lambda x: torch.softmax(x[0], dim=1),
             "concat": lambda x: torch.cat(list(x), dim=1),
             "identity": lambda x: x[0],
+            "fragment": lambda x: fragment(x[0], a["block"]),
+            "defragment": lambda x: defragment(x[0], a["block"]),
         }
         if node.op in simple:
             return simple[node.op]

@@ -184,12 +184,12 @@ class _Converter:
 
     def pool(self, op: str) -> str:
         kernel = lift(list(self.attrs["kernel_shape"]), 1)
-        stride = self.ints("strides", 1)
-        if any(d != 1 for d in self.ints("dilations", 1)):
-            raise self.fail(f"pooling with dilations {self.attrs['dilations']} is not supported")
+        stride, dilation = self.ints("strides", 1), self.ints("dilations", 1)
         attrs: dict[str, Any] = {"kernel": kernel, "stride": stride,
-                                 "pads": self.auto_pads(kernel, stride, (1, 1, 1)),
+                                 "pads": self.auto_pads(kernel, stride, dilation),
                                  "ceil_mode": bool(self.attrs.get("ceil_mode", 0))}
+        if any(d != 1 for d in dilation):
+            attrs["dilation"] = dilation
         if op == "avg_pool":
             attrs["count_include_pad"] = bool(self.attrs.get("count_include_pad", 0))
         return self.add(op, [self.act(0)], attrs)

@@ -226,13 +226,14 @@ class _Converter:
     def pool(self, op: str, a: dict[str, Any]) -> str:
         kernel = _triple(a["kernel_size"], self.rank, 1)
         stride = _triple(a["stride"], self.rank, 1) if a.get("stride") else kernel
-        if any(d != 1 for d in _triple(a.get("dilation", 1), self.rank, 1)):
-            raise self.fail("max pooling with dilation is not supported")
+        dilation = _triple(a.get("dilation", 1), self.rank, 1)
         if a.get("divisor_override") is not None:
             raise self.fail("avg_pool with divisor_override is not supported")
         pads = _triple(a.get("padding", 0), self.rank, 0)
         attrs: dict[str, Any] = {"kernel": kernel, "stride": stride, "pads": (*pads, *pads),
                                  "ceil_mode": bool(a.get("ceil_mode", False))}
+        if any(d != 1 for d in dilation):
+            attrs["dilation"] = dilation
         if op == "avg_pool":
             attrs["count_include_pad"] = bool(a.get("count_include_pad", True))
         return self.add(op, [self.act(a["self"])], attrs)

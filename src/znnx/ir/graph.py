@@ -1,6 +1,8 @@
 """The graph IR: tensor types, nodes and graphs, all immutable values.
 
-A tensor is (channels, depth, height, width); the batch is a runtime dimension. Models of spatial
+A tensor is (channels, depth, height, width); the batch is a runtime dimension. A tensor inside a
+max-pooling-fragment (MPF) section of a dense net holds `fragments` patches per batch entry (the
+pooling offsets), each of its spatial shape: its buffers are `fragments` times the batch. Models of spatial
 rank 0, 1 or 2 are lifted to 3D with leading unit axes, and `Graph.spatial_rank` remembers the
 source rank so inputs and outputs can be shown and accepted in the model's own shape.
 """
@@ -23,10 +25,12 @@ def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
 
 @dataclass(frozen=True)
 class TensorType:
-    """Static type of one activation tensor: channel count and three spatial sizes."""
+    """Static type of one activation tensor: channel count, three spatial sizes, and how many
+    fragments (patches per batch entry) it holds."""
 
     channels: int
     spatial: Shape3
+    fragments: int = 1
 
     @property
     def voxels(self) -> int:
@@ -35,10 +39,12 @@ class TensorType:
 
     @property
     def numel(self) -> int:
-        return self.channels * self.voxels
+        """Elements per batch entry, all fragments together."""
+        return self.fragments * self.channels * self.voxels
 
     def __str__(self) -> str:
-        return f"{self.channels}x{'x'.join(map(str, self.spatial))}"
+        shape = f"{self.channels}x{'x'.join(map(str, self.spatial))}"
+        return shape if self.fragments == 1 else f"{self.fragments}*{shape}"
 
 
 @dataclass(frozen=True, eq=False)

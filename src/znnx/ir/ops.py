@@ -2,13 +2,19 @@
 
 Spatial attributes are always 3-tuples ordered (depth, height, width); `pads` is a 6-tuple
 (begin_d, begin_h, begin_w, end_d, end_h, end_w).
+
+Fragments (see `TensorType.fragments`): `fragment` splits each patch, whose sizes must be multiples
+of `block`, into the prod(block) offsets of the block grid, offset-major (ZNNi's max-pooling
+fragments: fragment (a, b, c) of entry n is batch entry ((a*bh + b)*bw + c)*N + n, holding voxels
+(a + bd*i, b + bh*j, c + bw*k)); `defragment` interleaves them back. Every other op keeps its
+inputs' fragment count, which must agree.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from znnx.errors import GraphError
 from znnx.ir.graph import Node, Shape3, TensorType
@@ -103,7 +109,7 @@ def _check_epilogue(node: Node, types: Sequence[TensorType], out: TensorType) ->
         _scalar(node, "alpha", (int, float))
     if ("add" in steps) != (len(types) == 2):
         raise _fail(node, f"epilogue {steps} needs {2 if 'add' in steps else 1} input(s), got {len(types)}")
-    if len(types) == 2 and types[1] != out:
+    if len(types) == 2 and (types[1].channels, types[1].spatial) != (out.channels, out.spatial):
         raise _fail(node, f"the residual input {types[1]} must match the output {out}")
     return out
 
@@ -176,29 +182,37 @@ def _conv_transpose(node: Node, types: Sequence[TensorType]) -> TensorType:
     return _check_epilogue(node, types, out)
 
 
+def pool_dilation(node: Node) -> tuple[int, ...]:
+    """A pooling window's dilation: the optional attribute `dilation`, else 1 on every axis."""
+    return _ints(node, "dilation", 3, 1) if "dilation" in node.attrs else (1, 1, 1)
+
+
 def _pool(node: Node, types: Sequence[TensorType]) -> TensorType:
     (x,) = types
     kernel = _ints(node, "kernel", 3, 1)
     stride = _ints(node, "stride", 3, 1)
     pads = _ints(node, "pads", 6, 0)
+    dilation = pool_dilation(node)
     ceil_mode = bool(_scalar(node, "ceil_mode", (bool,)))
     if node.op == "avg_pool":
         _scalar(node, "count_include_pad", (bool,))
     _no_params(node)
+    span = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
     for i in range(3):
-        if pads[i] >= kernel[i] or pads[i + 3] >= kernel[i]:
-            raise _fail(node, f"pads {pads} must be smaller than the kernel {kernel}")
-    spatial = pool_output(x.spatial, kernel, stride, pads, ceil_mode)
+        if pads[i] >= span[i] or pads[i + 3] >= span[i]:
+            raise _fail(node, f"pads {pads} must be smaller than the (dilated) window {tuple(span)}")
+    spatial = pool_output(x.spatial, kernel, stride, pads, ceil_mode, dilation)
     return TensorType(x.channels, _positive(node, spatial, f"input {x}"))
 
 
 def pool_output(
-    spatial: Shape3, kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int], ceil_mode: bool
+    spatial: Shape3, kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int], ceil_mode: bool,
+    dilation: Sequence[int] = (1, 1, 1),
 ) -> list[int]:
     """Output sizes of a pooling window; in ceil mode a last window must start inside the input."""
     out = []
     for i, size in enumerate(spatial):
-        span = size + pads[i] + pads[i + 3] - kernel[i]
+        span = size + pads[i] + pads[i + 3] - (kernel[i] - 1) * dilation[i] - 1
         n = (math.ceil(span / stride[i]) if ceil_mode else span // stride[i]) + 1
         if ceil_mode and (n - 1) * stride[i] >= size + pads[i]:
             n -= 1
@@ -305,6 +319,26 @@ def _upsample(node: Node, types: Sequence[TensorType]) -> TensorType:
     return TensorType(x.channels, _positive(node, spatial, f"resizing {x} by {scales}"))
 
 
+def _fragment(node: Node, types: Sequence[TensorType]) -> TensorType:
+    (x,) = types
+    block = _ints(node, "block", 3, 1)
+    _no_params(node)
+    if any(s % b for s, b in zip(x.spatial, block)):
+        raise _fail(node, f"input {x} is not a multiple of the block {block} on every axis")
+    spatial = tuple(s // b for s, b in zip(x.spatial, block))
+    return TensorType(x.channels, spatial, x.fragments * math.prod(block))  # type: ignore[arg-type]
+
+
+def _defragment(node: Node, types: Sequence[TensorType]) -> TensorType:
+    (x,) = types
+    block = _ints(node, "block", 3, 1)
+    _no_params(node)
+    if x.fragments % math.prod(block):
+        raise _fail(node, f"block {block} needs a multiple of {math.prod(block)} fragments, got {x}")
+    spatial = tuple(s * b for s, b in zip(x.spatial, block))
+    return TensorType(x.channels, spatial, x.fragments // math.prod(block))  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class OpSpec:
     """Arity and shape rule of one op; `infer` also checks attributes and parameters."""
@@ -330,7 +364,10 @@ OPS: dict[str, OpSpec] = {
     "avg_pool": OpSpec(1, 1, _pool),
     "upsample": OpSpec(1, 1, _upsample),
     "identity": OpSpec(1, 1, _unary),
+    "fragment": OpSpec(1, 1, _fragment),
+    "defragment": OpSpec(1, 1, _defragment),
 }
+FRAGMENT_OPS = frozenset({"fragment", "defragment"})
 
 
 def infer_node(node: Node, types: Sequence[TensorType]) -> TensorType:
@@ -340,4 +377,11 @@ def infer_node(node: Node, types: Sequence[TensorType]) -> TensorType:
         raise _fail(node, f"unknown op; the IR knows {sorted(OPS)}")
     if not spec.min_inputs <= len(types) <= spec.max_inputs:
         raise _fail(node, f"takes {spec.min_inputs}..{spec.max_inputs} inputs, got {len(types)}")
-    return spec.infer(node, types)
+    out = spec.infer(node, types)
+    if node.op in FRAGMENT_OPS:
+        return out
+    counts = sorted({t.fragments for t in types})
+    if len(counts) > 1:
+        raise _fail(node, f"inputs hold different fragment counts {counts} ({[str(t) for t in types]}): a value "
+                          f"inside a max-pooling-fragment section meets one outside it")
+    return replace(out, fragments=counts[0])

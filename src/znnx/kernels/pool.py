@@ -25,19 +25,20 @@ def _library() -> ctypes.CDLL:
 
     lib = native.load("pool", files("znnx.kernels").joinpath("pool.c").read_text())
     i, p = ctypes.c_ssize_t, ctypes.c_void_p
-    lib.max_pool.argtypes = [p, i, i, i, i, i, p, p, p, p, i, i, i]
+    lib.max_pool.argtypes = [p, i, i, i, i, i, p, p, p, p, p, i, i, i]
     lib.max_pool.restype = None
     return lib
 
 
 class MaxPool:
-    """Max pooling with `kernel`, `stride` and leading `pads` (d, h, w) to `out_spatial`; windows
-    reaching past the input (trailing pads, ceil mode) see only the input voxels they cover."""
+    """Max pooling with `kernel`, `stride`, leading `pads` (d, h, w) and `dilation` to
+    `out_spatial`; windows reaching past the input (trailing pads, ceil mode) see only the input
+    voxels they cover."""
 
     def __init__(self, kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int],
-                 out_spatial: Sequence[int]) -> None:
+                 out_spatial: Sequence[int], dilation: Sequence[int] = (1, 1, 1)) -> None:
         self.lib = _library()
-        self.shape = [np.array(v[:3], dtype=np.int32) for v in (kernel, stride, pads)]
+        self.shape = [np.array(v[:3], dtype=np.int32) for v in (kernel, stride, pads, dilation)]
         self.out_spatial = tuple(int(s) for s in out_spatial)
 
     def __call__(self, x: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -47,6 +48,6 @@ class MaxPool:
         y = out if out is not None else torch.empty((n, c, *self.out_spatial), memory_format=torch.channels_last_3d)
         if not y.permute(0, 2, 3, 4, 1).is_contiguous():
             raise ValueError(f"kernels.pool: out must be channels-last, got strides {y.stride()}")
-        k, s, p = (a.ctypes.data for a in self.shape)
-        self.lib.max_pool(x.data_ptr(), n, d, h, w, c, k, s, p, y.data_ptr(), *self.out_spatial)  # type: ignore[attr-defined]
+        k, s, p, dl = (a.ctypes.data for a in self.shape)
+        self.lib.max_pool(x.data_ptr(), n, d, h, w, c, k, s, p, dl, y.data_ptr(), *self.out_spatial)  # type: ignore[attr-defined]
         return y

@@ -73,7 +73,7 @@ def _signature(graph: Graph, node: Node, batch: int, precision: str, context: st
     x, y = graph.types[node.inputs[0]], graph.types[node.output]
     a = node.attrs
     fields = [node.op, x.channels, y.channels, x.spatial, a["kernel"], a["pads"], a["stride"], a["dilation"],
-              a["groups"], list(a.get("epilogue", ())), float(a.get("alpha", 0.0)), batch,
+              a["groups"], list(a.get("epilogue", ())), float(a.get("alpha", 0.0)), batch * x.fragments,
               "float32" if precision == "fp32" else precision, torch.get_num_threads(), torch.__version__,
               __version__, context]
     return hashlib.sha256(json.dumps(fields, default=list).encode()).hexdigest()[:24]
@@ -274,7 +274,7 @@ def _inputs(graph: Graph, node: Node, batch: int, device: torch.device) -> tuple
     """Random channels-last input (and residual, for a conv that adds one) of `node`'s shapes."""
     generator = torch.Generator().manual_seed(0)
     shapes = [graph.types[node.inputs[0]]] + ([graph.types[node.output]] if len(node.inputs) == 2 else [])
-    tensors = [torch.rand((batch, t.channels, *t.spatial), generator=generator).to(device).contiguous(
+    tensors = [torch.rand((batch * t.fragments, t.channels, *t.spatial), generator=generator).to(device).contiguous(
         memory_format=torch.channels_last_3d) for t in shapes]
     return tensors[0], tensors[1] if len(tensors) == 2 else None
 

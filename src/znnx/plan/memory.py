@@ -27,7 +27,8 @@ BUFFERS: dict[str, str] = {
     **{op: "input" for op in (*ACTIVATIONS, *BINARY, "scale")},
     **{op: "residual" for op in ("conv", "conv_transpose")},
     **{op: "view" for op in ("crop", "center_crop", "identity")},
-    **{op: "own" for op in ("batchnorm", "softmax", "concat", "pad", "max_pool", "avg_pool", "upsample")},
+    **{op: "own" for op in ("batchnorm", "softmax", "concat", "pad", "max_pool", "avg_pool", "upsample", "fragment",
+                            "defragment")},
 }
 """Where each op's output may live: `input` (over an input of the same shape that dies there),
 `residual` (over the residual a fused add reads), `view` (a view of input 0, no buffer), `own` (a

@@ -3,7 +3,8 @@ conv's algorithm with its measured times, the machine they were measured on) and
 safetensors file.
 
 Layout: the tensors are the node parameters, keyed `node/param`; the safetensors header's string
-metadata holds `format`, `version`, `graph` (JSON: values, types, nodes with attributes, the
+metadata holds `format`, `version`, `graph` (JSON: values, types (channels, spatial sizes, and the
+fragment count where above 1), nodes with attributes, the
 compiled patch, the rewrite counts, the plan) and `sha256`, a digest of the graph JSON and every
 tensor's bytes. Nothing in the file is code: the header is JSON, the tensors raw numbers, and every
 op and attribute passes the IR verifier on load. A truncated file fails in the safetensors reader,
@@ -27,7 +28,7 @@ from znnx.errors import GraphError, ModelError
 from znnx.ir.graph import Graph, Node, TensorType
 from znnx.ir.verify import verify
 from znnx.plan.autotune import LayerChoice
-from znnx.plan.plan import Plan, choices_from_json, plan_json
+from znnx.plan.plan import DenseChoice, Plan, choices_from_json, dense_from_json, plan_json
 from znnx.version import __version__
 
 FORMAT = "znnx-network"
@@ -48,6 +49,7 @@ class Saved:
     memory: dict[str, Any]
     choices: tuple[LayerChoice, ...] | None
     machine: str
+    dense: DenseChoice | None = None
 
 
 def _key(node: str, param: str) -> str:
@@ -60,7 +62,8 @@ def _graph_json(graph: Graph) -> dict[str, Any]:
         "spatial_rank": graph.spatial_rank,
         "inputs": list(graph.inputs),
         "outputs": list(graph.outputs),
-        "types": {name: [t.channels, *t.spatial] for name, t in graph.types.items()},
+        "types": {name: [t.channels, *t.spatial, *([t.fragments] if t.fragments > 1 else [])]
+                  for name, t in graph.types.items()},
         "nodes": [{"name": n.name, "op": n.op, "inputs": list(n.inputs), "output": n.output,
                    "attrs": dict(n.attrs), "params": sorted(n.params)} for n in graph.nodes],
     }
@@ -130,7 +133,8 @@ def _graph(data: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> Graph:
         nodes.append(Node(str(n["name"]), str(n["op"]), tuple(n["inputs"]), str(n["output"]),
                           {str(k): _tuples(v) for k, v in n["attrs"].items()},
                           {k: tensors[_key(n["name"], k)] for k in n["params"]}))
-    types = {name: TensorType(int(t[0]), (int(t[1]), int(t[2]), int(t[3]))) for name, t in data["types"].items()}
+    types = {name: TensorType(int(t[0]), (int(t[1]), int(t[2]), int(t[3])), int(t[4]) if len(t) > 4 else 1)
+             for name, t in data["types"].items()}
     return Graph(tuple(nodes), tuple(data["inputs"]), tuple(data["outputs"]), types, int(data["spatial_rank"]),
                  str(data["name"]))
 
@@ -165,6 +169,7 @@ def load(path: str | Path) -> Saved:
         graph = verify(_graph(data["graph"], tensors))
         rewrites = tuple((str(name), int(count)) for name, count in data["rewrites"])
         device, precision, memory, choices, machine = _plan_fields(data, version)
+        dense = dense_from_json(data["plan"].get("dense")) if version != "1" else None
     except GraphError as error:
         raise ModelError(f"{COMPONENT}: {str(source)!r} holds an invalid graph: {error}") from None
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
@@ -175,7 +180,7 @@ def load(path: str | Path) -> Saved:
         if {c.node for c in choices} != convs:
             raise ModelError(f"{COMPONENT}: {str(source)!r} saves algorithms for {sorted(c.node for c in choices)}, "
                              f"but its convolutions are {sorted(convs)}; recompile it")
-    return Saved(graph, rewrites, device, precision, memory, choices, machine)
+    return Saved(graph, rewrites, device, precision, memory, choices, machine, dense)
 
 
 def _umask() -> int:

@@ -18,13 +18,24 @@ from znnx.plan.memory import MemoryPlan
 
 
 @dataclass(frozen=True)
+class DenseChoice:
+    """How a dense net (passes/dense.py) was chosen: the form that runs (`path`, "dilated" or
+    "mpf"), the measured seconds of one patch of each form timed, and the forms left out with why."""
+
+    path: str
+    seconds: tuple[tuple[str, float], ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class Plan:
     """`graph`: the optimized graph at its patch; `device`: the backend kind that runs it;
     `precision`: its name; `memory`: buffers and peak for `memory.batch` patches per call;
     `choices`: each conv's algorithm with the measured time of every candidate; `machine`: the kind
     of machine those times were measured on; `rewrites`: what each pass changed;
     `kernel_weight_bytes` / `kernel_scratch_bytes`: what the chosen Winograd / FFT kernels add to
-    the weights and need as scratch (one slab, shared by every layer)."""
+    the weights and need as scratch (one slab, shared by every layer); `dense`: for a dense net,
+    which dense form runs and why."""
 
     graph: Graph
     device: str
@@ -35,6 +46,7 @@ class Plan:
     rewrites: tuple[tuple[str, int], ...] = ()
     kernel_weight_bytes: int = 0
     kernel_scratch_bytes: int = 0
+    dense: DenseChoice | None = None
 
     @property
     def batch(self) -> int:
@@ -84,8 +96,21 @@ def choices_from_json(data: list[dict[str, Any]]) -> tuple[LayerChoice, ...]:
     return tuple(choices)
 
 
+def dense_json(dense: DenseChoice | None) -> dict[str, Any] | None:
+    if dense is None:
+        return None
+    return {"path": dense.path, "seconds": dict(dense.seconds), "skipped": dict(dense.skipped)}
+
+
+def dense_from_json(data: dict[str, Any] | None) -> DenseChoice | None:
+    if data is None:
+        return None
+    return DenseChoice(str(data["path"]), tuple((str(k), float(v)) for k, v in data["seconds"].items()),
+                       tuple((str(k), str(v)) for k, v in data["skipped"].items()))
+
+
 def plan_json(plan: Plan) -> dict[str, Any]:
     """The plan less its graph (the network file stores the graph and weights itself)."""
     return {"device": plan.device, "precision": plan.precision, "batch": plan.batch, "machine": plan.machine,
-            "memory": memory_json(plan.memory), "choices": choices_json(plan.choices)}
+            "memory": memory_json(plan.memory), "choices": choices_json(plan.choices), "dense": dense_json(plan.dense)}
 
