@@ -13,7 +13,7 @@ from tests.nets import rel_error
 from tests.op_cases import OP_CASES, OpCase
 from znnx import backends, reference, report
 from znnx.errors import DeviceError
-from znnx.frontends import from_caffe, from_onnx, from_torch
+from znnx.frontends import from_caffe, from_onnx, from_torch, from_znn
 from znnx.ir import OPS
 from znnx.plan import memory
 
@@ -22,12 +22,13 @@ TABLES: dict[str, frozenset[str]] = {
     "plan.memory.BUFFERS": frozenset(memory.BUFFERS),
     "report.FLOPS": frozenset(report.FLOPS),
     "report.GEOMETRY": frozenset(report.GEOMETRY),
-    "frontends (IR_OPS of from_onnx, from_torch, from_caffe)": from_onnx.IR_OPS | from_torch.IR_OPS | from_caffe.IR_OPS,
+    "frontends (IR_OPS of from_onnx, from_torch, from_caffe, from_znn)": (
+        from_onnx.IR_OPS | from_torch.IR_OPS | from_caffe.IR_OPS | from_znn.IR_OPS),
     **{f"backends.{kind}.OPS": backends.get(kind).OPS for kind in backends.REGISTRY},
 }
 UNSUPPORTED: dict[str, frozenset[str]] = {
     # the dense passes (passes/dense.py) make them; no model format has them
-    "frontends (IR_OPS of from_onnx, from_torch, from_caffe)": frozenset({"fragment", "defragment"}),
+    "frontends (IR_OPS of from_onnx, from_torch, from_caffe, from_znn)": frozenset({"fragment", "defragment"}),
 }
 
 
