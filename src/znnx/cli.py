@@ -30,7 +30,7 @@ def _shape(text: str) -> tuple[int, ...]:
 
 def resolve_model(spec: str) -> Any:
     """A model file path as is; `file.py:factory` or `package.module:factory` called to build a module."""
-    if spec.lower().endswith((".onnx", ".prototxt")) or ":" not in spec:
+    if spec.lower().endswith((".onnx", ".prototxt", ".znn")) or ":" not in spec:
         return spec
     target, _, attr = spec.rpartition(":")
     if target.endswith(".py"):
@@ -65,6 +65,25 @@ def _load_graph(args: argparse.Namespace) -> Any:
     return znnx.load(resolve_model(args.model), args.input_shape, weights)
 
 
+DENSE = ("auto", "dilated", "mpf", "off")
+
+
+def _dense(args: argparse.Namespace) -> bool | str:
+    """--dense as `compile` takes it; unset: auto for ZNN .znn nets (dense by definition), off otherwise."""
+    choice = args.dense or ("auto" if args.model.lower().endswith(".znn") else "off")
+    return False if choice == "off" else choice
+
+
+def _dense_lines(net: Any) -> list[str]:
+    dense = net.plan.dense
+    if dense is None:
+        return []
+    measured = ", ".join(f"{path} {seconds * 1e3:.1f} ms" for path, seconds in dense.seconds)
+    skipped = "; ".join(f"{path} skipped: {why}" for path, why in dense.skipped)
+    return [f"dense: the {dense.path} form runs" + (f" (one patch: {measured})" if measured else "")
+            + (f"; {skipped}" if skipped else "")]
+
+
 def _mib(nbytes: int) -> str:
     return f"{nbytes / (1 << 20):,.1f} MiB"
 
@@ -86,6 +105,10 @@ def _algorithm(text: str) -> str | dict[str, str]:
         raise argparse.ArgumentTypeError(f"expected NODE=ALGORITHM[,NODE=ALGORITHM...], got {text!r}") from None
 
 
+def _fragments(ttype: Any) -> str:
+    return f"{ttype.fragments} x " if ttype.fragments > 1 else ""
+
+
 def _plan_lines(net: Any) -> list[str]:
     """Each conv's algorithm and measured time (every candidate's time in brackets)."""
     lines = [f"{'conv':<22} {'op':<18} {'in -> out (C, D, H, W)':<34} {'algorithm':<10} {'ms':>8}  "
@@ -93,7 +116,7 @@ def _plan_lines(net: Any) -> list[str]:
     for choice in net.algorithms:
         node = next(n for n in net.graph.nodes if n.name == choice.node)
         x, y = net.graph.types[node.inputs[0]], net.graph.types[node.output]
-        shapes = f"{(x.channels, *x.spatial)} -> {(y.channels, *y.spatial)}"
+        shapes = f"{_fragments(x)}{(x.channels, *x.spatial)} -> {_fragments(y)}{(y.channels, *y.spatial)}"
         errors = dict(choice.errors)
         candidates = ", ".join(f"{a} {t * 1e3:.1f}" + (f" ({errors[a]:.0e})" if a in errors and a != "direct" else "")
                                for a, t in choice.seconds)
@@ -113,11 +136,13 @@ def _inspect(args: argparse.Namespace) -> int:
                          "rewrites: " + ", ".join(f"{n}: {c}" for n, c in net.rewrites)]))
     else:
         graph = _load_graph(args)
-        before = znnx.compile(graph, args.patch, optimize=False, algorithm="direct")
+        dense = _dense(args)
+        before = znnx.compile(graph, args.patch, optimize=False, algorithm="direct",
+                              dense=dense if dense in (False, "dilated", "mpf") else "dilated")
         if not args.optimized and not args.plan:
             print(before.summary())
             return 0
-        net = znnx.compile(graph, args.patch, algorithm=algorithm, retune=args.retune)
+        net = znnx.compile(graph, args.patch, algorithm=algorithm, retune=args.retune, dense=dense)
         if args.optimized:
             print("\n".join([
                 f"before optimization ({len(before.graph.nodes)} nodes)", before.summary(), "",
@@ -127,7 +152,8 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.plan:
         import torch
 
-        print("\n".join(["", f"plan: convolution algorithms ({torch.get_num_threads()} threads; times of one patch)",
+        print("\n".join(["", *_dense_lines(net),
+                         f"plan: convolution algorithms ({torch.get_num_threads()} threads; times of one patch)",
                          *_plan_lines(net)]))
     return 0
 
@@ -135,10 +161,10 @@ def _inspect(args: argparse.Namespace) -> int:
 def _compile(args: argparse.Namespace) -> int:
     import znnx
 
-    net = znnx.compile(_load_graph(args), args.patch, retune=args.retune)
+    net = znnx.compile(_load_graph(args), args.patch, retune=args.retune, dense=_dense(args))
     path = net.save(args.output)
     print(f"wrote {path}: {net!r}, {len(net.graph.nodes)} nodes, {path.stat().st_size / (1 << 20):.1f} MiB")
-    print("\n".join(_memory_lines(net)))
+    print("\n".join([*_memory_lines(net), *_dense_lines(net)]))
     return 0
 
 
@@ -158,7 +184,8 @@ def _run(args: argparse.Namespace) -> int:
                 graph = znnx.load(model, (1, *shape), args.weights)
             except ModelError:
                 raise error from None
-        net = znnx.compile(graph, device=args.device, algorithm=args.algorithm, precision=args.precision)
+        net = znnx.compile(graph, shape[-graph.spatial_rank:] if _dense(args) else None, device=args.device,
+                           algorithm=args.algorithm, precision=args.precision, dense=_dense(args))
     if net.input_shape[0] == 1 and tuple(shape) == tuple(net.input_shape[1:]):  # a 1-channel net, no channel axis
         array = np.expand_dims(array, 1 if args.batched else 0)
     start = time.perf_counter()
@@ -223,10 +250,11 @@ def _infer(args: argparse.Namespace) -> int:
         threads = args.threads or (max(1, len(os.sched_getaffinity(0)) // workers) if workers else None)
         with connect(args.cluster, args.scheduler_file, memory) as client:
             summary = infer_volume(model, args.input, args.output, args.patch, options, memory, args.device,
-                                   args.quiet, client=client, threads=threads, precision=args.precision)
+                                   args.quiet, client=client, threads=threads, precision=args.precision,
+                                   dense=_dense(args))
     else:
         summary = infer_volume(model, args.input, args.output, args.patch, options, memory, args.device, args.quiet,
-                               precision=args.precision)
+                               precision=args.precision, dense=_dense(args))
     result = summary.to_json()
     if args.segment:
         from znnx.segment import segment
@@ -342,10 +370,14 @@ RETUNE_HELP = "measure every convolution again and replace the cached choices (e
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="znnx", description="Run trained 3D ConvNets over volumes, fast.")
     commands = main.add_subparsers(dest="command", required=True)
-    model_help = ("an .onnx or Caffe .prototxt file, or file.py:factory / package.module:factory returning a "
-                  "torch.nn.Module")
+    model_help = ("an .onnx, Caffe .prototxt or ZNN .znn file, or file.py:factory / package.module:factory "
+                  "returning a torch.nn.Module")
     net_help = model_help + ", or a .znnx network file from `znnx compile`"
-    weights_help = "Caffe weights (.caffemodel, .npz, .h5) for a .prototxt model, or 'random'"
+    weights_help = ("Caffe weights (.caffemodel, .npz, .h5) for a .prototxt model, or 'random'; a .safetensors "
+                    "file (or network file) for a .znn net (default: its init rules)")
+    dense_help = ("output at every voxel for a net that pools or strides (as a sliding-window patch classifier): "
+                  "auto measures ZNN's dilated form and ZNNi's max-pooling fragments (mpf) and keeps the faster; "
+                  "dilated or mpf forces one; off runs the net as it pools (default: auto for .znn nets, else off)")
     precision_help = ("fp32 (default); bf16 (CPUs with AVX512-BF16 / AMX, and CUDA: ~2.8x faster direct convs on "
                       "such CPUs, ~1e-2 relative error); tf32, fp16 (CUDA)")
     algorithm_help = ("conv algorithm on the CPU: auto (measure each layer, cached; default), direct, winograd2, "
@@ -368,6 +400,7 @@ def parser() -> argparse.ArgumentParser:
                               "measures what is not in its cache)")
     inspect.add_argument("--algorithm", type=_algorithm, default="auto", help=algorithm_help)
     inspect.add_argument("--quiet", action="store_true", help="no status line while tuning or computing")
+    inspect.add_argument("--dense", choices=DENSE, help=dense_help)
     inspect.set_defaults(handler=_inspect)
 
     compile_ = commands.add_parser("compile", help="optimize a model for one patch size and save a network file",
@@ -382,6 +415,7 @@ def parser() -> argparse.ArgumentParser:
     compile_.add_argument("--weights", help=weights_help)
     compile_.add_argument("--quiet", action="store_true", help="no status line while tuning or computing")
     compile_.add_argument("--retune", action="store_true", help=RETUNE_HELP)
+    compile_.add_argument("--dense", choices=DENSE, help=dense_help)
     compile_.set_defaults(handler=_compile)
 
     run = commands.add_parser("run", help="run a model on one .npy patch",
@@ -395,6 +429,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", help=weights_help)
     run.add_argument("--algorithm", type=_algorithm, default="auto", help=algorithm_help)
     run.add_argument("--quiet", action="store_true", help="no status line while tuning or computing")
+    run.add_argument("--dense", choices=DENSE, help=dense_help)
     run.set_defaults(handler=_run)
 
     infer = commands.add_parser(
@@ -451,6 +486,7 @@ def parser() -> argparse.ArgumentParser:
                        help="then segment the output (affinities (3, ...) or a boundary map) into this uint64 "
                             "label volume, chunk by chunk on the output's chunks")
     _add_segment_options(infer, "with --segment: ")
+    infer.add_argument("--dense", choices=DENSE, help=dense_help)
     infer.set_defaults(handler=_infer)
 
     segment = commands.add_parser(

@@ -30,7 +30,7 @@ def _single(node: Node, *inputs: TensorType) -> Graph:
 
 def _compare(graph: Graph, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
-    arrays = [rng.standard_normal((2, t.channels, *t.spatial)).astype(np.float32)
+    arrays = [rng.standard_normal((2 * t.fragments, t.channels, *t.spatial)).astype(np.float32)
               for t in (graph.types[n] for n in graph.inputs)]
     want = reference.run(graph, dict(zip(graph.inputs, arrays)))[graph.outputs[0]]
     got = torch_eager.build(graph, torch.device("cpu"))([torch.from_numpy(a) for a in arrays])[0]

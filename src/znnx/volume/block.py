@@ -91,11 +91,11 @@ def tiling(geometry: Geometry) -> Tiling:
     if any(s != 1 for s in geometry.stride):
         raise InputError(f"volume: the net's output stride is {tuple(map(str, geometry.stride))}; blockwise "
                          f"inference needs an output on the input grid (stride 1 on every axis)")
-    if any(o.denominator != 1 for o in geometry.offset):
-        raise InputError(f"volume: output voxel 0 sits at {tuple(map(str, geometry.offset))} in the input, "
-                         f"between input voxels; blockwise inference needs whole-voxel offsets")
-    offset = tuple(int(o) for o in geometry.offset)
     same = geometry.pads
+    if same and any(o.denominator != 1 for o in geometry.offset):
+        raise InputError(f"volume: output voxel 0 of this padded net sits at {tuple(map(str, geometry.offset))} in "
+                         f"the input, between input voxels; exact tiling of a padded net needs whole-voxel offsets")
+    offset = tuple(math.floor(o) for o in geometry.offset)  # a window of even size: the voxel before its centre
     if same and (any(offset) or geometry.input_spatial != geometry.output_spatial):
         raise InputError(f"volume: the net pads but its output {geometry.output_spatial} is not its input "
                          f"{geometry.input_spatial} (offset {offset}); exact tiling needs either a valid net (no "

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from znnx.errors import InputError
 from znnx.ir.graph import Graph
-from znnx.net import Net, compile, model_shape  # noqa: A004
+from znnx.net import Dense, Net, compile, dense_patch_graph, model_shape  # noqa: A004
 from znnx.volume.autopatch import choose_patch, fit_patch
 from znnx.volume.runner import VolumeOptions
 from znnx.volume.storage import open_volume
@@ -23,13 +23,15 @@ class Placement:
     """Where and how big a volume run's nets are: `patch` (a shape, or "auto": the fastest within
     `memory_bytes`, default half the free memory of each device), `device` (one, or several as
     "cuda,cpu"; default the Net's own, or the CPU for a Graph), `precision` (default the Net's own,
-    or fp32), `threads` (each Dask worker's compute threads)."""
+    or fp32), `threads` (each Dask worker's compute threads), `dense` (a Graph's dense form, as
+    `compile` takes it; a Net runs the form it was compiled in)."""
 
     patch: tuple[int, ...] | str = "auto"
     memory_bytes: int | None = None
     device: str | None = None
     precision: str | None = None
     threads: int | None = None
+    dense: Dense = False
 
 
 def device_nets(model: Graph | Net, input: str | Any, output: str | Any, options: VolumeOptions,  # noqa: A002
@@ -46,8 +48,7 @@ def device_nets(model: Graph | Net, input: str | Any, output: str | Any, options
     notes: list[str] = []
     nets: list[Net] = []
     for d in devices:
-        net = _net(model, input, output, placement.patch, options, placement.memory_bytes, d, precision, client,
-                   placement.threads, notes)
+        net = _net(model, input, output, placement, options, d, precision, client, notes)
         if any(net is other for other in nets):  # one thread per net: a net's buffers serve one call at a time
             net = compile(net.graph, patch=net.input_shape[1:], device=net.device, precision=net.precision.name)
         nets.append(net)
@@ -59,33 +60,37 @@ def device_nets(model: Graph | Net, input: str | Any, output: str | Any, options
     return primary, helpers, notes
 
 
-def _net(model: Graph | Net, input: str | Any, output: str | Any, patch: Sequence[int] | str,  # noqa: A002
-         options: VolumeOptions, memory_bytes: int | None, device: str, precision: str, client: Client | None,
-         threads: int | None, notes: list[str]) -> Net:
-    """`model` compiled for `device`: a Graph at `patch` or the automatic one, a Net as it is unless
-    another patch, device or precision is asked for."""
+def _net(model: Graph | Net, input: str | Any, output: str | Any, placement: Placement,  # noqa: A002
+         options: VolumeOptions, device: str, precision: str, client: Client | None, notes: list[str]) -> Net:
+    """`model` compiled for `device`: a Graph (in its dense form where `placement.dense` asks) at the
+    placement's patch or the automatic one, a Net as it is unless another patch, device or precision
+    is asked for."""
+    patch, memory_bytes = placement.patch, placement.memory_bytes
     if isinstance(model, Net):
         own = model_shape(model.graph, model.graph.types[model.graph.inputs[0]])[1:]
         wanted = own if isinstance(patch, str) else tuple(patch)
         if (wanted, device, precision) == (own, model.device, model.precision.name):
             return model
         return compile(model.graph, patch=wanted, device=device, precision=precision)
+    shaping = dense_patch_graph(model, placement.dense)
+    volume = tuple(open_volume(input).shape[-model.spatial_rank:])
     if isinstance(patch, str):
-        rank = model.spatial_rank
-        volume = tuple(open_volume(input).shape[-rank:])
         if client is None:
-            choice = choose_patch(model, volume, options, memory_bytes, device, precision=precision)
+            choice = choose_patch(shaping, volume, options, memory_bytes, device, precision=precision)
         else:
             from znnx.volume.dask_runner import choose_patch_on_worker
 
-            choice = choose_patch_on_worker(client, model, volume, output, options, memory_bytes, threads)
+            choice = choose_patch_on_worker(client, shaping, volume, output, options, memory_bytes, placement.threads)
         notes.append(f"autopatch ({device}): " + choice.reason)
         patch = choice.patch
     else:
-        volume = tuple(open_volume(input).shape[-model.spatial_rank:])
-        patch, note = fit_patch(model, tuple(patch), volume, memory_bytes, device, precision)
+        patch, note = fit_patch(shaping, tuple(patch), volume, memory_bytes, device, precision)
         notes.extend([note] if note else [])
-    return compile(model, patch=patch, device=device, precision=precision)
+    net = compile(model, patch=patch, device=device, precision=precision, dense=placement.dense)
+    if net.plan.dense is not None:
+        notes.append(f"dense: the {net.plan.dense.path} form runs" + (" (measured: " + ", ".join(
+            f"{p} {s:.3f} s" for p, s in net.plan.dense.seconds) + ")" if net.plan.dense.seconds else ""))
+    return net
 
 
 def _same_patch(helper: Net, primary: Net) -> Net:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from znnx.errors import InputError
 from znnx.ir.graph import Graph
-from znnx.net import Net
+from znnx.net import Dense, Net
 from znnx.volume import storage
 from znnx.volume.devices import Placement, device_nets
 from znnx.volume.lock import writing
@@ -68,11 +68,13 @@ def infer_volume(model: Graph | Net, input: str | Any, output: str | Any,  # noq
                  patch: Sequence[int] | str = "auto", options: VolumeOptions | None = None,
                  memory_bytes: int | None = None, device: str | None = None, quiet: bool = False,
                  stream: TextIO | None = None, client: Client | None = None, threads: int | None = None,
-                 precision: str | None = None) -> Summary:
+                 precision: str | None = None, dense: Dense = False) -> Summary:
     """`run` with the placement spelled as keywords: `patch` ("auto" or a shape), `memory_bytes`
     (default: half the free memory of each device), `device` ("cpu", "cuda", "cuda,cpu"; default
-    the Net's own, or the CPU), `precision`, `threads` (each Dask worker's)."""
+    the Net's own, or the CPU), `precision`, `threads` (each Dask worker's), `dense` (a Graph's
+    dense form, as `compile` takes it: the output at every voxel for a net that pools)."""
     if threads is not None and threads < 1:
         raise InputError(f"volume: threads must be at least 1, got {threads}")
-    placement = Placement(patch if isinstance(patch, str) else tuple(patch), memory_bytes, device, precision, threads)
+    placement = Placement(patch if isinstance(patch, str) else tuple(patch), memory_bytes, device, precision, threads,
+                          dense)
     return run(model, input, output, options or VolumeOptions(), placement, client, quiet, stream)
