@@ -65,6 +65,8 @@ OP_CASES = (
     OpCase("avg_pool", {**POOL, "count_include_pad": False}),
     OpCase("avg_pool", {**POOL, "dilation": (1, 2, 2), "count_include_pad": True}, label="dilated"),
     OpCase("fragment", {"block": (2, 1, 3)}, inputs=(TensorType(3, (6, 5, 9)),)),
+    OpCase("fragment", {"block": (2, 2, 1), "window": (3, 2, 2)}, inputs=(TensorType(19, (6, 5, 4)),),
+           label="max-window"),
     OpCase("defragment", {"block": (2, 2, 1)}, inputs=(TensorType(17, (3, 2, 4), 8),)),
     OpCase("upsample", {"scales": (1.0, 2.0, 3.0), "mode": "nearest", "align_corners": False}),
     OpCase("upsample", {"scales": (2.0, 1.5, 2.0), "mode": "trilinear", "align_corners": True}, label="trilinear"),

@@ -14,7 +14,7 @@ import numpy as np
 
 from znnx.errors import InputError
 from znnx.ir.graph import Graph, Node
-from znnx.ir.ops import ACTIVATIONS, center_crop_begin, pool_dilation, pool_output
+from znnx.ir.ops import ACTIVATIONS, center_crop_begin, fragment_window, pool_dilation, pool_output
 
 Array = np.ndarray
 
@@ -237,7 +237,8 @@ OPS: dict[str, OpFn] = {
                                   n.attrs["ceil_mode"], n.attrs["count_include_pad"], pool_dilation(n)),
     "upsample": lambda n, a: upsample(a[0], n.attrs["scales"], n.attrs["mode"], n.attrs["align_corners"]),
     "identity": lambda n, a: a[0],
-    "fragment": lambda n, a: fragment(a[0], n.attrs["block"]),
+    "fragment": lambda n, a: fragment(pool(a[0], "max", fragment_window(n), (1, 1, 1), (0,) * 6, False, False),
+                                      n.attrs["block"]),
     "defragment": lambda n, a: defragment(a[0], n.attrs["block"]),
 }
 

@@ -15,7 +15,7 @@ from fractions import Fraction
 
 from znnx.errors import GraphError
 from znnx.ir.graph import Graph, Node
-from znnx.ir.ops import ACTIVATIONS, BINARY, pool_dilation
+from znnx.ir.ops import ACTIVATIONS, BINARY, fragment_window, pool_dilation
 
 
 def _conv_flops(graph: Graph, node: Node) -> int:
@@ -29,7 +29,8 @@ def _conv_transpose_flops(graph: Graph, node: Node) -> int:
 
 
 def _window_flops(graph: Graph, node: Node) -> int:
-    return math.prod(node.attrs["kernel"]) * graph.types[node.output].numel
+    window = node.attrs["window"] if node.op == "fragment" else node.attrs["kernel"]
+    return math.prod(window) * graph.types[node.output].numel
 
 
 def _elementwise_flops(graph: Graph, node: Node) -> int:
@@ -46,7 +47,8 @@ FLOPS: dict[str, Callable[[Graph, Node], int]] = {
     "max_pool": _window_flops,
     "avg_pool": _window_flops,
     **{op: _elementwise_flops for op in (*ACTIVATIONS, *BINARY, "scale", "batchnorm", "softmax", "upsample")},
-    **{op: _no_flops for op in ("crop", "center_crop", "pad", "concat", "identity", "fragment", "defragment")},
+    "fragment": lambda graph, node: (_window_flops if "window" in node.attrs else _no_flops)(graph, node),
+    **{op: _no_flops for op in ("crop", "center_crop", "pad", "concat", "identity", "defragment")},
 }
 """FLOPs of each op (fused epilogue steps are added on top)."""
 GEOMETRY: dict[str, str] = {
@@ -56,8 +58,8 @@ GEOMETRY: dict[str, str] = {
     **{op: "pointwise" for op in (*ACTIVATIONS, *BINARY, "scale", "batchnorm", "softmax", "concat", "identity")},
 }
 """How each op maps input voxels to output voxels: a sliding window, a transposed window, an
-upsampling, a crop or pad (a shift), fragments (a subsampling, followed as its first fragment, and
-its inverse), or voxel for voxel."""
+upsampling, a crop or pad (a shift), fragments (a max window and a subsampling, followed as its
+first fragment, and its inverse), or voxel for voxel."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ def _grow(node: Node, axis: int, field: Fraction, jump: Fraction) -> tuple[Fract
         scale = Fraction(a["scales"][axis]).limit_denominator(1000)
         return field + (jump if a["mode"] == "trilinear" else 0), jump / scale
     if kind == "fragment":
-        return field, jump * a["block"][axis]
+        return field + (fragment_window(node)[axis] - 1) * jump, jump * a["block"][axis]
     if kind == "defragment":
         return field, jump / a["block"][axis]
     return field, jump
@@ -147,6 +149,8 @@ def _shift(graph: Graph, node: Node, axis: int, jump: Fraction) -> Fraction:
         return -jump * (scale - 1) / (2 * scale)
     if kind == "crop":
         return jump * a["begin"][axis]
+    if kind == "fragment":
+        return jump * Fraction(fragment_window(node)[axis] - 1, 2)
     if kind == "center_crop":
         source, target = (graph.types[v].spatial for v in node.inputs)
         return jump * ((source[axis] - target[axis]) // 2)

@@ -11,7 +11,8 @@
   Winograd F(2,r) / F(4,r), r = 3 or 5 (kernels/winograd.py) or tiled FFT (kernels/fft.py), epilogue
   included.
 - Max pooling runs through znnx's channels-last C kernel (kernels/pool.py) where a C compiler is
-  available (PyTorch's channels-last max_pool3d is several times slower than a pass over memory).
+  available (PyTorch's channels-last max_pool3d is several times slower than a pass over memory);
+  so do max-pooling fragments, the window's maximum written straight into the fragment layout.
 - Activations, scales and binary ops write in place where the memory plan says so.
 - Every other op runs through the eager kernels, which accept channels-last tensors.
 """
@@ -32,7 +33,7 @@ import torch
 from znnx.backends import torch_eager
 from znnx.errors import DeviceError, KernelUnavailable
 from znnx.ir.graph import Graph, Node
-from znnx.ir.ops import ACTIVATIONS, epilogue, pool_dilation
+from znnx.ir.ops import ACTIVATIONS, epilogue, fragment_window, pool_dilation
 from znnx.kernels.epilogue import activation, epilogue_step
 from znnx.plan import algorithm as algorithms
 from znnx.plan.algorithm import DIRECT, Algorithm
@@ -115,11 +116,11 @@ def _onednn_pads(node: Node) -> bool:
 
 def placeable(node: Node) -> bool:
     """Ops this backend can point at an arena slot: oneDNN convs (through the in-place primitive,
-    into a zeroed slot or one holding the residual), shuffling transposed convs, max pooling and
-    concat (a fresh output would be page-faulted in again on every patch)."""
+    into a zeroed slot or one holding the residual), shuffling transposed convs, max pooling,
+    fragments and concat (a fresh output would be page-faulted in again on every patch)."""
     if node.op == "conv":
         return _onednn_pads(node)
-    return node.op in ("concat", "max_pool") or shuffles(node)
+    return node.op in ("concat", "max_pool", "fragment") or shuffles(node)
 
 
 def scratch_elements(graph: Graph, node: Node) -> int:
@@ -304,14 +305,20 @@ class _Builder:
         return run
 
     def max_pool(self, node: Node) -> Run:
+        """A max pool, or a fragment (with its max window), through the C kernel."""
         from znnx.kernels import pool
 
         a = node.attrs
         try:
             if self.dtype != torch.float32:
                 raise KernelUnavailable("pool: the C max pool is an fp32 kernel")
-            fast = pool.MaxPool(a["kernel"], a["stride"], a["pads"], self.graph.types[node.output].spatial,
-                                pool_dilation(node))
+            if node.op == "fragment":
+                window, block = fragment_window(node), a["block"]
+                out = tuple(s * b for s, b in zip(self.graph.types[node.output].spatial, block))
+                fast = pool.MaxPool(window, (1, 1, 1), (0, 0, 0), out, block=block)
+            else:
+                fast = pool.MaxPool(a["kernel"], a["stride"], a["pads"], self.graph.types[node.output].spatial,
+                                    pool_dilation(node))
         except KernelUnavailable:
             eager = self.eager.kernel(node)
             return lambda xs, out, _: eager(xs) if out is None else out.copy_(eager(xs))
@@ -342,7 +349,7 @@ class _Builder:
             return self.conv(node, step)
         if shuffles(node):
             return self.shuffle(node, step)
-        if node.op == "max_pool":
+        if node.op in ("max_pool", "fragment"):
             return self.max_pool(node)
         if node.op == "concat":
             return lambda xs, out, _: torch.cat(list(xs), 1, out=out) if out is not None else torch.cat(list(xs), 1)

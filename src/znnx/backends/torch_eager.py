@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from znnx.errors import UnsupportedError
 from znnx.ir.graph import Graph, Node, TensorType
-from znnx.ir.ops import ACTIVATIONS, BINARY, center_crop_begin, pool_dilation, pool_output
+from znnx.ir.ops import ACTIVATIONS, BINARY, center_crop_begin, fragment_window, pool_dilation, pool_output
 from znnx.kernels.epilogue import Kernel, activation, with_epilogue
 
 Tensor = torch.Tensor
@@ -143,6 +143,12 @@ class Builder:
         ones = torch.full((1, 1, *kernel), 1.0 / math.prod(kernel), device=self.device, dtype=self.dtype)
         return lambda x: F.conv3d(x, ones.expand(x.shape[1], 1, *kernel), None, stride, 0, dilation, x.shape[1])
 
+    def fragment(self, node: Node) -> Kernel:
+        block, window = node.attrs["block"], fragment_window(node)
+        if window == (1, 1, 1):
+            return lambda x: fragment(x[0], block)
+        return lambda x: fragment(F.max_pool3d(x[0], window, 1), block)
+
     def binary(self, node: Node) -> Kernel:
         fns: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"add": torch.add, "mul": torch.mul, "div": torch.div,
                                                               "max": torch.maximum}
@@ -198,13 +204,14 @@ class Builder:
             "softmax": lambda x: torch.softmax(x[0], dim=1),
             "concat": lambda x: torch.cat(list(x), dim=1),
             "identity": lambda x: x[0],
-            "fragment": lambda x: fragment(x[0], a["block"]),
             "defragment": lambda x: defragment(x[0], a["block"]),
         }
         if node.op in simple:
             return simple[node.op]
         if node.op in ("max_pool", "avg_pool"):
             return self.pool(node)
+        if node.op == "fragment":
+            return self.fragment(node)
         if node.op in BINARY:
             return self.binary(node)
         builder: Callable[[Node], Kernel] = getattr(self, node.op)

@@ -203,3 +203,26 @@ NETS: dict[str, BenchNet] = {
     "pznet": BenchNet("pznet", _pznet, (18, 192, 192), ((18, 128, 128), (18, 192, 192), (18, 256, 256)),
                       (2, 32, 32), ((2, 32, 32), (2, 64, 64))),
 }
+"""The U-Net benchmark nets (design/BENCHMARK_MODELS.md)."""
+
+
+def _sliding(name: str) -> Callable[[bool, tuple[int, ...]], nn.Module]:
+    from znnx.bench.sliding import n4_net, znni_net
+
+    return lambda tiny, patch: n4_net(tiny) if name == "n4" else znni_net(name, tiny)
+
+
+DENSE_NETS: dict[str, BenchNet] = {
+    "n337": BenchNet("n337", _sliding("n337"), _cubes(212)[0], _cubes(148, 180, 212), _cubes(100)[0], _cubes(92, 100)),
+    "n537": BenchNet("n537", _sliding("n537"), _cubes(234)[0], _cubes(202, 218, 234), _cubes(178)[0],
+                     _cubes(170, 178)),
+    "n726": BenchNet("n726", _sliding("n726"), _cubes(196)[0], _cubes(164, 180, 196), _cubes(124)[0],
+                     _cubes(120, 124)),
+    "n926": BenchNet("n926", _sliding("n926"), _cubes(222)[0], _cubes(190, 206, 222), _cubes(162)[0],
+                     _cubes(158, 162)),
+    "n4": BenchNet("n4", _sliding("n4"), (1, 606, 606), ((1, 350, 350), (1, 478, 478), (1, 606, 606)),
+                   (1, 110, 110), ((1, 110, 110), (1, 126, 126))),
+}
+"""Sliding-window nets run densely (bench/sliding.py): ZNNi's four and ZNN's N4; patches the
+max-pooling fragments divide."""
+NETS.update(DENSE_NETS)

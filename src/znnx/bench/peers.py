@@ -124,11 +124,18 @@ def _openvino(model: nn.Module, x: np.ndarray, target: Target) -> Run:
     return lambda batch: np.array(request.infer({0: batch})[compiled.output(0)])
 
 
-def _znnx(model: nn.Module, x: np.ndarray, target: Target) -> Run:
+def _znnx(model: nn.Module, x: np.ndarray, target: Target, dense: bool | str = True) -> Run:
+    """znnx on the benchmark net; a dense sliding-window net (bench/sliding.py) is compiled from its
+    classifier form with `dense` (True: the autotuner's choice of form)."""
     import znnx
     from znnx.bench.models import load_graph
+    from znnx.bench.sliding import SlidingNet
 
-    net = znnx.compile(load_graph(model, x), device=target.device, precision=target.precision)
+    if isinstance(model, SlidingNet) and model.dense:
+        graph = znnx.load(model.classifier(), input_shape=x.shape[1:])
+        net = znnx.compile(graph, patch=x.shape[2:], device=target.device, precision=target.precision, dense=dense)
+    else:
+        net = znnx.compile(load_graph(model, x), device=target.device, precision=target.precision)
     return lambda batch: net(batch)
 
 
@@ -162,6 +169,7 @@ PEERS: dict[str, Peer] = {
     "znnx": Peer("znnx", _znnx),
     "openvino-bf16": Peer("openvino-bf16", _bf16(_openvino), _needs("openvino")),
     "znnx-bf16": Peer("znnx-bf16", _bf16(_znnx)),
+    "znnx-dilated": Peer("znnx-dilated", lambda m, x, t: _znnx(m, x, t, dense="dilated")),
 }
 REFERENCE_PEER = "pytorch-eager"
 

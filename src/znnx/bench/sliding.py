@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +73,9 @@ class SlidingNet(nn.Module):
                 maps = out
         self.convs = nn.ModuleList(convs)
 
+    def conv_list(self) -> list[nn.Conv3d]:
+        return [cast(nn.Conv3d, conv) for conv in self.convs]
+
     def classifier(self) -> SlidingNet:
         """The same net (shared weights) as a patch classifier: pools stride."""
         other = copy.copy(self)
@@ -80,7 +84,7 @@ class SlidingNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dilation = [1, 1, 1]
-        convs = iter(self.convs)
+        convs = iter(self.conv_list())
         last = len(self.convs) - 1
         for kind, kernel, _ in self.layers:
             if kind == "pool":
@@ -92,7 +96,7 @@ class SlidingNet(nn.Module):
                 continue
             conv = next(convs)
             x = F.conv3d(x, conv.weight, conv.bias, dilation=dilation if self.dense else 1)
-            if conv is not self.convs[last] or self.relu_last:
+            if conv is not self.conv_list()[last] or self.relu_last:
                 x = F.relu(x)
         return x
 
@@ -111,7 +115,7 @@ def n4_net(tiny: bool = False, dense: bool = True, seed: int = 0) -> SlidingNet:
 
 def _scaled(net: SlidingNet) -> SlidingNet:
     with torch.no_grad():
-        for conv in net.convs:
+        for conv in net.conv_list():
             nn.init.kaiming_uniform_(conv.weight, nonlinearity="relu")
-            nn.init.uniform_(conv.bias, -0.01, 0.01)
+            nn.init.uniform_(cast(torch.Tensor, conv.bias), -0.01, 0.01)
     return net.eval()

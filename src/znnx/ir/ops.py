@@ -4,9 +4,10 @@ Spatial attributes are always 3-tuples ordered (depth, height, width); `pads` is
 (begin_d, begin_h, begin_w, end_d, end_h, end_w).
 
 Fragments (see `TensorType.fragments`): `fragment` splits each patch, whose sizes must be multiples
-of `block`, into the prod(block) offsets of the block grid, offset-major (ZNNi's max-pooling
-fragments: fragment (a, b, c) of entry n is batch entry ((a*bh + b)*bw + c)*N + n, holding voxels
-(a + bd*i, b + bh*j, c + bw*k)); `defragment` interleaves them back. Every other op keeps its
+of `block`, into the prod(block) offsets of the block grid, offset-major (fragment (a, b, c) of
+entry n is batch entry ((a*bh + b)*bw + c)*N + n, holding voxels (a + bd*i, b + bh*j, c + bw*k));
+with a `window`, it takes the maximum over that window (stride 1) first: ZNNi's max-pooling
+fragments in one pass. `defragment` interleaves fragments back. Every other op keeps its
 inputs' fragment count, which must agree.
 """
 
@@ -322,11 +323,20 @@ def _upsample(node: Node, types: Sequence[TensorType]) -> TensorType:
 def _fragment(node: Node, types: Sequence[TensorType]) -> TensorType:
     (x,) = types
     block = _ints(node, "block", 3, 1)
+    window = fragment_window(node)
     _no_params(node)
-    if any(s % b for s, b in zip(x.spatial, block)):
-        raise _fail(node, f"input {x} is not a multiple of the block {block} on every axis")
-    spatial = tuple(s // b for s, b in zip(x.spatial, block))
+    filtered = tuple(s - k + 1 for s, k in zip(x.spatial, window))
+    _positive(node, filtered, f"input {x} with the max window {window}")
+    if any(s % b for s, b in zip(filtered, block)):
+        raise _fail(node, f"input {x} (after the max window {window}: {filtered}) is not a multiple of the block "
+                          f"{block} on every axis")
+    spatial = tuple(s // b for s, b in zip(filtered, block))
     return TensorType(x.channels, spatial, x.fragments * math.prod(block))  # type: ignore[arg-type]
+
+
+def fragment_window(node: Node) -> tuple[int, ...]:
+    """The max window a `fragment` takes first (optional attribute `window`; 1 on every axis: none)."""
+    return _ints(node, "window", 3, 1) if "window" in node.attrs else (1, 1, 1)
 
 
 def _defragment(node: Node, types: Sequence[TensorType]) -> TensorType:

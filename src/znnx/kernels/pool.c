@@ -5,6 +5,10 @@
  * PyTorch. Rows of output voxels (n, od, oh) are split over threads with OpenMP; the channels of a
  * voxel are contiguous, so the maximum is taken VB channels at a time (the last VB channels once
  * more where C is not a multiple of VB: a maximum may be taken twice), one at a time if C < VB.
+ *
+ * With a block b other than 1x1x1 the output is written as max-pooling fragments (ir/ops.py
+ * `fragment`): output voxel (n, od, oh, ow) goes to batch entry ((od%bd*bh + oh%bh)*bw + ow%bw)*N + n
+ * at (od/bd, oh/bh, ow/bw), each fragment (N, Do/bd, Ho/bh, Wo/bw, C).
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -31,7 +35,8 @@ static inline idx last(idx start, idx k, idx step, idx size) {
 }
 
 void max_pool(const float *x, idx N, idx D, idx H, idx W, idx C, const int k[3], const int s[3],
-              const int p[3], const int dl[3], float *y, idx Do, idx Ho, idx Wo) {
+              const int p[3], const int dl[3], const int b[3], float *y, idx Do, idx Ho, idx Wo) {
+    const idx Fd = Do / b[0], Fh = Ho / b[1], Fw = Wo / b[2];
     #pragma omp parallel for schedule(static) collapse(3)
     for (idx n = 0; n < N; n++)
         for (idx od = 0; od < Do; od++)
@@ -40,11 +45,12 @@ void max_pool(const float *x, idx N, idx D, idx H, idx W, idx C, const int k[3],
                 const idx da = first(d0, dl[0]), db = last(d0, k[0], dl[0], D);
                 const idx ha = first(h0, dl[1]), hb = last(h0, k[1], dl[1], H);
                 const float *xn = x + n * D * H * W * C;
-                float *row = y + (((n * Do + od) * Ho + oh) * Wo) * C;
+                const idx part = (od % b[0] * b[1] + oh % b[1]) * b[2];
                 for (idx ow = 0; ow < Wo; ow++) {
                     const idx w0 = ow * s[2] - p[2];
                     const idx wa = first(w0, dl[2]), wb = last(w0, k[2], dl[2], W);
-                    float *out = row + ow * C;
+                    const idx entry = (part + ow % b[2]) * N + n;
+                    float *out = y + (((entry * Fd + od / b[0]) * Fh + oh / b[1]) * Fw + ow / b[2]) * C;
                     for (idx c0 = 0; c0 < C && C >= VB; c0 += VB) {
                         const idx c = c0 + VB <= C ? c0 : C - VB;
                         vf acc = (vf){0} - __builtin_inff();

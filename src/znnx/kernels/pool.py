@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,7 +26,7 @@ def _library() -> ctypes.CDLL:
 
     lib = native.load("pool", files("znnx.kernels").joinpath("pool.c").read_text())
     i, p = ctypes.c_ssize_t, ctypes.c_void_p
-    lib.max_pool.argtypes = [p, i, i, i, i, i, p, p, p, p, p, i, i, i]
+    lib.max_pool.argtypes = [p, i, i, i, i, i, p, p, p, p, p, p, i, i, i]
     lib.max_pool.restype = None
     return lib
 
@@ -33,21 +34,29 @@ def _library() -> ctypes.CDLL:
 class MaxPool:
     """Max pooling with `kernel`, `stride`, leading `pads` (d, h, w) and `dilation` to
     `out_spatial`; windows reaching past the input (trailing pads, ceil mode) see only the input
-    voxels they cover."""
+    voxels they cover. With a `block`, the output is written as its max-pooling fragments (ir/ops.py
+    `fragment`: prod(block) times the batch, `out_spatial` / block each)."""
 
     def __init__(self, kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int],
-                 out_spatial: Sequence[int], dilation: Sequence[int] = (1, 1, 1)) -> None:
+                 out_spatial: Sequence[int], dilation: Sequence[int] = (1, 1, 1),
+                 block: Sequence[int] = (1, 1, 1)) -> None:
         self.lib = _library()
-        self.shape = [np.array(v[:3], dtype=np.int32) for v in (kernel, stride, pads, dilation)]
+        self.shape = [np.array(v[:3], dtype=np.int32) for v in (kernel, stride, pads, dilation, block)]
         self.out_spatial = tuple(int(s) for s in out_spatial)
+        self.block = tuple(int(b) for b in block)
+        if any(s % b for s, b in zip(self.out_spatial, self.block)):
+            raise ValueError(f"kernels.pool: output {self.out_spatial} is not a multiple of the block {self.block}")
 
     def __call__(self, x: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
         """The pooled `x` (any layout), channels-last, in `out` if given (channels-last)."""
         x = x.contiguous(memory_format=torch.channels_last_3d)
         n, c, d, h, w = x.shape
-        y = out if out is not None else torch.empty((n, c, *self.out_spatial), memory_format=torch.channels_last_3d)
-        if not y.permute(0, 2, 3, 4, 1).is_contiguous():
-            raise ValueError(f"kernels.pool: out must be channels-last, got strides {y.stride()}")
-        k, s, p, dl = (a.ctypes.data for a in self.shape)
-        self.lib.max_pool(x.data_ptr(), n, d, h, w, c, k, s, p, dl, y.data_ptr(), *self.out_spatial)  # type: ignore[attr-defined]
+        shape = (n * math.prod(self.block), c, *(s // b for s, b in zip(self.out_spatial, self.block)))
+        y = out if out is not None else torch.empty(shape, memory_format=torch.channels_last_3d)
+        if tuple(y.shape) != shape or not y.permute(0, 2, 3, 4, 1).is_contiguous():
+            raise ValueError(f"kernels.pool: out must be a channels-last {shape}, got {tuple(y.shape)} with strides "
+                             f"{y.stride()}")
+        k, s, p, dl, b = (a.ctypes.data for a in self.shape)
+        self.lib.max_pool(x.data_ptr(), n, d, h, w, c, k, s, p, dl, b, y.data_ptr(),  # type: ignore[attr-defined]
+                          *self.out_spatial)
         return y

@@ -8,7 +8,8 @@ the net's (first) output for the window that starts at p. Both forms compute exa
 - `dilated` (ZNN's max filtering and sparse convolutions): every strided op runs with stride 1, and
   every op after it is dilated by the product of the strides before it (crops scale with it).
 - `fragmented` (ZNNi's max-pooling fragments, MPF): every strided op runs with stride 1 and then
-  splits its output into the stride's offsets (`fragment`); the ops after it run undilated on each
+  splits its output into the stride's offsets (`fragment`, which takes a max pool's window itself, so
+  a pool and its split are one pass over memory); the ops after it run undilated on each
   fragment, as a batch, so Winograd and FFT apply; the outputs are interleaved back
   (`defragment`). A fragment needs whole blocks: the patch sizes this form accepts are those whose
   size at every strided op is a multiple of its stride (`net.reshape` names the nearest).
@@ -147,9 +148,13 @@ def fragmented(graph: Graph) -> Graph:
             nodes.append(Node(node.name, node.op, inputs, final, node.attrs, node.params))
             blocks[node.output] = stack
             continue
-        dense = f"{node.output}:dense"
-        nodes.append(_unstrided(node, _own_dilation(node), inputs, dense))
-        nodes.append(Node(f"{node.name}:fragment", "fragment", (dense,), final, {"block": stride}))
+        if node.op == "max_pool" and _own_dilation(node) == (1, 1, 1):
+            nodes.append(Node(f"{node.name}:fragment", "fragment", inputs, final,
+                              {"block": stride, "window": tuple(node.attrs["kernel"])}))
+        else:
+            dense = f"{node.output}:dense"
+            nodes.append(_unstrided(node, _own_dilation(node), inputs, dense))
+            nodes.append(Node(f"{node.name}:fragment", "fragment", (dense,), final, {"block": stride}))
         blocks[node.output] = (*stack, stride)  # type: ignore[arg-type]
     for name in graph.outputs:
         value = f"{name}:fragments"
