@@ -68,7 +68,7 @@ def test_inspect_plan_shows_each_convs_algorithm_and_time(tmp_path: Path, capsys
     assert "measured" in lines[1] and "winograd4" in lines[1] and "direct" in lines[1]
     assert main(["inspect", model, "--input-shape", "1,8,12,12", "--plan", "--algorithm", "conv3d_2=fft"]) == 0
     forced = capsys.readouterr().out.split("plan:", 1)[1].splitlines()[-1].split()
-    assert forced[0] == "conv3d_2" and "fft" in forced and "forced" in forced
+    assert forced[0] == "conv3d_2" and "fft16" in forced and "forced" in forced
 
 
 def test_inspect_caffe_without_weights(capsys: pytest.CaptureFixture[str]) -> None:

@@ -138,7 +138,7 @@ def test_nan_and_inf_propagate_as_in_pytorch_whatever_the_algorithm(algorithm: s
 
     model = randomize(SymmetricUNet(16, levels=2), 2)
     net = znnx.compile(znnx.load(model, input_shape=(1, 12, 20, 16)), algorithm=algorithm)
-    assert algorithm in {c.algorithm.name for c in net.algorithms}
+    assert algorithm in {c.algorithm.name if c.algorithm.kind != "fft" else "fft" for c in net.algorithms}
     rng = np.random.default_rng(5)
     x = rng.standard_normal((1, 12, 20, 16)).astype(np.float32)
     spots = tuple(rng.integers(0, s, 4) for s in x.shape)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from znnx.bench import cost, machine, report, runner
-from znnx.bench.models import NETS
+from znnx.bench.models import DENSE_NETS, NETS
 from znnx.cli import main
 
 
@@ -67,7 +67,7 @@ def test_cost_model() -> None:
 def test_machine_and_models() -> None:
     described = machine.describe()
     assert described["torch"] != "absent" and described["cores"]
-    assert set(NETS) == {"original", "symmetric", "residual", "pznet"}
+    assert set(NETS) == {"original", "symmetric", "residual", "pznet", *DENSE_NETS}
     assert NETS["original"].patch == (116, 132, 132)
 
 

@@ -47,6 +47,7 @@ Kernel = Callable[[Sequence[Tensor]], Tensor]
 CHANNELS_LAST = torch.channels_last_3d
 ONEDNN_UNARY = frozenset({"relu", "sigmoid", "tanh", "leaky_relu"})
 FFT_SIZE = 16
+LARGE_KERNEL_FFT_SIZE = 24  # kernels of 6 and more: a 16-point tile keeps 11 outputs or fewer per axis
 PRECISIONS = ("fp32", "bf16")
 OPS = torch_eager.OPS  # the fused kernels cover a subset; every other op runs its eager kernel
 
@@ -146,7 +147,14 @@ def conv_candidates(graph: Graph, node: Node, precision: Precision) -> tuple[Alg
     if precision.name != "fp32":
         return (DIRECT,)
     return (DIRECT, *((algorithms.winograd(2), algorithms.winograd(4)) if winograd.applicable(*shape) else ()),
-            *((algorithms.fft(FFT_SIZE),) if fft.applicable(*shape) else ()))
+            *(algorithms.fft(size) for size in fft_sizes(a["kernel"]) if fft.applicable(*shape)))
+
+
+def fft_sizes(kernel: Sequence[int]) -> tuple[int, ...]:
+    """The FFT tiles tried for `kernel`: 16 points, and 24 for kernels of 6 and more (a 9^3 kernel
+    keeps 8^3 of a 16^3 tile, 16^3 of a 24^3 one: 2.5x fewer products per output voxel; on small
+    inputs, such as deep max-pooling fragments, the larger tile pads more than it saves)."""
+    return (FFT_SIZE, LARGE_KERNEL_FFT_SIZE) if max(kernel) >= 6 else (FFT_SIZE,)
 
 
 def algorithm_bytes(graph: Graph, node: Node, algorithm: Algorithm) -> tuple[int, int]:

@@ -4,7 +4,8 @@ The output is cut into tiles of m = n - k + 1 voxels per axis; each tile reads a
 tile, whose real FFT is multiplied with the kernel's spectrum (computed once, at build time) as one
 complex GEMM per frequency over the channels: Y[f] (tiles x C') = X[f] (tiles x C) @ conj(W[f])
 (C x C'). The inverse FFT's first m voxels per axis are exact (cross-correlation, no wrap-around).
-Tiles go slab by slab (`SLAB_BYTES` of spectra at a time) so the spectra stay in cache. Error is
+Tiles of every item and depth row go slab by slab (`slab_tiles`), so each frequency's kernel block
+serves a slab's tiles. Error is
 that of float32 FFTs, about 1e-6 relative.
 """
 
@@ -20,6 +21,7 @@ from znnx.ir.ops import conv_spatial
 from znnx.kernels.epilogue import epilogue_step
 
 SLAB_BYTES = 16 << 20
+MIN_TILES = 16
 
 
 def applicable(kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int], groups: int) -> bool:
@@ -32,12 +34,21 @@ def _tile(kernel: Sequence[int], size: int) -> tuple[int, ...]:
     return tuple(max(size, k) if k > 1 else 1 for k in kernel)
 
 
+def slab_tiles(freqs: int, c_in: int, c_out: int, slab_bytes: int = SLAB_BYTES) -> int:
+    """Tiles transformed and multiplied together: as many as `slab_bytes` of spectra hold, at least
+    MIN_TILES, since each frequency's kernel block (C x C' complex) is read once per slab: one tile
+    per slab made a 24^3-point FFT layer of 80 channels a string of matrix-vector products (383 MB
+    of kernel spectra streamed per tile: 21.7 s, slower than direct)."""
+    return max(MIN_TILES, slab_bytes // (freqs * (c_in + c_out) * 8))
+
+
 def footprint(c_in: int, c_out: int, kernel: Sequence[int], size: int, in_spatial: Sequence[int]) -> tuple[int, int]:
     """(kernel spectra bytes, scratch bytes: the padded input and a slab's spectra, about three times)."""
     n = _tile(kernel, size)
     freqs = n[0] * n[1] * (n[2] // 2 + 1)
     padded = c_in * int(np.prod([s + n_ for s, n_ in zip(in_spatial, n)])) * 4
-    return freqs * c_in * c_out * 8, padded + 3 * SLAB_BYTES
+    slab = slab_tiles(freqs, c_in, c_out) * freqs * (c_in + c_out) * 8
+    return freqs * c_in * c_out * 8, padded + 3 * slab
 
 
 class FFTConv:
@@ -55,14 +66,23 @@ class FFTConv:
         self.out_spatial = conv_spatial(self.spatial, self.kernel, self.pads)
         self.grid = tuple(-(-o // m) for o, m in zip(self.out_spatial, self.m))
         spectrum = torch.fft.rfftn(weight.detach().float(), s=self.n, dim=(2, 3, 4))
-        self.w = spectrum.conj().permute(2, 3, 4, 1, 0).reshape(-1, c_in, c_out).contiguous()
+        self.w = torch.conj_physical(spectrum).permute(2, 3, 4, 1, 0).reshape(-1, c_in, c_out).contiguous()
         self.freqs = self.w.shape[0]
         self.bias = None if bias is None else bias.detach().float()
         add_first = tuple(steps[:1]) == ("add",)
         self.add_first = add_first
         self.actions = [epilogue_step(s, alpha, inplace=True) for s in steps[add_first:]]
-        per_tile = self.freqs * (c_in + c_out) * 8
-        self.count = max(1, min(self.grid[1] * self.grid[2], slab_bytes // per_tile))
+        self.count = slab_tiles(self.freqs, c_in, c_out, slab_bytes)
+
+    def _products(self, tiles: torch.Tensor) -> torch.Tensor:
+        """The exact (first m per axis) outputs of input `tiles` (T, nd, nh, nw, C): their spectra times
+        the kernel's, one complex GEMM per frequency over the T tiles, transformed back."""
+        nd, nh, nw = self.n
+        md, mh, mw = self.m
+        spec = torch.fft.rfftn(tiles, dim=(1, 2, 3)).reshape(tiles.shape[0], self.freqs, self.c_in)
+        prod = torch.bmm(spec.transpose(0, 1), self.w).transpose(0, 1)
+        full = torch.fft.irfftn(prod.reshape(tiles.shape[0], nd, nh, -1, self.c_out), s=(nd, nh, nw), dim=(1, 2, 3))
+        return full[:, :md, :mh, :mw]
 
     def __call__(self, x: torch.Tensor, *, out: torch.Tensor | None = None,
                  residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -79,21 +99,19 @@ class FFTConv:
         xl, yl = xp.permute(0, 2, 3, 4, 1), y.permute(0, 2, 3, 4, 1)
         sd, sh, sw, sc = xl.stride()[1:]
         do, ho, wo = self.out_spatial
-        for i in range(n_items):
-            for td in range(gd):
-                plane = xl[i, td * md:td * md + nd]
-                tiles = plane.as_strided((gh, gw, nd, nh, nw, self.c_in), (sh * mh, sw * mw, sd, sh, sw, sc))
-                tiles = tiles.reshape(gh * gw, nd, nh, nw, self.c_in)
-                rows = []
-                for first in range(0, gh * gw, self.count):
-                    chunk = tiles[first:first + self.count]
-                    spec = torch.fft.rfftn(chunk, dim=(1, 2, 3)).reshape(chunk.shape[0], self.freqs, self.c_in)
-                    prod = torch.bmm(spec.transpose(0, 1), self.w).transpose(0, 1)
-                    full = torch.fft.irfftn(prod.reshape(chunk.shape[0], nd, nh, -1, self.c_out), s=(nd, nh, nw),
-                                            dim=(1, 2, 3))
-                    rows.append(full[:, :md, :mh, :mw])
-                block = torch.cat(rows).view(gh, gw, md, mh, mw, self.c_out).permute(2, 0, 3, 1, 4, 5)
-                block = block.reshape(md, gh * mh, gw * mw, self.c_out)
+        per_plane = gh * gw
+        planes = [(i, td) for i in range(n_items) for td in range(gd)]
+        group = max(1, -(-self.count // per_plane))
+        for start in range(0, len(planes), group):
+            chosen = planes[start:start + group]
+            tiles = torch.cat([xl[i, td * md:td * md + nd].as_strided(
+                (gh, gw, nd, nh, nw, self.c_in), (sh * mh, sw * mw, sd, sh, sw, sc)).reshape(
+                per_plane, nd, nh, nw, self.c_in) for i, td in chosen])
+            outputs = torch.cat([self._products(tiles[first:first + self.count])
+                                 for first in range(0, tiles.shape[0], self.count)])
+            for k, (i, td) in enumerate(chosen):
+                block = outputs[k * per_plane:(k + 1) * per_plane].view(gh, gw, md, mh, mw, self.c_out)
+                block = block.permute(2, 0, 3, 1, 4, 5).reshape(md, gh * mh, gw * mw, self.c_out)
                 d0 = td * md
                 d1 = min(d0 + md, do)
                 yl[i, d0:d1].copy_(block[:d1 - d0, :ho, :wo])

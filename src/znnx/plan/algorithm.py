@@ -4,13 +4,15 @@
 - winograd: F(m, r) with `tile` = m output voxels per transformed axis (2 or 4).
 - fft: overlap-save FFT convolution with `tile` = the FFT size per transformed axis.
 
-`name` is how users and files spell an algorithm ("direct", "winograd2", "winograd4", "fft"; the FFT
-size is the backend's); `tolerance` the largest error against direct (max |y - y_direct| /
-max |y_direct|, fp32) the autotuner accepts, which the kernel tests pin down.
+`name` is how users and files spell an algorithm ("direct", "winograd2", "winograd4", "fft16",
+"fft24", ...; plain "fft" forces the backend's FFT for a layer, whatever its size); `tolerance` the
+largest error against direct (max |y - y_direct| / max |y_direct|, fp32) the autotuner accepts, which
+the kernel tests pin down.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,7 +31,7 @@ class Algorithm:
 
     @property
     def name(self) -> str:
-        return f"winograd{self.tile}" if self.kind == "winograd" else self.kind
+        return self.kind if self.kind == "direct" else f"{self.kind}{self.tile}"
 
     @property
     def tolerance(self) -> float:
@@ -52,8 +54,14 @@ def fft(size: int) -> Algorithm:
     return Algorithm("fft", size)
 
 
+def known(name: str) -> bool:
+    """Whether `name` spells an algorithm: one of NAMES, or an FFT of a given size (fft16, fft24)."""
+    return name in NAMES or re.fullmatch(r"fft[1-9][0-9]*", name) is not None
+
+
 def by_name(name: str, candidates: tuple[Algorithm, ...]) -> Algorithm | None:
-    """The candidate spelled `name` (None if it does not apply); unknown names are refused."""
-    if name not in NAMES:
-        raise GraphError(f"autotune: unknown algorithm {name!r}; use one of {['auto', *NAMES]}")
-    return next((a for a in candidates if a.name == name), None)
+    """The candidate spelled `name` ("fft": the backend's FFT, any size), None if it does not apply;
+    unknown names are refused."""
+    if not known(name):
+        raise GraphError(f"autotune: unknown algorithm {name!r}; use one of {['auto', *NAMES]} (or fft16, fft24)")
+    return next((a for a in candidates if a.name == name or (name == "fft" and a.kind == "fft")), None)
