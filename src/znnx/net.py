@@ -342,26 +342,27 @@ def _compile_dense(graph: Graph, patch: Sequence[int] | None, paths: tuple[str, 
     if patch is None:
         patch = model_shape(graph, dense_patch_graph(graph, paths[0] if len(paths) == 1 else True).types[
             graph.inputs[0]])[1:]
-    nets: dict[str, Net] = {}
+    last: tuple[str, Net] | None = None
     seconds: dict[str, float] = {}
     skipped: dict[str, str] = {}
     for path in paths:
         status.report(f"compile: dense form {path!r}", force=True)
+        last = None  # one form's buffers at a time: the peak is the larger form's, not both
         try:
-            nets[path] = build(dense_form(graph, path), patch)
+            last = (path, build(dense_form(graph, path), patch))
         except GraphError as error:
             if len(paths) == 1:
                 raise
             skipped[path] = str(error)
             continue
         if len(paths) > 1:
-            seconds[path] = _seconds(nets[path])
-    if not nets:
+            seconds[path] = _seconds(last[1])
+    if not seconds and last is None:
         raise GraphError(f"compile: no dense form runs at patch {tuple(patch)}: " + "; ".join(skipped.values()))
-    best = min(nets, key=lambda path: seconds.get(path, 0.0))
-    choice = DenseChoice(best, tuple(seconds.items()), tuple(skipped.items()))
-    chosen = nets[best]
-    return Net(replace(chosen.plan, dense=choice), chosen.device)
+    best = min(seconds, key=lambda path: seconds[path]) if seconds else paths[0]
+    chosen = last[1] if last is not None and last[0] == best else build(dense_form(graph, best), patch)
+    return Net(replace(chosen.plan, dense=DenseChoice(best, tuple(seconds.items()), tuple(skipped.items()))),
+               chosen.device)
 
 
 def compile(graph: Graph, patch: Sequence[int] | None = None, device: str = "cpu",  # noqa: A001

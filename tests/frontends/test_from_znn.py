@@ -192,3 +192,22 @@ def test_unsupported_functions_and_malformed_files_are_named(tmp_path: Path) -> 
     bad.write_text(bad.read_text().replace("output out", "output input"))
     with pytest.raises(ModelError, match="cycle"):
         load_znn(bad)
+
+
+@needs_models
+def test_the_cli_runs_znn_nets_densely_and_inspect_prints_the_choice(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from znnx.cli import main
+
+    x = np.random.default_rng(2).random((1, 126, 126), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["run", str(MODELS / "N4.znn"), str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--quiet"]) == 0
+    assert np.load(tmp_path / "y.npy").shape == (2, 1, 32, 32)
+    assert main(["inspect", str(MODELS / "N4.znn"), "--patch", "1,126,126", "--plan", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "dense: the " in out and "dilated" in out and "mpf" in out
+    assert ("4 x (48," in out) == ("the mpf form runs" in out)  # fragments show in the plan's shapes
+    assert main(["inspect", str(MODELS / "N4.znn"), "--dense", "off"]) == 0
+    assert "input 1x95x95 -> output 1x1x1" in capsys.readouterr().out
+    with pytest.raises(ModelError, match=r"\(C, D, H, W\)"):
+        load_znn(MODELS / "N4.znn", (1, 95, 95))

@@ -123,3 +123,19 @@ def test_nets_without_a_dense_form_are_refused_with_the_reason(module: nn.Module
     for form in (dilated, fragmented):
         with pytest.raises(GraphError, match=match):
             form(graph)
+
+
+@pytest.mark.parametrize("path", ["dilated", "mpf"])
+def test_znni_n337_dense_equals_the_window_by_window_net(path: str) -> None:
+    """ZNNi's n337 (8 maps instead of 80: the same geometry) at 200 random voxels; the full-width
+    net at 1,000 voxels is `scripts/check_dense_exactness.py`."""
+    from znnx.bench.sliding import znni_net
+
+    graph = znnx.load(znni_net("n337", tiny=True).classifier(), (1, 85, 85, 85))
+    patch = (100, 100, 100)
+    net = znnx.compile(graph, patch=patch, dense=path)
+    x = np.random.default_rng(4).random((1, *patch), dtype=np.float32)
+    got = net(x).reshape(3, -1)
+    flat = np.random.default_rng(5).choice(got.shape[1], 200, replace=False)
+    positions = np.stack(np.unravel_index(flat, (16, 16, 16)), -1)
+    assert rel_error(got[:, flat].T, windows(graph, [x], positions)) < 1e-5

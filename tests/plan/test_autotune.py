@@ -120,3 +120,29 @@ def test_noisy_timings_are_used_but_not_cached_and_retune_replaces_the_cache(
     retuned = compile(wide_graph(), optimize=False, retune=True)
     sources = {c.source for c in retuned.algorithms}
     assert "measured" in sources and "cache" not in sources
+
+
+def test_a_direct_convolution_far_slower_than_the_fast_kernels_runs_twice_not_a_full_timing() -> None:
+    import time
+
+    import torch
+
+    from znnx.plan.algorithm import DIRECT, fft
+
+    calls = {"direct": 0, "fft16": 0}
+
+    def build(node: object, algorithm: object) -> object:
+        name = algorithm.name  # type: ignore[attr-defined]
+
+        def run(x: torch.Tensor, *, out: torch.Tensor | None = None, residual: object = None) -> torch.Tensor:
+            calls[name] += 1
+            time.sleep(0.05 if name == "direct" else 0.001)
+            return x.clone() if out is None else out.copy_(x)
+
+        return run
+
+    x = torch.ones(1, 2, 3, 3, 3)
+    seconds, errors, _ = autotune._measure(build, None, x, None, (DIRECT, fft(16)))  # type: ignore[arg-type]
+    assert list(seconds) == ["direct", "fft16"] and errors == {"direct": 0.0, "fft16": 0.0}
+    assert calls["direct"] == 2 and calls["fft16"] >= 1 + autotune.REPS
+    assert seconds["direct"] > 3 * seconds["fft16"]

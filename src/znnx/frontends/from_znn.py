@@ -345,6 +345,9 @@ def load_znn(path: str | Path, input_shape: Sequence[int] | None = None,
     """The .znn net at `path` as a verified patch-classifier Graph (see the module docstring);
     `input_shape` is (C, D, H, W) of the first input, default its field of view."""
     source = Path(path)
+    if input_shape is not None and len(input_shape) != 4:
+        raise ModelError(f"{COMPONENT}: input_shape must be (C, D, H, W) for a ZNN net (its windows are 3D), got "
+                         f"{tuple(input_shape)}")
     try:
         text = source.read_text()
     except OSError as error:
