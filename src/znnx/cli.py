@@ -75,13 +75,7 @@ def _dense(args: argparse.Namespace) -> bool | str:
 
 
 def _dense_lines(net: Any) -> list[str]:
-    dense = net.plan.dense
-    if dense is None:
-        return []
-    measured = ", ".join(f"{path} {seconds * 1e3:.1f} ms" for path, seconds in dense.seconds)
-    skipped = "; ".join(f"{path} skipped: {why}" for path, why in dense.skipped)
-    return [f"dense: the {dense.path} form runs" + (f" (one patch: {measured})" if measured else "")
-            + (f"; {skipped}" if skipped else "")]
+    return [] if net.plan.dense is None else [f"dense: {net.plan.dense.summary()}"]
 
 
 def _mib(nbytes: int) -> str:

@@ -15,7 +15,7 @@ from fractions import Fraction
 
 from znnx.errors import GraphError
 from znnx.ir.graph import Graph, Node
-from znnx.ir.ops import ACTIVATIONS, BINARY, fragment_window, pool_dilation
+from znnx.ir.ops import ACTIVATIONS, BINARY, fragment_window, window_dilation
 
 
 def _conv_flops(graph: Graph, node: Node) -> int:
@@ -113,14 +113,10 @@ def layers(graph: Graph) -> list[Layer]:
     ]
 
 
-def _dilation(node: Node) -> tuple[int, ...]:
-    return tuple(node.attrs["dilation"]) if node.op == "conv" else pool_dilation(node)
-
-
 def _grow(node: Node, axis: int, field: Fraction, jump: Fraction) -> tuple[Fraction, Fraction]:
     a, kind = node.attrs, _entry(GEOMETRY, "GEOMETRY", node)
     if kind == "window":
-        span = (a["kernel"][axis] - 1) * _dilation(node)[axis]
+        span = (a["kernel"][axis] - 1) * window_dilation(node)[axis]
         return field + span * jump, jump * a["stride"][axis]
     if kind == "transposed":
         span = (a["kernel"][axis] - 1) * a["dilation"][axis] + 1
@@ -140,7 +136,7 @@ def _shift(graph: Graph, node: Node, axis: int, jump: Fraction) -> Fraction:
     that input's jump (input voxels per voxel)."""
     a, kind = node.attrs, _entry(GEOMETRY, "GEOMETRY", node)
     if kind == "window":
-        return jump * (Fraction((a["kernel"][axis] - 1) * _dilation(node)[axis], 2) - a["pads"][axis])
+        return jump * (Fraction((a["kernel"][axis] - 1) * window_dilation(node)[axis], 2) - a["pads"][axis])
     if kind == "transposed":
         reach = Fraction((a["kernel"][axis] - 1) * a["dilation"][axis], 2) - a["pads"][axis]
         return -jump * reach / a["stride"][axis]

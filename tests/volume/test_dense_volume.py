@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import znnx
-from tests.volume.test_runner import ROOT, _read, kill_midway
+from tests.volume.test_runner import ROOT, _read, kill_midway, random_zarr
 from znnx.report import geometry
 from znnx.volume import infer_volume
 from znnx.volume.block import tiling
@@ -39,12 +39,7 @@ def pooling_graph() -> znnx.Graph:
 
 @pytest.fixture(scope="module")
 def volume_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, np.ndarray]:
-    import zarr
-
-    data = np.random.default_rng(7).random(VOLUME).astype(np.float32)
-    path = tmp_path_factory.mktemp("dense") / "raw.zarr"
-    zarr.create_array(store=str(path), data=data, chunks=(8, 16, 16))
-    return str(path), data
+    return random_zarr(tmp_path_factory.mktemp("dense"), VOLUME, (8, 16, 16), 7)
 
 
 def whole_volume_dense(graph: znnx.Graph, data: np.ndarray, like: znnx.Net) -> np.ndarray:

@@ -45,14 +45,19 @@ def _whole_volume(model: nn.Module, net: znnx.Net, x: np.ndarray) -> np.ndarray:
     return y[(slice(None), *(slice(0, v) for v in x.shape))]
 
 
-@pytest.fixture(scope="module")
-def volume_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, np.ndarray]:
-    data = np.random.default_rng(1).random(VOLUME).astype(np.float32)
-    path = tmp_path_factory.mktemp("volume") / "raw.zarr"
+def random_zarr(folder: Path, shape: tuple[int, ...], chunks: tuple[int, ...], seed: int) -> tuple[str, np.ndarray]:
+    """A float32 zarr array of uniform noise in `folder`, and its data."""
     import zarr
 
-    zarr.create_array(store=str(path), data=data, chunks=(16, 16, 16))
+    data = np.random.default_rng(seed).random(shape).astype(np.float32)
+    path = folder / "raw.zarr"
+    zarr.create_array(store=str(path), data=data, chunks=chunks)
     return str(path), data
+
+
+@pytest.fixture(scope="module")
+def volume_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, np.ndarray]:
+    return random_zarr(tmp_path_factory.mktemp("volume"), VOLUME, (16, 16, 16), 1)
 
 
 @pytest.mark.parametrize(("name", "patches"), [

@@ -188,6 +188,12 @@ def pool_dilation(node: Node) -> tuple[int, ...]:
     return _ints(node, "dilation", 3, 1) if "dilation" in node.attrs else (1, 1, 1)
 
 
+def window_dilation(node: Node) -> tuple[int, int, int]:
+    """The dilation of a conv's or a pool's window."""
+    d = node.attrs["dilation"] if node.op == "conv" else pool_dilation(node)
+    return (int(d[0]), int(d[1]), int(d[2]))
+
+
 def _pool(node: Node, types: Sequence[TensorType]) -> TensorType:
     (x,) = types
     kernel = _ints(node, "kernel", 3, 1)

@@ -29,7 +29,7 @@ from typing import Any
 
 from znnx.errors import GraphError
 from znnx.ir.graph import Graph, Node, TensorType
-from znnx.ir.ops import center_crop_begin, pool_dilation
+from znnx.ir.ops import center_crop_begin, window_dilation
 from znnx.ir.verify import infer_types
 
 PATHS = ("dilated", "mpf")
@@ -70,7 +70,8 @@ def strided(graph: Graph) -> tuple[str, ...]:
 def period(graph: Graph) -> Triple:
     """Per axis, the product of the strides on the way (the fragment form accepts one input size in
     every `period` consecutive ones)."""
-    strides = [n.attrs["stride"] for n in graph.nodes if n.name in strided(graph)]
+    names = strided(graph)
+    strides = [n.attrs["stride"] for n in graph.nodes if n.name in names]
     d, h, w = (math.prod(s[axis] for s in strides) for axis in range(3))
     return (d, h, w)
 
@@ -85,11 +86,6 @@ def _unstrided(node: Node, dilation: Triple, inputs: Sequence[str], output: str)
         if dilation != (1, 1, 1):
             attrs["dilation"] = dilation
     return Node(node.name, node.op, tuple(inputs), output, attrs, node.params)
-
-
-def _own_dilation(node: Node) -> Triple:
-    d = node.attrs["dilation"] if node.op == "conv" else pool_dilation(node)
-    return (int(d[0]), int(d[1]), int(d[2]))
 
 
 def _times(a: Sequence[int], b: Sequence[int]) -> Triple:
@@ -113,7 +109,7 @@ def dilated(graph: Graph) -> Graph:
         f = _common(node, [factor[v] for v in node.inputs])
         out = f
         if node.op in WINDOW_OPS:
-            nodes.append(_unstrided(node, _times(_own_dilation(node), f), node.inputs, node.output))
+            nodes.append(_unstrided(node, _times(window_dilation(node), f), node.inputs, node.output))
             out = _times(f, node.attrs["stride"])
         elif node.op == "crop":
             nodes.append(Node(node.name, "crop", node.inputs, node.output,
@@ -148,12 +144,12 @@ def fragmented(graph: Graph) -> Graph:
             nodes.append(Node(node.name, node.op, inputs, final, node.attrs, node.params))
             blocks[node.output] = stack
             continue
-        if node.op == "max_pool" and _own_dilation(node) == (1, 1, 1):
+        if node.op == "max_pool" and window_dilation(node) == (1, 1, 1):
             nodes.append(Node(f"{node.name}:fragment", "fragment", inputs, final,
                               {"block": stride, "window": tuple(node.attrs["kernel"])}))
         else:
             dense = f"{node.output}:dense"
-            nodes.append(_unstrided(node, _own_dilation(node), inputs, dense))
+            nodes.append(_unstrided(node, window_dilation(node), inputs, dense))
             nodes.append(Node(f"{node.name}:fragment", "fragment", (dense,), final, {"block": stride}))
         blocks[node.output] = (*stack, stride)  # type: ignore[arg-type]
     for name in graph.outputs:
@@ -163,15 +159,16 @@ def fragmented(graph: Graph) -> Graph:
             target = name if last else f"{name}:defragment{i}"
             nodes.append(Node(f"{name}:defragment{i}", "defragment", (value,), target, {"block": block}))
             value = target
-    return _typed(graph, nodes, graph.outputs, f"{graph.name} (dense, fragments)", _accepted_input)
+    every = period(graph)
+    return _typed(graph, nodes, graph.outputs, f"{graph.name} (dense, fragments)",
+                  lambda bare: _accepted_input(bare, every))
 
 
-def _accepted_input(bare: Graph) -> dict[str, TensorType]:
+def _accepted_input(bare: Graph, every: Triple) -> dict[str, TensorType]:
     """The input types nearest above `bare`'s own sizes whose every fragment op gets whole blocks
-    (searched over one period per axis, the product of its blocks)."""
-    period = [math.prod(n.attrs["block"][axis] for n in bare.nodes if n.op == "fragment") for axis in range(3)]
+    (searched over one `period` per axis)."""
     first = bare.types[bare.inputs[0]].spatial
-    offsets = sorted(itertools.product(*(range(p) for p in period)), key=sum)
+    offsets = sorted(itertools.product(*(range(p) for p in every)), key=sum)
     for offset in offsets:
         types = _inputs_at(bare, [f + o for f, o in zip(first, offset)])
         try:

@@ -26,6 +26,13 @@ class DenseChoice:
     seconds: tuple[tuple[str, float], ...] = ()
     skipped: tuple[tuple[str, str], ...] = ()
 
+    def summary(self) -> str:
+        """One line: the form that runs, the times measured, the forms skipped and why."""
+        measured = ", ".join(f"{path} {seconds * 1e3:.1f} ms" for path, seconds in self.seconds)
+        skipped = "; ".join(f"{path} skipped: {why}" for path, why in self.skipped)
+        return (f"the {self.path} form runs" + (f" (one patch: {measured})" if measured else "")
+                + (f"; {skipped}" if skipped else ""))
+
 
 @dataclass(frozen=True)
 class Plan:

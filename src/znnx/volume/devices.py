@@ -88,8 +88,7 @@ def _net(model: Graph | Net, input: str | Any, output: str | Any, placement: Pla
         notes.extend([note] if note else [])
     net = compile(model, patch=patch, device=device, precision=precision, dense=placement.dense)
     if net.plan.dense is not None:
-        notes.append(f"dense: the {net.plan.dense.path} form runs" + (" (measured: " + ", ".join(
-            f"{p} {s:.3f} s" for p, s in net.plan.dense.seconds) + ")" if net.plan.dense.seconds else ""))
+        notes.append(f"dense: {net.plan.dense.summary()}")
     return net
 
 
