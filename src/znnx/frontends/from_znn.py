@@ -23,7 +23,6 @@ msra; seeded) and zero biases.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 
 from znnx.errors import ModelError, UnsupportedError
 from znnx.frontends.builder import GraphBuilder
+from znnx.frontends.init_rules import RULES, draw
 from znnx.ir.graph import Graph
 
 IR_OPS = frozenset({"add", "conv", "crop", "identity", "max", "max_pool", "relu", "scale", "sigmoid", "tanh"})
@@ -42,7 +42,6 @@ NODE_TYPES = frozenset({"input", "sum", "transfer"})
 EDGE_TYPES = frozenset({"conv", "max_filter", "max_pool", "dropout", "crop", "maxout", "dummy"})
 FUNCTIONS = {"linear": None, "rectify_linear": "relu", "tanh": "tanh", "logistics": "sigmoid",
              "forward_logistics": "sigmoid"}
-INITS = frozenset({"zero", "constant", "uniform", "gaussian", "bernoulli", "xavier", "msra"})
 Triple = tuple[int, int, int]
 
 
@@ -216,26 +215,9 @@ class _Reader:
 
     def init(self, edge: Block, shape: tuple[int, ...]) -> np.ndarray:
         rule = edge.keys.get("init", "xavier")
-        args = self.floats(edge, "init_args")
-        fan_in = math.prod(shape[1:])
-        if rule not in INITS:
-            raise self.fail(edge, f"init {rule!r} is not one of {sorted(INITS)}")
-        if rule == "zero":
-            return np.zeros(shape)
-        if rule == "constant":
-            return np.full(shape, args[0] if args else 0.0)
-        if rule == "uniform":
-            low, high = args[:2] if len(args) >= 2 else (-0.1, 0.1)
-            return self.rng.uniform(low, high, shape)
-        if rule == "gaussian":
-            mean, std = args[:2] if len(args) >= 2 else (0.0, 0.01)
-            return self.rng.normal(mean, std, shape)
-        if rule == "bernoulli":
-            return (self.rng.random(shape) < (args[0] if args else 0.5)).astype(np.float64)
-        if rule == "xavier":
-            bound = math.sqrt(3.0 / fan_in)
-            return self.rng.uniform(-bound, bound, shape)
-        return self.rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
+        if rule not in RULES:
+            raise self.fail(edge, f"init {rule!r} is not one of {sorted(RULES)}")
+        return draw(rule, self.floats(edge, "init_args"), shape, self.rng)
 
     def build(self, name: str, input_shape: Sequence[int] | None) -> Graph:
         self.check()

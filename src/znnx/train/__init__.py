@@ -1,0 +1,1 @@
+"""Training (ZNN): nets from every frontend trained with znnx's own convolutions."""

@@ -1,0 +1,233 @@
+"""Convolutions for training: forward, backward-data and backward-weights, each by its own algorithm.
+
+A conv of the training graph (bias, residual add and activation fused, as the inference passes fuse
+them) is one `torch.autograd.Function`:
+- forward: oneDNN's direct convolution, or znnx's Winograd / FFT kernels with the epilogue fused
+  into their output transform;
+- backward-data: the gradient of the input is the convolution of the output's gradient with the
+  kernel flipped and its channels swapped, padded by k - 1 - p (stride 1, no dilation, one group);
+  that is a forward convolution, so Winograd and FFT run it too; other convs run oneDNN's own
+  backward;
+- backward-weights: oneDNN's (direct); the bias gradient is a sum.
+The activation's derivative comes from the saved output (relu: y > 0; sigmoid: y(1 - y); tanh:
+1 - y^2; elu: y + alpha below 0; leaky relu: alpha below 0), so no pre-activation tensor is kept.
+
+Which algorithm runs is measured (`choose`): the forward convs and the backward-data convs (as the
+convolutions of `data_graph`) go through the inference autotuner, so they are timed on the real
+shape, checked against direct within each algorithm's tolerance and cached like any other layer.
+The kernels are rebuilt every call from the current weights (the Winograd / FFT weight transforms
+cost a fraction of a percent of a layer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from znnx.ir.graph import Graph, Node, TensorType
+from znnx.ir.ops import epilogue
+from znnx.kernels.epilogue import epilogue_step
+from znnx.plan.algorithm import DIRECT, Algorithm
+from znnx.plan.autotune import Forced, LayerChoice
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """One conv node's geometry and fused epilogue; `pads` symmetric (begin d, h, w)."""
+
+    stride: tuple[int, int, int]
+    pads: tuple[int, int, int]
+    dilation: tuple[int, int, int]
+    groups: int
+    steps: tuple[str, ...]
+    alpha: float
+
+    @classmethod
+    def of(cls, node: Node) -> ConvSpec:
+        a = node.attrs
+        return cls(tuple(a["stride"]), tuple(a["pads"][:3]), tuple(a["dilation"]), int(a["groups"]),
+                   epilogue(node), float(a.get("alpha", 0.0)))
+
+    @property
+    def activation(self) -> str | None:
+        return next((s for s in self.steps if s != "add"), None)
+
+    def flippable(self, kernel: Sequence[int]) -> bool:
+        """Whether the input gradient is a plain forward convolution (see the module docstring)."""
+        return (self.stride == (1, 1, 1) and self.dilation == (1, 1, 1) and self.groups == 1
+                and all(p <= k - 1 for p, k in zip(self.pads, kernel)))
+
+
+@dataclass(frozen=True)
+class ConvAlgorithms:
+    """The algorithm of each pass of one conv."""
+
+    forward: Algorithm = DIRECT
+    data: Algorithm = DIRECT
+
+
+def _fast(algorithm: Algorithm, weight: Tensor, bias: Tensor | None, pads: Sequence[int], steps: Sequence[str],
+          alpha: float, spatial: Sequence[int]) -> Any:
+    from znnx.kernels import fft, winograd
+
+    if algorithm.kind == "winograd":
+        return winograd.WinogradConv(weight, bias, (*pads, *pads), algorithm.tile, steps, alpha, spatial)
+    return fft.FFTConv(weight, bias, (*pads, *pads), algorithm.tile, steps, alpha, spatial)
+
+
+def forward(x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None, spec: ConvSpec,
+            algorithm: Algorithm) -> Tensor:
+    """The conv with its epilogue, no autograd."""
+    if algorithm.kind != "direct":
+        conv = _fast(algorithm, weight, bias, spec.pads, spec.steps, spec.alpha, x.shape[2:])
+        return conv(x, residual=residual)
+    y = F.conv3d(x, weight, bias, spec.stride, spec.pads, spec.dilation, spec.groups)
+    inputs = [x] if residual is None else [x, residual]
+    for step in spec.steps:
+        y = epilogue_step(step, spec.alpha, inplace=True)(y, inputs)
+    return y
+
+
+def flipped(weight: Tensor) -> Tensor:
+    """The kernel of the input gradient: channels swapped, every spatial axis reversed."""
+    return weight.flip(2, 3, 4).transpose(0, 1)
+
+
+def data_pads(spec: ConvSpec, kernel: Sequence[int]) -> tuple[int, int, int]:
+    return tuple(k - 1 - p for k, p in zip(kernel, spec.pads))  # type: ignore[return-value]
+
+
+def _backward(g: Tensor, x: Tensor, weight: Tensor, spec: ConvSpec, mask: list[bool]) -> tuple[Any, ...]:
+    result: tuple[Any, ...] = torch.ops.aten.convolution_backward(
+        g, x, weight, None, list(spec.stride), list(spec.pads), list(spec.dilation), False, [0, 0, 0], spec.groups,
+        mask)
+    return result
+
+
+def data_gradient(g: Tensor, x: Tensor, weight: Tensor, spec: ConvSpec, algorithm: Algorithm) -> Tensor:
+    if algorithm.kind == "direct":
+        return _backward(g, x, weight, spec, [True, False, False])[0]
+    kernel = weight.shape[2:]
+    conv = _fast(algorithm, flipped(weight).contiguous(), None, data_pads(spec, kernel), (), 0.0, g.shape[2:])
+    return conv(g)
+
+
+def weight_gradient(g: Tensor, x: Tensor, weight: Tensor, spec: ConvSpec) -> Tensor:
+    return _backward(g, x, weight, spec, [False, True, False])[1]
+
+
+def activation_gradient(g: Tensor, y: Tensor, activation: str | None, alpha: float) -> Tensor:
+    """The gradient before the activation, from the gradient after it and the activation's output."""
+    if activation is None:
+        return g
+    if activation == "relu":
+        return g * (y > 0)
+    if activation == "leaky_relu":
+        return torch.where(y > 0, g, g * alpha)
+    if activation == "elu":
+        return torch.where(y > 0, g, g * (y + alpha))
+    if activation == "sigmoid":
+        return g * y * (1 - y)
+    return g * (1 - y * y)
+
+
+class _Conv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None,
+                spec: ConvSpec, algorithms: ConvAlgorithms) -> Tensor:
+        y = forward(x, weight, bias, residual, spec, algorithms.forward)
+        ctx.spec, ctx.algorithms = spec, algorithms
+        ctx.has_bias, ctx.has_residual = bias is not None, residual is not None
+        ctx.save_for_backward(x, weight, y if spec.activation else None)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight, y = ctx.saved_tensors
+        spec: ConvSpec = ctx.spec
+        g = activation_gradient(g, y, spec.activation, spec.alpha).contiguous(memory_format=torch.channels_last_3d)
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gx = data_gradient(g, x, weight, spec, ctx.algorithms.data) if need_x else None
+        gw = weight_gradient(g, x, weight, spec) if need_w else None
+        gb = g.sum((0, 2, 3, 4)) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        gr = g if ctx.has_residual else None
+        return gx, gw, gb, gr, None, None
+
+
+def conv(x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None, spec: ConvSpec,
+         algorithms: ConvAlgorithms) -> Tensor:
+    """The differentiable conv of the training graph."""
+    result: Tensor = _Conv.apply(x, weight, bias, residual, spec, algorithms)
+    return result
+
+
+def data_graph(graph: Graph) -> Graph:
+    """One conv per conv of `graph` whose input gradient is a forward convolution: the output's
+    gradient (the conv's output type) convolved with the flipped kernel, as a graph the inference
+    autotuner can measure. Nodes keep their conv's name; the weights are the flipped ones."""
+    nodes, types, inputs = [], {}, []
+    for node in graph.nodes:
+        if node.op != "conv":
+            continue
+        spec, kernel = ConvSpec.of(node), tuple(node.attrs["kernel"])
+        if not spec.flippable(kernel) or tuple(node.attrs["pads"][:3]) != tuple(node.attrs["pads"][3:]):
+            continue
+        weight = np.ascontiguousarray(np.flip(node.params["weight"], (2, 3, 4)).swapaxes(0, 1))
+        source, target = f"{node.name}:grad_out", f"{node.name}:grad_in"
+        pads = data_pads(spec, kernel)
+        nodes.append(Node(node.name, "conv", (source,), target,
+                          {"kernel": kernel, "stride": (1, 1, 1), "dilation": (1, 1, 1), "groups": 1,
+                           "pads": (*pads, *pads)}, {"weight": weight}))
+        out, x = graph.types[node.output], graph.types[node.inputs[0]]
+        types[source] = TensorType(out.channels, out.spatial)
+        types[target] = TensorType(x.channels, x.spatial)
+        inputs.append(source)
+    return Graph(tuple(nodes), tuple(inputs), tuple(n.output for n in nodes), types, graph.spatial_rank,
+                 f"{graph.name}:data-gradients")
+
+
+@dataclass(frozen=True)
+class TrainChoice:
+    """What `choose` measured: the forward and backward-data choices of every conv."""
+
+    forward: tuple[LayerChoice, ...]
+    data: tuple[LayerChoice, ...]
+
+    def algorithms(self) -> dict[str, ConvAlgorithms]:
+        data = {c.node: c.algorithm for c in self.data}
+        return {c.node: ConvAlgorithms(c.algorithm, data.get(c.node, DIRECT)) for c in self.forward}
+
+    def table(self) -> str:
+        """One line per conv: the algorithm of each pass and the measured times."""
+        data = {c.node: c for c in self.data}
+
+        def spell(choice: LayerChoice | None) -> str:
+            if choice is None:
+                return "direct (oneDNN backward)"
+            times = ", ".join(f"{n} {s * 1e3:.1f} ms" for n, s in choice.seconds)
+            return choice.algorithm.name + (f" ({times})" if times else "")
+
+        return "\n".join(f"{c.node}: forward {spell(c)}; input gradient {spell(data.get(c.node))}; "
+                         f"weight gradient direct" for c in self.forward)
+
+
+def choose(graph: Graph, batch: int, forced: Forced = None, refresh: bool = False) -> TrainChoice:
+    """Each conv's forward and backward-data algorithms for `batch` patches of `graph`, measured by
+    the CPU backend's autotuner (`forced` as for `compile`: one name for every conv, or per conv)."""
+    from znnx.backends import cpu
+    from znnx.plan.precision import PRECISIONS
+
+    precision, device = PRECISIONS["fp32"], torch.device("cpu")
+    backward = data_graph(graph)
+    data_forced: Forced = forced
+    if isinstance(forced, Mapping):
+        data_forced = {k: v for k, v in forced.items() if any(n.name == k for n in backward.nodes)}
+    return TrainChoice(cpu.choose_algorithms(graph, batch, device, precision, forced, refresh),
+                       cpu.choose_algorithms(backward, batch, device, precision, data_forced, refresh))

@@ -1,0 +1,202 @@
+"""A graph as a trainable torch module, and its weights back into a graph.
+
+The training graph is the imported graph with the inference passes that keep every parameter as
+it is trained (identities removed, zero pads folded into convs, residual adds and activations fused
+into the conv epilogue); BatchNorm stays a layer that trains in training mode (batch statistics,
+running statistics updated with `momentum`) and is folded only at export. Convolutions run through
+train/conv.py; every other op is PyTorch's own (backends/torch_eager.py), differentiated by
+autograd. Parameters are registered in graph order and named `node/param` as in network files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from znnx.backends import torch_eager
+from znnx.errors import ModelError
+from znnx.frontends.init_rules import RULES, draw
+from znnx.ir.graph import Graph, Node
+from znnx.ir.verify import verify
+from znnx.kernels.epilogue import Kernel, with_epilogue
+from znnx.passes import optimize
+from znnx.passes.eliminate_padding import eliminate_padding
+from znnx.passes.fold_constants import fold_constants
+from znnx.passes.fuse_activation import fuse_activation
+from znnx.passes.fuse_residual_add import fuse_residual_add
+from znnx.passes.remove_dead_nodes import remove_dead_nodes
+from znnx.passes.remove_identity import remove_identity
+from znnx.train.conv import ConvAlgorithms, ConvSpec, conv
+
+Tensor = torch.Tensor
+TRAINABLE = {"conv": ("weight", "bias"), "conv_transpose": ("weight", "bias"), "batchnorm": ("gamma", "beta"),
+             "scale": ("gamma", "beta")}
+PIPELINE = (remove_identity, fold_constants, eliminate_padding, fuse_residual_add, fuse_activation, remove_dead_nodes)
+OUTPUT_ACTIVATIONS = ("sigmoid", "softmax")
+
+
+def training_graph(graph: Graph) -> Graph:
+    """`graph` with the fusions that keep its parameters (no BatchNorm folding)."""
+    return optimize(graph, PIPELINE).graph
+
+
+def final_activation(graph: Graph) -> str | None:
+    """The sigmoid or softmax the net's single output ends in (a node, or a conv's fused epilogue)."""
+    node = graph.producer(graph.outputs[0])
+    if node is None:
+        return None
+    if node.op in OUTPUT_ACTIVATIONS:
+        return node.op
+    steps = node.attrs.get("epilogue", ()) if node.op in ("conv", "conv_transpose") else ()
+    return "sigmoid" if "sigmoid" in steps else None
+
+
+def without_final_activation(graph: Graph) -> Graph:
+    """`graph` ending before its final sigmoid / softmax (the loss takes logits: stable gradients)."""
+    activation = final_activation(graph)
+    if activation is None:
+        return graph
+    node = graph.producer(graph.outputs[0])
+    assert node is not None
+    if node.op in OUTPUT_ACTIVATIONS:
+        nodes = tuple(n for n in graph.nodes if n is not node)
+        outputs = tuple(node.inputs[0] if o == node.output else o for o in graph.outputs)
+        types = {k: v for k, v in graph.types.items() if k != node.output}
+        return verify(dataclasses.replace(graph, nodes=nodes, outputs=outputs, types=types, source=None))
+    steps = tuple(s for s in node.attrs["epilogue"] if s != "sigmoid")
+    stripped = dataclasses.replace(node, attrs={**node.attrs, "epilogue": steps})
+    return verify(dataclasses.replace(graph, nodes=tuple(stripped if n is node else n for n in graph.nodes),
+                                      source=None))
+
+
+def with_params(graph: Graph, params: Mapping[str, np.ndarray]) -> Graph:
+    """`graph` with the parameters named `node/param` in `params` replaced (shapes checked)."""
+    nodes = []
+    for node in graph.nodes:
+        new = {}
+        for key, value in node.params.items():
+            name = f"{node.name}/{key}"
+            replaced = np.asarray(params.get(name, value), dtype=np.float32)
+            if replaced.shape != value.shape:
+                raise ModelError(f"train: parameter {name!r} has shape {replaced.shape}, the net needs {value.shape}")
+            new[key] = replaced
+        nodes.append(dataclasses.replace(node, params=new) if new else node)
+    return verify(dataclasses.replace(graph, nodes=tuple(nodes), source=None))
+
+
+def initialized(graph: Graph, rule: str, args: Sequence[float] = (), seed: int = 0) -> Graph:
+    """`graph` with fresh weights: conv and transposed-conv kernels drawn by ZNN's init `rule`
+    (frontends/init_rules.py), biases zero, BatchNorm and scale as identities."""
+    if rule not in RULES:
+        raise ModelError(f"train: init rule {rule!r} is not one of {sorted(RULES)}")
+    rng = np.random.default_rng(seed)
+    fresh: dict[str, np.ndarray] = {}
+    for node in graph.nodes:
+        for key, value in node.params.items():
+            name = f"{node.name}/{key}"
+            if key == "weight" and node.op in ("conv", "conv_transpose"):
+                fresh[name] = draw(rule, args, value.shape, rng)
+            elif node.op in TRAINABLE or node.op == "batchnorm":
+                fresh[name] = np.ones_like(value) if key in ("gamma", "var") else np.zeros_like(value)
+    return with_params(graph, fresh)
+
+
+class TrainableNet(nn.Module):
+    """`graph` (a training graph) as a module: (N, C, D, H, W) in, the graph's outputs out (one
+    tensor for a single-output graph). `algorithms` sets each conv's forward and backward-data
+    algorithm (default direct); it may be replaced between steps."""
+
+    def __init__(self, graph: Graph, algorithms: Mapping[str, ConvAlgorithms] | None = None,
+                 momentum: float = 0.1) -> None:
+        super().__init__()
+        self.graph = graph
+        self.algorithms = dict(algorithms or {})
+        self.momentum = momentum
+        self.names: list[str] = []
+        self.live: dict[str, Tensor] = {}
+        for node in graph.nodes:
+            for key, value in node.params.items():
+                name = f"{node.name}/{key}"
+                tensor = torch.from_numpy(np.array(value, dtype=np.float32))
+                slot = f"t{len(self.names)}"
+                if key in TRAINABLE.get(node.op, ()):
+                    self.register_parameter(slot, nn.Parameter(tensor))
+                else:
+                    self.register_buffer(slot, tensor)
+                self.names.append(name)
+                self.live[name] = getattr(self, slot)
+        self.execute = torch_eager.program(graph, _Builder(self))
+
+    def named_tensors(self) -> dict[str, Tensor]:
+        """Every parameter and buffer by its network-file name (`node/param`)."""
+        return {name: getattr(self, f"t{i}") for i, name in enumerate(self.names)}
+
+    def params(self) -> dict[str, np.ndarray]:
+        """The current values as NumPy arrays, by network-file name."""
+        return {name: t.detach().cpu().numpy().copy() for name, t in self.named_tensors().items()}
+
+    def exported(self, graph: Graph | None = None) -> Graph:
+        """`graph` (default: the training graph) holding the trained values."""
+        return with_params(graph or self.graph, self.params())
+
+    def forward(self, *inputs: Tensor) -> Tensor | list[Tensor]:
+        xs = [x.contiguous(memory_format=torch.channels_last_3d) for x in inputs]
+        outputs = self.execute(xs)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+
+class _Builder(torch_eager.Builder):
+    """torch_eager's kernels over the module's live tensors; convs through train/conv.py, BatchNorm
+    in the module's mode. Parameters are read (and reshaped) at call time, so optimizer updates
+    apply at the next call."""
+
+    def __init__(self, net: TrainableNet) -> None:
+        super().__init__(net.graph, torch.device("cpu"))
+        self.net = net
+
+    def param(self, node: Node, key: str, channel_view: bool = False) -> Tensor | None:
+        tensor = self.net.live.get(f"{node.name}/{key}")
+        if tensor is None:
+            return None
+        return tensor.reshape(1, -1, 1, 1, 1) if channel_view else tensor
+
+    def conv(self, node: Node) -> Kernel:
+        w, b = self.need(node, "weight"), self.param(node, "bias")
+        pads, spec, name, net = node.attrs["pads"], ConvSpec.of(node), node.name, self.net
+        if tuple(pads[:3]) == tuple(pads[3:]):
+            return lambda x: conv(x[0], w, b, x[1] if len(x) > 1 else None, spec,
+                                  net.algorithms.get(name, ConvAlgorithms()))
+        explicit, unpadded = torch_eager._torch_pad(pads), dataclasses.replace(spec, pads=(0, 0, 0))
+        return lambda x: conv(F.pad(x[0], explicit), w, b, x[1] if len(x) > 1 else None, unpadded,
+                              net.algorithms.get(name, ConvAlgorithms()))
+
+    def conv_transpose(self, node: Node) -> Kernel:
+        w, b = self.need(node, "weight"), self.param(node, "bias")
+        a, out = node.attrs, self.graph.types[node.output].spatial
+        pads = a["pads"]
+
+        def run(x: Sequence[Tensor]) -> Tensor:
+            full = F.conv_transpose3d(x[0], w, None, a["stride"], 0, 0, a["groups"], a["dilation"])
+            window = full[..., pads[0]:pads[0] + out[0], pads[1]:pads[1] + out[1], pads[2]:pads[2] + out[2]]
+            short = [o - s for o, s in zip(out, window.shape[2:])]
+            if any(short):
+                window = F.pad(window, [0, short[2], 0, short[1], 0, short[0]])
+            return window if b is None else window + b.reshape(1, -1, 1, 1, 1)
+
+        return with_epilogue(node, run)
+
+    def batchnorm(self, node: Node) -> Kernel:
+        mean, var, gamma, beta = (self.param(node, k) for k in ("mean", "var", "gamma", "beta"))
+        eps, net = float(node.attrs["eps"]), self.net
+        return lambda x: F.batch_norm(x[0], mean, var, gamma, beta, net.training, net.momentum, eps)
+
+    def scale(self, node: Node) -> Kernel:
+        gamma, beta = self.need(node, "gamma"), self.param(node, "beta")
+        if beta is None:
+            return lambda x: x[0] * gamma.reshape(1, -1, 1, 1, 1)
+        return lambda x: torch.addcmul(beta.reshape(1, -1, 1, 1, 1), x[0], gamma.reshape(1, -1, 1, 1, 1))
