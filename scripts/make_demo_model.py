@@ -1,17 +1,17 @@
-"""Reproduce src/znnx/data/demo_unet.onnx, the small U-Net bundled for `znnx demo`.
+"""The architecture of the small U-Net bundled for `znnx demo` (one boundary channel), written as
+an ONNX file with random weights (fixed seed). scripts/train_demo.sh trains it with `znnx train`
+and installs the trained net as src/znnx/data/demo_unet.onnx.
 
-The weights are random with a fixed seed (the demo shows the machinery, not a trained model);
-running this script again writes the same model.  Usage: python scripts/make_demo_model.py
+Usage: python scripts/make_demo_model.py OUT.onnx
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
 from torch import nn
-
-TARGET = Path(__file__).resolve().parent.parent / "src" / "znnx" / "data" / "demo_unet.onnx"
 
 
 class DemoUNet(nn.Module):
@@ -29,7 +29,7 @@ class DemoUNet(nn.Module):
         self.bottom = block(width, 2 * width)
         self.up = nn.ConvTranspose3d(2 * width, width, 2, stride=2)
         self.out_block = block(width, width)
-        self.head = nn.Conv3d(width, 3, 1)
+        self.head = nn.Conv3d(width, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skip = self.down(x)
@@ -38,6 +38,7 @@ class DemoUNet(nn.Module):
 
 
 def main() -> None:
+    target = Path(sys.argv[1])
     torch.manual_seed(2026)
     model = DemoUNet().eval()
     with torch.no_grad():
@@ -45,10 +46,10 @@ def main() -> None:
             if isinstance(module, nn.BatchNorm3d):
                 module.running_mean.uniform_(-0.2, 0.2)
                 module.running_var.uniform_(0.5, 1.5)
-    torch.onnx.export(model, (torch.zeros(1, 1, 32, 32, 32),), str(TARGET), dynamo=False, opset_version=17,
-                      input_names=["raw"], output_names=["affinity"],
+    torch.onnx.export(model, (torch.zeros(1, 1, 32, 32, 32),), str(target), dynamo=False, opset_version=17,
+                      input_names=["raw"], output_names=["boundary"],
                       training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)
-    print(f"wrote {TARGET} ({TARGET.stat().st_size} bytes)")
+    print(f"wrote {target} ({target.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":

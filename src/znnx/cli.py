@@ -229,9 +229,14 @@ def _infer(args: argparse.Namespace) -> int:
     model = znnx.load_net(args.model, first, precision=args.precision) if _is_network_file(args.model) \
         else _load_graph(args)
     rank = model.graph.spatial_rank if isinstance(model, znnx.Net) else model.spatial_rank
+    trained = model.plan.normalize if isinstance(model, znnx.Net) else None
+    told = (args.scale, args.mean, args.std) != (None, None, None)
+    scale, mean, std = (1.0, 0.0, 1.0) if told or trained is None else trained
     options = VolumeOptions(
         mode=args.mode, overlap=overlaps(args.overlap, rank), weighting=args.weighting,
-        roi=parse_roi(args.roi, rank) if args.roi else None, scale=args.scale, mean=args.mean, std=args.std,
+        roi=parse_roi(args.roi, rank) if args.roi else None,
+        scale=args.scale if args.scale is not None else scale, mean=args.mean if args.mean is not None else mean,
+        std=args.std if args.std is not None else std,
         output_dtype=args.output_dtype, mask=args.mask, background=args.background, overwrite=args.overwrite,
         convert_input=args.convert_input, ome_zarr_levels=args.ome_zarr)
     memory = parse_bytes(args.memory) if args.memory else None
@@ -262,6 +267,44 @@ def _infer(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(report + "\n")
     print(report)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from znnx.train.data import Augment
+    from znnx.train.run import TrainOptions, train
+
+    augment = Augment(flips=not args.no_augment, transpose=not args.no_augment, jitter=0 if args.no_augment else
+                      args.jitter, missing=args.missing_sections, misalign=args.misalign)
+    options = TrainOptions(
+        target=args.target, patch=args.patch, steps=args.steps, batch=args.batch, optimizer=args.optimizer,
+        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule, loss=args.loss,
+        rebalance=not args.no_rebalance, augment=augment, validation=args.validation,
+        validate_every=args.validate_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
+        threads=args.threads, init=args.init, scale=args.scale, algorithm=args.algorithm, resume=args.resume)
+    torch.manual_seed(args.seed)  # a module built by a factory draws its initial weights from it
+    summary = train(resolve_model(args.model), args.image, args.labels, args.out, options, mask=args.mask,
+                    input_shape=args.input_shape, weights=args.weights, stream=None if args.quiet else sys.stderr)
+    scores = "" if summary.scores is None else ", " + ", ".join(f"{k} {v:.4f}" for k, v in summary.scores.values)
+    print(f"trained {summary.steps} steps in {summary.seconds:.1f} s: loss {summary.loss:.4f}{scores}")
+    print(summary.choices)
+    print(f"wrote {summary.network_file}, {summary.onnx}, {summary.history}"
+          + (f", {summary.curves}" if summary.curves else " (no curves.png: install matplotlib)"))
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    import zarr
+
+    from znnx.train.synthetic import em_volume
+
+    image, labels = em_volume(args.shape, args.spacing, args.seed)
+    out = Path(args.out)
+    for name, data in (("raw", image), ("labels", labels)):
+        zarr.create_array(store=str(out), name=name, data=np.asarray(data), chunks=(32, 32, 32), overwrite=True)
+    print(f"wrote {out}/raw (uint8 image) and {out}/labels (uint64 segmentation), shape {image.shape}")
     return 0
 
 
@@ -462,10 +505,11 @@ def parser() -> argparse.ArgumentParser:
                        help="uint8 maps [0, 1] to 0..255, clipped (default float32)")
     infer.add_argument("--roi", metavar="Z0:Z1,Y0:Y1,X0:X1", help="compute only this box (output keeps the "
                                                                   "volume's shape)")
-    infer.add_argument("--scale", type=float, default=1.0, help="the net sees (x * scale - mean) / std; e.g. "
-                                                                "0.00392156 for uint8 -> [0, 1] (default 1)")
-    infer.add_argument("--mean", type=float, default=0.0, help="subtracted after --scale (default 0)")
-    infer.add_argument("--std", type=float, default=1.0, help="divides after --mean (default 1)")
+    infer.add_argument("--scale", type=float, help="the net sees (x * scale - mean) / std; e.g. 0.00392156 for "
+                                                   "uint8 -> [0, 1] (default 1, or what a network file from "
+                                                   "`znnx train` records; giving any of the three overrides it)")
+    infer.add_argument("--mean", type=float, help="subtracted after --scale (default 0)")
+    infer.add_argument("--std", type=float, help="divides after --mean (default 1)")
     infer.add_argument("--overwrite", action="store_true", help="replace an existing output and its ledger")
     infer.add_argument("--ome-zarr", type=_positive_int, nargs="?", const=3, default=0, metavar="LEVELS",
                        help="write OUTPUT as an OME-Zarr group (e.g. pred.ome.zarr) that napari and neuroglancer "
@@ -500,6 +544,61 @@ def parser() -> argparse.ArgumentParser:
     _add_segment_options(segment)
     segment.add_argument("--quiet", action="store_true", help="no status line")
     segment.set_defaults(handler=_segment)
+
+    train = commands.add_parser("train", help="train or fine-tune a net on a labelled volume",
+                                description="Train MODEL on IMAGE with the segmentation LABELS (boundary or "
+                                            "affinity targets), writing OUT/net.znnx (for `znnx infer`), "
+                                            "OUT/net.onnx, OUT/history.json, OUT/curves.png and OUT/checkpoints/.")
+    train.add_argument("model", help=model_help)
+    train.add_argument("--image", required=True, help="image volume (any format `znnx infer` reads)")
+    train.add_argument("--labels", required=True, help="integer segmentation of the same volume (0: background)")
+    train.add_argument("--mask", help="volume whose non-zero voxels are trained on (default: all)")
+    train.add_argument("--out", required=True, help="output folder")
+    train.add_argument("--target", choices=("boundary", "affinity"), default="boundary",
+                       help="boundary: 1 channel (or 2 with softmax); affinity: 3 channels (z, y, x)")
+    train.add_argument("--patch", type=_shape, metavar="D,H,W", help="output patch per sample (default: the net's "
+                                                                     "output at --input-shape)")
+    train.add_argument("--input-shape", type=_shape, metavar="C,D,H,W", help="input shape to import the model at "
+                                                                             "(required for torch modules)")
+    train.add_argument("--weights", help=weights_help)
+    train.add_argument("--init", choices=("zero", "constant", "uniform", "gaussian", "bernoulli", "xavier", "msra"),
+                       help="draw fresh weights by this rule (ZNN's names) instead of the model's own")
+    train.add_argument("--steps", type=_positive_int, default=1000, help="optimizer steps (default 1000)")
+    train.add_argument("--batch", type=_positive_int, default=1, help="patches per step (default 1)")
+    train.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    train.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument("--schedule", choices=("constant", "cosine", "step"), default="constant",
+                       help="learning-rate schedule over the run (step: x0.1 at 1/3 and 2/3)")
+    train.add_argument("--loss", choices=("bce", "mse"), default="bce")
+    train.add_argument("--no-rebalance", action="store_true", help="do not weigh each class half (ZNN's rebalance)")
+    train.add_argument("--no-augment", action="store_true", help="no flips, transpositions or intensity jitter")
+    train.add_argument("--jitter", type=float, default=0.1, help="intensity jitter amplitude (default 0.1)")
+    train.add_argument("--missing-sections", type=float, default=0.0, metavar="P",
+                       help="probability of blanking one z section of a sample (EM; default 0)")
+    train.add_argument("--misalign", type=int, default=0, metavar="VOXELS",
+                       help="shift the sections above a random z by up to this many voxels in y/x (EM; default 0)")
+    train.add_argument("--validation", type=float, default=0.2,
+                       help="fraction of z sections (from the end) held out for validation; 0: none (default 0.2)")
+    train.add_argument("--validate-every", type=_positive_int, default=100, help="steps between validations")
+    train.add_argument("--checkpoint-every", type=_positive_int, default=100, help="steps between checkpoints")
+    train.add_argument("--scale", type=float, help="input normalization x * scale (default: 1/255 for uint8, "
+                                                   "1/65535 for uint16, 1 for floats); recorded in net.znnx")
+    train.add_argument("--algorithm", type=_algorithm, default="auto", help=algorithm_help)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=_positive_int, help="CPU threads (default: PyTorch's)")
+    train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT")
+    train.add_argument("--quiet", action="store_true", help="no progress line")
+    train.set_defaults(handler=_train)
+
+    synth = commands.add_parser("synth", help="write a synthetic labelled EM-like volume (for training demos)",
+                                description="Write OUT/raw (uint8 image) and OUT/labels (uint64 cells) as zarr.")
+    synth.add_argument("out", help="zarr group to write, e.g. data.zarr")
+    synth.add_argument("--shape", type=_shape, default=(96, 96, 96), metavar="D,H,W")
+    synth.add_argument("--spacing", type=_positive_int, default=12, help="cell size in voxels (default 12)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(handler=_synth)
 
     demo = commands.add_parser("demo", help="run the bundled example net on a synthetic volume",
                                description="Generate a synthetic volume, run the bundled U-Net on it, check "

@@ -147,10 +147,11 @@ def check_fits(graph: Graph, shaped: Graph, device: str, precision: str, memory_
 
 def make_plan(graph: Graph, device: str = "cpu", precision: str = "fp32", forced: Forced = None,
               rewrites: tuple[tuple[str, int], ...] = (), choices: tuple[LayerChoice, ...] | None = None,
-              retune: bool = False, dense: DenseChoice | None = None) -> Plan:
+              retune: bool = False, dense: DenseChoice | None = None,
+              normalize: tuple[float, float, float] | None = None) -> Plan:
     """What `compile` decides for a shaped graph on `device`: the memory plan, and each conv's
     algorithm (`choices` as given, e.g. saved in a network file, else measured, afresh with
-    `retune`, or `forced`); `dense` as given."""
+    `retune`, or `forced`); `dense` and `normalize` as given."""
     verify(graph)
     backend, target = backends.resolve(device)
     chosen = backend.precision(precision)
@@ -160,7 +161,7 @@ def make_plan(graph: Graph, device: str = "cpu", precision: str = "fp32", forced
     sizes = [backend.algorithm_bytes(graph, nodes[c.node], c.algorithm) for c in choices]
     return Plan(graph, backends.kind_of(device), chosen.name, backend.memory_plan(graph, 1, chosen), choices,
                 backend.machine(target), rewrites, sum(w for w, _ in sizes), max((s for _, s in sizes), default=0),
-                dense)
+                dense, normalize)
 
 
 class Net:
@@ -291,7 +292,7 @@ def load_net(path: str | Path, device: str = "cpu", algorithm: Forced = None, pr
         print(f"znnx: {str(path)!r} was tuned on {saved.machine}; this is {machine}: measuring its convolutions "
               f"again", file=sys.stderr)
     plan = make_plan(saved.graph, device, chosen.name, algorithm, saved.rewrites, saved.choices if reuse else None,
-                     dense=saved.dense)
+                     dense=saved.dense, normalize=saved.normalize)
     return Net(plan, device)
 
 

@@ -5,7 +5,8 @@ safetensors file.
 Layout: the tensors are the node parameters, keyed `node/param`; the safetensors header's string
 metadata holds `format`, `version`, `graph` (JSON: values, types (channels, spatial sizes, and the
 fragment count where above 1), nodes with attributes, the
-compiled patch, the rewrite counts, the plan) and `sha256`, a digest of the graph JSON and every
+compiled patch, the rewrite counts, the plan, with the input normalization a trained net
+records) and `sha256`, a digest of the graph JSON and every
 tensor's bytes. Nothing in the file is code: the header is JSON, the tensors raw numbers, and every
 op and attribute passes the IR verifier on load. A truncated file fails in the safetensors reader,
 an edited one on the digest; `net.load_net` refuses a memory plan that does not match what the
@@ -50,6 +51,7 @@ class Saved:
     choices: tuple[LayerChoice, ...] | None
     machine: str
     dense: DenseChoice | None = None
+    normalize: tuple[float, float, float] | None = None
 
 
 def _key(node: str, param: str) -> str:
@@ -170,6 +172,8 @@ def load(path: str | Path) -> Saved:
         rewrites = tuple((str(name), int(count)) for name, count in data["rewrites"])
         device, precision, memory, choices, machine = _plan_fields(data, version)
         dense = dense_from_json(data["plan"].get("dense")) if version != "1" else None
+        spelled = data["plan"].get("normalize") if version != "1" else None
+        normalize = None if spelled is None else (float(spelled[0]), float(spelled[1]), float(spelled[2]))
     except GraphError as error:
         raise ModelError(f"{COMPONENT}: {str(source)!r} holds an invalid graph: {error}") from None
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
@@ -180,7 +184,7 @@ def load(path: str | Path) -> Saved:
         if {c.node for c in choices} != convs:
             raise ModelError(f"{COMPONENT}: {str(source)!r} saves algorithms for {sorted(c.node for c in choices)}, "
                              f"but its convolutions are {sorted(convs)}; recompile it")
-    return Saved(graph, rewrites, device, precision, memory, choices, machine, dense)
+    return Saved(graph, rewrites, device, precision, memory, choices, machine, dense, normalize)
 
 
 def _umask() -> int:

@@ -42,7 +42,8 @@ class Plan:
     of machine those times were measured on; `rewrites`: what each pass changed;
     `kernel_weight_bytes` / `kernel_scratch_bytes`: what the chosen Winograd / FFT kernels add to
     the weights and need as scratch (one slab, shared by every layer); `dense`: for a dense net,
-    which dense form runs and why."""
+    which dense form runs and why; `normalize`: (scale, mean, std) of the input normalization the
+    net was trained with (the net sees (x * scale - mean) / std), None where unknown."""
 
     graph: Graph
     device: str
@@ -54,6 +55,7 @@ class Plan:
     kernel_weight_bytes: int = 0
     kernel_scratch_bytes: int = 0
     dense: DenseChoice | None = None
+    normalize: tuple[float, float, float] | None = None
 
     @property
     def batch(self) -> int:
@@ -119,5 +121,6 @@ def dense_from_json(data: dict[str, Any] | None) -> DenseChoice | None:
 def plan_json(plan: Plan) -> dict[str, Any]:
     """The plan less its graph (the network file stores the graph and weights itself)."""
     return {"device": plan.device, "precision": plan.precision, "batch": plan.batch, "machine": plan.machine,
-            "memory": memory_json(plan.memory), "choices": choices_json(plan.choices), "dense": dense_json(plan.dense)}
+            "memory": memory_json(plan.memory), "choices": choices_json(plan.choices), "dense": dense_json(plan.dense),
+            "normalize": None if plan.normalize is None else list(plan.normalize)}
 
