@@ -17,7 +17,7 @@ from znnx.demo import model_path
 def test_inspect_onnx(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["inspect", str(model_path())]) == 0
     out = capsys.readouterr().out
-    assert "batchnorm" in out and "conv_transpose" in out
+    assert " elu " in out and "conv_transpose" in out
     assert "input 32x32x32 -> output 32x32x32" in out
 
 
@@ -26,9 +26,9 @@ def test_inspect_optimized_shows_both_graphs_and_counts(capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     before, after = out.split("after optimization", 1)
     table, counts = after.split("rewrites per pass", 1)
-    assert "batchnorm" in before and "batchnorm" not in table
+    assert " elu " in before and " elu " not in table
     assert "conv+elu" in after and "conv_transpose+add" in after and "conv+sigmoid" in after
-    assert "fold_batchnorm       6" in counts and "planned peak" in table
+    assert "fuse_activation      7" in counts and "planned peak" in table
 
 
 def test_compile_writes_a_network_file_that_run_and_inspect_read(tmp_path: Path,
@@ -83,7 +83,7 @@ def test_run_writes_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     x = np.random.default_rng(0).random((1, 16, 24, 20), dtype=np.float32)
     np.save(tmp_path / "in.npy", x)
     assert main(["run", str(model_path()), str(tmp_path / "in.npy"), str(tmp_path / "out.npy")]) == 0
-    assert np.load(tmp_path / "out.npy").shape == (3, 16, 24, 20)
+    assert np.load(tmp_path / "out.npy").shape == (1, 16, 24, 20)
     assert "output voxels/s" in capsys.readouterr().out
 
 
@@ -100,11 +100,12 @@ def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_demo_runs_blockwise_and_checks_itself(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--out", str(tmp_path), "--size", "40"]) == 0
     out = capsys.readouterr().out
-    assert float(out.split("blockwise vs whole-volume max difference: ", 1)[1].split()[0]) < 1e-5
+    # blocks and the whole volume are different patches, tuned apart: each conv within its algorithm's bound
+    assert float(out.split("blockwise vs whole-volume max difference: ", 1)[1].split()[0]) < 1e-4
     assert float(out.rsplit("max error vs the NumPy reference executor: ", 1)[1].split()[0]) < 1e-4
     import zarr
 
-    assert zarr.open_array(str(tmp_path / "output.zarr"), path="pred", mode="r").shape == (3, 40, 40, 40)
+    assert zarr.open_array(str(tmp_path / "output.zarr"), path="pred", mode="r").shape == (1, 40, 40, 40)
     assert (tmp_path / "preview.png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -119,7 +120,7 @@ def test_infer_writes_the_volume_and_a_json_summary(tmp_path: Path, capsys: pyte
     import zarr
 
     out = zarr.open_array(str(tmp_path / "out.zarr"), path="pred", mode="r")
-    assert out.shape == (3, 30, 34, 38) and out.dtype == np.float16
+    assert out.shape == (1, 30, 34, 38) and out.dtype == np.float16
     assert main(args) == 0  # a finished run is not recomputed
     again = json.loads(capsys.readouterr().out)
     assert again["resumed"] == summary["blocks"] and again["computed"] == 0
@@ -127,19 +128,22 @@ def test_infer_writes_the_volume_and_a_json_summary(tmp_path: Path, capsys: pyte
     assert "different run" in capsys.readouterr().err
 
 
-def test_infer_then_segment_its_affinities(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`infer --segment` segments the predicted affinities chunk by chunk: the labels equal the
+def test_infer_then_segment_its_boundaries(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`infer --segment` segments the predicted boundary map chunk by chunk: the labels equal the
     in-memory segmentation of the written prediction, and the summary holds both runs."""
+    from znnx.demo import synthetic_volume
     from znnx.segment import SegmentOptions, segment_array
+    from znnx.segment.pipeline import read_affinities
     from znnx.volume import storage
 
-    np.save(tmp_path / "raw.npy", np.random.default_rng(0).random((30, 34, 38), dtype=np.float32))
+    np.save(tmp_path / "raw.npy", synthetic_volume(34)[0, :30])
     assert main(["infer", str(model_path()), str(tmp_path / "raw.npy"), str(tmp_path / "aff.zarr/pred"), "--patch",
                  "24,24,24", "--segment", str(tmp_path / "seg.zarr"), "--size", "20", "--threshold", "0.3",
                  "--quiet"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["segment"]["output"] == str(tmp_path / "seg.zarr") and summary["segment"]["merges"] > 0
-    aff = storage.open_volume(str(tmp_path / "aff.zarr/pred")).read((slice(None),) * 4)
+    prediction = storage.open_volume(str(tmp_path / "aff.zarr/pred"))
+    aff = read_affinities(prediction, tuple(slice(0, n) for n in prediction.shape[1:]))
     expected, _, _ = segment_array(aff, SegmentOptions(size=20, threshold=0.3))
     assert np.array_equal(storage.open_volume(str(tmp_path / "seg.zarr")).read((slice(None),) * 3), expected)
 

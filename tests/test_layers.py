@@ -18,6 +18,7 @@ LAYERS = (
     ("znnx.net",),
     ("znnx.volume",),
     ("znnx.segment",),
+    ("znnx.training",),
     ("znnx.cli", "znnx.bench", "znnx.demo", "znnx.__main__", "znnx"),
 )
 

@@ -8,6 +8,7 @@ from znnx.errors import DeviceError, GraphError, InputError, ModelError, Storage
 from znnx.frontends import load
 from znnx.ir import Graph
 from znnx.net import Net, compile, load_net  # noqa: A004  (the public name znnx.compile is intended)
+from znnx.training.run import TrainOptions, train
 from znnx.version import __version__
 from znnx.volume import VolumeOptions, infer_volume
 
@@ -19,6 +20,7 @@ __all__ = [
     "ModelError",
     "Net",
     "StorageError",
+    "TrainOptions",
     "UnsupportedError",
     "VolumeOptions",
     "ZnnxError",
@@ -27,4 +29,5 @@ __all__ = [
     "infer_volume",
     "load",
     "load_net",
+    "train",
 ]

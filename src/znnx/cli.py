@@ -273,8 +273,8 @@ def _infer(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    from znnx.train.data import Augment
-    from znnx.train.run import TrainOptions, train
+    from znnx.training.data import Augment
+    from znnx.training.run import TrainOptions, train
 
     augment = Augment(flips=not args.no_augment, transpose=not args.no_augment, jitter=0 if args.no_augment else
                       args.jitter, missing=args.missing_sections, misalign=args.misalign)
@@ -298,7 +298,7 @@ def _train(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     import zarr
 
-    from znnx.train.synthetic import em_volume
+    from znnx.training.synthetic import em_volume
 
     image, labels = em_volume(args.shape, args.spacing, args.seed)
     out = Path(args.out)

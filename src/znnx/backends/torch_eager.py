@@ -100,6 +100,11 @@ class Builder:
         a = node.attrs
         out = self.graph.types[node.output].spatial
         pads = a["pads"]
+        full_size = [(i - 1) * s + d * (k - 1) + 1 for i, s, d, k in zip(self.in_type(node).spatial, a["stride"],
+                                                                        a["dilation"], a["kernel"])]
+        if not any(pads) and tuple(full_size) == tuple(out):
+            return with_epilogue(node, lambda x: F.conv_transpose3d(x[0], w, None if b is None else b.reshape(-1),
+                                                                    a["stride"], 0, 0, a["groups"], a["dilation"]))
 
         def run(x: Sequence[Tensor]) -> Tensor:
             full = F.conv_transpose3d(x[0], w, None, a["stride"], 0, 0, a["groups"], a["dilation"])

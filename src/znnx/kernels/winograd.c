@@ -11,6 +11,12 @@
  * wino_output: M[tile][p][Cop] -> output tiles, + bias, then the epilogue steps in order (residual
  *              add, one activation), written straight into y (the residual may be y itself).
  *
+ * The weight gradient (training) reuses wino_input for the input tiles and adds:
+ * wino_grad_tiles: output-gradient tiles (m voxels per transformed axis, zero past the output) ->
+ *              Gt[tile][p][Cop], transformed by A (the transposed output transform);
+ * wino_wgrad_gemm: Mw[p][Cp][Cop] += V[tile][p][:]^T Gt[tile][p][:] summed over the slab's tiles;
+ *              the caller turns Mw into dW = G^T Mw G (dL/dw = G^T [(A g) . (B^T x)] per tile).
+ *
  * The slab is tile-major, so a tile's transform reads and writes one contiguous block instead of
  * one stream per point; the GEMM reads a point's rows with a stride (lda = P * Cp), which its
  * register-blocked micro-kernel does not mind.
@@ -59,7 +65,7 @@ static inline vf splat(float a) { return (vf){0} + a; }
 
 typedef struct {
     int t, m;
-    along_fn in, out;
+    along_fn in, out, gin;
 } axis;
 
 /* The transforms of one axis: kernel size k, output tile m (the cases are generated). */
@@ -291,4 +297,95 @@ void wino_output(const float *M, idx Cop, int kd, int kh, int kw, int m, idx til
             }
         }
     }
+}
+
+void wino_grad_tiles(const float *g, idx D, idx H, idx W, idx C, int kd, int kh, int kw, int m, idx tiles_h,
+                     idx tiles_w, idx first, idx count, float *Gt, idx Cop) {
+    const axis ax[3] = {make_axis(kd, m), make_axis(kh, m), make_axis(kw, m)};
+    const int t[3] = {ax[0].t, ax[1].t, ax[2].t};
+    const idx P = (idx)t[0] * t[1] * t[2];
+    const strides gs = packed(t, Cop);
+    int active[3], na = 0;
+    for (int a = 2; a >= 0; a--)
+        if (t[a] > 1) active[na++] = a;
+    #pragma omp parallel
+    {
+        float buf0[TMAX * TMAX * TMAX * CHMAX] __attribute__((aligned(64)));
+        float buf1[TMAX * TMAX * TMAX * CHMAX] __attribute__((aligned(64)));
+        #pragma omp for schedule(static)
+        for (idx s = 0; s < count; s++) {
+            const idx tile = first + s;
+            const idx tw = tile % tiles_w, th = (tile / tiles_w) % tiles_h, td = tile / (tiles_w * tiles_h);
+            const idx d0 = td * ax[0].m, h0 = th * ax[1].m, w0 = tw * ax[2].m;
+            for (idx c0 = 0; c0 < Cop; c0 += CHMAX) {
+                const int nb = (int)((Cop - c0 < CHMAX ? Cop - c0 : CHMAX) / VB);
+                int n[3] = {ax[0].m, ax[1].m, ax[2].m};
+                gather(g, D, H, W, C, d0, h0, w0, n, c0, nb, buf0);
+                const float *src = buf0;
+                strides ss = packed(n, (idx)nb * VB);
+                for (int k = 0; k < na; k++) {
+                    const int a = active[k], last = k == na - 1;
+                    int out[3] = {n[0], n[1], n[2]};
+                    out[a] = t[a];
+                    float *dst = last ? Gt + s * P * Cop + c0 : (src == buf0 ? buf1 : buf0);
+                    const strides ds = last ? gs : packed(out, (idx)nb * VB);
+                    ax[a].gin(a, n, src, ss, dst, ds, nb);
+                    n[a] = out[a];
+                    src = dst;
+                    ss = ds;
+                }
+            }
+        }
+    }
+}
+
+/* c[r][0 : NV * VB] += sum_k a[r + k * ak] b[k][0 : NV * VB] for r < rows <= R (a read down columns). */
+#define MICRO_T(R, NV)                                                                              \
+    static inline __attribute__((always_inline)) void micro_t_##R##_##NV(                          \
+        int rows, const float *restrict a, idx ak, const float *restrict b, idx ldb,               \
+        float *restrict c, idx ldc, idx K) {                                                       \
+        vf acc[R][NV];                                                                             \
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                                       \
+            _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++)                                   \
+                acc[r][j] = r < rows ? load(c + r * ldc + j * VB) : splat(0.0f);                   \
+        for (idx k = 0; k < K; k++) {                                                              \
+            vf bv[NV];                                                                             \
+            _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) bv[j] = load(b + k * ldb + j * VB); \
+            _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                                 \
+                if (r < rows) {                                                                    \
+                    const vf av = splat(a[r + k * ak]);                                            \
+                    _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) acc[r][j] += av * bv[j];  \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                                       \
+            if (r < rows)                                                                          \
+                _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) store(c + r * ldc + j * VB, acc[r][j]); \
+    }                                                                                              \
+    static void block_t_##R##_##NV(idx rows, const float *a, idx ak, const float *b, idx ldb, float *c, \
+                                   idx ldc, idx K) {                                               \
+        idx r = 0;                                                                                 \
+        for (; r + R <= rows; r += R) micro_t_##R##_##NV(R, a + r, ak, b, ldb, c + r * ldc, ldc, K); \
+        if (r < rows) micro_t_##R##_##NV((int)(rows - r), a + r, ak, b, ldb, c + r * ldc, ldc, K);  \
+    }
+MICRO_T(6, 4)
+MICRO_T(8, 3)
+MICRO_T(12, 2)
+MICRO_T(16, 1)
+
+void wino_wgrad_gemm(const float *V, const float *Gt, float *Mw, idx P, idx count, idx C, idx Cp, idx Cop) {
+    const idx blocks = (Cop + 4 * VB - 1) / (4 * VB);
+    #pragma omp parallel for schedule(static) collapse(2)
+    for (idx p = 0; p < P; p++)
+        for (idx nb = 0; nb < blocks; nb++) {
+            const idx n0 = nb * 4 * VB, width = Cop - n0 < 4 * VB ? Cop - n0 : 4 * VB;
+            const float *a = V + p * Cp, *b = Gt + p * Cop + n0;
+            float *c = Mw + p * Cp * Cop + n0;
+            switch (width / VB) {
+            case 4: block_t_6_4(C, a, P * Cp, b, P * Cop, c, Cop, count); break;
+            case 3: block_t_8_3(C, a, P * Cp, b, P * Cop, c, Cop, count); break;
+            case 2: block_t_12_2(C, a, P * Cp, b, P * Cop, c, Cop, count); break;
+            default: block_t_16_1(C, a, P * Cp, b, P * Cop, c, Cop, count); break;
+            }
+        }
 }

@@ -193,12 +193,13 @@ def source() -> str:
     for r in SIZES:
         for m in TILES:
             b_t, _, a_t = transforms(r, m)
-            lines += [_line(f"bt{r}{m}", b_t), _line(f"at{r}{m}", a_t)]
-            along += [f"ALONG(bt{r}{m})", f"ALONG(at{r}{m})"]
+            a = [list(col) for col in zip(*a_t)]
+            lines += [_line(f"bt{r}{m}", b_t), _line(f"at{r}{m}", a_t), _line(f"a{r}{m}", a)]
+            along += [f"ALONG(bt{r}{m})", f"ALONG(at{r}{m})", f"ALONG(a{r}{m})"]
             cases.append(f"    if (k == {r} && m == {m}) {{ a.t = {m + r - 1}; a.m = {m}; a.in = along_bt{r}{m}; "
-                         f"a.out = along_at{r}{m}; }}")
-    axes = [*along, "", "static axis make_axis(int k, int m) {", "    axis a = {1, 1, 0, 0};", *cases, "    return a;",
-            "}"]
+                         f"a.out = along_at{r}{m}; a.gin = along_a{r}{m}; }}")
+    axes = [*along, "", "static axis make_axis(int k, int m) {", "    axis a = {1, 1, 0, 0, 0};", *cases,
+            "    return a;", "}"]
     return template.replace("/*@LINES@*/", "\n\n".join(lines)).replace("/*@AXES@*/", "\n".join(axes))
 
 
@@ -215,6 +216,10 @@ def _library() -> object:
     lib.wino_output.restype = None
     lib.wino_gemm.argtypes = [p, p, p, i, i, i, i, i]
     lib.wino_gemm.restype = None
+    lib.wino_grad_tiles.argtypes = [p, i, i, i, i, c, c, c, c, i, i, i, i, p, i]
+    lib.wino_grad_tiles.restype = None
+    lib.wino_wgrad_gemm.argtypes = [p, p, p, i, i, i, i, i]
+    lib.wino_wgrad_gemm.restype = None
     return lib
 
 
@@ -345,3 +350,44 @@ class WinogradConv:
                 lib.wino_output(mm, self.cop, kd, kh, kw, self.m, gh, gw, first, count,  # type: ignore[attr-defined]
                                 yp, rp, do, ho, wo, self.c_out, self.bias.data_ptr(), ops, self.nops, self.alpha)
         return y
+
+
+def weight_gradient(x: torch.Tensor, g: torch.Tensor, kernel: Sequence[int], pads: Sequence[int],
+                    m: int) -> torch.Tensor:
+    """dL/dW (C_out, C_in, *kernel) of the stride-1 convolution of `x` (N, C_in, D, H, W) with
+    symmetric `pads` (d, h, w) whose output gradient is `g` (N, C_out, *out): per tile and point,
+    the input transform (B^T x B) times the output gradient transformed by A, summed over tiles and
+    items by one GEMM per point (C_in x tiles @ tiles x C_out), then G^T . G back to the kernel."""
+    lib = _library()
+    n, c_in, d, h, w = x.shape
+    c_out, out_spatial = int(g.shape[1]), tuple(int(s) for s in g.shape[2:])
+    kernel = tuple(int(k) for k in kernel)
+    x = x.contiguous(memory_format=torch.channels_last_3d)
+    g = g.contiguous(memory_format=torch.channels_last_3d)
+    cp, cop = _round(c_in), _round(c_out)
+    kd, kh, kw = kernel
+    t = [m + k - 1 if k > 1 else 1 for k in kernel]
+    points = math.prod(t)
+    grid = _grid(kernel, m, out_spatial)
+    tiles = math.prod(grid)
+    count = footprint(c_in, c_out, kernel, m, out_spatial)[2]
+    v = _buffer("v", points * count * cp).data_ptr()
+    gt = _buffer("m", points * count * cop).data_ptr()
+    total = torch.zeros(points * cp * cop)
+    do, ho, wo = out_spatial
+    item_in, item_out = c_in * d * h * w * 4, c_out * do * ho * wo * 4
+    for i in range(n):
+        xp, gp = x.data_ptr() + i * item_in, g.data_ptr() + i * item_out
+        for first in range(0, tiles, count):
+            size = min(count, tiles - first)
+            lib.wino_input(xp, d, h, w, c_in, pads[0], pads[1], pads[2], kd, kh, kw,  # type: ignore[attr-defined]
+                           m, grid[1], grid[2], first, size, v, cp)
+            lib.wino_grad_tiles(gp, do, ho, wo, c_out, kd, kh, kw, m, grid[1], grid[2],  # type: ignore[attr-defined]
+                                first, size, gt, cop)
+            lib.wino_wgrad_gemm(v, gt, total.data_ptr(), points, size, c_in, cp, cop)  # type: ignore[attr-defined]
+    result = total.view(*t, cp, cop)[..., :c_in, :c_out].double()
+    for axis, k in enumerate(kernel):
+        if k > 1:
+            g_matrix = torch.tensor([[float(v) for v in row] for row in transforms(k, m)[1]], dtype=torch.float64)
+            result = torch.movedim(torch.tensordot(result, g_matrix, dims=([axis], [0])), -1, axis)
+    return result.float().permute(4, 3, 0, 1, 2).contiguous()

@@ -32,12 +32,12 @@ from znnx.errors import InputError, ModelError
 from znnx.ir.graph import Graph
 from znnx.plan.algorithm import Algorithm
 from znnx.plan.autotune import Forced, LayerChoice
-from znnx.train import checkpoint
-from znnx.train.conv import TrainChoice, choose
-from znnx.train.data import TARGETS, Augment, Sampler, Volumes, Window, batches
-from znnx.train.loss import head_form, loss_function, probability
-from znnx.train.module import TrainableNet, final_activation, initialized, training_graph, without_final_activation
-from znnx.train.validate import Scores, predict, score
+from znnx.training import checkpoint
+from znnx.training.conv import TrainChoice, choose
+from znnx.training.data import TARGETS, Augment, Sampler, Volumes, Window, batches
+from znnx.training.loss import head_form, loss_function, probability
+from znnx.training.module import TrainableNet, final_activation, initialized, training_graph, without_final_activation
+from znnx.training.validate import Scores, predict, score
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
@@ -185,15 +185,15 @@ def _restore(net: TrainableNet, optimizer: torch.optim.Optimizer, saved: checkpo
 
 
 def _choices_json(choice: TrainChoice) -> dict[str, list[list[Any]]]:
-    return {"forward": [[c.node, c.algorithm.kind, c.algorithm.tile] for c in choice.forward],
-            "data": [[c.node, c.algorithm.kind, c.algorithm.tile] for c in choice.data]}
+    return {part: [[c.node, c.algorithm.kind, c.algorithm.tile] for c in getattr(choice, part)]
+            for part in ("forward", "data", "weight")}
 
 
 def _choices_from_json(data: dict[str, list[list[Any]]]) -> TrainChoice:
     def read(rows: list[list[Any]]) -> tuple[LayerChoice, ...]:
         return tuple(LayerChoice(str(n), Algorithm(kind, int(tile)), source="saved") for n, kind, tile in rows)
 
-    return TrainChoice(read(data["forward"]), read(data["data"]))
+    return TrainChoice(read(data["forward"]), read(data["data"]), read(data["weight"]))
 
 
 class _Progress:
@@ -311,7 +311,7 @@ def _options_json(options: TrainOptions) -> dict[str, Any]:
 def _finish(folder: Path, net: TrainableNet, graph: Graph, window: Window, scale: float,
             history: list[dict[str, Any]], choice: TrainChoice, loss: float, scores: Scores | None,
             seconds: float) -> TrainSummary:
-    from znnx.train.export import export_network, export_onnx
+    from znnx.training.export import export_network, export_onnx
 
     folder.mkdir(parents=True, exist_ok=True)
     trained = net.exported(graph)

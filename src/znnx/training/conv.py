@@ -8,19 +8,24 @@ them) is one `torch.autograd.Function`:
   kernel flipped and its channels swapped, padded by k - 1 - p (stride 1, no dilation, one group);
   that is a forward convolution, so Winograd and FFT run it too; other convs run oneDNN's own
   backward;
-- backward-weights: oneDNN's (direct); the bias gradient is a sum.
+- backward-weights: oneDNN's (direct), or Winograd (kernels/winograd.py `weight_gradient`: the
+  forward input transform, the output gradient transformed by A, one GEMM per point summed over the
+  tiles, G^T . G back to the kernel) for the convs Winograd runs forward; the bias gradient is a sum.
 The activation's derivative comes from the saved output (relu: y > 0; sigmoid: y(1 - y); tanh:
 1 - y^2; elu: y + alpha below 0; leaky relu: alpha below 0), so no pre-activation tensor is kept.
 
 Which algorithm runs is measured (`choose`): the forward convs and the backward-data convs (as the
 convolutions of `data_graph`) go through the inference autotuner, so they are timed on the real
-shape, checked against direct within each algorithm's tolerance and cached like any other layer.
+shape, checked against direct within each algorithm's tolerance and cached like any other layer;
+the weight gradients are timed here (median of 3 after a warm-up, same tolerances, not cached).
 The kernels are rebuilt every call from the current weights (the Winograd / FFT weight transforms
 cost a fraction of a percent of a layer).
 """
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +76,7 @@ class ConvAlgorithms:
 
     forward: Algorithm = DIRECT
     data: Algorithm = DIRECT
+    weight: Algorithm = DIRECT
 
 
 def _fast(algorithm: Algorithm, weight: Tensor, bias: Tensor | None, pads: Sequence[int], steps: Sequence[str],
@@ -119,7 +125,11 @@ def data_gradient(g: Tensor, x: Tensor, weight: Tensor, spec: ConvSpec, algorith
     return conv(g)
 
 
-def weight_gradient(g: Tensor, x: Tensor, weight: Tensor, spec: ConvSpec) -> Tensor:
+def weight_gradient(g: Tensor, x: Tensor, weight: Tensor, spec: ConvSpec, algorithm: Algorithm = DIRECT) -> Tensor:
+    if algorithm.kind == "winograd":
+        from znnx.kernels import winograd
+
+        return winograd.weight_gradient(x, g, weight.shape[2:], spec.pads, algorithm.tile)
     return _backward(g, x, weight, spec, [False, True, False])[1]
 
 
@@ -155,7 +165,7 @@ class _Conv(torch.autograd.Function):
         g = activation_gradient(g, y, spec.activation, spec.alpha).contiguous(memory_format=torch.channels_last_3d)
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         gx = data_gradient(g, x, weight, spec, ctx.algorithms.data) if need_x else None
-        gw = weight_gradient(g, x, weight, spec) if need_w else None
+        gw = weight_gradient(g, x, weight, spec, ctx.algorithms.weight) if need_w else None
         gb = g.sum((0, 2, 3, 4)) if ctx.has_bias and ctx.needs_input_grad[2] else None
         gr = g if ctx.has_residual else None
         return gx, gw, gb, gr, None, None
@@ -195,18 +205,22 @@ def data_graph(graph: Graph) -> Graph:
 
 @dataclass(frozen=True)
 class TrainChoice:
-    """What `choose` measured: the forward and backward-data choices of every conv."""
+    """What `choose` measured: the forward, backward-data and backward-weights choices of every conv."""
 
     forward: tuple[LayerChoice, ...]
     data: tuple[LayerChoice, ...]
+    weight: tuple[LayerChoice, ...] = ()
 
     def algorithms(self) -> dict[str, ConvAlgorithms]:
         data = {c.node: c.algorithm for c in self.data}
-        return {c.node: ConvAlgorithms(c.algorithm, data.get(c.node, DIRECT)) for c in self.forward}
+        weight = {c.node: c.algorithm for c in self.weight}
+        return {c.node: ConvAlgorithms(c.algorithm, data.get(c.node, DIRECT), weight.get(c.node, DIRECT))
+                for c in self.forward}
 
     def table(self) -> str:
         """One line per conv: the algorithm of each pass and the measured times."""
         data = {c.node: c for c in self.data}
+        weight = {c.node: c for c in self.weight}
 
         def spell(choice: LayerChoice | None) -> str:
             if choice is None:
@@ -215,7 +229,7 @@ class TrainChoice:
             return choice.algorithm.name + (f" ({times})" if times else "")
 
         return "\n".join(f"{c.node}: forward {spell(c)}; input gradient {spell(data.get(c.node))}; "
-                         f"weight gradient direct" for c in self.forward)
+                         f"weight gradient {spell(weight.get(c.node))}" for c in self.forward)
 
 
 def choose(graph: Graph, batch: int, forced: Forced = None, refresh: bool = False) -> TrainChoice:
@@ -229,5 +243,56 @@ def choose(graph: Graph, batch: int, forced: Forced = None, refresh: bool = Fals
     data_forced: Forced = forced
     if isinstance(forced, Mapping):
         data_forced = {k: v for k, v in forced.items() if any(n.name == k for n in backward.nodes)}
-    return TrainChoice(cpu.choose_algorithms(graph, batch, device, precision, forced, refresh),
-                       cpu.choose_algorithms(backward, batch, device, precision, data_forced, refresh))
+    forward = cpu.choose_algorithms(graph, batch, device, precision, forced, refresh)
+    return TrainChoice(forward, cpu.choose_algorithms(backward, batch, device, precision, data_forced, refresh),
+                       weight_choices(graph, batch, forward))
+
+
+def _median_seconds(run: Any, reps: int = 3) -> float:
+    run()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _measure_weight(name: str, spec: ConvSpec, x: Tensor, g: Tensor, weight: Tensor) -> LayerChoice:
+    """Direct, F(2,r) and F(4,r) weight gradients of one conv timed; the fastest within tolerance."""
+    from znnx.plan.algorithm import winograd
+
+    reference = weight_gradient(g, x, weight, spec)
+    scale = float(reference.abs().max()) or 1.0
+    seconds = {"direct": _median_seconds(lambda: weight_gradient(g, x, weight, spec))}
+    errors = {"direct": 0.0}
+    for algorithm in (winograd(2), winograd(4)):
+        got = weight_gradient(g, x, weight, spec, algorithm)
+        errors[algorithm.name] = float((got - reference).abs().max()) / scale
+        if errors[algorithm.name] <= algorithm.tolerance:
+            seconds[algorithm.name] = _median_seconds(lambda a=algorithm: weight_gradient(g, x, weight, spec, a))
+    best = min(seconds, key=lambda n: seconds[n])
+    chosen = DIRECT if best == "direct" else winograd(int(best[-1]))
+    return LayerChoice(name, chosen, tuple(seconds.items()), tuple(errors.items()), "measured")
+
+
+def weight_choices(graph: Graph, batch: int, forward: Sequence[LayerChoice]) -> tuple[LayerChoice, ...]:
+    """The weight-gradient algorithm of each conv: Winograd F(2,r) / F(4,r) timed against oneDNN's
+    backward where the conv's forward pass runs Winograd (the layers wide enough to gain, with
+    kernels Winograd takes), kept within the algorithm's tolerance of direct."""
+    nodes = {n.name: n for n in graph.nodes}
+    choices = []
+    generator = torch.Generator().manual_seed(0)
+    for choice in forward:
+        node = nodes[choice.node]
+        spec = ConvSpec.of(node)
+        if choice.algorithm.kind != "winograd" or node.attrs["pads"][:3] != node.attrs["pads"][3:]:
+            choices.append(LayerChoice(node.name, DIRECT))
+            continue
+        x_type, y_type = graph.types[node.inputs[0]], graph.types[node.output]
+        x = torch.randn((batch, x_type.channels, *x_type.spatial), generator=generator).contiguous(
+            memory_format=torch.channels_last_3d)
+        g = torch.randn((batch, y_type.channels, *y_type.spatial), generator=generator).contiguous(
+            memory_format=torch.channels_last_3d)
+        choices.append(_measure_weight(node.name, spec, x, g, torch.from_numpy(np.array(node.params["weight"]))))
+    return tuple(choices)

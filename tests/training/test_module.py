@@ -15,8 +15,8 @@ from tests.nets import Net2d, ValidUNet, cases, randomize, rel_error
 from znnx.kernels import fft as fft_kernel
 from znnx.kernels import winograd as winograd_kernel
 from znnx.plan.algorithm import DIRECT, Algorithm, fft, winograd
-from znnx.train.conv import ConvAlgorithms, ConvSpec
-from znnx.train.module import TrainableNet, final_activation, initialized, training_graph, without_final_activation
+from znnx.training.conv import ConvAlgorithms, ConvSpec
+from znnx.training.module import TrainableNet, final_activation, initialized, training_graph, without_final_activation
 
 ALGORITHMS = [DIRECT, winograd(2), winograd(4), fft(16)]
 CONSTANTS = {"scale"}
@@ -36,7 +36,9 @@ def _forced(graph: znnx.Graph, algorithm: Algorithm, passes: str = "both") -> di
         fits = {"direct": True, "winograd": winograd_kernel.applicable(*shape), "fft": fft_kernel.applicable(*shape)}
         use = algorithm if fits[algorithm.kind] and a["pads"][:3] == a["pads"][3:] else DIRECT
         data = use if ConvSpec.of(node).flippable(a["kernel"]) else DIRECT
-        chosen[node.name] = ConvAlgorithms(DIRECT if passes == "data" else use, DIRECT if passes == "forward" else data)
+        weight = use if use.kind == "winograd" and a["pads"][:3] == a["pads"][3:] else DIRECT
+        chosen[node.name] = ConvAlgorithms(DIRECT if passes == "data" else use, DIRECT if passes == "forward" else data,
+                                           DIRECT if passes == "forward" else weight)
     return chosen
 
 
@@ -91,9 +93,9 @@ def test_direct_training_gradients_match_autograd(case) -> None:
 @pytest.mark.parametrize("algorithm", ALGORITHMS[1:], ids=str)
 @pytest.mark.parametrize("case", cases()[:6], ids=str)
 def test_backward_algorithms_match_autograd(case, algorithm) -> None:
-    """Each algorithm forced for the input gradients. BatchNorm in eval mode: in training mode it
-    divides by the batch's spread, which amplifies any rounding difference of the convs before it
-    (see the float64 test for that mode)."""
+    """Each algorithm forced for the input gradients (and, for Winograd, the weight gradients).
+    BatchNorm in eval mode: in training mode it divides by the batch's spread, which amplifies any
+    rounding difference of the convs before it (see the float64 test for that mode)."""
     errors = _compare(case, algorithm, training=False, passes="data")
     assert max(e for _, e in errors) < 1e-4, errors
 

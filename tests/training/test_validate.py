@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from znnx.segment.synthetic import affinities, cells
-from znnx.train.data import Volumes, Window, boundary
-from znnx.train.validate import components, score
+from znnx.training.data import Volumes, Window, boundary
+from znnx.training.validate import components, score
 
 
 def _naive_components(aff: np.ndarray) -> np.ndarray:

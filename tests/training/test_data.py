@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from znnx.errors import InputError
-from znnx.train.data import (
+from znnx.training.data import (
     Augment,
     Sampler,
     Volumes,
@@ -19,7 +19,7 @@ from znnx.train.data import (
     target,
     tiles,
 )
-from znnx.train.synthetic import em_volume
+from znnx.training.synthetic import em_volume
 
 
 def test_boundary_marks_background_and_label_changes() -> None:

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from tests.nets import rel_error
 from znnx.plan.algorithm import DIRECT, fft, winograd
-from znnx.train.conv import ConvAlgorithms, ConvSpec, activation_gradient, conv, data_graph, flipped
-from znnx.train.module import training_graph
+from znnx.training.conv import ConvAlgorithms, ConvSpec, activation_gradient, conv, data_graph, flipped
+from znnx.training.module import training_graph
 
 ACTIVATIONS = {None: lambda y: y, "relu": F.relu, "elu": F.elu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
                "leaky_relu": lambda y: F.leaky_relu(y, 1.0)}
@@ -33,8 +33,9 @@ def test_conv_gradients_match_autograd(algorithm, act) -> None:
                   torch.randn(6, generator=gen), torch.randn(2, 6, 9, 11, 7, generator=gen))
     steps = ("add", act) if act else ("add",)
     spec = ConvSpec((1, 1, 1), (1, 0, 1), (1, 1, 1), 1, steps, 1.0)
+    weight = algorithm if algorithm.kind == "winograd" else DIRECT
     ours = _grads(lambda x, w, b, r: conv(x.contiguous(memory_format=torch.channels_last_3d), w, b, r, spec,
-                                          ConvAlgorithms(algorithm, algorithm)), x, w, b, r)
+                                          ConvAlgorithms(algorithm, algorithm, weight)), x, w, b, r)
     theirs = _grads(lambda x, w, b, r: ACTIVATIONS[act](F.conv3d(x, w, b, padding=(1, 0, 1)) + r), x, w, b, r)
     bound = 1e-4 if algorithm.tile == 4 else 1e-5
     for name, a, e in zip(("output", "input", "weight", "bias", "residual"), ours, theirs):

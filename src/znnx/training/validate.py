@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from znnx.segment.metrics import adapted_rand_error
-from znnx.train.data import Volumes, Window, boundary, output_box, tiles
+from znnx.training.data import Volumes, Window, boundary, output_box, tiles
 
 THRESHOLD = 0.5
 

@@ -1,4 +1,4 @@
-"""Losses on the net's output before its final sigmoid / softmax (train/module.py splits it off).
+"""Losses on the net's output before its final sigmoid / softmax (training/module.py splits it off).
 
 - `bce`: binary cross-entropy per channel from logits (one sigmoid channel per target channel), or,
   for a two-channel softmax net with a one-channel target (ZNN's two-class boundary output: channel

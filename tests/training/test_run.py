@@ -18,13 +18,13 @@ import torch
 from safetensors.numpy import load_file
 
 import znnx
-from tests.train.factory import build
+from tests.training.factory import build
 from znnx.cli import main
 from znnx.errors import InputError, ModelError
-from znnx.train.data import Augment
-from znnx.train.module import TrainableNet, training_graph
-from znnx.train.run import TrainOptions, fitted, train
-from znnx.train.synthetic import em_volume
+from znnx.training.data import Augment
+from znnx.training.module import TrainableNet, training_graph
+from znnx.training.run import TrainOptions, fitted, train
+from znnx.training.synthetic import em_volume
 
 FACTORY = str(Path(__file__).with_name("factory.py")) + ":build"
 OPTIONS = TrainOptions(patch=(8, 8, 8), steps=6, validate_every=3, checkpoint_every=3, validation=0.3,

@@ -4,7 +4,7 @@ The training graph is the imported graph with the inference passes that keep eve
 it is trained (identities removed, zero pads folded into convs, residual adds and activations fused
 into the conv epilogue); BatchNorm stays a layer that trains in training mode (batch statistics,
 running statistics updated with `momentum`) and is folded only at export. Convolutions run through
-train/conv.py; every other op is PyTorch's own (backends/torch_eager.py), differentiated by
+training/conv.py; every other op is PyTorch's own (backends/torch_eager.py), differentiated by
 autograd. Parameters are registered in graph order and named `node/param` as in network files.
 """
 
@@ -31,7 +31,7 @@ from znnx.passes.fuse_activation import fuse_activation
 from znnx.passes.fuse_residual_add import fuse_residual_add
 from znnx.passes.remove_dead_nodes import remove_dead_nodes
 from znnx.passes.remove_identity import remove_identity
-from znnx.train.conv import ConvAlgorithms, ConvSpec, conv
+from znnx.training.conv import ConvAlgorithms, ConvSpec, conv
 
 Tensor = torch.Tensor
 TRAINABLE = {"conv": ("weight", "bias"), "conv_transpose": ("weight", "bias"), "batchnorm": ("gamma", "beta"),
@@ -151,7 +151,7 @@ class TrainableNet(nn.Module):
 
 
 class _Builder(torch_eager.Builder):
-    """torch_eager's kernels over the module's live tensors; convs through train/conv.py, BatchNorm
+    """torch_eager's kernels over the module's live tensors; convs through training/conv.py, BatchNorm
     in the module's mode. Parameters are read (and reshaped) at call time, so optimizer updates
     apply at the next call."""
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from znnx.segment.synthetic import cells
-from znnx.train.data import boundary
+from znnx.training.data import boundary
 
 
 def _blur(volume: np.ndarray, passes: int) -> np.ndarray:
