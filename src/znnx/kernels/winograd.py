@@ -250,6 +250,23 @@ def transform_weight(weight: np.ndarray, m: int) -> np.ndarray:
     return out.reshape(points, c_in, c_out)
 
 
+@functools.cache
+def _kron_g(kernel: tuple[int, ...], m: int) -> torch.Tensor:
+    """G of every axis (1 where k = 1) as one (points x kernel voxels) matrix: kron(G_d, G_h, G_w)."""
+    mats = [np.array(transforms(k, m)[1], dtype=np.float64) if k > 1 else np.ones((1, 1)) for k in kernel]
+    return torch.from_numpy(np.kron(np.kron(mats[0], mats[1]), mats[2]).astype(np.float32))
+
+
+def transform_weight_float32(weight: torch.Tensor, m: int) -> torch.Tensor:
+    """`transform_weight` in float32 as one GEMM on torch's threads, U (points, C_in * C_out) =
+    kron(G_d, G_h, G_w) @ W (kernel voxels, C_in * C_out): 9 ms instead of 0.36 s for a 256x256
+    3x3x3 kernel, within 1e-6 relative of the float64 transform."""
+    c_out, c_in = int(weight.shape[0]), int(weight.shape[1])
+    kernel = tuple(int(k) for k in weight.shape[2:])
+    pairs = weight.detach().float().reshape(c_out, c_in, -1).permute(2, 1, 0).reshape(-1, c_in * c_out)
+    return (_kron_g(kernel, m) @ pairs).view(-1, c_in, c_out)
+
+
 def _round(n: int) -> int:
     return -(-n // VB) * VB
 
@@ -295,17 +312,23 @@ class WinogradConv:
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, pads: Sequence[int], m: int,
-                 steps: Sequence[str], alpha: float, spatial: Sequence[int], slab_bytes: int = SLAB_BYTES) -> None:
+                 steps: Sequence[str], alpha: float, spatial: Sequence[int], slab_bytes: int = SLAB_BYTES,
+                 fast_transform: bool = False) -> None:
+        """`fast_transform`: the kernel transformed in float32 on torch's threads (training, whose
+        weights change every call) instead of once in float64 (`transform_weight`)."""
         self.lib = _library()
         c_out, c_in = int(weight.shape[0]), int(weight.shape[1])
         self.kernel = tuple(int(k) for k in weight.shape[2:])
         self.m, self.c_in, self.c_out = m, c_in, c_out
         self.cp, self.cop = _round(c_in), _round(c_out)
-        u = transform_weight(weight.detach().cpu().numpy(), m)
+        u = transform_weight_float32(weight, m) if fast_transform else \
+            torch.from_numpy(transform_weight(weight.detach().cpu().numpy(), m))
         self.points = u.shape[0]
-        padded = np.zeros((self.points, self.cp, self.cop), dtype=np.float32)
-        padded[:, :c_in, :c_out] = u
-        self.u = torch.from_numpy(padded)
+        if (self.cp, self.cop) == (c_in, c_out):
+            self.u = u
+        else:
+            self.u = torch.zeros((self.points, self.cp, self.cop))
+            self.u[:, :c_in, :c_out] = u
         self.bias = torch.zeros(self.cop)
         if bias is not None:
             self.bias[:c_out] = bias.detach().float()

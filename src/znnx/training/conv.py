@@ -84,7 +84,8 @@ def _fast(algorithm: Algorithm, weight: Tensor, bias: Tensor | None, pads: Seque
     from znnx.kernels import fft, winograd
 
     if algorithm.kind == "winograd":
-        return winograd.WinogradConv(weight, bias, (*pads, *pads), algorithm.tile, steps, alpha, spatial)
+        return winograd.WinogradConv(weight, bias, (*pads, *pads), algorithm.tile, steps, alpha, spatial,
+                                     fast_transform=True)
     return fft.FFTConv(weight, bias, (*pads, *pads), algorithm.tile, steps, alpha, spatial)
 
 
