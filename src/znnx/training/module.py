@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,8 @@ from znnx.errors import ModelError
 from znnx.frontends.init_rules import RULES, draw
 from znnx.ir.graph import Graph, Node
 from znnx.ir.verify import verify
-from znnx.kernels.epilogue import Kernel, with_epilogue
+from znnx.ir.ops import ACTIVATIONS
+from znnx.kernels.epilogue import Kernel, activation, with_epilogue
 from znnx.passes import optimize
 from znnx.passes.eliminate_padding import eliminate_padding
 from znnx.passes.fold_constants import fold_constants
@@ -150,6 +152,18 @@ class TrainableNet(nn.Module):
         return outputs[0] if len(outputs) == 1 else outputs
 
 
+def _fused_batchnorm() -> Any:
+    """kernels/batchnorm.py's fused BatchNorm and activation, or None without a C compiler."""
+    from znnx.errors import KernelUnavailable
+    from znnx.kernels import batchnorm
+
+    try:
+        batchnorm._library()
+    except KernelUnavailable:
+        return None
+    return batchnorm.batchnorm_activation
+
+
 class _Builder(torch_eager.Builder):
     """torch_eager's kernels over the module's live tensors; convs through training/conv.py, BatchNorm
     in the module's mode. Parameters are read (and reshaped) at call time, so optimizer updates
@@ -158,6 +172,12 @@ class _Builder(torch_eager.Builder):
     def __init__(self, net: TrainableNet) -> None:
         super().__init__(net.graph, torch.device("cpu"))
         self.net = net
+        self.absorbed: set[str] = set()
+
+    def kernel(self, node: Node) -> Kernel:
+        if node.name in self.absorbed:
+            return lambda x: x[0]
+        return super().kernel(node)
 
     def param(self, node: Node, key: str, channel_view: bool = False) -> Tensor | None:
         tensor = self.net.live.get(f"{node.name}/{key}")
@@ -191,9 +211,25 @@ class _Builder(torch_eager.Builder):
         return with_epilogue(node, run)
 
     def batchnorm(self, node: Node) -> Kernel:
-        mean, var, gamma, beta = (self.param(node, k) for k in ("mean", "var", "gamma", "beta"))
+        """In training mode BatchNorm and the activation that alone reads it run as one kernel
+        (kernels/batchnorm.py; PyTorch's where no C compiler is at hand); in eval mode PyTorch's."""
+        mean, var, gamma, beta = (self.need(node, k) for k in ("mean", "var", "gamma", "beta"))
         eps, net = float(node.attrs["eps"]), self.net
-        return lambda x: F.batch_norm(x[0], mean, var, gamma, beta, net.training, net.momentum, eps)
+        readers = self.graph.consumers(node.output)
+        after = readers[0] if len(readers) == 1 and readers[0].op in ACTIVATIONS and \
+            node.output not in self.graph.outputs else None
+        name, alpha = (after.op, float(after.attrs.get("alpha", 0.0))) if after else (None, 0.0)
+        fused = _fused_batchnorm()
+        if after is not None:
+            self.absorbed.add(after.name)
+        then = activation(name, alpha) if name else (lambda y: y)
+
+        def run(x: Sequence[Tensor]) -> Tensor:
+            if net.training and fused is not None:
+                return fused(x[0], gamma, beta, mean, var, net.momentum, eps, name, alpha)
+            return then(F.batch_norm(x[0], mean, var, gamma, beta, net.training, net.momentum, eps))
+
+        return run
 
     def scale(self, node: Node) -> Kernel:
         gamma, beta = self.need(node, "gamma"), self.param(node, "beta")
