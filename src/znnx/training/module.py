@@ -23,8 +23,8 @@ from znnx.backends import torch_eager
 from znnx.errors import ModelError
 from znnx.frontends.init_rules import RULES, draw
 from znnx.ir.graph import Graph, Node
-from znnx.ir.verify import verify
 from znnx.ir.ops import ACTIVATIONS
+from znnx.ir.verify import verify
 from znnx.kernels.epilogue import Kernel, activation, with_epilogue
 from znnx.passes import optimize
 from znnx.passes.eliminate_padding import eliminate_padding
