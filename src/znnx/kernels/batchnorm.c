@@ -1,39 +1,84 @@
 /* BatchNorm in training mode fused with the activation after it, on channels-last tensors seen as
  * rows of C channels (rows = N * D * H * W).
  *
- * bn_sums:       per channel, the sum and the sum of squares of x (in double, per thread).
+ * bn_sums:       per channel, the sum and the sum of squares of x.
  * bn_apply:      y = act(x * scale + shift).
  * bn_grad_sums:  per channel, the sums of g' and g' * x, g' = g * act'(y) (act' from the output y).
  * bn_grad_apply: dx = g' * a + x * b + c.
- * The rows are split over OpenMP threads; the channel loops vectorize.
+ * Rows are split over OpenMP threads; each row is processed in vectors of VB channels (the last
+ * one masked through a staging copy), the activation chosen once per call (a loop per activation,
+ * exp by a polynomial, so everything vectorizes). Sums are kept in float over blocks of BLOCK rows
+ * and added into double per thread, then across threads.
  */
-#include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#define VB 16
+#define BLOCK 64
 typedef ptrdiff_t idx;
+typedef float vf __attribute__((vector_size(VB * 4)));
+typedef int32_t vi __attribute__((vector_size(VB * 4)));
+typedef float vfu __attribute__((vector_size(VB * 4), aligned(4), may_alias));
 enum { ACT_NONE = 0, ACT_RELU, ACT_LEAKY, ACT_ELU, ACT_SIGMOID, ACT_TANH };
 
-static inline float act(float v, int op, float alpha) {
+static inline vf splat(float a) { return (vf){0} + a; }
+static inline vf sel(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
+
+/* load / store VB channels at p, or the first n of them (the rest read as 0, not written). */
+static inline vf load_n(const float *p, int n) {
+    if (n == VB) return *(const vfu *)p;
+    float part[VB] = {0};
+    memcpy(part, p, n * sizeof(float));
+    return *(const vfu *)part;
+}
+static inline void store_n(float *p, vf v, int n) {
+    if (n == VB) {
+        *(vfu *)p = v;
+        return;
+    }
+    float part[VB];
+    *(vfu *)part = v;
+    memcpy(p, part, n * sizeof(float));
+}
+
+/* exp(x) to about 1 ulp (Cephes' polynomial after Cody-Waite range reduction), as in winograd.c. */
+static inline vf exp_approx(vf x) {
+    x = sel(x < -87.0f, splat(-87.0f), sel(x > 88.0f, splat(88.0f), x));
+    const vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    vf r = x - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    vf p = splat(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
+    return p * (vf)bits;
+}
+
+static inline __attribute__((always_inline)) vf act(vf v, int op, float alpha) {
     switch (op) {
-    case ACT_RELU: return v > 0.0f ? v : 0.0f;
-    case ACT_LEAKY: return v > 0.0f ? v : alpha * v;
-    case ACT_ELU: return v > 0.0f ? v : alpha * expm1f(v);
-    case ACT_SIGMOID: return 1.0f / (1.0f + expf(-v));
-    case ACT_TANH: return tanhf(v);
+    case ACT_RELU: return sel(v > 0.0f, v, splat(0.0f));
+    case ACT_LEAKY: return sel(v > 0.0f, v, alpha * v);
+    case ACT_ELU: return sel(v > 0.0f, v, alpha * (exp_approx(v) - 1.0f));
+    case ACT_SIGMOID: return 1.0f / (1.0f + exp_approx(-v));
+    case ACT_TANH: return 2.0f / (1.0f + exp_approx(-2.0f * v)) - 1.0f;
     default: return v;
     }
 }
 
-static inline float slope(float y, int op, float alpha) {
+static inline __attribute__((always_inline)) vf slope(vf y, int op, float alpha) {
     switch (op) {
-    case ACT_RELU: return y > 0.0f ? 1.0f : 0.0f;
-    case ACT_LEAKY: return y > 0.0f ? 1.0f : alpha;
-    case ACT_ELU: return y > 0.0f ? 1.0f : y + alpha;
+    case ACT_RELU: return sel(y > 0.0f, splat(1.0f), splat(0.0f));
+    case ACT_LEAKY: return sel(y > 0.0f, splat(1.0f), splat(alpha));
+    case ACT_ELU: return sel(y > 0.0f, splat(1.0f), y + alpha);
     case ACT_SIGMOID: return y * (1.0f - y);
     case ACT_TANH: return 1.0f - y * y;
-    default: return 1.0f;
+    default: return splat(1.0f);
     }
 }
 
@@ -42,65 +87,102 @@ static void reduce_into(double *total, const double *part, idx n) {
     for (idx i = 0; i < n; i++) total[i] += part[i];
 }
 
-void bn_sums(const float *x, idx rows, idx C, double *sum, double *sumsq) {
-    memset(sum, 0, C * sizeof(double));
-    memset(sumsq, 0, C * sizeof(double));
-    #pragma omp parallel
-    {
-        double *s = calloc(2 * C, sizeof(double)), *q = s + C;
-        #pragma omp for schedule(static)
-        for (idx r = 0; r < rows; r++) {
-            const float *row = x + r * C;
-            for (idx c = 0; c < C; c++) {
-                const double v = row[c];
-                s[c] += v;
-                q[c] += v * v;
-            }
-        }
-        reduce_into(sum, s, C);
-        reduce_into(sumsq, q, C);
-        free(s);
+/* Per-thread float sums of BLOCK rows at a time, flushed into double. */
+static void flush(double *s, double *q, float *fs, float *fq, idx C) {
+    for (idx c = 0; c < C; c++) {
+        s[c] += fs[c];
+        q[c] += fq[c];
+        fs[c] = fq[c] = 0.0f;
     }
+}
+
+#define SUMS(QUALIFIERS, NAME, ARGS, TERM_S, TERM_Q, OPSWITCH)                                    \
+    QUALIFIERS void NAME ARGS {                                                                               \
+        memset(total_s, 0, C * sizeof(double));                                                    \
+        memset(total_q, 0, C * sizeof(double));                                                    \
+        const idx cv = (C + VB - 1) / VB * VB;                                                     \
+        _Pragma("omp parallel") {                                                                  \
+            double *s = calloc(2 * C, sizeof(double)), *q = s + C;                                 \
+            float *fs = aligned_alloc(64, 2 * cv * sizeof(float)), *fq = fs + cv;                  \
+            memset(fs, 0, 2 * cv * sizeof(float));                                                 \
+            idx done = 0;                                                                          \
+            _Pragma("omp for schedule(static)") for (idx r = 0; r < rows; r++) {                   \
+                for (idx c = 0; c < C; c += VB) {                                                  \
+                    const int n = C - c >= VB ? VB : (int)(C - c);                                 \
+                    OPSWITCH                                                                       \
+                    *(vfu *)(fs + c) += TERM_S;                                                    \
+                    *(vfu *)(fq + c) += TERM_Q;                                                    \
+                }                                                                                  \
+                if (++done % BLOCK == 0) flush(s, q, fs, fq, C);                                   \
+            }                                                                                      \
+            flush(s, q, fs, fq, C);                                                                \
+            reduce_into(total_s, s, C);                                                            \
+            reduce_into(total_q, q, C);                                                            \
+            free(s);                                                                               \
+            free(fs);                                                                              \
+        }                                                                                          \
+    }
+
+SUMS(, bn_sums, (const float *x, idx rows, idx C, double *total_s, double *total_q),
+     v, v * v, const vf v = load_n(x + r * C + c, n);)
+
+SUMS(static inline __attribute__((always_inline)), grad_sums, (const float *g, const float *y, const float *x, idx rows, idx C, int op, float alpha,
+                       double *total_s, double *total_q),
+     gp, gp * load_n(x + r * C + c, n),
+     const vf gp = load_n(g + r * C + c, n) * slope(load_n(y + r * C + c, n), op, alpha);)
+
+/* The activation is a compile-time constant in each instance, so its switch folds away. */
+#define BY_OP(CALL)                                                                                \
+    switch (op) {                                                                                  \
+    case ACT_RELU: CALL(ACT_RELU); break;                                                          \
+    case ACT_LEAKY: CALL(ACT_LEAKY); break;                                                        \
+    case ACT_ELU: CALL(ACT_ELU); break;                                                            \
+    case ACT_SIGMOID: CALL(ACT_SIGMOID); break;                                                    \
+    case ACT_TANH: CALL(ACT_TANH); break;                                                          \
+    default: CALL(ACT_NONE); break;                                                                \
+    }
+
+void bn_grad_sums(const float *g, const float *y, const float *x, idx rows, idx C, int op, float alpha,
+                  double *sum_g, double *sum_gx) {
+#define SUM(OP) grad_sums(g, y, x, rows, C, OP, alpha, sum_g, sum_gx)
+    BY_OP(SUM)
+#undef SUM
+}
+
+static inline __attribute__((always_inline)) void apply_rows(const float *x, idx rows, idx C, const float *scale,
+                                                             const float *shift, float *y, int op, float alpha) {
+    #pragma omp parallel for schedule(static)
+    for (idx r = 0; r < rows; r++)
+        for (idx c = 0; c < C; c += VB) {
+            const int n = C - c >= VB ? VB : (int)(C - c);
+            const vf v = load_n(x + r * C + c, n) * load_n(scale + c, n) + load_n(shift + c, n);
+            store_n(y + r * C + c, act(v, op, alpha), n);
+        }
 }
 
 void bn_apply(const float *x, idx rows, idx C, const float *scale, const float *shift, float *y, int op,
               float alpha) {
-    #pragma omp parallel for schedule(static)
-    for (idx r = 0; r < rows; r++) {
-        const float *row = x + r * C;
-        float *out = y + r * C;
-        for (idx c = 0; c < C; c++) out[c] = act(row[c] * scale[c] + shift[c], op, alpha);
-    }
+#define APPLY(OP) apply_rows(x, rows, C, scale, shift, y, OP, alpha)
+    BY_OP(APPLY)
+#undef APPLY
 }
 
-void bn_grad_sums(const float *g, const float *y, const float *x, idx rows, idx C, int op, float alpha,
-                  double *sum_g, double *sum_gx) {
-    memset(sum_g, 0, C * sizeof(double));
-    memset(sum_gx, 0, C * sizeof(double));
-    #pragma omp parallel
-    {
-        double *s = calloc(2 * C, sizeof(double)), *q = s + C;
-        #pragma omp for schedule(static)
-        for (idx r = 0; r < rows; r++) {
-            const float *gr = g + r * C, *yr = y + r * C, *xr = x + r * C;
-            for (idx c = 0; c < C; c++) {
-                const double gp = gr[c] * slope(yr[c], op, alpha);
-                s[c] += gp;
-                q[c] += gp * xr[c];
-            }
+static inline __attribute__((always_inline)) void grad_rows(const float *g, const float *y, const float *x, idx rows,
+                                                            idx C, int op, float alpha, const float *a,
+                                                            const float *b, const float *c0, float *dx) {
+    #pragma omp parallel for schedule(static)
+    for (idx r = 0; r < rows; r++)
+        for (idx c = 0; c < C; c += VB) {
+            const int n = C - c >= VB ? VB : (int)(C - c);
+            const idx at = r * C + c;
+            const vf gp = load_n(g + at, n) * slope(load_n(y + at, n), op, alpha);
+            store_n(dx + at, gp * load_n(a + c, n) + load_n(x + at, n) * load_n(b + c, n) + load_n(c0 + c, n), n);
         }
-        reduce_into(sum_g, s, C);
-        reduce_into(sum_gx, q, C);
-        free(s);
-    }
 }
 
 void bn_grad_apply(const float *g, const float *y, const float *x, idx rows, idx C, int op, float alpha,
                    const float *a, const float *b, const float *c0, float *dx) {
-    #pragma omp parallel for schedule(static)
-    for (idx r = 0; r < rows; r++) {
-        const float *gr = g + r * C, *yr = y + r * C, *xr = x + r * C;
-        float *out = dx + r * C;
-        for (idx c = 0; c < C; c++) out[c] = gr[c] * slope(yr[c], op, alpha) * a[c] + xr[c] * b[c] + c0[c];
-    }
+#define GRAD(OP) grad_rows(g, y, x, rows, C, OP, alpha, a, b, c0, dx)
+    BY_OP(GRAD)
+#undef GRAD
 }
