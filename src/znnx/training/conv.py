@@ -172,8 +172,12 @@ class _Conv(torch.autograd.Function):
         spec: ConvSpec = ctx.spec
         g = activation_gradient(g, y, spec.activation, spec.alpha).contiguous(memory_format=torch.channels_last_3d)
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        gx = data_gradient(g, x, weight, spec, ctx.algorithms.data) if need_x else None
-        gw = weight_gradient(g, x, weight, spec, ctx.algorithms.weight) if need_w else None
+        algorithms: ConvAlgorithms = ctx.algorithms
+        if need_x and need_w and algorithms.data == algorithms.weight == DIRECT:
+            gx, gw, _ = _backward(g, x, weight, spec, [True, True, False])
+        else:
+            gx = data_gradient(g, x, weight, spec, algorithms.data) if need_x else None
+            gw = weight_gradient(g, x, weight, spec, algorithms.weight) if need_w else None
         gb = bias_gradient(g) if ctx.has_bias and ctx.needs_input_grad[2] else None
         gr = g if ctx.has_residual else None
         return gx, gw, gb, gr, None, None
