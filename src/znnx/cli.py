@@ -283,7 +283,8 @@ def _train(args: argparse.Namespace) -> int:
         lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule, loss=args.loss,
         rebalance=not args.no_rebalance, augment=augment, validation=args.validation,
         validate_every=args.validate_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
-        threads=args.threads, init=args.init, scale=args.scale, algorithm=args.algorithm, resume=args.resume)
+        threads=args.threads, init=args.init, scale=args.scale, algorithm=args.algorithm, resume=args.resume,
+        device=args.device, precision=args.precision)
     torch.manual_seed(args.seed)  # a module built by a factory draws its initial weights from it
     summary = train(resolve_model(args.model), args.image, args.labels, args.out, options, mask=args.mask,
                     input_shape=args.input_shape, weights=args.weights, stream=None if args.quiet else sys.stderr)
@@ -589,6 +590,10 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=_positive_int, help="CPU threads (default: PyTorch's)")
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT")
+    train.add_argument("--device", default="cpu", help="cpu (default; znnx's kernels) or cuda[:N] (cuDNN)")
+    train.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                       help="fp32 (default); bf16 (CPU or GPU) or fp16 (GPU) mixed precision under autocast, "
+                            "with PyTorch's kernels")
     train.add_argument("--quiet", action="store_true", help="no progress line")
     train.set_defaults(handler=_train)
 

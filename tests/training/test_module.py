@@ -169,3 +169,19 @@ def test_init_rules_draw_fresh_weights() -> None:
                 assert not value.any()
     with pytest.raises(znnx.ModelError, match="init rule 'he'"):
         initialized(graph, "he")
+
+
+@pytest.mark.parametrize("case", cases()[:4], ids=str)
+def test_native_mode_is_pytorch_autograd(case) -> None:
+    """native=True (GPUs, mixed precision): PyTorch's own ops, the same gradients as the module."""
+    torch.manual_seed(0)
+    module = case.build()
+    graph = training_graph(znnx.load(module, input_shape=case.input_shape))
+    ours, theirs = TrainableNet(graph, native=True).train(), copy.deepcopy(module).train()
+    x = torch.rand((2, *case.input_shape), generator=torch.Generator().manual_seed(1))
+    y_theirs, x_theirs = _run(theirs, x, ())
+    y_ours, x_ours = _run(ours, x, ())
+    g = torch.rand(y_theirs.shape, generator=torch.Generator().manual_seed(2))
+    (y_theirs * g).sum().backward()
+    (y_ours * g).sum().backward()
+    assert rel_error(y_ours.detach(), y_theirs.detach()) < 1e-5 and rel_error(x_ours.grad, x_theirs.grad) < 1e-4

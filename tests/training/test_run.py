@@ -129,3 +129,24 @@ def test_bad_options_are_named(tmp_path: Path, data: tuple[str, str]) -> None:
     with pytest.raises(InputError, match="validation=0"):
         train(build(), *data, tmp_path, TrainOptions(patch=(30, 8, 8), validation=0.2),
               input_shape=(1, 16, 16, 16), stream=None)
+
+
+def test_bf16_mixed_precision_on_the_cpu(tmp_path: Path, data: tuple[str, str]) -> None:
+    options = TrainOptions(patch=(8, 8, 8), steps=8, validate_every=4, checkpoint_every=4, validation=0.3,
+                           precision="bf16", threads=2)
+    summary = train(build(), *data, tmp_path, options, input_shape=(1, 16, 16, 16), stream=None)
+    assert np.isfinite(summary.loss) and summary.scores is not None and "PyTorch's own" in summary.choices
+    assert znnx.load_net(tmp_path / "net.znnx").precision.name == "fp32"
+    with pytest.raises(InputError, match="fp16 trains on CUDA"):
+        train(build(), *data, tmp_path, TrainOptions(precision="fp16"), input_shape=(1, 16, 16, 16))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fp16_with_a_gradient_scaler(tmp_path: Path, data: tuple[str, str]) -> None:
+    options = TrainOptions(patch=(8, 8, 8), steps=6, validate_every=3, checkpoint_every=3, validation=0.3,
+                           device="cuda", precision="fp16")
+    summary = train(build(), *data, tmp_path, options, input_shape=(1, 16, 16, 16), stream=None)
+    assert np.isfinite(summary.loss)
+    state = json.loads(sorted((tmp_path / "checkpoints").glob("step-*.json"))[-1].read_text())
+    assert state["scaler"] is not None

@@ -240,6 +240,8 @@ class TrainChoice:
             times = ", ".join(f"{n} {s * 1e3:.1f} ms" for n, s in choice.seconds)
             return choice.algorithm.name + (f" ({times})" if times else "")
 
+        if not self.forward:
+            return "every op PyTorch's own (cuDNN / oneDNN convolutions), for the device or precision asked"
         return "\n".join(f"{c.node}: forward {spell(c)}; input gradient {spell(data.get(c.node))}; "
                          f"weight gradient {spell(weight.get(c.node))}" for c in self.forward)
 

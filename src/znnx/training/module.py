@@ -110,21 +110,25 @@ def initialized(graph: Graph, rule: str, args: Sequence[float] = (), seed: int =
 
 class TrainableNet(nn.Module):
     """`graph` (a training graph) as a module: (N, C, D, H, W) in, the graph's outputs out (one
-    tensor for a single-output graph). `algorithms` sets each conv's forward and backward-data
-    algorithm (default direct); it may be replaced between steps."""
+    tensor for a single-output graph). `algorithms` sets each conv's forward, input-gradient and
+    weight-gradient algorithm (default direct); it may be replaced between steps. With `native`
+    every op is PyTorch's own (cuDNN / oneDNN convolutions, PyTorch's BatchNorm), differentiated by
+    autograd: the path for GPUs and for mixed precision under `torch.autocast`; `device` holds the
+    parameters."""
 
     def __init__(self, graph: Graph, algorithms: Mapping[str, ConvAlgorithms] | None = None,
-                 momentum: float = 0.1) -> None:
+                 momentum: float = 0.1, native: bool = False, device: str = "cpu") -> None:
         super().__init__()
         self.graph = graph
         self.algorithms = dict(algorithms or {})
         self.momentum = momentum
+        self.native = native
         self.names: list[str] = []
         self.live: dict[str, Tensor] = {}
         for node in graph.nodes:
             for key, value in node.params.items():
                 name = f"{node.name}/{key}"
-                tensor = torch.from_numpy(np.array(value, dtype=np.float32))
+                tensor = torch.from_numpy(np.array(value, dtype=np.float32)).to(device)
                 slot = f"t{len(self.names)}"
                 if key in TRAINABLE.get(node.op, ()):
                     self.register_parameter(slot, nn.Parameter(tensor))
@@ -170,7 +174,8 @@ class _Builder(torch_eager.Builder):
     apply at the next call."""
 
     def __init__(self, net: TrainableNet) -> None:
-        super().__init__(net.graph, torch.device("cpu"))
+        device = next(iter(net.live.values())).device if net.live else torch.device("cpu")
+        super().__init__(net.graph, device)
         self.net = net
         self.absorbed: set[str] = set()
 
@@ -186,6 +191,8 @@ class _Builder(torch_eager.Builder):
         return tensor.reshape(1, -1, 1, 1, 1) if channel_view else tensor
 
     def conv(self, node: Node) -> Kernel:
+        if self.net.native:
+            return super().conv(node)
         w, b = self.need(node, "weight"), self.param(node, "bias")
         pads, spec, name, net = node.attrs["pads"], ConvSpec.of(node), node.name, self.net
         if tuple(pads[:3]) == tuple(pads[3:]):
@@ -219,7 +226,7 @@ class _Builder(torch_eager.Builder):
         after = readers[0] if len(readers) == 1 and readers[0].op in ACTIVATIONS and \
             node.output not in self.graph.outputs else None
         name, alpha = (after.op, float(after.attrs.get("alpha", 0.0))) if after else (None, 0.0)
-        fused = _fused_batchnorm()
+        fused = None if self.net.native else _fused_batchnorm()
         if after is not None:
             self.absorbed.add(after.name)
         then = activation(name, alpha) if name else (lambda y: y)

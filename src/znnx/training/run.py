@@ -41,6 +41,7 @@ from znnx.training.validate import Scores, predict, score
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SCALES = {"uint8": 1 / 255, "uint16": 1 / 65535, "int8": 1 / 127, "int16": 1 / 32767}
 
 
@@ -50,7 +51,10 @@ class TrainOptions:
     imported input shape); `validation`: the fraction of sections (from the end of z) held out, 0
     for none; `scale`: the input normalization (x * scale; default by dtype: 1/255 for uint8, 1/65535
     for uint16, 1 for floats); `init`: redraw the weights by a ZNN init rule; `algorithm`: force
-    conv algorithms as for `compile`; `deterministic`: PyTorch's deterministic algorithms."""
+    conv algorithms as for `compile`; `deterministic`: PyTorch's deterministic algorithms; `device`
+    ("cpu", "cuda", "cuda:1", ...) and `precision` ("fp32"; "bf16" on CPUs and GPUs, "fp16" on GPUs,
+    both under `torch.autocast`, fp16 with a gradient scaler): anything but fp32 on the CPU runs every
+    op as PyTorch's own (cuDNN / oneDNN), znnx's kernels being fp32 CPU kernels."""
 
     target: str = "boundary"
     patch: tuple[int, ...] | None = None
@@ -74,6 +78,8 @@ class TrainOptions:
     algorithm: Forced = None
     deterministic: bool = True
     resume: bool = False
+    device: str = "cpu"
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,12 @@ def _check(options: TrainOptions) -> None:
         raise InputError(f"train: steps ({options.steps}) and batch ({options.batch}) must be at least 1")
     if not 0 <= options.validation < 1:
         raise InputError(f"train: validation must be a fraction in [0, 1), got {options.validation}")
+    if options.precision not in PRECISIONS:
+        raise InputError(f"train: precision {options.precision!r} is not one of {list(PRECISIONS)}")
+    if options.precision == "fp16" and not options.device.startswith("cuda"):
+        raise InputError("train: fp16 trains on CUDA GPUs; on the CPU use bf16 or fp32")
+    if options.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"train: device {options.device!r} asked, but no CUDA GPU is available; use device='cpu'")
 
 
 def read_volumes(image: Any, labels: Any, mask: Any = None, scale: float | None = None) -> tuple[Volumes, float]:
@@ -249,10 +261,18 @@ def train(model: Any, image: Any, labels: Any, out: str | Path, options: TrainOp
 
     saved = checkpoint.latest(folder / "checkpoints") if options.resume else None
     torch.manual_seed(options.seed)
-    choice = _choices_from_json(saved.state["choices"]) if saved else choose(logits, options.batch, options.algorithm)
-    net = TrainableNet(logits, choice.algorithms()).train()
+    device = torch.device(options.device)
+    native = device.type != "cpu" or options.precision != "fp32"
+    if native:
+        choice = TrainChoice((), (), ())
+    else:
+        choice = _choices_from_json(saved.state["choices"]) if saved else choose(logits, options.batch,
+                                                                                options.algorithm)
+    net = TrainableNet(logits, choice.algorithms(), native=native, device=options.device).train()
     optimizer = _optimizer(options, list(net.parameters()))
     schedule = _schedule(options, optimizer)
+    mixed = torch.autocast(device.type, PRECISIONS[options.precision], enabled=options.precision != "fp32")
+    scaler = torch.amp.GradScaler(device.type, enabled=options.precision == "fp16")
     history: list[dict[str, Any]] = []
     first, elapsed = 0, 0.0
     if saved is not None:
@@ -260,25 +280,31 @@ def train(model: Any, image: Any, labels: Any, out: str | Path, options: TrainOp
         schedule.load_state_dict(saved.state["schedule"])
         torch.set_rng_state(torch.tensor(saved.state["rng"], dtype=torch.uint8))
         history, first, elapsed = saved.state["history"], saved.step, float(saved.state["seconds"])
+        if saved.state.get("scaler"):
+            scaler.load_state_dict(saved.state["scaler"])
     progress = _Progress(options.steps, first, stream)
     began = time.perf_counter() - elapsed
     loss_value = float("nan")
     scores: Scores | None = None
     for step, samples in enumerate(batches(sampler, first, options.steps - first, options.batch), first + 1):
-        x = torch.from_numpy(np.stack([s.image for s in samples]))
-        t = torch.from_numpy(np.stack([s.target for s in samples]))
-        w = torch.from_numpy(np.stack([s.weight for s in samples]))
+        x, t, w = (torch.from_numpy(np.stack([getattr(s, k) for s in samples])).to(device)
+                   for k in ("image", "target", "weight"))
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(net(x), t, w)
-        loss.backward()
-        optimizer.step()
+        with mixed:
+            y = net(x)
+        loss = loss_fn(y.float(), t, w)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         schedule.step()
         loss_value = float(loss.detach())
         entry: dict[str, Any] = {"step": step, "loss": loss_value, "lr": optimizer.param_groups[0]["lr"],
                                  "seconds": time.perf_counter() - began}
         extra = ""
         if val_part is not None and (step % options.validate_every == 0 or step == options.steps):
-            scores = score(options.target, predict(net, probability(form), val_part.image, window), val_part, window)
+            with mixed:
+                prediction = predict(net, probability(form), val_part.image, window)
+            scores = score(options.target, prediction, val_part, window)
             entry.update(dict(scores.values))
             extra = "  ".join(f"{k} {v:.4f}" for k, v in scores.values)
         history.append(entry)
@@ -287,6 +313,7 @@ def train(model: Any, image: Any, labels: Any, out: str | Path, options: TrainOp
             checkpoint.save(folder / "checkpoints", step, _tensors(net, optimizer), {
                 "param_groups": optimizer.state_dict()["param_groups"], "schedule": schedule.state_dict(),
                 "rng": torch.get_rng_state().tolist(), "choices": _choices_json(choice), "history": history,
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                 "seconds": time.perf_counter() - began, "options": _options_json(options)})
     return _finish(folder, net, graph, window, scale, history, choice, loss_value, scores,
                    time.perf_counter() - began)

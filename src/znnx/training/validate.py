@@ -35,11 +35,13 @@ def predict(net: torch.nn.Module, probability: object, image: np.ndarray, window
     box = output_box(spatial, window)
     result: np.ndarray | None = None
     was_training = net.training
+    device = next(net.parameters()).device
     net.eval()
     with torch.no_grad():
         for corner in tiles(spatial, window):
             patch = image[(slice(None), *(slice(c, c + i) for c, i in zip(corner, window.input)))]
-            out = probability(net(torch.from_numpy(np.ascontiguousarray(patch))[None]))[0].numpy()  # type: ignore[operator]
+            x = torch.from_numpy(np.ascontiguousarray(patch))[None].to(device)
+            out = probability(net(x).float())[0].cpu().numpy()  # type: ignore[operator]
             if result is None:
                 result = np.zeros((out.shape[0], *(b.stop - b.start for b in box)), np.float32)
             result[(slice(None), *(slice(c, c + o) for c, o in zip(corner, window.output)))] = out
