@@ -18,6 +18,7 @@ from znnx.plan.precision import Precision, resolve
 
 KIND = "eager"
 PRECISIONS = ("fp32",)
+TRAINING_KERNELS = False
 OPS = torch_eager.OPS
 
 

@@ -36,10 +36,12 @@ _registered: dict[str, Backend] = {}
 
 class Backend(Protocol):
     """What every backend module provides. `PRECISIONS` names the precisions it runs, `OPS` the IR
-    ops it has kernels for."""
+    ops it has kernels for, `TRAINING_KERNELS` whether znnx's own training kernels (training/conv.py,
+    kernels/batchnorm.py: CPU C kernels) run on its device; elsewhere training runs PyTorch's ops."""
 
     PRECISIONS: tuple[str, ...]
     OPS: frozenset[str]
+    TRAINING_KERNELS: bool
 
     def device(self, name: str) -> torch.device:
         """The torch device that holds this backend's tensors for the device called `name`

@@ -49,6 +49,7 @@ ONEDNN_UNARY = frozenset({"relu", "sigmoid", "tanh", "leaky_relu"})
 FFT_SIZE = 16
 LARGE_KERNEL_FFT_SIZE = 24  # kernels of 6 and more: a 16-point tile keeps 11 outputs or fewer per axis
 PRECISIONS = ("fp32", "bf16")
+TRAINING_KERNELS = True
 OPS = torch_eager.OPS  # the fused kernels cover a subset; every other op runs its eager kernel
 
 

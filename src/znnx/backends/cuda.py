@@ -40,6 +40,7 @@ CHANNELS_LAST = torch.channels_last_3d
 FFT_SIZE = 32
 WARMUP = 2
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+TRAINING_KERNELS = False
 OPS = torch_eager.OPS
 
 

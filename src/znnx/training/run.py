@@ -28,6 +28,7 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
+from znnx import backends
 from znnx.errors import InputError, ModelError
 from znnx.ir.graph import Graph
 from znnx.plan.algorithm import Algorithm
@@ -108,10 +109,10 @@ def _check(options: TrainOptions) -> None:
         raise InputError(f"train: validation must be a fraction in [0, 1), got {options.validation}")
     if options.precision not in PRECISIONS:
         raise InputError(f"train: precision {options.precision!r} is not one of {list(PRECISIONS)}")
-    if options.precision == "fp16" and not options.device.startswith("cuda"):
-        raise InputError("train: fp16 trains on CUDA GPUs; on the CPU use bf16 or fp32")
-    if options.device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"train: device {options.device!r} asked, but no CUDA GPU is available; use device='cpu'")
+    backend = backends.get(backends.kind_of(options.device))
+    if options.precision not in backend.PRECISIONS:
+        raise InputError(f"train: {options.precision} does not run on {options.device}; there use one of "
+                         f"{[p for p in backend.PRECISIONS if p in PRECISIONS]}")
 
 
 def read_volumes(image: Any, labels: Any, mask: Any = None, scale: float | None = None) -> tuple[Volumes, float]:
@@ -261,14 +262,14 @@ def train(model: Any, image: Any, labels: Any, out: str | Path, options: TrainOp
 
     saved = checkpoint.latest(folder / "checkpoints") if options.resume else None
     torch.manual_seed(options.seed)
-    device = torch.device(options.device)
-    native = device.type != "cpu" or options.precision != "fp32"
+    backend, device = backends.resolve(options.device)
+    native = not backend.TRAINING_KERNELS or options.precision != "fp32"
     if native:
         choice = TrainChoice((), (), ())
     else:
         choice = _choices_from_json(saved.state["choices"]) if saved else choose(logits, options.batch,
                                                                                 options.algorithm)
-    net = TrainableNet(logits, choice.algorithms(), native=native, device=options.device).train()
+    net = TrainableNet(logits, choice.algorithms(), native=native, device=str(device)).train()
     optimizer = _optimizer(options, list(net.parameters()))
     schedule = _schedule(options, optimizer)
     mixed = torch.autocast(device.type, PRECISIONS[options.precision], enabled=options.precision != "fp32")
