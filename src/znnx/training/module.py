@@ -129,6 +129,8 @@ class TrainableNet(nn.Module):
             for key, value in node.params.items():
                 name = f"{node.name}/{key}"
                 tensor = torch.from_numpy(np.array(value, dtype=np.float32)).to(device)
+                if tensor.dim() == 5:  # kernels channels-last like the activations: oneDNN's fast paths
+                    tensor = tensor.contiguous(memory_format=torch.channels_last_3d)
                 slot = f"t{len(self.names)}"
                 if key in TRAINABLE.get(node.op, ()):
                     self.register_parameter(slot, nn.Parameter(tensor))
