@@ -380,7 +380,9 @@ def weight_gradient(x: torch.Tensor, g: torch.Tensor, kernel: Sequence[int], pad
     """dL/dW (C_out, C_in, *kernel) of the stride-1 convolution of `x` (N, C_in, D, H, W) with
     symmetric `pads` (d, h, w) whose output gradient is `g` (N, C_out, *out): per tile and point,
     the input transform (B^T x B) times the output gradient transformed by A, summed over tiles and
-    items by one GEMM per point (C_in x tiles @ tiles x C_out), then G^T . G back to the kernel."""
+    items by one GEMM per point (C_in x tiles @ tiles x C_out), then G^T . G back to the kernel.
+    Each slab's sums are added up in float64: summed in float32 over a whole volume's tiles, F(4,3)
+    missed its 1e-4 bound on large layers."""
     lib = _library()
     n, c_in, d, h, w = x.shape
     c_out, out_spatial = int(g.shape[1]), tuple(int(s) for s in g.shape[2:])
@@ -396,7 +398,8 @@ def weight_gradient(x: torch.Tensor, g: torch.Tensor, kernel: Sequence[int], pad
     count = footprint(c_in, c_out, kernel, m, out_spatial)[2]
     v = _buffer("v", points * count * cp).data_ptr()
     gt = _buffer("m", points * count * cop).data_ptr()
-    total = torch.zeros(points * cp * cop)
+    slab = torch.empty(points * cp * cop)
+    total = torch.zeros(points * cp * cop, dtype=torch.float64)
     do, ho, wo = out_spatial
     item_in, item_out = c_in * d * h * w * 4, c_out * do * ho * wo * 4
     for i in range(n):
@@ -407,8 +410,10 @@ def weight_gradient(x: torch.Tensor, g: torch.Tensor, kernel: Sequence[int], pad
                            m, grid[1], grid[2], first, size, v, cp)
             lib.wino_grad_tiles(gp, do, ho, wo, c_out, kd, kh, kw, m, grid[1], grid[2],  # type: ignore[attr-defined]
                                 first, size, gt, cop)
-            lib.wino_wgrad_gemm(v, gt, total.data_ptr(), points, size, c_in, cp, cop)  # type: ignore[attr-defined]
-    result = total.view(*t, cp, cop)[..., :c_in, :c_out].double()
+            slab.zero_()
+            lib.wino_wgrad_gemm(v, gt, slab.data_ptr(), points, size, c_in, cp, cop)  # type: ignore[attr-defined]
+            total += slab
+    result = total.view(*t, cp, cop)[..., :c_in, :c_out]
     for axis, k in enumerate(kernel):
         if k > 1:
             g_matrix = torch.tensor([[float(v) for v in row] for row in transforms(k, m)[1]], dtype=torch.float64)
