@@ -150,3 +150,10 @@ def test_cuda_fp16_with_a_gradient_scaler(tmp_path: Path, data: tuple[str, str])
     assert np.isfinite(summary.loss)
     state = json.loads(sorted((tmp_path / "checkpoints").glob("step-*.json"))[-1].read_text())
     assert state["scaler"] is not None
+
+
+def test_train_restores_pytorchs_global_settings(tmp_path: Path, data: tuple[str, str]) -> None:
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    options = TrainOptions(patch=(8, 8, 8), steps=2, validation=0, checkpoint_every=2, threads=1, algorithm="direct")
+    train(build(), *data, tmp_path, options, input_shape=(1, 16, 16, 16), stream=None)
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == (threads, deterministic)

@@ -240,15 +240,27 @@ def train(model: Any, image: Any, labels: Any, out: str | Path, options: TrainOp
           mask: Any = None, input_shape: Sequence[int] | None = None, weights: Any = None,
           stream: TextIO | None = sys.stderr) -> TrainSummary:
     """Train `model` (anything `znnx.load` takes, or a Graph) on `image` with the segmentation
-    `labels`; writes `out`/net.znnx, history.json, curves.png and checkpoints/."""
-    from znnx.frontends import load
-
+    `labels`; writes `out`/net.znnx, history.json, curves.png and checkpoints/. PyTorch's thread
+    count and deterministic mode are set for the run and restored after it."""
     options = options or TrainOptions()
     _check(options)
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    torch.use_deterministic_algorithms(options.deterministic, warn_only=True)
-    folder = Path(out)
+    threads = torch.get_num_threads()
+    deterministic, warn_only = (torch.are_deterministic_algorithms_enabled(),
+                                torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        if options.threads:
+            torch.set_num_threads(options.threads)
+        torch.use_deterministic_algorithms(options.deterministic, warn_only=True)
+        return _run(model, image, labels, Path(out), options, mask, input_shape, weights, stream)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+def _run(model: Any, image: Any, labels: Any, folder: Path, options: TrainOptions, mask: Any,
+         input_shape: Sequence[int] | None, weights: Any, stream: TextIO | None) -> TrainSummary:
+    from znnx.frontends import load
+
     volumes, scale = read_volumes(image, labels, mask, options.scale)
     graph = model if isinstance(model, Graph) else load(model, input_shape=input_shape, weights=weights)
     if options.init:
