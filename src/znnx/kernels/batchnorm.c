@@ -7,57 +7,29 @@
  * bn_grad_apply: dx = g' * a + x * b + c.
  * Rows are split over OpenMP threads; each row is processed in vectors of VB channels (the last
  * one masked through a staging copy), the activation chosen once per call (a loop per activation,
- * exp by a polynomial, so everything vectorizes). Sums are kept in float over blocks of BLOCK rows
+ * exp by kernels/vector.h's polynomial, so everything vectorizes). Sums are kept in float over blocks of BLOCK rows
  * and added into double per thread, then across threads.
  */
-#include <stddef.h>
-#include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
-#define VB 16
 #define BLOCK 64
-typedef ptrdiff_t idx;
-typedef float vf __attribute__((vector_size(VB * 4)));
-typedef int32_t vi __attribute__((vector_size(VB * 4)));
-typedef float vfu __attribute__((vector_size(VB * 4), aligned(4), may_alias));
 enum { ACT_NONE = 0, ACT_RELU, ACT_LEAKY, ACT_ELU, ACT_SIGMOID, ACT_TANH };
-
-static inline vf splat(float a) { return (vf){0} + a; }
-static inline vf sel(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
 
 /* load / store VB channels at p, or the first n of them (the rest read as 0, not written). */
 static inline vf load_n(const float *p, int n) {
-    if (n == VB) return *(const vfu *)p;
+    if (n == VB) return load(p);
     float part[VB] = {0};
     memcpy(part, p, n * sizeof(float));
-    return *(const vfu *)part;
+    return load(part);
 }
 static inline void store_n(float *p, vf v, int n) {
     if (n == VB) {
-        *(vfu *)p = v;
+        store(p, v);
         return;
     }
     float part[VB];
-    *(vfu *)part = v;
+    store(part, v);
     memcpy(p, part, n * sizeof(float));
-}
-
-/* exp(x) to about 1 ulp (Cephes' polynomial after Cody-Waite range reduction), as in winograd.c. */
-static inline vf exp_approx(vf x) {
-    x = sel(x < -87.0f, splat(-87.0f), sel(x > 88.0f, splat(88.0f), x));
-    const vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    vf r = x - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
-    vf p = splat(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
-    return p * (vf)bits;
 }
 
 static inline __attribute__((always_inline)) vf act(vf v, int op, float alpha) {

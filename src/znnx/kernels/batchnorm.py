@@ -26,7 +26,7 @@ Tensor = torch.Tensor
 def _library() -> ctypes.CDLL:
     from importlib.resources import files
 
-    lib = native.load("batchnorm", files("znnx.kernels").joinpath("batchnorm.c").read_text())
+    lib = native.load("batchnorm", native.with_vectors(files("znnx.kernels").joinpath("batchnorm.c").read_text()))
     i, p, c, f = ctypes.c_ssize_t, ctypes.c_void_p, ctypes.c_int, ctypes.c_float
     lib.bn_sums.argtypes = [p, i, i, p, p]
     lib.bn_apply.argtypes = [p, i, i, p, p, p, c, f]

@@ -50,6 +50,14 @@ def _version(compiler: list[str]) -> str:
     return done.stdout
 
 
+def with_vectors(source: str) -> str:
+    """`source` preceded by kernels/vector.h (the VB-float vector type, loads, stores, exp), which
+    the kernels share; pasted rather than included, so the build cache key covers it."""
+    from importlib.resources import files
+
+    return files("znnx.kernels").joinpath("vector.h").read_text() + source
+
+
 @functools.cache
 def load(name: str, source: str) -> ctypes.CDLL:
     """The library built from `source` (C), compiling it unless a cached build exists."""

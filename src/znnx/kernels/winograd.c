@@ -28,26 +28,13 @@
  * generated from the transform matrices (see winograd.py) and pasted in below. The GEMM is split
  * over points and column blocks.
  */
-#include <stddef.h>
-#include <stdint.h>
-#include <string.h>
-
-#define VB 16
 #define CHMAX 32
 #define TMAX 8
-typedef ptrdiff_t idx;
-typedef float vf __attribute__((vector_size(VB * 4)));
-typedef int32_t vi __attribute__((vector_size(VB * 4)));
-typedef float vfu __attribute__((vector_size(VB * 4), aligned(4), may_alias));
 typedef struct {
     idx s[3];
 } strides;
 typedef void (*along_fn)(int ax, const int n[3], const float *x, strides xs, float *y, strides ys, int nb);
 
-static inline vf load(const float *p) { return *(const vfu *)p; }
-static inline void store(float *p, vf v) { *(vfu *)p = v; }
-static inline vf sel(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
-static inline vf splat(float a) { return (vf){0} + a; }
 
 /*@LINES@*/
 
@@ -192,23 +179,6 @@ void wino_gemm(const float *V, const float *U, float *M, idx P, idx count, idx C
 }
 
 enum { OP_ADD = 1, OP_RELU, OP_LEAKY, OP_ELU, OP_SIGMOID, OP_TANH };
-
-/* exp(x) to about 1 ulp (Cephes' polynomial after Cody-Waite range reduction), VB lanes at once. */
-static inline vf exp_approx(vf x) {
-    x = sel(x < -87.0f, splat(-87.0f), sel(x > 88.0f, splat(88.0f), x));
-    const vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    vf r = x - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
-    vf p = splat(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
-    return p * (vf)bits;
-}
 
 static vf epilogue(vf v, const float *restrict res, int nv, const int *ops, int nops, float alpha) {
     for (int s = 0; s < nops; s++) {

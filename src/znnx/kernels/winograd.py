@@ -200,7 +200,8 @@ def source() -> str:
                          f"a.out = along_at{r}{m}; a.gin = along_a{r}{m}; }}")
     axes = [*along, "", "static axis make_axis(int k, int m) {", "    axis a = {1, 1, 0, 0, 0};", *cases,
             "    return a;", "}"]
-    return template.replace("/*@LINES@*/", "\n\n".join(lines)).replace("/*@AXES@*/", "\n".join(axes))
+    return native.with_vectors(template.replace("/*@LINES@*/", "\n\n".join(lines)).replace("/*@AXES@*/",
+                                                                                            "\n".join(axes)))
 
 
 @functools.cache
