@@ -127,21 +127,24 @@ void wino_input(const float *x, idx D, idx H, idx W, idx C, idx pd, idx ph, idx 
     }
 }
 
-/* c[r][0 : NV * VB] = sum_k a[r][k] b[k][0 : NV * VB] for r < rows <= R: R x NV accumulators in
- * registers, one broadcast of a per row and NV loads of b per k. */
-#define MICRO(R, NV)                                                                                \
-    static inline __attribute__((always_inline)) void micro_##R##_##NV(                            \
-        int rows, const float *restrict a, idx lda, const float *restrict b, idx ldb,              \
+/* c[r][0 : NV * VB] (+)= sum_k a[AT(r, k)] b[k][0 : NV * VB] for r < rows <= R: R x NV accumulators
+ * in registers, one broadcast of a per row and NV loads of b per k; ACC: add to c (else overwrite it).
+ * AT reads a with the stride sa along rows (a[r][k]: the forward GEMM) or down columns (a[k][r]: the
+ * weight gradient's V^T). gemm_NAME picks the register block for a column block of `width`. */
+#define MICRO(NAME, R, NV, AT, ACC)                                                                 \
+    static inline __attribute__((always_inline)) void micro_##NAME##_##R##_##NV(                   \
+        int rows, const float *restrict a, idx sa, const float *restrict b, idx ldb,               \
         float *restrict c, idx ldc, idx K) {                                                       \
         vf acc[R][NV];                                                                             \
         _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                                       \
-            _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) acc[r][j] = splat(0.0f);          \
+            _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++)                                   \
+                acc[r][j] = ACC && r < rows ? load(c + r * ldc + j * VB) : splat(0.0f);            \
         for (idx k = 0; k < K; k++) {                                                              \
             vf bv[NV];                                                                             \
             _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) bv[j] = load(b + k * ldb + j * VB); \
             _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                                 \
                 if (r < rows) {                                                                    \
-                    const vf av = splat(a[r * lda + k]);                                           \
+                    const vf av = splat(a[AT(r, k)]);                                              \
                     _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) acc[r][j] += av * bv[j];  \
                 }                                                                                  \
             }                                                                                      \
@@ -150,16 +153,31 @@ void wino_input(const float *x, idx D, idx H, idx W, idx C, idx pd, idx ph, idx 
             if (r < rows)                                                                          \
                 _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) store(c + r * ldc + j * VB, acc[r][j]); \
     }                                                                                              \
-    static void block_##R##_##NV(idx rows, const float *a, idx lda, const float *b, idx ldb, float *c, \
-                                 idx ldc, idx K) {                                                 \
+    static void block_##NAME##_##R##_##NV(idx rows, const float *a, idx sa, const float *b, idx ldb, \
+                                          float *c, idx ldc, idx K) {                              \
         idx r = 0;                                                                                 \
-        for (; r + R <= rows; r += R) micro_##R##_##NV(R, a + r * lda, lda, b, ldb, c + r * ldc, ldc, K); \
-        if (r < rows) micro_##R##_##NV((int)(rows - r), a + r * lda, lda, b, ldb, c + r * ldc, ldc, K); \
+        for (; r + R <= rows; r += R)                                                              \
+            micro_##NAME##_##R##_##NV(R, a + AT(r, 0), sa, b, ldb, c + r * ldc, ldc, K);           \
+        if (r < rows) micro_##NAME##_##R##_##NV((int)(rows - r), a + AT(r, 0), sa, b, ldb, c + r * ldc, ldc, K); \
     }
-MICRO(6, 4)
-MICRO(8, 3)
-MICRO(12, 2)
-MICRO(16, 1)
+#define GEMM(NAME, AT, ACC)                                                                         \
+    MICRO(NAME, 6, 4, AT, ACC)                                                                     \
+    MICRO(NAME, 8, 3, AT, ACC)                                                                     \
+    MICRO(NAME, 12, 2, AT, ACC)                                                                    \
+    MICRO(NAME, 16, 1, AT, ACC)                                                                    \
+    static void gemm_##NAME(idx width, idx rows, const float *a, idx sa, const float *b, idx ldb, float *c, \
+                            idx ldc, idx K) {                                                      \
+        switch (width / VB) {                                                                      \
+        case 4: block_##NAME##_6_4(rows, a, sa, b, ldb, c, ldc, K); break;                         \
+        case 3: block_##NAME##_8_3(rows, a, sa, b, ldb, c, ldc, K); break;                         \
+        case 2: block_##NAME##_12_2(rows, a, sa, b, ldb, c, ldc, K); break;                        \
+        default: block_##NAME##_16_1(rows, a, sa, b, ldb, c, ldc, K); break;                       \
+        }                                                                                          \
+    }
+#define ALONG_ROWS(r, k) ((r) * sa + (k))
+#define DOWN_COLUMNS(r, k) ((r) + (k) * sa)
+GEMM(rows, ALONG_ROWS, 0)
+GEMM(columns, DOWN_COLUMNS, 1)
 
 void wino_gemm(const float *V, const float *U, float *M, idx P, idx count, idx C, idx Cp, idx Cop) {
     const idx blocks = (Cop + 4 * VB - 1) / (4 * VB);
@@ -169,12 +187,7 @@ void wino_gemm(const float *V, const float *U, float *M, idx P, idx count, idx C
             const idx n0 = nb * 4 * VB, width = Cop - n0 < 4 * VB ? Cop - n0 : 4 * VB;
             const float *a = V + p * Cp, *b = U + p * Cp * Cop + n0;
             float *c = M + p * Cop + n0;
-            switch (width / VB) {
-            case 4: block_6_4(count, a, P * Cp, b, Cop, c, P * Cop, C); break;
-            case 3: block_8_3(count, a, P * Cp, b, Cop, c, P * Cop, C); break;
-            case 2: block_12_2(count, a, P * Cp, b, Cop, c, P * Cop, C); break;
-            default: block_16_1(count, a, P * Cp, b, Cop, c, P * Cop, C); break;
-            }
+            gemm_rows(width, count, a, P * Cp, b, Cop, c, P * Cop, C);
         }
 }
 
@@ -309,40 +322,6 @@ void wino_grad_tiles(const float *g, idx D, idx H, idx W, idx C, int kd, int kh,
     }
 }
 
-/* c[r][0 : NV * VB] += sum_k a[r + k * ak] b[k][0 : NV * VB] for r < rows <= R (a read down columns). */
-#define MICRO_T(R, NV)                                                                              \
-    static inline __attribute__((always_inline)) void micro_t_##R##_##NV(                          \
-        int rows, const float *restrict a, idx ak, const float *restrict b, idx ldb,               \
-        float *restrict c, idx ldc, idx K) {                                                       \
-        vf acc[R][NV];                                                                             \
-        _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                                       \
-            _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++)                                   \
-                acc[r][j] = r < rows ? load(c + r * ldc + j * VB) : splat(0.0f);                   \
-        for (idx k = 0; k < K; k++) {                                                              \
-            vf bv[NV];                                                                             \
-            _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) bv[j] = load(b + k * ldb + j * VB); \
-            _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                                 \
-                if (r < rows) {                                                                    \
-                    const vf av = splat(a[r + k * ak]);                                            \
-                    _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) acc[r][j] += av * bv[j];  \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
-        _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                                       \
-            if (r < rows)                                                                          \
-                _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) store(c + r * ldc + j * VB, acc[r][j]); \
-    }                                                                                              \
-    static void block_t_##R##_##NV(idx rows, const float *a, idx ak, const float *b, idx ldb, float *c, \
-                                   idx ldc, idx K) {                                               \
-        idx r = 0;                                                                                 \
-        for (; r + R <= rows; r += R) micro_t_##R##_##NV(R, a + r, ak, b, ldb, c + r * ldc, ldc, K); \
-        if (r < rows) micro_t_##R##_##NV((int)(rows - r), a + r, ak, b, ldb, c + r * ldc, ldc, K);  \
-    }
-MICRO_T(6, 4)
-MICRO_T(8, 3)
-MICRO_T(12, 2)
-MICRO_T(16, 1)
-
 void wino_wgrad_gemm(const float *V, const float *Gt, float *Mw, idx P, idx count, idx C, idx Cp, idx Cop) {
     const idx blocks = (Cop + 4 * VB - 1) / (4 * VB);
     #pragma omp parallel for schedule(static) collapse(2)
@@ -351,11 +330,6 @@ void wino_wgrad_gemm(const float *V, const float *Gt, float *Mw, idx P, idx coun
             const idx n0 = nb * 4 * VB, width = Cop - n0 < 4 * VB ? Cop - n0 : 4 * VB;
             const float *a = V + p * Cp, *b = Gt + p * Cop + n0;
             float *c = Mw + p * Cp * Cop + n0;
-            switch (width / VB) {
-            case 4: block_t_6_4(C, a, P * Cp, b, P * Cop, c, Cop, count); break;
-            case 3: block_t_8_3(C, a, P * Cp, b, P * Cop, c, Cop, count); break;
-            case 2: block_t_12_2(C, a, P * Cp, b, P * Cop, c, Cop, count); break;
-            default: block_t_16_1(C, a, P * Cp, b, P * Cop, c, Cop, count); break;
-            }
+            gemm_columns(width, C, a, P * Cp, b, P * Cop, c, Cop, count);
         }
 }
