@@ -96,15 +96,17 @@ class Builder:
                                                       a["groups"]))
 
     def conv_transpose(self, node: Node) -> Kernel:
-        w, b = self.need(node, "weight"), self.param(node, "bias", channel_view=True)
+        """A transposed conv; trainable parameters are reshaped per call, not at build (as in
+        `scale`), so a builder over live tensors (training/module.py) differentiates them."""
+        w, b = self.need(node, "weight"), self.param(node, "bias")
         a = node.attrs
         out = self.graph.types[node.output].spatial
         pads = a["pads"]
         full_size = [(i - 1) * s + d * (k - 1) + 1 for i, s, d, k in zip(self.in_type(node).spatial, a["stride"],
                                                                         a["dilation"], a["kernel"])]
         if not any(pads) and tuple(full_size) == tuple(out):
-            return with_epilogue(node, lambda x: F.conv_transpose3d(x[0], w, None if b is None else b.reshape(-1),
-                                                                    a["stride"], 0, 0, a["groups"], a["dilation"]))
+            return with_epilogue(node, lambda x: F.conv_transpose3d(x[0], w, b, a["stride"], 0, 0, a["groups"],
+                                                                    a["dilation"]))
 
         def run(x: Sequence[Tensor]) -> Tensor:
             full = F.conv_transpose3d(x[0], w, None, a["stride"], 0, 0, a["groups"], a["dilation"])
@@ -112,7 +114,7 @@ class Builder:
             short = [o - s for o, s in zip(out, window.shape[2:])]
             if any(short):
                 window = F.pad(window, [0, short[2], 0, short[1], 0, short[0]])
-            return window if b is None else window + b
+            return window if b is None else window + b.reshape(1, -1, 1, 1, 1)
 
         return with_epilogue(node, run)
 
@@ -192,10 +194,10 @@ class Builder:
         return lambda x: F.batch_norm(x[0], mean, var, gamma, beta, False, 0.0, eps)
 
     def scale(self, node: Node) -> Kernel:
-        gamma, beta = self.need(node, "gamma", True), self.param(node, "beta", True)
+        gamma, beta = self.need(node, "gamma"), self.param(node, "beta")
         if beta is None:
-            return lambda x: x[0] * gamma
-        return lambda x: torch.addcmul(beta, x[0], gamma)
+            return lambda x: x[0] * gamma.reshape(1, -1, 1, 1, 1)
+        return lambda x: torch.addcmul(beta.reshape(1, -1, 1, 1, 1), x[0], gamma.reshape(1, -1, 1, 1, 1))
 
     def kernel(self, node: Node) -> Kernel:
         if node.op not in OPS:

@@ -25,7 +25,7 @@ from znnx.frontends.init_rules import RULES, draw
 from znnx.ir.graph import Graph, Node
 from znnx.ir.ops import ACTIVATIONS
 from znnx.ir.verify import verify
-from znnx.kernels.epilogue import Kernel, activation, with_epilogue
+from znnx.kernels.epilogue import Kernel, activation
 from znnx.passes import optimize
 from znnx.passes.eliminate_padding import eliminate_padding
 from znnx.passes.fold_constants import fold_constants
@@ -171,9 +171,9 @@ def _fused_batchnorm() -> Any:
 
 
 class _Builder(torch_eager.Builder):
-    """torch_eager's kernels over the module's live tensors; convs through training/conv.py, BatchNorm
-    in the module's mode. Parameters are read (and reshaped) at call time, so optimizer updates
-    apply at the next call."""
+    """torch_eager's kernels over the module's live tensors (trainable ones reshaped per call, so
+    optimizer updates apply at the next call and autograd reaches them); convs through
+    training/conv.py, BatchNorm in the module's mode."""
 
     def __init__(self, net: TrainableNet) -> None:
         device = next(iter(net.live.values())).device if net.live else torch.device("cpu")
@@ -204,21 +204,6 @@ class _Builder(torch_eager.Builder):
         return lambda x: conv(F.pad(x[0], explicit), w, b, x[1] if len(x) > 1 else None, unpadded,
                               net.algorithms.get(name, ConvAlgorithms()))
 
-    def conv_transpose(self, node: Node) -> Kernel:
-        w, b = self.need(node, "weight"), self.param(node, "bias")
-        a, out = node.attrs, self.graph.types[node.output].spatial
-        pads = a["pads"]
-
-        def run(x: Sequence[Tensor]) -> Tensor:
-            full = F.conv_transpose3d(x[0], w, None, a["stride"], 0, 0, a["groups"], a["dilation"])
-            window = full[..., pads[0]:pads[0] + out[0], pads[1]:pads[1] + out[1], pads[2]:pads[2] + out[2]]
-            short = [o - s for o, s in zip(out, window.shape[2:])]
-            if any(short):
-                window = F.pad(window, [0, short[2], 0, short[1], 0, short[0]])
-            return window if b is None else window + b.reshape(1, -1, 1, 1, 1)
-
-        return with_epilogue(node, run)
-
     def batchnorm(self, node: Node) -> Kernel:
         """In training mode BatchNorm and the activation that alone reads it run as one kernel
         (kernels/batchnorm.py; PyTorch's where no C compiler is at hand); in eval mode PyTorch's."""
@@ -239,9 +224,3 @@ class _Builder(torch_eager.Builder):
             return then(F.batch_norm(x[0], mean, var, gamma, beta, net.training, net.momentum, eps))
 
         return run
-
-    def scale(self, node: Node) -> Kernel:
-        gamma, beta = self.need(node, "gamma"), self.param(node, "beta")
-        if beta is None:
-            return lambda x: x[0] * gamma.reshape(1, -1, 1, 1, 1)
-        return lambda x: torch.addcmul(beta.reshape(1, -1, 1, 1, 1), x[0], gamma.reshape(1, -1, 1, 1, 1))
