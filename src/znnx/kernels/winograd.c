@@ -82,14 +82,39 @@ static void gather(const float *x, idx D, idx H, idx W, idx C, idx d0, idx h0, i
             }
 }
 
+enum { PICK_IN, PICK_OUT, PICK_GRAD };
+
+/* The `pick` transform (in, out or gin) of every axis with t > 1, w first, applied in turn to a block
+ * of nb channel vectors: `src` (strides ss) holds n[0] x n[1] x n[2] points, each pass takes its axis
+ * from n[a] to to[a] points (n is updated), the passes between alternate between buf0 and buf1
+ * (packed); the last writes to dst with strides ds, or, dst NULL, stays in a buffer. The result:
+ * where it is, with its strides in *rs. */
+static inline __attribute__((always_inline)) const float *chain(const axis ax[3], int pick, int n[3],
+                                                                const int to[3], const float *src, strides ss,
+                                                                float *dst, strides ds, int nb, float *buf0,
+                                                                float *buf1, strides *rs) {
+    for (int a = 2, left = (ax[0].t > 1) + (ax[1].t > 1) + (ax[2].t > 1); a >= 0; a--) {
+        if (ax[a].t == 1) continue;
+        const int last = --left == 0 && dst;
+        int out[3] = {n[0], n[1], n[2]};
+        out[a] = to[a];
+        float *next = last ? dst : (src == buf0 ? buf1 : buf0);
+        const strides ns = last ? ds : packed(out, (idx)nb * VB);
+        const along_fn f = pick == PICK_IN ? ax[a].in : pick == PICK_OUT ? ax[a].out : ax[a].gin;
+        f(a, n, src, ss, next, ns, nb);
+        n[a] = out[a];
+        src = next;
+        ss = ns;
+    }
+    *rs = ss;
+    return src;
+}
+
 void wino_input(const float *x, idx D, idx H, idx W, idx C, idx pd, idx ph, idx pw,
                 int kd, int kh, int kw, int m, idx tiles_h, idx tiles_w,
                 idx first, idx count, float *V, idx Cp) {
     const axis ax[3] = {make_axis(kd, m), make_axis(kh, m), make_axis(kw, m)};
     const int n[3] = {ax[0].t, ax[1].t, ax[2].t};
-    int active[3], na = 0;
-    for (int a = 2; a >= 0; a--)
-        if (n[a] > 1) active[na++] = a;
     const idx P = (idx)n[0] * n[1] * n[2];
     const strides vs = packed(n, Cp), xs = {{H * W * C, W * C, C}};
     #pragma omp parallel
@@ -115,13 +140,8 @@ void wino_input(const float *x, idx D, idx H, idx W, idx C, idx pd, idx ph, idx 
                     src = buf0;
                     ss = pk;
                 }
-                for (int k = 0; k < na; k++) {
-                    const int last = k == na - 1;
-                    float *dst = last ? V + s * P * Cp + c0 : (src == buf0 ? buf1 : buf0);
-                    ax[active[k]].in(active[k], n, src, ss, dst, last ? vs : pk, nb);
-                    src = dst;
-                    ss = pk;
-                }
+                int sizes[3] = {n[0], n[1], n[2]};
+                chain(ax, PICK_IN, sizes, n, src, ss, V + s * P * Cp + c0, vs, nb, buf0, buf1, &ss);
             }
         }
     }
@@ -229,7 +249,7 @@ void wino_output(const float *M, idx Cop, int kd, int kh, int kw, int m, idx til
                  idx first, idx count, float *y, const float *res, idx D, idx H, idx W, idx C,
                  const float *bias, const int *ops, int nops, float alpha) {
     const axis ax[3] = {make_axis(kd, m), make_axis(kh, m), make_axis(kw, m)};
-    const int t[3] = {ax[0].t, ax[1].t, ax[2].t};
+    const int t[3] = {ax[0].t, ax[1].t, ax[2].t}, m3[3] = {ax[0].m, ax[1].m, ax[2].m};
     const idx P = (idx)t[0] * t[1] * t[2];
     const strides ms = packed(t, Cop);
     #pragma omp parallel
@@ -245,19 +265,9 @@ void wino_output(const float *M, idx Cop, int kd, int kh, int kw, int m, idx til
             for (idx c0 = 0; c0 < C; c0 += CHMAX) {
                 const int nb = (int)((Cop - c0 < CHMAX ? Cop - c0 : CHMAX) / VB);
                 int n[3] = {t[0], t[1], t[2]};
-                const float *src = M + s * P * Cop + c0;
-                strides ss = ms;
-                for (int a = 2; a >= 0; a--) {
-                    if (n[a] == 1) continue;
-                    float *dst = src == buf0 ? buf1 : buf0;
-                    int out[3] = {n[0], n[1], n[2]};
-                    out[a] = ax[a].m;
-                    const strides ds = packed(out, (idx)nb * VB);
-                    ax[a].out(a, n, src, ss, dst, ds, nb);
-                    n[a] = out[a];
-                    src = dst;
-                    ss = ds;
-                }
+                strides ss;
+                const float *src = chain(ax, PICK_OUT, n, m3, M + s * P * Cop + c0, ms, NULL, ms, nb, buf0, buf1,
+                                         &ss);
                 for (int i = 0; i < n[0] && d0 + i < D; i++)
                     for (int j = 0; j < n[1] && h0 + j < H; j++)
                         for (int l = 0; l < n[2] && w0 + l < W; l++) {
@@ -288,9 +298,6 @@ void wino_grad_tiles(const float *g, idx D, idx H, idx W, idx C, int kd, int kh,
     const int t[3] = {ax[0].t, ax[1].t, ax[2].t};
     const idx P = (idx)t[0] * t[1] * t[2];
     const strides gs = packed(t, Cop);
-    int active[3], na = 0;
-    for (int a = 2; a >= 0; a--)
-        if (t[a] > 1) active[na++] = a;
     #pragma omp parallel
     {
         float buf0[TMAX * TMAX * TMAX * CHMAX] __attribute__((aligned(64)));
@@ -304,19 +311,9 @@ void wino_grad_tiles(const float *g, idx D, idx H, idx W, idx C, int kd, int kh,
                 const int nb = (int)((Cop - c0 < CHMAX ? Cop - c0 : CHMAX) / VB);
                 int n[3] = {ax[0].m, ax[1].m, ax[2].m};
                 gather(g, D, H, W, C, d0, h0, w0, n, c0, nb, buf0);
-                const float *src = buf0;
-                strides ss = packed(n, (idx)nb * VB);
-                for (int k = 0; k < na; k++) {
-                    const int a = active[k], last = k == na - 1;
-                    int out[3] = {n[0], n[1], n[2]};
-                    out[a] = t[a];
-                    float *dst = last ? Gt + s * P * Cop + c0 : (src == buf0 ? buf1 : buf0);
-                    const strides ds = last ? gs : packed(out, (idx)nb * VB);
-                    ax[a].gin(a, n, src, ss, dst, ds, nb);
-                    n[a] = out[a];
-                    src = dst;
-                    ss = ds;
-                }
+                strides ss;
+                chain(ax, PICK_GRAD, n, t, buf0, packed(n, (idx)nb * VB), Gt + s * P * Cop + c0, gs, nb, buf0, buf1,
+                      &ss);
             }
         }
     }
