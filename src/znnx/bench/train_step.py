@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -20,6 +19,8 @@ import time
 from collections.abc import Callable
 
 import torch
+
+from znnx.volume.progress import peak_rss_bytes
 
 PATCHES = {"symmetric": (32, 64, 64), "residual": (12, 128, 128)}
 PEERS = ("znnx", "eager", "torch.compile")
@@ -65,7 +66,7 @@ def _one(name: str, peer: str, patch: tuple[int, ...], steps: int, threads: int)
         step()
     seconds = statistics.median(step() for _ in range(steps))
     voxels = shape[0] * shape[2] * shape[3] * shape[4]
-    return {"seconds": seconds, "voxels": voxels, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"seconds": seconds, "voxels": voxels, "rss_mib": peak_rss_bytes() / (1 << 20)}
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ import numpy as np
 
 from znnx.errors import InputError
 from znnx.segment.synthetic import affinities
+from znnx.volume.block import window_starts
 
 TARGETS = {"boundary": 1, "affinity": 3}
 
@@ -204,18 +205,10 @@ def batches(sampler: Sampler, first: int, count: int, batch: int, threads: int =
             yield [pending.popleft().result() for _ in range(batch)]
 
 
-def window_grid(size: int, patch: int) -> list[int]:
-    """Start positions of `patch`-sized windows covering `size` (the last one flush with the end)."""
-    if size <= patch:
-        return [0]
-    starts = list(range(0, size - patch, patch))
-    return [*starts, size - patch] if starts[-1:] != [size - patch] else starts
-
-
 def tiles(spatial: Sequence[int], window: Window) -> list[tuple[int, int, int]]:
     """Input corners whose output windows cover the valid output of a region of `spatial` voxels."""
     valid = [s - (i - o) for s, i, o in zip(spatial, window.input, window.output)]
-    grids = [window_grid(v, o) for v, o in zip(valid, window.output)]
+    grids = [window_starts(v, o, 0.0) for v, o in zip(valid, window.output)]
     return [(a, b, c) for a in grids[0] for b in grids[1] for c in grids[2]]
 
 

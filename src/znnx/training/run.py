@@ -31,8 +31,8 @@ import torch
 from znnx import backends
 from znnx.errors import InputError, ModelError
 from znnx.ir.graph import Graph
-from znnx.plan.algorithm import Algorithm
-from znnx.plan.autotune import Forced, LayerChoice
+from znnx.plan.autotune import Forced
+from znnx.plan.plan import choices_from_json, choices_json
 from znnx.training import checkpoint
 from znnx.training.conv import TrainChoice, choose
 from znnx.training.data import TARGETS, Augment, Sampler, Volumes, Window, batches
@@ -197,16 +197,16 @@ def _restore(net: TrainableNet, optimizer: torch.optim.Optimizer, saved: checkpo
     optimizer.load_state_dict({"state": state, "param_groups": saved.state["param_groups"]})
 
 
-def _choices_json(choice: TrainChoice) -> dict[str, list[list[Any]]]:
-    return {part: [[c.node, c.algorithm.kind, c.algorithm.tile] for c in getattr(choice, part)]
-            for part in ("forward", "data", "weight")}
+PASSES = ("forward", "data", "weight")
 
 
-def _choices_from_json(data: dict[str, list[list[Any]]]) -> TrainChoice:
-    def read(rows: list[list[Any]]) -> tuple[LayerChoice, ...]:
-        return tuple(LayerChoice(str(n), Algorithm(kind, int(tile)), source="saved") for n, kind, tile in rows)
+def _choices_json(choice: TrainChoice) -> dict[str, list[dict[str, Any]]]:
+    """The conv choices as network files store them (plan/plan.py), per pass."""
+    return {part: choices_json(getattr(choice, part)) for part in PASSES}
 
-    return TrainChoice(read(data["forward"]), read(data["data"]), read(data["weight"]))
+
+def _choices_from_json(data: dict[str, list[dict[str, Any]]]) -> TrainChoice:
+    return TrainChoice(*(choices_from_json(data[part]) for part in PASSES))
 
 
 class _Progress:
