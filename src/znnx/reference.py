@@ -118,23 +118,28 @@ def defragment(x: Array, block: Sequence[int]) -> Array:
     return out
 
 
-def _interpolation_matrix(size_in: int, scale: float, mode: str, align_corners: bool) -> Array:
+def interpolation_taps(size_in: int, scale: float, mode: str, align_corners: bool) -> tuple[Array, Array, Array]:
+    """Per output index along one axis: the two input indices it reads (lo, hi) and the weight of hi
+    (frac; the weight of lo is 1 - frac), as PyTorch's interpolate computes them. Nearest reads one
+    index (lo == hi, frac 0)."""
     size_out = math.floor(size_in * scale)
     dst = np.arange(size_out, dtype=np.float64)
-    matrix = np.zeros((size_out, size_in))
     if mode == "nearest":
         src = np.minimum(np.floor(dst * np.float32(1.0 / scale)), size_in - 1).astype(int)
-        matrix[np.arange(size_out), src] = 1.0
-        return matrix
+        return src, src, np.zeros(size_out)
     if align_corners:
         pos = dst * ((size_in - 1) / (size_out - 1)) if size_out > 1 else np.zeros_like(dst)
     else:
         pos = np.maximum((dst + 0.5) / scale - 0.5, 0.0)
     lo = np.minimum(np.floor(pos).astype(int), size_in - 1)
-    hi = np.minimum(lo + 1, size_in - 1)
-    frac = pos - lo
-    np.add.at(matrix, (np.arange(size_out), lo), 1.0 - frac)
-    np.add.at(matrix, (np.arange(size_out), hi), frac)
+    return lo, np.minimum(lo + 1, size_in - 1), pos - lo
+
+
+def _interpolation_matrix(size_in: int, scale: float, mode: str, align_corners: bool) -> Array:
+    lo, hi, frac = interpolation_taps(size_in, scale, mode, align_corners)
+    matrix = np.zeros((len(lo), size_in))
+    np.add.at(matrix, (np.arange(len(lo)), lo), 1.0 - frac)
+    np.add.at(matrix, (np.arange(len(lo)), hi), frac)
     return matrix
 
 

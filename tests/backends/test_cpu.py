@@ -29,7 +29,7 @@ def _check(graph: Graph, batch: int = 2, tolerance: float = 1e-5) -> Net:
     return net
 
 
-def _unavailable(*args: object) -> None:
+def _unavailable(*args: object, **kwargs: object) -> None:
     raise KernelUnavailable("kernels: no C compiler (test)")
 
 
@@ -74,7 +74,7 @@ def test_anisotropic_strided_grouped_and_asymmetric_convs() -> None:
 @pytest.mark.parametrize("compiler", [True, False])
 def test_transposed_conv_with_residual_and_pooling(compiler: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     if not compiler:
-        monkeypatch.setattr(pool, "MaxPool", _unavailable)
+        monkeypatch.setattr(pool, "Pool", _unavailable)
     b, x = builder(channels=2, spatial=(4, 8, 8))
     skip = b.add("elu", [conv(b, x, 4)], {"alpha": 1.0})
     down = b.add("max_pool", [skip], {"kernel": (2, 2, 2), "stride": (2, 2, 2), "pads": (0,) * 6,
@@ -84,6 +84,21 @@ def test_transposed_conv_with_residual_and_pooling(compiler: bool, monkeypatch: 
     assert [n.op for n in graph.nodes].count("add") == 0
     net = _check(graph)
     assert net.plan.memory.steps[[n.op for n in graph.nodes].index("max_pool")].slot is not None
+
+
+@pytest.mark.parametrize("compiler", [True, False])
+def test_narrow_average_and_max_pools_into_arena_slots(compiler: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not compiler:
+        monkeypatch.setattr(pool, "Pool", _unavailable)
+    b, x = builder(channels=2, spatial=(5, 9, 9))
+    h = b.add("relu", [conv(b, x, 12)])
+    avg = b.add("avg_pool", [h], {"kernel": (1, 3, 3), "stride": (1, 2, 2), "pads": (0, 1, 1, 0, 1, 1),
+                                  "ceil_mode": True, "count_include_pad": True})
+    top = b.add("max_pool", [conv(b, avg, 6)], {"kernel": (2, 3, 3), "stride": (1, 3, 3), "pads": (0,) * 6,
+                                                "ceil_mode": False})
+    net = _check(optimize(b.finish([conv(b, top, 3, kernel=(1, 1, 1), pads=(0,) * 6)])).graph)
+    ops = [n.op for n in net.graph.nodes]
+    assert all(net.plan.memory.steps[ops.index(op)].slot is not None for op in ("avg_pool", "max_pool"))
 
 
 def test_multichannel_input_is_copied_not_overwritten() -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from znnx.bench import cost, machine, report, runner
-from znnx.bench.models import DENSE_NETS, NETS
+from znnx.bench.models import DENSE_NETS, NETS, USER_NETS, load_graph
+from znnx.bench.worker import bench_input
 from znnx.cli import main
 
 
@@ -67,7 +68,7 @@ def test_cost_model() -> None:
 def test_machine_and_models() -> None:
     described = machine.describe()
     assert described["torch"] != "absent" and described["cores"]
-    assert set(NETS) == {"original", "symmetric", "residual", "pznet", *DENSE_NETS}
+    assert set(NETS) == {"original", "symmetric", "residual", "pznet", *DENSE_NETS, *USER_NETS}
     assert NETS["original"].patch == (116, 132, 132)
 
 
@@ -79,3 +80,22 @@ def test_rounds_take_turns_and_pool_the_timed_runs() -> None:
     assert math.isclose(znnx.median_s, sum(znnx.times) / 2)
     assert znnx.max_rel_error < runner.ERROR_FLAG
     assert [line.split()[1] for line in lines if "round" in line] == ["pytorch-eager", "znnx", "znnx"]
+
+
+@pytest.mark.parametrize("name", sorted(USER_NETS))
+def test_user_style_nets_run_in_znnx_as_in_pytorch(name: str) -> None:
+    """The nets shaped like users' (narrow, pooling and upsampling of every kind, 1-4 input channels)
+    compile and match PyTorch on their tiny patches."""
+    import numpy as np
+    import torch
+
+    import znnx
+
+    spec = USER_NETS[name]
+    x = bench_input(spec.tiny_patch, spec.channels)
+    model = spec.build(True, spec.tiny_patch)
+    with torch.inference_mode():
+        want = model(torch.from_numpy(x)).numpy()
+    got = znnx.compile(load_graph(model, x))(x)
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))

@@ -30,7 +30,7 @@ def random_case(seed: int) -> Case:
         pads = tuple(k // 2 for k in kernel) * 2
     else:
         pads = tuple(int(rng.integers(0, k)) if k > 1 else 0 for k in kernel * 2)
-    c_in, c_out = (int(c) for c in rng.choice([1, 3, 5, 16, 17, 19, 33, 40], size=2))
+    c_in, c_out = (int(c) for c in rng.choice([1, 3, 5, 8, 16, 17, 19, 24, 33, 40], size=2))
     return Case(c_in, c_out, kernel, spatial, pads, steps_for(rng))
 
 
@@ -60,6 +60,17 @@ def test_residual_accumulates_in_place(m: int) -> None:
     case = Case(19, 21, (3, 3, 3), (7, 9, 11), (1,) * 6, ("add", "elu"))
     y, want = run(case, m, batch=2, seed=3, inplace=True)
     assert relative_error(y, want) <= TOLERANCE[m]
+
+
+@pytest.mark.parametrize("c_in, c_out, width", [(24, 24, 8), (24, 8, 8), (5, 3, 8), (32, 32, 16), (12, 12, 16),
+                                                (40, 40, 16)])
+def test_narrow_layers_run_eight_lanes_wide(c_in: int, c_out: int, width: int) -> None:
+    """Channels that padding to 16 would inflate by a quarter or more run on 8-float vectors."""
+    assert winograd.lanes(c_in, c_out) == width
+    case = Case(c_in, c_out, (3, 3, 3), (6, 9, 10), (1, 1, 1, 1, 0, 1), ("add", "elu"))
+    for m in (2, 4):
+        y, want = run(case, m, batch=2, seed=5)
+        assert relative_error(y, want) <= TOLERANCE[m], (case, m)
 
 
 def test_one_tile_slabs_match_the_reference() -> None:

@@ -10,9 +10,10 @@
 - A conv the autotuner (plan/autotune.py) gave another algorithm runs through znnx's own kernels:
   Winograd F(2,r) / F(4,r), r = 3 or 5 (kernels/winograd.py) or tiled FFT (kernels/fft.py), epilogue
   included.
-- Max pooling runs through znnx's channels-last C kernel (kernels/pool.py) where a C compiler is
-  available (PyTorch's channels-last max_pool3d is several times slower than a pass over memory);
-  so do max-pooling fragments, the window's maximum written straight into the fragment layout.
+- Max and average pooling run through znnx's channels-last C kernel (kernels/pool.py) where a C
+  compiler is available (PyTorch's channels-last max_pool3d and avg_pool3d are several times slower
+  than a pass over memory); so do max-pooling fragments, the window's maximum written straight into
+  the fragment layout; nearest and trilinear upsampling through kernels/resample.py.
 - Activations, scales and binary ops write in place where the memory plan says so.
 - Every other op runs through the eager kernels, which accept channels-last tensors.
 """
@@ -49,6 +50,7 @@ ONEDNN_UNARY = frozenset({"relu", "sigmoid", "tanh", "leaky_relu"})
 FFT_SIZE = 16
 LARGE_KERNEL_FFT_SIZE = 24  # kernels of 6 and more: a 16-point tile keeps 11 outputs or fewer per axis
 PRECISIONS = ("fp32", "bf16")
+POOLS = ("max_pool", "avg_pool", "fragment")  # the ops of the C pool kernel
 TRAINING_KERNELS = True
 OPS = torch_eager.OPS  # the fused kernels cover a subset; every other op runs its eager kernel
 
@@ -118,11 +120,11 @@ def _onednn_pads(node: Node) -> bool:
 
 def placeable(node: Node) -> bool:
     """Ops this backend can point at an arena slot: oneDNN convs (through the in-place primitive,
-    into a zeroed slot or one holding the residual), shuffling transposed convs, max pooling,
-    fragments and concat (a fresh output would be page-faulted in again on every patch)."""
+    into a zeroed slot or one holding the residual), shuffling transposed convs, pooling,
+    upsampling, fragments and concat (a fresh output would be page-faulted in again on every patch)."""
     if node.op == "conv":
         return _onednn_pads(node)
-    return node.op in ("concat", "max_pool", "fragment") or shuffles(node)
+    return node.op in ("concat", "upsample", *POOLS) or shuffles(node)
 
 
 def scratch_elements(graph: Graph, node: Node) -> int:
@@ -213,6 +215,18 @@ class _Builder:
 
         return run
 
+    def activation_(self, op: str, alpha: float) -> Callable[[Tensor], Tensor]:
+        """An activation in place on a conv's output: ELU through the C kernel in fp32 (PyTorch's
+        elu_ is compute-bound), the others through PyTorch."""
+        from znnx.kernels import activation as fast
+
+        if op == "elu" and self.dtype == torch.float32:
+            try:
+                return fast.elu_(alpha)
+            except KernelUnavailable:
+                pass
+        return activation(op, alpha, inplace=True)
+
     def conv(self, node: Node, step: Step) -> Run:
         a = node.attrs
         padding, stride, dilation = list(a["pads"][:3]), list(a["stride"]), list(a["dilation"])
@@ -227,9 +241,9 @@ class _Builder:
         alpha = float(a.get("alpha", 0.0))
         add_first, add_last = steps[:1] == ("add",), steps[-1:] == ("add",) and act is not None
         relu = "relu" if act == "relu" else None
-        after_relu = None if act in (None, "relu") else activation(act, alpha, inplace=True)
+        after_relu = None if act in (None, "relu") else self.activation_(act, alpha)
         plain = act if act in ONEDNN_UNARY else "none"
-        after_plain = None if act is None or act in ONEDNN_UNARY else activation(act, alpha, inplace=True)
+        after_plain = None if act is None or act in ONEDNN_UNARY else self.activation_(act, alpha)
         scalars = [alpha] if plain == "leaky_relu" else []
         pointwise, accumulate = torch.ops.mkldnn._convolution_pointwise, torch.ops.mkldnn._convolution_pointwise_
 
@@ -313,21 +327,37 @@ class _Builder:
 
         return run
 
-    def max_pool(self, node: Node) -> Run:
-        """A max pool, or a fragment (with its max window), through the C kernel."""
+    def pool(self, node: Node) -> Run:
+        """A max or average pool, or a fragment (with its max window), through the C kernel."""
         from znnx.kernels import pool
 
         a = node.attrs
         try:
             if self.dtype != torch.float32:
-                raise KernelUnavailable("pool: the C max pool is an fp32 kernel")
+                raise KernelUnavailable("pool: the C pool is an fp32 kernel")
             if node.op == "fragment":
                 window, block = fragment_window(node), a["block"]
                 out = tuple(s * b for s, b in zip(self.graph.types[node.output].spatial, block))
-                fast = pool.MaxPool(window, (1, 1, 1), (0, 0, 0), out, block=block)
+                fast = pool.Pool(window, (1, 1, 1), (0,) * 6, out, block=block)
             else:
-                fast = pool.MaxPool(a["kernel"], a["stride"], a["pads"], self.graph.types[node.output].spatial,
-                                    pool_dilation(node))
+                fast = pool.Pool(a["kernel"], a["stride"], a["pads"], self.graph.types[node.output].spatial,
+                                 pool_dilation(node), average=node.op == "avg_pool",
+                                 count_include_pad=bool(a.get("count_include_pad", False)))
+        except KernelUnavailable:
+            eager = self.eager.kernel(node)
+            return lambda xs, out, _: eager(xs) if out is None else out.copy_(eager(xs))
+        return lambda xs, out, _: fast(xs[0], out=out)
+
+    def upsample(self, node: Node) -> Run:
+        """Nearest or trilinear upsampling through the C kernel."""
+        from znnx.kernels import resample
+
+        a = node.attrs
+        try:
+            if self.dtype != torch.float32:
+                raise KernelUnavailable("resample: the C upsampling is an fp32 kernel")
+            fast = resample.Upsample(self.graph.types[node.inputs[0]].spatial, a["scales"], a["mode"],
+                                     a["align_corners"])
         except KernelUnavailable:
             eager = self.eager.kernel(node)
             return lambda xs, out, _: eager(xs) if out is None else out.copy_(eager(xs))
@@ -335,7 +365,7 @@ class _Builder:
 
     def inplace(self, node: Node, k: int) -> Kernel:
         if node.op in ACTIVATIONS:
-            fn = activation(node.op, float(node.attrs.get("alpha", 0.0)), inplace=True)
+            fn = self.activation_(node.op, float(node.attrs.get("alpha", 0.0)))
             return lambda xs: fn(xs[0])
         if node.op == "scale":
             gamma = self.eager.need(node, "gamma", channel_view=True)
@@ -358,8 +388,10 @@ class _Builder:
             return self.conv(node, step)
         if shuffles(node):
             return self.shuffle(node, step)
-        if node.op in ("max_pool", "fragment"):
-            return self.max_pool(node)
+        if node.op in POOLS:
+            return self.pool(node)
+        if node.op == "upsample":
+            return self.upsample(node)
         if node.op == "concat":
             return lambda xs, out, _: torch.cat(list(xs), 1, out=out) if out is not None else torch.cat(list(xs), 1)
         if node.op == "conv_transpose" and _onednn_pads(node):

@@ -36,7 +36,7 @@ def _tune(net_name: str, patch: tuple[int, int, int], tiny: bool, threads: int) 
     from znnx.bench.worker import bench_input
 
     torch.set_num_threads(threads)
-    znnx.compile(load_graph(NETS[net_name].build(tiny, patch), bench_input(patch)), patch)
+    znnx.compile(load_graph(NETS[net_name].build(tiny, patch), bench_input(patch, NETS[net_name].channels)), patch)
 
 
 def measure(net_name: str, patch: tuple[int, int, int], tiny: bool, threads: int = 2) -> dict[str, float | str]:
@@ -53,7 +53,7 @@ def measure(net_name: str, patch: tuple[int, int, int], tiny: bool, threads: int
     from znnx.bench.worker import bench_input
 
     torch.set_num_threads(threads)
-    x = bench_input(patch)
+    x = bench_input(patch, NETS[net_name].channels)
     graph = load_graph(NETS[net_name].build(tiny, patch), x)
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import znnx
+from znnx.bench import user_nets
 
 PZNET_PROTOTXT = Path(__file__).resolve().parent / "pznet_unet.prototxt"
 
@@ -167,8 +168,8 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
 
 @dataclass(frozen=True)
 class BenchNet:
-    """A benchmark net: how to build it, its standard patch, sizes for the patch sweep, and a tiny
-    variant (narrow widths, small patches) for smoke tests."""
+    """A benchmark net: how to build it, its standard patch, sizes for the patch sweep, a tiny
+    variant (narrow widths, small patches) for smoke tests, and its input channels."""
 
     name: str
     build: Callable[[bool, tuple[int, ...]], nn.Module]
@@ -176,6 +177,7 @@ class BenchNet:
     sweep: tuple[tuple[int, int, int], ...]
     tiny_patch: tuple[int, int, int]
     tiny_sweep: tuple[tuple[int, int, int], ...]
+    channels: int = 1
 
 
 def _pznet(tiny: bool, patch: tuple[int, ...]) -> nn.Module:
@@ -226,3 +228,27 @@ DENSE_NETS: dict[str, BenchNet] = {
 """Sliding-window nets run densely (bench/sliding.py): ZNNi's four and ZNN's N4; patches the
 max-pooling fragments divide."""
 NETS.update(DENSE_NETS)
+
+
+def _user(net: Callable[[], nn.Module]) -> Callable[[bool, tuple[int, ...]], nn.Module]:
+    """A user-style net (bench/user_nets.py): already narrow, so the tiny variant differs in patch only."""
+    return lambda tiny, patch: randomize(net())
+
+
+USER_NETS: dict[str, BenchNet] = {
+    "lsd": BenchNet("lsd", _user(user_nets.LsdUNet), (32, 232, 232), ((32, 178, 178), (32, 232, 232)),
+                    (16, 88, 88), ((16, 88, 88), (20, 88, 88))),
+    "ffn": BenchNet("ffn", _user(user_nets.FloodFillingNet), (32, 64, 64), ((24, 48, 48), (32, 64, 64)),
+                    (8, 24, 24), ((8, 24, 24), (8, 32, 32)), channels=2),
+    "nnunet": BenchNet("nnunet", _user(user_nets.NnUNet), (96, 96, 96), _cubes(64, 96, 128),
+                       (16, 16, 16), _cubes(16, 24), channels=4),
+    "aniso": BenchNet("aniso", _user(user_nets.AnisoResidualUNet), (16, 192, 192), ((16, 128, 128), (16, 192, 192)),
+                      (4, 32, 32), ((4, 32, 32), (4, 48, 48))),
+    "plantseg": BenchNet("plantseg", _user(user_nets.PlantSegUNet), (64, 128, 128), ((48, 96, 96), (64, 128, 128)),
+                         (16, 32, 32), ((16, 32, 32), (16, 48, 48)), channels=2),
+    "tiny": BenchNet("tiny", _user(user_nets.TinyValidUNet), (108, 108, 108), _cubes(92, 108, 124),
+                     (44, 44, 44), _cubes(44, 60)),
+}
+"""Nets shaped like users' (bench/user_nets.py): narrow, varied in padding, pooling, upsampling, skips,
+kernels and input channels."""
+NETS.update(USER_NETS)

@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     import torch
 
 
-def bench_input(patch: tuple[int, ...], seed: int = 0) -> np.ndarray:
-    """The shared input of every runtime: uniform noise in [0, 1), shaped (1, 1, *patch)."""
-    return np.random.default_rng(seed).random((1, 1, *patch), dtype=np.float32)
+def bench_input(patch: tuple[int, ...], channels: int = 1, seed: int = 0) -> np.ndarray:
+    """The shared input of every runtime: uniform noise in [0, 1), shaped (1, channels, *patch)."""
+    return np.random.default_rng(seed).random((1, channels, *patch), dtype=np.float32)
 
 
 def peak_rss_mib() -> float:
@@ -42,7 +42,7 @@ def measure(job: dict) -> dict:
     torch.set_num_threads(int(job["threads"]))
     torch.manual_seed(0)
     net = NETS[job["net"]]
-    x = bench_input(tuple(job["patch"]))
+    x = bench_input(tuple(job["patch"]), net.channels)
     model = net.build(bool(job["tiny"]), tuple(job["patch"]))
     start = time.perf_counter()
     run = PEERS[job["peer"]].prepare(model, x, Target(job.get("device", "cpu"), job.get("precision", "fp32")))

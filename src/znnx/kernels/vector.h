@@ -1,10 +1,13 @@
 /* Vectors of VB floats for znnx's C kernels, pasted ahead of each kernel's source (kernels/native.py
- * `load(..., vectors=True)`): the types, unaligned loads and stores, lane selection, and exp. */
+ * `with_vectors`): the types, unaligned loads and stores, lane selection, and exp. VB is 16 unless the
+ * source defines it first (Winograd's narrow layers: 8, kernels/winograd.py `lanes`). */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
+#ifndef VB
 #define VB 16
+#endif
 typedef ptrdiff_t idx;
 typedef float vf __attribute__((vector_size(VB * 4)));
 typedef int32_t vi __attribute__((vector_size(VB * 4)));
