@@ -130,7 +130,7 @@ def test_asymmetric_padded_conv_with_residual_written_in_place() -> None:
 
 
 def test_reserved_kernel_bytes_cover_whatever_the_autotuner_picks() -> None:
-    from tests.plan.test_autotune import wide_graph
+    from tests.plan.test_autotune import first_layer_graph, wide_graph
     from znnx.backends import cpu
 
     graph = wide_graph()
@@ -139,12 +139,16 @@ def test_reserved_kernel_bytes_cover_whatever_the_autotuner_picks() -> None:
     for algorithm in ("auto", "winograd2", "winograd4"):
         plan = compile(graph, optimize=False, algorithm=algorithm).plan
         assert plan.kernel_weight_bytes <= weights and plan.kernel_scratch_bytes <= scratch
-    b, x = builder(channels=4, spatial=(3, 6, 5))
-    narrow = optimize(b.finish([conv(b, x, 4)])).graph
+    b, x = builder(channels=6, spatial=(3, 6, 5))
+    narrow = optimize(b.finish([conv(b, x, 6)])).graph
     assert cpu.reserved_kernel_bytes(narrow, cpu.precision("fp32")) == (0, 0)  # narrow: direct
+    first = first_layer_graph()
+    weights, scratch = cpu.reserved_kernel_bytes(first, cpu.precision("fp32"))
+    plan = compile(first, optimize=False, algorithm="implicit").plan
+    assert plan.kernel_weight_bytes <= weights and 0 < plan.kernel_scratch_bytes <= scratch
 
 
-@pytest.mark.parametrize("algorithm", ["direct", "winograd2", "winograd4", "fft"])
+@pytest.mark.parametrize("algorithm", ["direct", "implicit", "winograd2", "winograd4", "fft"])
 def test_nan_and_inf_propagate_as_in_pytorch_whatever_the_algorithm(algorithm: str) -> None:
     import torch
 

@@ -17,7 +17,7 @@ from znnx.passes import optimize
 from znnx.plan import autotune
 from znnx.plan.algorithm import NAMES, winograd
 
-TOLERANCE = {"direct": 1e-5, "winograd2": 1e-5, "winograd4": 1e-4, "fft": 1e-5, "fft16": 1e-5}
+TOLERANCE = {"direct": 1e-5, "implicit": 1e-5, "winograd2": 1e-5, "winograd4": 1e-4, "fft": 1e-5, "fft16": 1e-5}
 
 
 def wide_graph() -> Graph:
@@ -30,19 +30,27 @@ def wide_graph() -> Graph:
     return optimize(b.finish([conv(b, s, 3, kernel=(1, 1, 1), pads=(0,) * 6)])).graph
 
 
+def first_layer_graph() -> Graph:
+    """Two input channels (where the implicit-GEMM direct conv applies), same and valid pads, a residual."""
+    b, x = builder(channels=2, spatial=(6, 13, 11))
+    h = b.add("elu", [conv(b, x, 16)], {"alpha": 1.0})
+    g = conv(b, x, 16, kernel=(1, 3, 3), pads=(0, 1, 1, 0, 1, 1))
+    return optimize(b.finish([conv(b, b.add("add", [h, g]), 3, kernel=(1, 1, 1), pads=(0,) * 6)])).graph
+
+
 def compiled(graph: Graph, algorithm: autotune.Forced = None) -> Net:
     return compile(graph, optimize=False, algorithm=algorithm)
 
 
 def check(net: Net, tolerance: float) -> None:
-    x = np.random.default_rng(0).standard_normal((1, 16, 6, 13, 11)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((1, net.graph.types["x"].channels, 6, 13, 11)).astype(np.float32)
     want = reference.run(net.graph, {"x": x})[net.graph.outputs[0]]
     assert np.abs(net(x) - want).max() / np.abs(want).max() <= tolerance
 
 
 @pytest.mark.parametrize("algorithm", NAMES)
 def test_every_forced_algorithm_matches_the_reference(algorithm: str) -> None:
-    net = compiled(wide_graph(), algorithm)
+    net = compiled(first_layer_graph() if algorithm == "implicit" else wide_graph(), algorithm)
     convs = {c.node: c.algorithm.name for c in net.algorithms}
     spelled = {"fft": "fft16"}.get(algorithm, algorithm)  # plain "fft" forces the backend's FFT size
     assert spelled in convs.values() and all(c.source == "forced" for c in net.algorithms)
@@ -95,9 +103,19 @@ def test_bad_forcing_is_a_clear_error() -> None:
 
 def test_narrow_layers_stay_direct_without_timing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(autotune, "_measure", lambda *args: (_ for _ in ()).throw(AssertionError("timed")))
-    b, x = builder(channels=3, spatial=(5, 7, 6))
-    net = compiled(optimize(b.finish([conv(b, conv(b, x, 8), 8)])).graph)
+    b, x = builder(channels=6, spatial=(5, 7, 6))
+    net = compiled(optimize(b.finish([conv(b, conv(b, x, 6), 7)])).graph)
     assert all(c.algorithm.name == "direct" and c.source == "rule" for c in net.algorithms)
+
+
+def test_first_layers_time_the_direct_kernels_only(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    """Few input channels: oneDNN's direct conv against znnx's implicit GEMM, no Winograd or FFT."""
+    monkeypatch.setenv("ZNNX_CACHE_DIR", str(tmp_path))
+    net = compiled(first_layer_graph())
+    first = [c for c in net.algorithms if c.source == "measured"]
+    assert len(first) == 2
+    assert all(set(dict(c.seconds)) == {"direct", "implicit"} for c in first)
+    check(net, 1e-5)
 
 
 def test_noisy_timings_are_used_but_not_cached_and_retune_replaces_the_cache(

@@ -8,8 +8,8 @@
   at the conv accumulates in place into that operand's buffer. ELU has no oneDNN post-op in
   PyTorch, so it runs in place on the conv's output while it is still the freshest tensor.
 - A conv the autotuner (plan/autotune.py) gave another algorithm runs through znnx's own kernels:
-  Winograd F(2,r) / F(4,r), r = 3 or 5 (kernels/winograd.py) or tiled FFT (kernels/fft.py), epilogue
-  included.
+  the implicit-GEMM direct conv for few input channels (kernels/implicit.py), Winograd F(2,r) /
+  F(4,r), r = 3 or 5 (kernels/winograd.py) or tiled FFT (kernels/fft.py), epilogue included.
 - Max and average pooling run through znnx's channels-last C kernel (kernels/pool.py) where a C
   compiler is available (PyTorch's channels-last max_pool3d and avg_pool3d are several times slower
   than a pass over memory); so do max-pooling fragments, the window's maximum written straight into
@@ -51,6 +51,7 @@ FFT_SIZE = 16
 LARGE_KERNEL_FFT_SIZE = 24  # kernels of 6 and more: a 16-point tile keeps 11 outputs or fewer per axis
 PRECISIONS = ("fp32", "bf16")
 POOLS = ("max_pool", "avg_pool", "fragment")  # the ops of the C pool kernel
+IMPLICIT_CHANNELS = 4  # 1 -> 64 channels at 116x132x132: oneDNN 82 ms, implicit GEMM 60; at 8 in, oneDNN wins
 TRAINING_KERNELS = True
 OPS = torch_eager.OPS  # the fused kernels cover a subset; every other op runs its eager kernel
 
@@ -141,15 +142,18 @@ def memory_plan(graph: Graph, batch: int, precision: Precision) -> MemoryPlan:
 
 def conv_candidates(graph: Graph, node: Node, precision: Precision) -> tuple[Algorithm, ...]:
     """The algorithms this backend can run `node` (a conv) with: direct always; in fp32 also
-    Winograd for kernel sizes 1, 3 and 5 (stride 1) and FFT for stride-1 kernels larger than 1
-    (znnx's own kernels are fp32 kernels)."""
-    from znnx.kernels import fft, winograd
+    znnx's implicit-GEMM direct conv for stride-1 convs of at most IMPLICIT_CHANNELS input channels
+    (first layers, where oneDNN is slow), Winograd for kernel sizes 1, 3 and 5 (stride 1) and FFT
+    for stride-1 kernels larger than 1 (znnx's own kernels are fp32 kernels)."""
+    from znnx.kernels import fft, implicit, winograd
 
     a = node.attrs
     shape = (a["kernel"], a["stride"], a["dilation"], int(a["groups"]))
     if precision.name != "fp32":
         return (DIRECT,)
-    return (DIRECT, *((algorithms.winograd(2), algorithms.winograd(4)) if winograd.applicable(*shape) else ()),
+    few = graph.types[node.inputs[0]].channels <= IMPLICIT_CHANNELS and implicit.applicable(*shape[1:])
+    return (DIRECT, *((algorithms.IMPLICIT,) if few else ()),
+            *((algorithms.winograd(2), algorithms.winograd(4)) if winograd.applicable(*shape) else ()),
             *(algorithms.fft(size) for size in fft_sizes(a["kernel"]) if fft.applicable(*shape)))
 
 
@@ -162,14 +166,17 @@ def fft_sizes(kernel: Sequence[int]) -> tuple[int, ...]:
 
 def algorithm_bytes(graph: Graph, node: Node, algorithm: Algorithm) -> tuple[int, int]:
     """(weight bytes beyond the raw weights, scratch bytes while it runs) of a conv under `algorithm`."""
-    from znnx.kernels import fft, winograd
+    from znnx.kernels import fft, implicit, winograd
 
     if algorithm.kind == "direct":
         return 0, 0
     x, y = graph.types[node.inputs[0]], graph.types[node.output]
     kernel = tuple(node.attrs["kernel"])
     raw = int(node.params["weight"].size) * FLOAT_BYTES
-    if algorithm.kind == "winograd":
+    if algorithm.kind == "implicit":
+        weights, scratch = implicit.footprint(x.channels, y.channels, kernel, node.attrs["pads"], x.spatial)
+        scratch *= x.fragments
+    elif algorithm.kind == "winograd":
         weights, scratch, _ = winograd.footprint(x.channels, y.channels, kernel, algorithm.tile, y.spatial)
     else:
         weights, scratch = fft.footprint(x.channels, y.channels, kernel, algorithm.tile, x.spatial)
@@ -195,15 +202,17 @@ class _Builder:
         self.dtype = dtype
 
     def fast_conv(self, node: Node, step: Step) -> Run:
-        """A conv through znnx's Winograd or FFT kernels, epilogue fused."""
-        from znnx.kernels import fft, winograd
+        """A conv through znnx's implicit-GEMM, Winograd or FFT kernels, epilogue fused."""
+        from znnx.kernels import fft, implicit, winograd
 
         a, algorithm = node.attrs, self.algorithms[node.name]
         spatial = self.graph.types[node.inputs[0]].spatial
         weight, bias = self.eager.need(node, "weight"), self.eager.param(node, "bias")
         steps, alpha = epilogue(node), float(a.get("alpha", 0.0))
         conv: Callable[..., Tensor]
-        if algorithm.kind == "winograd":
+        if algorithm.kind == "implicit":
+            conv = implicit.ImplicitConv(weight, bias, a["pads"], steps, alpha, spatial)
+        elif algorithm.kind == "winograd":
             conv = winograd.WinogradConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial)
         else:
             conv = fft.FFTConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial)

@@ -16,7 +16,10 @@ typedef float vfu __attribute__((vector_size(VB * 4), aligned(4), may_alias));
 static inline vf load(const float *p) { return *(const vfu *)p; }
 static inline void store(float *p, vf v) { *(vfu *)p = v; }
 static inline vf sel(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
-static inline vf splat(float a) { return (vf){0} + a; }
+/* A broadcast, written as a * 1 (exact for every float): (vf){0} + a is an addition the compiler must
+ * keep (0 + -0.0 is +0.0), a scalar add and a register broadcast in every GEMM step where a * 1 folds
+ * into the multiply-add as a broadcast load. */
+static inline vf splat(float a) { return a * ((vf){0} + 1.0f); }
 
 /* exp(x) to about 1 ulp (Cephes' polynomial after Cody-Waite range reduction), VB lanes at once. */
 static inline vf exp_approx(vf x) {

@@ -330,3 +330,97 @@ void wino_wgrad_gemm(const float *V, const float *Gt, float *Mw, idx P, idx coun
             gemm_columns(width, C, a, P * Cp, b, P * Cop, c, Cop, count);
         }
 }
+
+/* Direct convolution as implicit GEMMs (kernels/implicit.py): stride 1, undilated, on an input padded
+ * beforehand, channels-last. Output voxels ow0 .. ow0 + ROWS of row (n, od, oh) are the rows of one GEMM
+ * whose K runs over the kernel rows (i, j) and, within one, over k < kw * C: a[ow][(i, j), k] =
+ * x[n, od + i, oh + j, ow0 + ow, 0][k] (the kw taps of a kernel row and the input channels are contiguous,
+ * rows overlap with stride C), b = Wt[i][j][k][co]. No im2col copy, no transform; the R x NV
+ * accumulators stay in registers over every tap. The bias and the fused epilogue are applied as the block
+ * is written. */
+#define IMPLICIT_BLOCK(NAME, R, NV, LIVE)                                                                \
+    static inline __attribute__((always_inline)) void NAME(int live, const float *restrict a, const idx *offs, \
+                                                           int taps, idx C, const float *restrict b, idx ldb, \
+                                                           float *restrict c, idx ldc, idx K) {           \
+        vf acc[R][NV];                                                                                   \
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                                             \
+            _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) acc[r][j] = splat(0.0f);                \
+        for (int t = 0; t < taps; t++) {                                                                 \
+            const float *at = a + offs[t], *bt = b + (idx)t * K * ldb;                                   \
+            for (idx k = 0; k < K; k++) {                                                                \
+                vf bv[NV];                                                                               \
+                _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) bv[j] = load(bt + k * ldb + j * VB); \
+                _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                                   \
+                    if (LIVE) {                                                                          \
+                        const vf av = splat(at[r * C + k]);                                              \
+                        _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) acc[r][j] += av * bv[j];    \
+                    }                                                                                    \
+                }                                                                                        \
+            }                                                                                            \
+        }                                                                                                \
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                                             \
+            if (LIVE)                                                                                    \
+                _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) store(c + r * ldc + j * VB, acc[r][j]); \
+    }
+#define IMPLICIT(R, NV)                                                                                   \
+    IMPLICIT_BLOCK(implicit_full_##R##_##NV, R, NV, 1)                                                   \
+    IMPLICIT_BLOCK(implicit_part_##R##_##NV, R, NV, r < live)                                            \
+    static void implicit_##R##_##NV(idx rows, const float *a, const idx *offs, int taps, idx C, const float *b, \
+                                    idx ldb, float *c, idx ldc, idx K) {                                 \
+        idx r0 = 0;                                                                                      \
+        for (; r0 + R <= rows; r0 += R)                                                                  \
+            implicit_full_##R##_##NV(R, a + r0 * C, offs, taps, C, b, ldb, c + r0 * ldc, ldc, K);        \
+        if (r0 < rows)                                                                                   \
+            implicit_part_##R##_##NV((int)(rows - r0), a + r0 * C, offs, taps, C, b, ldb, c + r0 * ldc, ldc, K); \
+    }
+IMPLICIT(6, 4)
+IMPLICIT(8, 3)
+IMPLICIT(12, 2)
+IMPLICIT(16, 1)
+
+#define ROWS 96
+void implicit_conv(const float *x, idx N, idx D, idx H, idx W, idx C, const float *Wt, int kd, int kh, int kw,
+                   idx Cop, float *y, const float *res, idx Do, idx Ho, idx Wo, idx Co, const float *bias,
+                   const int *ops, int nops, float alpha) {
+    const idx K = (idx)kw * C, blocks = (Cop + 4 * VB - 1) / (4 * VB);
+    const int taps = kd * kh;
+    idx offs[taps];
+    for (int i = 0; i < kd; i++)
+        for (int j = 0; j < kh; j++) offs[i * kh + j] = ((idx)i * H + j) * W * C;
+    #pragma omp parallel
+    {
+        float acc[ROWS * 4 * VB] __attribute__((aligned(64)));
+        float part[VB] __attribute__((aligned(64)));
+        #pragma omp for schedule(static) collapse(3)
+        for (idx n = 0; n < N; n++)
+            for (idx od = 0; od < Do; od++)
+                for (idx oh = 0; oh < Ho; oh++)
+                    for (idx ow0 = 0; ow0 < Wo; ow0 += ROWS) {
+                        const idx rows = Wo - ow0 < ROWS ? Wo - ow0 : ROWS;
+                        const idx at = (((n * Do + od) * Ho + oh) * Wo + ow0) * Co;
+                        const float *a = x + (((n * D + od) * H + oh) * W + ow0) * C;
+                        for (idx nb = 0; nb < blocks; nb++) {
+                            const idx n0 = nb * 4 * VB, width = Cop - n0 < 4 * VB ? Cop - n0 : 4 * VB;
+                            const float *b = Wt + n0;
+                            switch (width / VB) {
+                            case 4: implicit_6_4(rows, a, offs, taps, C, b, Cop, acc, width, K); break;
+                            case 3: implicit_8_3(rows, a, offs, taps, C, b, Cop, acc, width, K); break;
+                            case 2: implicit_12_2(rows, a, offs, taps, C, b, Cop, acc, width, K); break;
+                            default: implicit_16_1(rows, a, offs, taps, C, b, Cop, acc, width, K); break;
+                            }
+                            for (idx o = 0; o < rows; o++)
+                                for (idx c = n0; c < n0 + width && c < Co; c += VB) {
+                                    const int nv = Co - c >= VB ? VB : (int)(Co - c);
+                                    const vf v = epilogue(load(acc + o * width + c - n0) + load(bias + c),
+                                                          res ? res + at + o * Co + c : 0, nv, ops, nops, alpha);
+                                    if (nv == VB) {
+                                        store(y + at + o * Co + c, v);
+                                    } else {
+                                        store(part, v);
+                                        for (int e = 0; e < nv; e++) y[at + o * Co + c + e] = part[e];
+                                    }
+                                }
+                        }
+                    }
+    }
+}

@@ -222,6 +222,8 @@ def _library(lanes: int = VB) -> object:
     lib.wino_grad_tiles.restype = None
     lib.wino_wgrad_gemm.argtypes = [p, p, p, i, i, i, i, i]
     lib.wino_wgrad_gemm.restype = None
+    lib.implicit_conv.argtypes = [p, i, i, i, i, i, p, c, c, c, i, p, p, i, i, i, i, p, p, c, f]
+    lib.implicit_conv.restype = None
     return lib
 
 

@@ -1,6 +1,7 @@
 """Convolution algorithms as values: a kind and a tile size, never a string decoded by its parts.
 
 - direct: the device library's own convolution (oneDNN, cuDNN); `tile` 0.
+- implicit: znnx's direct convolution as implicit GEMMs (kernels/implicit.py, CPU); `tile` 0.
 - winograd: F(m, r) with `tile` = m output voxels per transformed axis (2 or 4).
 - fft: overlap-save FFT convolution with `tile` = the FFT size per transformed axis.
 
@@ -18,10 +19,11 @@ from typing import Literal
 
 from znnx.errors import GraphError
 
-Kind = Literal["direct", "winograd", "fft"]
-NAMES = ("direct", "winograd2", "winograd4", "fft")
+Kind = Literal["direct", "implicit", "winograd", "fft"]
+NAMES = ("direct", "implicit", "winograd2", "winograd4", "fft")
 WINOGRAD_TOLERANCE = {2: 1e-5, 4: 1e-4}
 FFT_TOLERANCE = 1e-5
+IMPLICIT_TOLERANCE = 1e-5  # the direct sums in another order
 
 
 @dataclass(frozen=True)
@@ -31,19 +33,20 @@ class Algorithm:
 
     @property
     def name(self) -> str:
-        return self.kind if self.kind == "direct" else f"{self.kind}{self.tile}"
+        return self.kind if self.kind in ("direct", "implicit") else f"{self.kind}{self.tile}"
 
     @property
     def tolerance(self) -> float:
         if self.kind == "winograd":
             return WINOGRAD_TOLERANCE[self.tile]
-        return FFT_TOLERANCE if self.kind == "fft" else 0.0
+        return {"fft": FFT_TOLERANCE, "implicit": IMPLICIT_TOLERANCE}.get(self.kind, 0.0)
 
     def __str__(self) -> str:
         return self.name
 
 
 DIRECT = Algorithm("direct")
+IMPLICIT = Algorithm("implicit")
 
 
 def winograd(m: int) -> Algorithm:

@@ -6,7 +6,9 @@ run once to warm up and then timed (median of `REPS`, repeated while the runs di
 within its `tolerance` (plan/algorithm.py: max |y - y_direct| / max |y_direct|) of the direct convolution, which the
 reference executor tests pin down. The fastest survivor wins; direct is always a candidate, so a
 layer never gets slower than direct. Layers with fewer than `MIN_CHANNELS` input or output
-channels stay direct without timing: the transforms cost more than the multiplications they save.
+channels are timed with the direct kernels only (direct, and the backend's implicit GEMM where it
+offers one): the transforms cost more than the multiplications they save (1 -> 8 channels at
+108^3: 7.7 ms direct, 45 ms Winograd F(4,3); 8 -> 8 at 106^3: 29.3 and 29.6).
 FFT is timed only where Winograd does not apply: on 3x3x3 layers it measured 2-10x slower than
 Winograd on this project's machine, so timing it there would only lengthen tuning.
 
@@ -38,7 +40,7 @@ from znnx.ir.graph import Graph, Node
 from znnx.plan.algorithm import DIRECT, NAMES, Algorithm, by_name, known
 from znnx.version import __version__
 
-MIN_CHANNELS = 16
+MIN_CHANNELS = 8
 REPS = 3
 ROUNDS = 3
 NOISE = 1.3
@@ -218,11 +220,12 @@ def direct_only(graph: Graph, forced: Forced, precision: str) -> tuple[LayerChoi
 
 
 def choosable(graph: Graph, node: Node, candidates: tuple[Algorithm, ...]) -> tuple[Algorithm, ...]:
-    """The algorithms `tune` may give `node` unforced: direct alone below MIN_CHANNELS in or out,
-    else its `candidates` less FFT where Winograd F(4,r) applies (FFT is timed only where it does not)."""
+    """The algorithms `tune` may give `node` unforced: the direct ones (direct, implicit) alone below
+    MIN_CHANNELS in or out, else its `candidates` less FFT where Winograd F(4,r) applies (FFT is
+    timed only where it does not)."""
     narrow = min(graph.types[node.inputs[0]].channels, graph.types[node.output].channels) < MIN_CHANNELS
-    if len(candidates) == 1 or narrow:
-        return (DIRECT,)
+    if narrow:
+        return tuple(a for a in candidates if a.kind in ("direct", "implicit"))
     winograd4 = any(a.kind == "winograd" and a.tile == 4 for a in candidates)
     return tuple(a for a in candidates if a.kind != "fft" or not winograd4)
 

@@ -9,10 +9,10 @@ anything, and every Dask worker or hybrid helper that loads it does the same.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from znnx.ir.graph import Graph
-from znnx.plan.algorithm import Algorithm
+from znnx.plan.algorithm import Algorithm, Kind
 from znnx.plan.autotune import LayerChoice
 from znnx.plan.memory import MemoryPlan
 
@@ -93,7 +93,7 @@ def choices_json(choices: tuple[LayerChoice, ...]) -> list[dict[str, Any]]:
 def choices_from_json(data: list[dict[str, Any]]) -> tuple[LayerChoice, ...]:
     """The choices a network file saved, marked `saved`; malformed entries raise KeyError / TypeError /
     ValueError, which the file reader reports."""
-    kinds = ("direct", "winograd", "fft")
+    kinds = get_args(Kind)
     choices = []
     for entry in data:
         if entry["kind"] not in kinds:

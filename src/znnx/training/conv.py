@@ -80,8 +80,10 @@ class ConvAlgorithms:
 
 def _fast(algorithm: Algorithm, weight: Tensor, bias: Tensor | None, pads: Sequence[int], steps: Sequence[str],
           alpha: float, spatial: Sequence[int]) -> Any:
-    from znnx.kernels import fft, winograd
+    from znnx.kernels import fft, implicit, winograd
 
+    if algorithm.kind == "implicit":
+        return implicit.ImplicitConv(weight, bias, (*pads, *pads), steps, alpha, spatial)
     if algorithm.kind == "winograd":
         return winograd.WinogradConv(weight, bias, (*pads, *pads), algorithm.tile, steps, alpha, spatial,
                                      fast_transform=True)

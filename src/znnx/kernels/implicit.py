@@ -1,0 +1,89 @@
+"""Direct convolution as implicit GEMMs in C (kernels/winograd.c `implicit_conv`), for the layers
+where oneDNN's direct convolution is slow: few input channels (first layers).
+
+Each output row of voxels takes, per kernel row (i, j), one GEMM whose left matrix is the input row
+itself read with overlapping rows (row stride C_in, K = kw * C_in contiguous): no im2col copy. The
+input is zero-padded into a scratch buffer first where the conv pads (a pass over C_in channels).
+Stride 1, no dilation, one group; any kernel size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from znnx.ir.ops import conv_spatial
+from znnx.kernels import winograd
+
+
+def applicable(stride: Sequence[int], dilation: Sequence[int], groups: int) -> bool:
+    return tuple(stride) == (1, 1, 1) and tuple(dilation) == (1, 1, 1) and groups == 1
+
+
+def lanes(c_out: int) -> int:
+    """16-float vectors, or 8 where padding the output channels to 16 wastes a quarter or more."""
+    return winograd.lanes(0, c_out)
+
+
+def footprint(c_in: int, c_out: int, kernel: Sequence[int], pads: Sequence[int],
+              spatial: Sequence[int]) -> tuple[int, int]:
+    """(weight bytes, scratch bytes per batch item) of a layer: the weights with the output channels
+    padded to the vector width, and the zero-padded input where the conv pads."""
+    weights = int(np.prod(kernel)) * c_in * winograd._round(c_out, lanes(c_out)) * 4
+    padded = int(np.prod([s + a + b for s, a, b in zip(spatial, pads[:3], pads[3:])]))
+    return weights, c_in * padded * 4 if any(pads) else 0
+
+
+class ImplicitConv:
+    """One stride-1 convolution for one input spatial shape; called like winograd.WinogradConv."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, pads: Sequence[int], steps: Sequence[str],
+                 alpha: float, spatial: Sequence[int]) -> None:
+        c_out, c_in = int(weight.shape[0]), int(weight.shape[1])
+        self.kernel = tuple(int(k) for k in weight.shape[2:])
+        self.lanes = lanes(c_out)
+        self.lib = winograd._library(self.lanes)
+        self.c_in, self.c_out, self.cop = c_in, c_out, winograd._round(c_out, self.lanes)
+        w = torch.zeros((*self.kernel, c_in, self.cop))
+        w[..., :c_out] = weight.detach().float().permute(2, 3, 4, 1, 0)
+        self.w = w.contiguous()
+        self.bias = torch.zeros(self.cop)
+        if bias is not None:
+            self.bias[:c_out] = bias.detach().float()
+        self.ops = np.array([winograd.OPS[s] for s in steps] or [0], dtype=np.int32)
+        self.nops, self.add, self.alpha = len(steps), "add" in steps, float(alpha)
+        self.pads = tuple(int(p) for p in pads)
+        self.spatial = tuple(int(s) for s in spatial)
+        self.padded = tuple(s + a + b for s, a, b in zip(self.spatial, self.pads[:3], self.pads[3:]))
+        self.out_spatial = conv_spatial(self.spatial, self.kernel, self.pads)
+
+    def _padded(self, x: torch.Tensor) -> torch.Tensor:
+        if not any(self.pads):
+            return x
+        n = x.shape[0]
+        buffer = winograd._buffer("pad", n * self.c_in * int(np.prod(self.padded)))
+        xp = buffer.view(n, *self.padded, self.c_in).permute(0, 4, 1, 2, 3)
+        xp.zero_()
+        (d, h, w), (pd, ph, pw) = self.spatial, self.pads[:3]
+        xp[:, :, pd:pd + d, ph:ph + h, pw:pw + w] = x
+        return xp
+
+    def __call__(self, x: torch.Tensor, *, out: torch.Tensor | None = None,
+                 residual: torch.Tensor | None = None) -> torch.Tensor:
+        if out is not None and not winograd._channels_last(out):
+            return out.copy_(self(x, residual=residual))
+        n = x.shape[0]
+        xp = self._padded(x.contiguous(memory_format=torch.channels_last_3d))
+        y = out if out is not None else torch.empty((n, self.c_out, *self.out_spatial),
+                                                    memory_format=torch.channels_last_3d)
+        if self.add:
+            assert residual is not None
+            residual = residual.contiguous(memory_format=torch.channels_last_3d)
+        (d, h, w), (kd, kh, kw), (do, ho, wo) = self.padded, self.kernel, self.out_spatial
+        self.lib.implicit_conv(xp.data_ptr(), n, d, h, w, self.c_in, self.w.data_ptr(), kd, kh, kw,  # type: ignore[attr-defined]
+                               self.cop, y.data_ptr(), residual.data_ptr() if residual is not None else None,
+                               do, ho, wo, self.c_out, self.bias.data_ptr(), self.ops.ctypes.data, self.nops,
+                               self.alpha)
+        return y

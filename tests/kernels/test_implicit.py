@@ -1,0 +1,64 @@
+"""The implicit-GEMM direct convolution against the float64 reference: random kernels (1 to 7 per
+axis, anisotropic), valid, same and asymmetric pads, input channels 1-5, output channels around
+both vector widths (8 and 16 lanes), every fused epilogue with a residual, batches, rows longer
+than one register block."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.kernels.epilogue import ALPHA, Case, arrays, channels_last, expected, out_shape, relative_error, steps_for
+from znnx.kernels import implicit
+
+TOLERANCE = 1e-5
+
+
+def random_case(seed: int) -> Case:
+    rng = np.random.default_rng(seed)
+    kernel = tuple(int(k) for k in rng.integers(1, 8, 3))
+    spatial = tuple(int(rng.integers(k, k + 9)) for k in kernel)
+    pads = tuple(int(rng.integers(0, k)) for k in kernel * 2) if seed % 2 else (0,) * 6
+    c_in = int(rng.integers(1, 6))
+    c_out = int(rng.choice([1, 3, 8, 13, 16, 24, 40, 70]))
+    return Case(c_in, c_out, kernel, spatial, pads, steps_for(rng))  # type: ignore[arg-type]
+
+
+def run(case: Case, batch: int, seed: int, inplace: bool = False) -> tuple[torch.Tensor, np.ndarray]:
+    x, w, b = arrays(case, batch, seed)
+    residual = np.random.default_rng(seed + 1).standard_normal(out_shape(case, batch)) if "add" in case.steps else None
+    conv = implicit.ImplicitConv(torch.from_numpy(w).float(), torch.from_numpy(b).float(), case.pads, case.steps,
+                                 ALPHA, case.spatial)
+    res = None if residual is None else channels_last(residual)
+    y = conv(channels_last(x), out=res if inplace else None, residual=res)
+    if inplace:
+        assert y.data_ptr() == res.data_ptr()
+    return y, expected(case, x, w, b, residual)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_shapes_match_the_reference(seed: int) -> None:
+    case = random_case(seed)
+    y, want = run(case, batch=1 + seed % 2, seed=seed)
+    assert y.permute(0, 2, 3, 4, 1).is_contiguous()
+    assert relative_error(y, want) <= TOLERANCE, case
+
+
+def test_long_rows_and_residual_in_place() -> None:
+    """Rows of 230 voxels (two full register-block runs and a part) accumulate into their residual."""
+    case = Case(1, 28, (1, 5, 5), (2, 6, 234), (0, 2, 2, 0, 2, 2), ("add", "elu"))
+    y, want = run(case, batch=2, seed=3, inplace=True)
+    assert relative_error(y, want) <= TOLERANCE
+
+
+@pytest.mark.parametrize("c_out, width", [(8, 8), (24, 8), (16, 16), (32, 16), (40, 16)])
+def test_output_channels_pick_the_vector_width(c_out: int, width: int) -> None:
+    assert implicit.lanes(c_out) == width
+
+
+def test_applies_to_stride_one_undilated_ungrouped_convs() -> None:
+    assert implicit.applicable((1, 1, 1), (1, 1, 1), 1)
+    assert not implicit.applicable((2, 2, 2), (1, 1, 1), 1)
+    assert not implicit.applicable((1, 1, 1), (2, 1, 1), 1)
+    assert not implicit.applicable((1, 1, 1), (1, 1, 1), 2)
