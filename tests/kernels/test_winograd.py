@@ -73,16 +73,38 @@ def test_narrow_layers_run_eight_lanes_wide(c_in: int, c_out: int, width: int) -
         assert relative_error(y, want) <= TOLERANCE[m], (case, m)
 
 
-def test_one_tile_slabs_match_the_reference() -> None:
-    """Slab boundaries fall inside tile rows; the GEMM's summation order changes, not the result."""
+@pytest.mark.parametrize("fused", [False, True])
+def test_one_tile_slabs_match_the_reference(fused: bool) -> None:
+    """Slab (or a thread's run) boundaries fall inside tile rows; the GEMM's summation order changes,
+    not the result."""
     case = Case(17, 18, (3, 3, 3), (10, 11, 12), (1,) * 6, ("relu",))
     x, w, b = arrays(case, 1, 0)
     args = (torch.from_numpy(w).float(), torch.from_numpy(b).float(), case.pads, 4, case.steps, ALPHA, case.spatial)
-    whole, small = winograd.WinogradConv(*args), winograd.WinogradConv(*args, slab_bytes=1)
-    assert small.count == 1 and whole.count > 1
+    whole, small = winograd.WinogradConv(*args, fused=fused), winograd.WinogradConv(*args, slab_bytes=1, fused=fused)
+    assert small.count == 1 and whole.count > 1 and whole.fused == small.fused == fused
     want = expected(case, x, w, b, None)
     assert relative_error(small(channels_last(x)), want) <= TOLERANCE[4]
     assert relative_error(whole(channels_last(x)), want) <= TOLERANCE[4]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_both_drivers_agree_on_random_shapes(seed: int) -> None:
+    """The fused driver (each thread all stages on its runs of tiles) and the slab driver compute the
+    same sums in the same order per tile: identical outputs, residual and batch included."""
+    case = random_case(seed + 100)
+    x, w, b = arrays(case, 2, seed)
+    residual = channels_last(np.random.default_rng(seed).standard_normal(out_shape(case, 2)))
+    args = (torch.from_numpy(w).float(), torch.from_numpy(b).float(), case.pads, 2 + 2 * (seed % 2), case.steps,
+            ALPHA, case.spatial)
+    outputs = [winograd.WinogradConv(*args, fused=fused, slab_bytes=1 << 14)(channels_last(x), residual=residual)
+               for fused in (False, True)]
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+
+
+def test_narrow_layers_run_fused_and_wide_ones_by_slabs() -> None:
+    assert winograd.fused_chunk_bytes(216 * 32 * 32 * 4) == 1 << 20
+    assert winograd.fused_chunk_bytes(216 * 64 * 64 * 4) == 2 << 20
+    assert winograd.fused_chunk_bytes(216 * 128 * 128 * 4) is None
 
 
 def test_kernel_transform_is_exact_for_a_one_voxel_kernel_centre() -> None:

@@ -51,6 +51,7 @@ SIZES = (3, 5)
 OPS = {"add": 1, "relu": 2, "leaky_relu": 3, "elu": 4, "sigmoid": 5, "tanh": 6}
 VB = 16
 SLAB_BYTES = 6 << 20
+FUSED_WEIGHT_BYTES = 4 << 20
 TRANSFORM_SLAB = 1 << 15
 Matrix = list[list[Fraction]]
 
@@ -222,6 +223,9 @@ def _library(lanes: int = VB) -> object:
     lib.wino_grad_tiles.restype = None
     lib.wino_wgrad_gemm.argtypes = [p, p, p, i, i, i, i, i]
     lib.wino_wgrad_gemm.restype = None
+    lib.wino_fused.argtypes = [p, i, i, i, i, i, i, i, c, c, c, c, i, i, i, i, p, i, p, p, i, i, i, i, p, p, c, f, i,
+                               p, c]
+    lib.wino_fused.restype = None
     lib.implicit_conv.argtypes = [p, i, i, i, i, i, p, c, c, c, i, p, p, i, i, i, i, p, p, c, f]
     lib.implicit_conv.restype = None
     return lib
@@ -307,15 +311,39 @@ def _grid(kernel: Sequence[int], m: int, out_spatial: Sequence[int]) -> tuple[in
     return tuple(-(-o // (m if k > 1 else 1)) for o, k in zip(out_spatial, kernel))
 
 
+def _slab_tiles(per_tile: int, tiles: int, slab_bytes: int | None = None) -> int:
+    """Tiles per slab of the slab driver: `slab_bytes` (default SLAB_BYTES) of transformed tiles."""
+    return max(1, min(tiles, (slab_bytes or SLAB_BYTES) // per_tile))
+
+
+def fused_chunk_bytes(weight_bytes: int) -> int | None:
+    """Bytes of transformed tiles (V and M) each thread keeps in its L2 when a layer runs fused (C
+    `wino_fused`), or None for the slab driver: fused where the transformed weights take at most
+    FUSED_WEIGHT_BYTES, whose panels each thread then rereads per run of tiles. Measured (F(4,3),
+    2 threads, ms slab -> fused): 8 -> 8 at 106^3 39.4 -> 26.7, 28 -> 28 (1,3,3) at 18x192x192 47.6 ->
+    30.9, 32 -> 32 at 32x64x64 13.6 -> 10.0, 64 -> 64 33.4 -> 30.5 (2 MB runs; 1 MB: 33.0), 128 -> 128
+    at 16x32x32 13.8 -> 16.7 (14 MB of weights: slab)."""
+    if weight_bytes > FUSED_WEIGHT_BYTES:
+        return None
+    return 1 << 20 if weight_bytes <= 1 << 20 else 2 << 20
+
+
 def footprint(c_in: int, c_out: int, kernel: Sequence[int], m: int, out_spatial: Sequence[int],
-              slab_bytes: int = SLAB_BYTES) -> tuple[int, int, int]:
-    """(transformed weight bytes, scratch bytes of one slab, tiles per slab) of a layer."""
+              slab_bytes: int | None = None) -> tuple[int, int, int]:
+    """(transformed weight bytes, scratch bytes, tiles per slab or per thread's run) of a layer; the
+    scratch of a fused layer is every thread's run (torch's thread count)."""
     points = int(np.prod([m + k - 1 if k > 1 else 1 for k in kernel]))
     tiles = int(np.prod(_grid(kernel, m, out_spatial)))
     width = lanes(c_in, c_out)
+    weights = points * _round(c_in, width) * _round(c_out, width) * 4
     per_tile = points * (_round(c_in, width) + _round(c_out, width)) * 4
-    count = max(1, min(tiles, slab_bytes // per_tile))
-    return points * _round(c_in, width) * _round(c_out, width) * 4, count * per_tile, count
+    chunk = fused_chunk_bytes(weights)
+    if chunk is None:
+        count = _slab_tiles(per_tile, tiles, slab_bytes)
+        return weights, count * per_tile, count
+    threads = torch.get_num_threads()
+    count = max(1, min((slab_bytes or chunk) // per_tile, -(-tiles // threads)))
+    return weights, threads * count * per_tile, count
 
 
 class WinogradConv:
@@ -326,10 +354,13 @@ class WinogradConv:
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, pads: Sequence[int], m: int,
-                 steps: Sequence[str], alpha: float, spatial: Sequence[int], slab_bytes: int = SLAB_BYTES,
-                 fast_transform: bool = False) -> None:
+                 steps: Sequence[str], alpha: float, spatial: Sequence[int], slab_bytes: int | None = None,
+                 fast_transform: bool = False, fused: bool | None = None) -> None:
         """`fast_transform`: the kernel transformed in float32 on torch's threads (training, whose
-        weights change every call) instead of once in float64 (`transform_weight`)."""
+        weights change every call) instead of once in float64 (`transform_weight`). `fused`: each
+        thread runs all three stages on its own tiles (C `wino_fused`), or the stages run slab by slab
+        over all threads; None: as `fused_chunk_bytes` decides. `slab_bytes`: the slab's, or a fused
+        thread's run's, bytes of transformed tiles (None: the default of either)."""
         c_out, c_in = int(weight.shape[0]), int(weight.shape[1])
         self.lanes = lanes(c_in, c_out)
         self.lib = _library(self.lanes)
@@ -356,7 +387,27 @@ class WinogradConv:
         self.out_spatial = conv_spatial(self.spatial, self.kernel, self.pads)
         self.grid = _grid(self.kernel, m, self.out_spatial)
         self.tiles = int(np.prod(self.grid))
-        self.count = footprint(c_in, c_out, self.kernel, m, self.out_spatial, slab_bytes)[2]
+        per_tile = self.points * (self.cp + self.cop) * 4
+        chunk = fused_chunk_bytes(self.points * self.cp * self.cop * 4)
+        self.fused = chunk is not None if fused is None else fused
+        if self.fused:
+            self.count = max(1, (slab_bytes or chunk or SLAB_BYTES) // per_tile)
+        else:
+            self.count = _slab_tiles(per_tile, self.tiles, slab_bytes)
+
+    def _fused(self, x: torch.Tensor, y: torch.Tensor, residual: torch.Tensor | None) -> None:
+        threads = torch.get_num_threads()
+        chunk = min(self.count, -(-self.tiles // threads))
+        scratch = _buffer("fused", threads * chunk * self.points * (self.cp + self.cop)).data_ptr()
+        (d, h, w), (kd, kh, kw), (do, ho, wo) = self.spatial, self.kernel, self.out_spatial
+        _, gh, gw = self.grid
+        item_in, item_out = self.c_in * d * h * w * 4, self.c_out * do * ho * wo * 4
+        for i in range(x.shape[0]):
+            rp = residual.data_ptr() + i * item_out if residual is not None else None
+            self.lib.wino_fused(x.data_ptr() + i * item_in, d, h, w, self.c_in, *self.pads[:3], kd, kh, kw,  # type: ignore[attr-defined]
+                                self.m, gh, gw, self.tiles, self.cp, self.u.data_ptr(), self.cop,
+                                y.data_ptr() + i * item_out, rp, do, ho, wo, self.c_out, self.bias.data_ptr(),
+                                self.ops.ctypes.data, self.nops, self.alpha, chunk, scratch, threads)
 
     def __call__(self, x: torch.Tensor, *, out: torch.Tensor | None = None,
                  residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -369,6 +420,9 @@ class WinogradConv:
         if self.add:
             assert residual is not None
             residual = residual.contiguous(memory_format=torch.channels_last_3d)
+        if self.fused:
+            self._fused(x, y, residual)
+            return y
         lib, (d, h, w), (kd, kh, kw) = self.lib, self.spatial, self.kernel
         do, ho, wo = self.out_spatial
         _, gh, gw = self.grid
@@ -410,7 +464,7 @@ def weight_gradient(x: torch.Tensor, g: torch.Tensor, kernel: Sequence[int], pad
     points = math.prod(t)
     grid = _grid(kernel, m, out_spatial)
     tiles = math.prod(grid)
-    count = footprint(c_in, c_out, kernel, m, out_spatial)[2]
+    count = _slab_tiles(points * (cp + cop) * 4, tiles)
     v = _buffer("v", points * count * cp).data_ptr()
     gt = _buffer("m", points * count * cop).data_ptr()
     slab = torch.empty(points * cp * cop)
