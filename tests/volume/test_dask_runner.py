@@ -135,7 +135,9 @@ def test_a_client_killed_mid_run_is_resumed_by_the_same_command(
     summary = json.loads(rerun.stdout)
     assert summary["resumed"] >= finished >= 3 and summary["computed"] > 0
     assert summary["resumed"] + summary["computed"] == summary["blocks"]
-    assert np.array_equal(_read(out), local_output)
+    # the command compiles its own plan at one thread: the autotuner may time another kernel fastest for
+    # a layer than the fixture's did (oneDNN or implicit GEMM for the first conv), a last-bit difference
+    np.testing.assert_allclose(_read(out), local_output, rtol=1e-5, atol=1e-6)
 
 
 def test_refuses_hdf5_output_and_bad_cluster_specs(tmp_path: Path, client: Client, source: str,
@@ -170,7 +172,7 @@ def test_cli_starts_a_local_cluster_and_reports_workers(tmp_path: Path, source: 
                           text=True, check=True)
     summary = json.loads(done.stdout)
     assert summary["computed"] == summary["blocks"] and summary["workers"] >= 1
-    assert np.array_equal(_read(out), local_output)
+    np.testing.assert_allclose(_read(out), local_output, rtol=1e-5, atol=1e-6)  # its own plan, as above
 
 
 def test_workers_run_the_saved_plan_without_tuning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

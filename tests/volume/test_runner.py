@@ -202,7 +202,9 @@ def test_sigkill_mid_run_then_rerun_recomputes_only_unfinished_blocks(
     assert summary["computed"] > 0
     clean = infer_volume(small_net, source, str(tmp_path / "clean.zarr/pred"), quiet=True)
     assert clean.blocks == summary["blocks"]
-    assert np.array_equal(_read(out), _read(str(tmp_path / "clean.zarr/pred")))
+    # the command compiles its own plan: the autotuner may time another kernel fastest for a layer than
+    # this process did (oneDNN or implicit GEMM for the first conv), a last-bit difference
+    np.testing.assert_allclose(_read(out), _read(str(tmp_path / "clean.zarr/pred")), rtol=1e-5, atol=1e-6)
 
 
 def kill_midway(command: list[str], env: dict[str, str], ledger: Path) -> int:
