@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from tests.nets import rel_error
-from znnx.plan.algorithm import DIRECT, fft, winograd
+from znnx.plan.algorithm import DIRECT, IMPLICIT, fft, winograd
 from znnx.training.conv import ConvAlgorithms, ConvSpec, activation_gradient, conv, data_graph, flipped
 from znnx.training.module import training_graph
 
 ACTIVATIONS = {None: lambda y: y, "relu": F.relu, "elu": F.elu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
                "leaky_relu": lambda y: F.leaky_relu(y, 1.0)}
-FAST = [DIRECT, winograd(2), winograd(4), fft(16)]
+FAST = [DIRECT, IMPLICIT, winograd(2), winograd(4), fft(16)]
 
 
 def _grads(fn, *tensors: torch.Tensor, seed: int = 3) -> list[torch.Tensor]:
@@ -33,7 +33,7 @@ def test_conv_gradients_match_autograd(algorithm, act) -> None:
                   torch.randn(6, generator=gen), torch.randn(2, 6, 9, 11, 7, generator=gen))
     steps = ("add", act) if act else ("add",)
     spec = ConvSpec((1, 1, 1), (1, 0, 1), (1, 1, 1), 1, steps, 1.0)
-    weight = algorithm if algorithm.kind == "winograd" else DIRECT
+    weight = algorithm if algorithm.kind in ("winograd", "fft") else DIRECT
     ours = _grads(lambda x, w, b, r: conv(x.contiguous(memory_format=torch.channels_last_3d), w, b, r, spec,
                                           ConvAlgorithms(algorithm, algorithm, weight)), x, w, b, r)
     theirs = _grads(lambda x, w, b, r: ACTIVATIONS[act](F.conv3d(x, w, b, padding=(1, 0, 1)) + r), x, w, b, r)
@@ -82,3 +82,22 @@ def test_data_graph_holds_the_flipped_convs() -> None:
         assert backward.types[node.output].spatial == graph.types[source.inputs[0]].spatial
         assert torch.equal(torch.from_numpy(node.params["weight"].copy()),
                            flipped(torch.from_numpy(source.params["weight"].copy())))
+
+
+def test_weight_gradients_are_timed_among_winograd_or_fft() -> None:
+    """A 3x3x3 conv's weight gradient is timed against Winograd F(2,3) and F(4,3), a (1,4,4) conv's
+    (no Winograd) against FFT; every choice within its tolerance of oneDNN's."""
+    from tests.passes.graphs import builder
+    from tests.passes.graphs import conv as add_conv
+    from znnx.training.conv import choose
+
+    b, x = builder(channels=8, spatial=(6, 12, 12))
+    h = add_conv(b, x, 8)
+    graph = b.finish([add_conv(b, h, 8, kernel=(1, 4, 4), pads=(0, 2, 2, 0, 2, 2))])
+    choice = choose(graph, 1)
+    timed = {c.node: c for c in choice.weight}
+    first, second = (n.name for n in graph.nodes)
+    assert {"direct", "winograd2", "winograd4"} <= set(dict(timed[first].errors))
+    assert set(dict(timed[second].errors)) == {"direct", "fft16"}
+    for c in choice.weight:
+        assert all(dict(c.errors)[name] <= 1e-4 for name in dict(c.seconds))

@@ -6,7 +6,8 @@ complex GEMM per frequency over the channels: Y[f] (tiles x C') = X[f] (tiles x 
 (C x C'). The inverse FFT's first m voxels per axis are exact (cross-correlation, no wrap-around).
 Tiles of every item and depth row go slab by slab (`slab_tiles`), so each frequency's kernel block
 serves a slab's tiles. Error is
-that of float32 FFTs, about 1e-6 relative.
+that of float32 FFTs, about 1e-6 relative. `weight_gradient` is training's weight gradient on the
+same tiles.
 """
 
 from __future__ import annotations
@@ -124,3 +125,48 @@ class FFTConv:
         for action in self.actions:
             y = action(y, xs)
         return out.copy_(y) if aliased and out is not None else y
+
+
+def weight_gradient(x: torch.Tensor, g: torch.Tensor, kernel: Sequence[int], pads: Sequence[int],
+                    size: int, slab_bytes: int = SLAB_BYTES) -> torch.Tensor:
+    """dL/dW (C_out, C_in, *kernel) of the stride-1 convolution of `x` (N, C_in, D, H, W) with
+    symmetric `pads` (d, h, w) whose output gradient is `g` (N, C_out, *out), by tiled FFTs (ZNN's
+    FFT weight update): dW[a] = sum_o g[o] x[o + a] is, per output tile of m = n - k + 1 voxels per
+    axis, the correlation of the tile's gradient (zero-padded to n) with the n-voxel input tile from
+    the same origin, exact for a < k without wrap-around. Spectra are multiplied and summed over
+    every tile of every item as one complex GEMM per frequency (C_in x tiles @ tiles x C_out), slab by
+    slab into one sum, transformed back once."""
+    kernel = tuple(int(k) for k in kernel)
+    n = _tile(kernel, size)
+    m = tuple(a - k + 1 for a, k in zip(n, kernel))
+    n_items, c_in = int(x.shape[0]), int(x.shape[1])
+    c_out, out_spatial = int(g.shape[1]), tuple(int(s) for s in g.shape[2:])
+    grid = tuple(-(-o // t) for o, t in zip(out_spatial, m))
+    need = [gr * t + k - 1 for gr, t, k in zip(grid, m, kernel)]
+    spatial = x.shape[2:]
+    extra = [need[i] - int(spatial[i]) - pads[i] for i in range(3)]
+    xp = F.pad(x.float(), (pads[2], extra[2], pads[1], extra[1], pads[0], extra[0])).permute(0, 2, 3, 4, 1)
+    gp = F.pad(g.float(), (0, grid[2] * m[2] - out_spatial[2], 0, grid[1] * m[1] - out_spatial[1],
+                           0, grid[0] * m[0] - out_spatial[0])).permute(0, 2, 3, 4, 1)
+    xp, gp = xp.contiguous(), gp.contiguous()
+    xs, gs = xp.stride(), gp.stride()
+    freqs = n[0] * n[1] * (n[2] // 2 + 1)
+    per_plane = grid[1] * grid[2]
+    group = max(1, -(-slab_tiles(freqs, c_in, c_out, slab_bytes) // per_plane))
+    total = torch.zeros((freqs, c_in, c_out), dtype=torch.complex64)
+    planes = [(i, td) for i in range(n_items) for td in range(grid[0])]
+    for start in range(0, len(planes), group):
+        chosen = planes[start:start + group]
+        x_tiles = torch.cat([xp[i, td * m[0]:td * m[0] + n[0]].as_strided(
+            (grid[1], grid[2], n[0], n[1], n[2], c_in), (xs[2] * m[1], xs[3] * m[2], xs[1], xs[2], xs[3], xs[4]))
+            .reshape(per_plane, *n, c_in) for i, td in chosen])
+        g_tiles = torch.cat([gp[i, td * m[0]:(td + 1) * m[0]].as_strided(
+            (grid[1], grid[2], m[0], m[1], m[2], c_out), (gs[2] * m[1], gs[3] * m[2], gs[1], gs[2], gs[3], gs[4]))
+            .reshape(per_plane, *m, c_out) for i, td in chosen])
+        # spatial axes first, so each frequency's (C_in x tiles) and (tiles x C_out) blocks are contiguous
+        xf = torch.fft.rfftn(x_tiles.permute(1, 2, 3, 4, 0).contiguous(), dim=(0, 1, 2)).reshape(freqs, c_in, -1)
+        gf = torch.fft.rfftn(g_tiles.permute(1, 2, 3, 0, 4).contiguous(), s=n, dim=(0, 1, 2))
+        total.baddbmm_(xf, torch.conj_physical(gf).reshape(freqs, -1, c_out))
+    spectrum = total.reshape(n[0], n[1], n[2] // 2 + 1, c_in, c_out)
+    full = torch.fft.irfftn(spectrum, s=n, dim=(0, 1, 2))
+    return full[:kernel[0], :kernel[1], :kernel[2]].permute(4, 3, 0, 1, 2).float().contiguous()

@@ -141,10 +141,12 @@ def data_gradient(g: Tensor, x: Tensor, weight: Tensor, spec: ConvSpec, algorith
 
 
 def weight_gradient(g: Tensor, x: Tensor, weight: Tensor, spec: ConvSpec, algorithm: Algorithm = DIRECT) -> Tensor:
-    if algorithm.kind == "winograd":
-        from znnx.kernels import winograd
+    from znnx.kernels import fft, winograd
 
+    if algorithm.kind == "winograd":
         return winograd.weight_gradient(x, g, weight.shape[2:], spec.pads, algorithm.tile)
+    if algorithm.kind == "fft":
+        return fft.weight_gradient(x, g, weight.shape[2:], spec.pads, algorithm.tile)
     return _backward(g, x, weight, spec, [False, True, False])[1]
 
 
@@ -287,30 +289,33 @@ def _median_seconds(run: Any, reps: int = 3) -> float:
     return statistics.median(times)
 
 
-def _measure_weight(name: str, spec: ConvSpec, x: Tensor, g: Tensor, weight: Tensor) -> LayerChoice:
-    """Direct, F(2,r) and F(4,r) weight gradients of one conv timed; the fastest within tolerance."""
-    from znnx.plan.algorithm import winograd
-
+def _measure_weight(name: str, spec: ConvSpec, x: Tensor, g: Tensor, weight: Tensor,
+                    candidates: Sequence[Algorithm]) -> LayerChoice:
+    """Direct and each of `candidates` (Winograd F(2,r), F(4,r), FFT) as weight gradients of one conv,
+    timed; the fastest within its tolerance of direct."""
     reference = weight_gradient(g, x, weight, spec)
     scale = float(reference.abs().max()) or 1.0
     seconds = {"direct": _median_seconds(lambda: weight_gradient(g, x, weight, spec))}
     errors = {"direct": 0.0}
-    for algorithm in (winograd(2), winograd(4)):
+    for algorithm in candidates:
         got = weight_gradient(g, x, weight, spec, algorithm)
         errors[algorithm.name] = float((got - reference).abs().max()) / scale
         if errors[algorithm.name] <= algorithm.tolerance:
             seconds[algorithm.name] = _median_seconds(lambda a=algorithm: weight_gradient(g, x, weight, spec, a))
     best = min(seconds, key=lambda n: seconds[n])
-    chosen = DIRECT if best == "direct" else winograd(int(best[-1]))
+    chosen = next((a for a in candidates if a.name == best), DIRECT)
     return LayerChoice(name, chosen, tuple(seconds.items()), tuple(errors.items()), "measured")
 
 
 def weight_choices(graph: Graph, batch: int, forward: Sequence[LayerChoice]) -> tuple[LayerChoice, ...]:
-    """The weight-gradient algorithm of each conv: Winograd F(2,r) / F(4,r) timed against oneDNN's
-    backward wherever Winograd takes the kernel (narrow layers too: at 8 channels Winograd's weight
-    gradient measured 4.7x oneDNN's), kept within the algorithm's tolerance of direct; a conv
-    whose forward pass is forced gets a forced weight gradient (Winograd where that is forced)."""
-    from znnx.kernels import winograd
+    """The weight-gradient algorithm of each conv: Winograd F(2,r) / F(4,r) where Winograd takes the
+    kernel, FFT (the backend's tile sizes) where it does not, timed against oneDNN's backward (narrow
+    layers too: at 8 channels Winograd's weight gradient measured 4.7x oneDNN's), kept within the
+    algorithm's tolerance of direct; a conv whose forward pass is forced gets a forced weight gradient
+    (Winograd or FFT where that is forced and applies)."""
+    from znnx.backends import cpu
+    from znnx.kernels import fft, winograd
+    from znnx.plan import algorithm as algorithms
 
     nodes = {n.name: n for n in graph.nodes}
     choices = []
@@ -318,13 +323,18 @@ def weight_choices(graph: Graph, batch: int, forward: Sequence[LayerChoice]) -> 
     for choice in forward:
         node = nodes[choice.node]
         spec, a = ConvSpec.of(node), node.attrs
-        takes = winograd.applicable(a["kernel"], a["stride"], a["dilation"], a["groups"]) and \
-            a["pads"][:3] == a["pads"][3:]
+        shape, symmetric = (a["kernel"], a["stride"], a["dilation"], a["groups"]), a["pads"][:3] == a["pads"][3:]
+        takes = {"winograd": symmetric and winograd.applicable(*shape), "fft": symmetric and fft.applicable(*shape)}
         if choice.source == "forced":
-            forced = choice.algorithm if takes and choice.algorithm.kind == "winograd" else DIRECT
+            forced = choice.algorithm if takes.get(choice.algorithm.kind, False) else DIRECT
             choices.append(LayerChoice(node.name, forced, source="forced"))
             continue
-        if not takes:
+        candidates: tuple[Algorithm, ...] = ()
+        if takes["winograd"]:
+            candidates = (algorithms.winograd(2), algorithms.winograd(4))
+        elif takes["fft"]:
+            candidates = tuple(algorithms.fft(size) for size in cpu.fft_sizes(a["kernel"]))
+        if not candidates:
             choices.append(LayerChoice(node.name, DIRECT))
             continue
         x_type, y_type = graph.types[node.inputs[0]], graph.types[node.output]
@@ -332,5 +342,6 @@ def weight_choices(graph: Graph, batch: int, forward: Sequence[LayerChoice]) -> 
             memory_format=torch.channels_last_3d)
         g = torch.randn((batch, y_type.channels, *y_type.spatial), generator=generator).contiguous(
             memory_format=torch.channels_last_3d)
-        choices.append(_measure_weight(node.name, spec, x, g, torch.from_numpy(np.array(node.params["weight"]))))
+        choices.append(_measure_weight(node.name, spec, x, g, torch.from_numpy(np.array(node.params["weight"])),
+                                       candidates))
     return tuple(choices)
