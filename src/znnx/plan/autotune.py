@@ -138,24 +138,29 @@ def _measure(build: Builder, node: Node, x: torch.Tensor, residual: torch.Tensor
     more before it is set aside: one spike (another process, threads still spinning after a build)
     had set aside the fastest candidate. Direct runs first, once, for the reference, and is timed
     last, so that a direct convolution many times slower than the fast kernels (large kernels,
-    dense nets: a minute a run) costs two runs, not a full timing."""
+    dense nets: a minute a run) costs two runs, not a full timing. Besides the input, only the
+    reference and one output buffer live across candidates, and one candidate's kernel at a time
+    (the original U-Net's widest layer holds 490 MB per tensor: compiling it peaked at 3.5 GB)."""
     seconds: dict[str, float] = {}
     errors: dict[str, float] = {}
     noisy = False
     reference: torch.Tensor | None = None
+    out: torch.Tensor | None = None
     began = time.perf_counter()
-    first: dict[str, tuple[Conv, torch.Tensor, float]] = {}
+    first: dict[str, tuple[Conv, float]] = {}
     if algorithms and algorithms[0].kind == "direct":
         status.report(f"{label}: reference by direct", force=True)
         conv = build(node, algorithms[0])
         start = time.perf_counter()
-        reference = conv(x, residual=residual).clone()
-        first[algorithms[0].name] = (conv, reference, time.perf_counter() - start)
+        reference = conv(x, residual=residual)
+        first[algorithms[0].name] = (conv, time.perf_counter() - start)
+        del conv
     for algorithm in (*algorithms[bool(first):], *algorithms[:bool(first)]):
         name = algorithm.name
         status.report(f"{label}: timing {name} ({time.perf_counter() - began:.0f} s)", force=True)
         if name in first:
-            conv, y, warm = first.pop(name)
+            conv, warm = first.pop(name)
+            errors[name] = 0.0
         else:
             try:
                 conv = build(node, algorithm)
@@ -163,25 +168,31 @@ def _measure(build: Builder, node: Node, x: torch.Tensor, residual: torch.Tensor
                 seconds[name] = float("inf")
                 continue
             start = time.perf_counter()
-            y = conv(x, residual=residual)
+            y = conv(x, out=out, residual=residual)
             warm = time.perf_counter() - start
-        if reference is None:
-            reference = y.clone()
-        errors[name] = _error(y, reference)
+            if reference is None:
+                reference = y.clone()
+            out = y
+            errors[name] = _error(y, reference)
         best = min(seconds.values(), default=float("inf"))
         if errors[name] > algorithm.tolerance:
             seconds[name] = warm
+            del conv
             continue
-        out = torch.empty_like(y)
+        if out is None:
+            assert reference is not None, "direct ran first for the reference"
+            out = torch.empty_like(reference)
         if warm > 3 * best:
             start = time.perf_counter()
             conv(x, out=out, residual=residual)
             again = time.perf_counter() - start
             if again > 3 * best:
                 seconds[name] = again
+                del conv
                 continue
         seconds[name], unsteady = _timed(conv, x, out, residual)
         noisy = noisy or unsteady
+        del conv
     order = [a.name for a in algorithms]
     return ({n: seconds[n] for n in order if n in seconds}, {n: errors[n] for n in order if n in errors}, noisy)
 
