@@ -2,7 +2,7 @@
  *
  * y = x for x > 0, alpha * expm1(x) otherwise; expm1 by its Taylor series to x^8 on (-0.5, 0] (exp(x) - 1
  * would cancel there: 6e-5 relative at x = -1e-3) and by exp_approx(x) - 1 below. The tail of fewer
- * than VB elements goes through a zero-padded vector.
+ * than VB elements is loaded and stored masked (vector.h load_n / store_n).
  */
 
 static inline vf expm1_approx(vf x) {
@@ -22,10 +22,5 @@ void elu_inplace(float *y, idx n, float alpha) {
     const idx full = n / VB * VB;
     #pragma omp parallel for schedule(static)
     for (idx i = 0; i < full; i += VB) store(y + i, elu(load(y + i), alpha));
-    if (full < n) {
-        float part[VB] = {0};
-        memcpy(part, y + full, (size_t)(n - full) * sizeof(float));
-        store(part, elu(load(part), alpha));
-        memcpy(y + full, part, (size_t)(n - full) * sizeof(float));
-    }
+    if (full < n) store_n(y + full, elu(load_n(y + full, (int)(n - full)), alpha), (int)(n - full));
 }

@@ -15,23 +15,6 @@
 #define BLOCK 64
 enum { ACT_NONE = 0, ACT_RELU, ACT_LEAKY, ACT_ELU, ACT_SIGMOID, ACT_TANH };
 
-/* load / store VB channels at p, or the first n of them (the rest read as 0, not written). */
-static inline vf load_n(const float *p, int n) {
-    if (n == VB) return load(p);
-    float part[VB] = {0};
-    memcpy(part, p, n * sizeof(float));
-    return load(part);
-}
-static inline void store_n(float *p, vf v, int n) {
-    if (n == VB) {
-        store(p, v);
-        return;
-    }
-    float part[VB];
-    store(part, v);
-    memcpy(p, part, n * sizeof(float));
-}
-
 static inline __attribute__((always_inline)) vf act(vf v, int op, float alpha) {
     switch (op) {
     case ACT_RELU: return sel(v > 0.0f, v, splat(0.0f));

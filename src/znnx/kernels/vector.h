@@ -15,6 +15,47 @@ typedef float vfu __attribute__((vector_size(VB * 4), aligned(4), may_alias));
 
 static inline vf load(const float *p) { return *(const vfu *)p; }
 static inline void store(float *p, vf v) { *(vfu *)p = v; }
+/* Load / store VB floats at p, or only the first n of them (the rest read as 0, not written): one
+ * masked instruction where AVX-512 has one for this width, else through a buffer (a per-lane copy
+ * loop there cost a 28-channel Winograd layer 12% against a 32-channel one). */
+#if defined(__AVX512F__) && (VB == 16 || (VB == 8 && defined(__AVX512VL__)))
+#include <immintrin.h>
+static inline vf load_n(const float *p, int n) {
+    if (n == VB) return load(p);
+#if VB == 16
+    return (vf)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
+#else
+    return (vf)_mm256_maskz_loadu_ps((__mmask8)((1u << n) - 1), p);
+#endif
+}
+static inline void store_n(float *p, vf v, int n) {
+    if (n == VB) {
+        store(p, v);
+        return;
+    }
+#if VB == 16
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)v);
+#else
+    _mm256_mask_storeu_ps(p, (__mmask8)((1u << n) - 1), (__m256)v);
+#endif
+}
+#else
+static inline vf load_n(const float *p, int n) {
+    if (n == VB) return load(p);
+    float part[VB] = {0};
+    memcpy(part, p, n * sizeof(float));
+    return load(part);
+}
+static inline void store_n(float *p, vf v, int n) {
+    if (n == VB) {
+        store(p, v);
+        return;
+    }
+    float part[VB];
+    store(part, v);
+    memcpy(p, part, n * sizeof(float));
+}
+#endif
 static inline vf sel(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
 /* A broadcast, written as a * 1 (exact for every float): (vf){0} + a is an addition the compiler must
  * keep (0 + -0.0 is +0.0), a scalar add and a register broadcast in every GEMM step where a * 1 folds

@@ -228,13 +228,7 @@ static vf epilogue(vf v, const float *restrict res, int nv, const int *ops, int 
     for (int s = 0; s < nops; s++) {
         switch (ops[s]) {
         case OP_ADD:
-            if (nv == VB) {
-                v += load(res);
-            } else {
-                float part[VB] = {0};
-                for (int c = 0; c < nv; c++) part[c] = res[c];
-                v += load(part);
-            }
+            v += load_n(res, nv);
             break;
         case OP_RELU:
             v = sel(v > 0.0f, v, splat(0.0f));
@@ -263,7 +257,6 @@ static inline __attribute__((always_inline)) void output_tile(const axis ax[3], 
                                                               const float *bias, const int *ops, int nops,
                                                               float alpha, float *buf0, float *buf1) {
     const int t[3] = {ax[0].t, ax[1].t, ax[2].t}, m3[3] = {ax[0].m, ax[1].m, ax[2].m};
-    float part[VB] __attribute__((aligned(64)));
     const idx tw = tile % tiles_w, th = (tile / tiles_w) % tiles_h, td = tile / (tiles_w * tiles_h);
     const idx d0 = td * ax[0].m, h0 = th * ax[1].m, w0 = tw * ax[2].m;
     for (idx c0 = 0; c0 < C; c0 += CHMAX) {
@@ -280,14 +273,8 @@ static inline __attribute__((always_inline)) void output_tile(const axis ax[3], 
                         const idx c = c0 + (idx)b * VB;
                         const int nv = C - c >= VB ? VB : (int)(C - c);
                         if (nv <= 0) break;
-                        const vf v = epilogue(load(val + b * VB) + load(bias + c), res ? res + at + c : 0, nv, ops,
-                                              nops, alpha);
-                        if (nv == VB) {
-                            store(y + at + c, v);
-                        } else {
-                            store(part, v);
-                            for (int e = 0; e < nv; e++) y[at + c + e] = part[e];
-                        }
+                        store_n(y + at + c, epilogue(load(val + b * VB) + load(bias + c), res ? res + at + c : 0, nv,
+                                                     ops, nops, alpha), nv);
                     }
                 }
     }
@@ -446,7 +433,6 @@ void implicit_conv(const float *x, idx N, idx D, idx H, idx W, idx C, const floa
     #pragma omp parallel
     {
         float acc[ROWS * 4 * VB] __attribute__((aligned(64)));
-        float part[VB] __attribute__((aligned(64)));
         #pragma omp for schedule(static) collapse(3)
         for (idx n = 0; n < N; n++)
             for (idx od = 0; od < Do; od++)
@@ -467,14 +453,9 @@ void implicit_conv(const float *x, idx N, idx D, idx H, idx W, idx C, const floa
                             for (idx o = 0; o < rows; o++)
                                 for (idx c = n0; c < n0 + width && c < Co; c += VB) {
                                     const int nv = Co - c >= VB ? VB : (int)(Co - c);
-                                    const vf v = epilogue(load(acc + o * width + c - n0) + load(bias + c),
-                                                          res ? res + at + o * Co + c : 0, nv, ops, nops, alpha);
-                                    if (nv == VB) {
-                                        store(y + at + o * Co + c, v);
-                                    } else {
-                                        store(part, v);
-                                        for (int e = 0; e < nv; e++) y[at + o * Co + c + e] = part[e];
-                                    }
+                                    store_n(y + at + o * Co + c,
+                                            epilogue(load(acc + o * width + c - n0) + load(bias + c),
+                                                     res ? res + at + o * Co + c : 0, nv, ops, nops, alpha), nv);
                                 }
                         }
                     }
