@@ -204,9 +204,15 @@ def activation(op: str, x: Array, alpha: float = 0.0) -> Array:
 
 
 def _epilogue(node: Node, out: Array, args: Sequence[Array]) -> Array:
-    """A conv's fused steps in order: add the residual (second input), apply the activation."""
+    """A conv's fused steps in order: add the residual (second input), scale per channel, apply the
+    activation."""
     for step in node.attrs.get("epilogue", ()):
-        out = out + args[1] if step == "add" else activation(step, out, node.attrs.get("alpha", 0.0))
+        if step == "add":
+            out = out + args[1]
+        elif step == "scale":
+            out = out * _channel(node.params["scale_gamma"]) + _channel(node.params["scale_beta"])
+        else:
+            out = activation(step, out, node.attrs.get("alpha", 0.0))
     return out
 
 

@@ -62,3 +62,18 @@ def test_applies_to_stride_one_undilated_ungrouped_convs() -> None:
     assert not implicit.applicable((2, 2, 2), (1, 1, 1), 1)
     assert not implicit.applicable((1, 1, 1), (2, 1, 1), 1)
     assert not implicit.applicable((1, 1, 1), (1, 1, 1), 2)
+
+
+def test_scale_step_between_the_add_and_the_activation() -> None:
+    case = Case(2, 20, (3, 3, 3), (5, 7, 9), (1,) * 6, ("add",))
+    x, w, b = arrays(case, 1, 6)
+    rng = np.random.default_rng(6)
+    residual = rng.standard_normal(out_shape(case, 1))
+    gamma, beta = rng.random(20) + 0.5, rng.standard_normal(20)
+    conv = implicit.ImplicitConv(torch.from_numpy(w).float(), torch.from_numpy(b).float(), case.pads,
+                                 ("add", "scale", "relu"), ALPHA, case.spatial,
+                                 scale=(torch.from_numpy(gamma).float(), torch.from_numpy(beta).float()))
+    y = conv(channels_last(x), residual=channels_last(residual))
+    want = np.maximum(expected(case, x, w, b, residual) * gamma.reshape(1, -1, 1, 1, 1)
+                      + beta.reshape(1, -1, 1, 1, 1), 0)
+    assert relative_error(y, want) <= TOLERANCE

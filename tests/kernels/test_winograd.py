@@ -174,3 +174,20 @@ def test_weight_gradient_matches_onednn(m: int, seed: int) -> None:
     got = winograd.weight_gradient(x, g, kernel, pads, m)
     bound = 1e-4 if m == 4 else 3e-5 if 5 in kernel else 1e-5
     assert float((got - reference).abs().max() / reference.abs().max()) < bound
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_scale_step_between_the_add_and_the_activation(fused: bool) -> None:
+    """epilogue (add, scale, elu): y = elu(gamma * (conv + residual) + beta) per channel, both drivers."""
+    case = Case(5, 28, (3, 3, 3), (6, 9, 10), (1,) * 6, ("add",))
+    x, w, b = arrays(case, 2, 4)
+    rng = np.random.default_rng(4)
+    residual = rng.standard_normal(out_shape(case, 2))
+    gamma, beta = rng.random(28) + 0.5, rng.standard_normal(28)
+    conv = winograd.WinogradConv(torch.from_numpy(w).float(), torch.from_numpy(b).float(), case.pads, 4,
+                                 ("add", "scale", "elu"), ALPHA, case.spatial, fused=fused,
+                                 scale=(torch.from_numpy(gamma).float(), torch.from_numpy(beta).float()))
+    y = conv(channels_last(x), residual=channels_last(residual))
+    pre = expected(case, x, w, b, residual) * gamma.reshape(1, -1, 1, 1, 1) + beta.reshape(1, -1, 1, 1, 1)
+    want = np.where(pre > 0, pre, ALPHA * np.expm1(np.minimum(pre, 0)))
+    assert relative_error(y, want) <= TOLERANCE[4]

@@ -4,11 +4,13 @@ import dataclasses
 
 import pytest
 
-from tests.passes.graphs import assert_same_numbers, builder, conv, ops
+from tests.passes.graphs import RNG, assert_same_numbers, builder, conv, ops
 from znnx.errors import GraphError
 from znnx.ir.verify import verify
+from znnx.passes import optimize
 from znnx.passes.fuse_activation import fuse_activation
 from znnx.passes.fuse_residual_add import fuse_residual_add
+from znnx.passes.fuse_scale import fuse_scale
 
 
 @pytest.mark.parametrize("act", ["relu", "leaky_relu", "elu", "sigmoid", "tanh"])
@@ -92,8 +94,33 @@ def test_verify_rejects_a_broken_epilogue() -> None:
     node = good.nodes[0]
     bad_attrs = {**node.attrs, "epilogue": ("elu", "relu")}
     bad = dataclasses.replace(good, nodes=(dataclasses.replace(node, attrs=bad_attrs),))
-    with pytest.raises(GraphError, match="one 'add' and one activation at most"):
+    with pytest.raises(GraphError, match="one 'add', one 'scale' and one activation at most"):
         verify(bad)
     missing = dataclasses.replace(good, nodes=(dataclasses.replace(node, attrs={**node.attrs, "epilogue": ("add",)}),))
     with pytest.raises(GraphError, match=r"needs 2 input\(s\), got 1"):
         verify(missing)
+
+
+@pytest.mark.parametrize("beta, scales", [(True, 1), (False, 1), (True, 2)])
+def test_scale_after_a_residual_add_fuses_between_the_add_and_the_activation(beta: bool, scales: int) -> None:
+    """conv -> add -> scale (a BatchNorm after the add; twice: Caffe's BatchNorm and Scale layers) -> elu:
+    one conv, epilogue (add, scale, elu)."""
+    b, x = builder(channels=4)
+    s = b.add("add", [conv(b, x, 4), x])
+    for _ in range(scales):
+        params = {"gamma": RNG.random(4) + 0.5, **({"beta": RNG.standard_normal(4)} if beta else {})}
+        s = b.add("scale", [s], {}, params)
+    before = b.finish([b.add("elu", [s], {"alpha": 1.0})])
+    after = optimize(before).graph
+    assert ops(after) == ["conv"] and after.nodes[0].attrs["epilogue"] == ("add", "scale", "elu")
+    assert_same_numbers(before, after)
+
+
+def test_scale_stays_where_the_conv_has_no_add_or_another_reader() -> None:
+    b, x = builder(channels=4)
+    c = conv(b, x, 4)
+    s = b.add("add", [c, x])
+    scaled = b.add("scale", [s], {}, {"gamma": RNG.random(4) + 0.5})
+    graph = fuse_residual_add(b.finish([scaled, s]))[0]
+    after, count = fuse_scale(graph)
+    assert count == 0 and ops(after) == ops(graph)

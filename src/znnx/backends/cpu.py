@@ -35,7 +35,7 @@ from znnx.backends import torch_eager
 from znnx.errors import DeviceError, KernelUnavailable
 from znnx.ir.graph import Graph, Node
 from znnx.ir.ops import ACTIVATIONS, epilogue, fragment_window, pool_dilation
-from znnx.kernels.epilogue import activation, epilogue_step
+from znnx.kernels.epilogue import Scale, activation, epilogue_step
 from znnx.plan import algorithm as algorithms
 from znnx.plan.algorithm import DIRECT, Algorithm
 from znnx.plan.autotune import Forced, LayerChoice, direct_only, reserved_bytes, tune
@@ -208,14 +208,14 @@ class _Builder:
         a, algorithm = node.attrs, self.algorithms[node.name]
         spatial = self.graph.types[node.inputs[0]].spatial
         weight, bias = self.eager.need(node, "weight"), self.eager.param(node, "bias")
-        steps, alpha = epilogue(node), float(a.get("alpha", 0.0))
+        steps, alpha, scale = epilogue(node), float(a.get("alpha", 0.0)), self.eager.scale_of(node)
         conv: Callable[..., Tensor]
         if algorithm.kind == "implicit":
-            conv = implicit.ImplicitConv(weight, bias, a["pads"], steps, alpha, spatial)
+            conv = implicit.ImplicitConv(weight, bias, a["pads"], steps, alpha, spatial, scale=scale)
         elif algorithm.kind == "winograd":
-            conv = winograd.WinogradConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial)
+            conv = winograd.WinogradConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial, scale=scale)
         else:
-            conv = fft.FFTConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial)
+            conv = fft.FFTConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial, scale=scale)
 
         def run(xs: Sequence[Tensor], out: Tensor | None, scratch: Tensor | None) -> Tensor:
             if step.inplace == 1:
@@ -236,6 +236,17 @@ class _Builder:
                 pass
         return activation(op, alpha, inplace=True)
 
+    def scale_then(self, scale: Scale, act: str | None, alpha: float) -> Callable[[Tensor], Tensor]:
+        """A fused "scale" step and the activation after it, in place on a conv's output."""
+        gamma, beta = scale
+        finish = None if act is None else self.activation_(act, alpha)
+
+        def run(y: Tensor) -> Tensor:
+            y = torch.addcmul(beta, y, gamma, out=y)
+            return y if finish is None else finish(y)
+
+        return run
+
     def conv(self, node: Node, step: Step) -> Run:
         a = node.attrs
         padding, stride, dilation = list(a["pads"][:3]), list(a["stride"]), list(a["dilation"])
@@ -246,13 +257,20 @@ class _Builder:
         b = self.eager.param(node, "bias")
         args = (padding, stride, dilation, groups)
         steps = epilogue(node)
-        act = next((s for s in steps if s != "add"), None)
+        act = next((s for s in steps if s in ACTIVATIONS), None)
         alpha = float(a.get("alpha", 0.0))
         add_first, add_last = steps[:1] == ("add",), steps[-1:] == ("add",) and act is not None
-        relu = "relu" if act == "relu" else None
-        after_relu = None if act in (None, "relu") else self.activation_(act, alpha)
-        plain = act if act in ONEDNN_UNARY else "none"
-        after_plain = None if act is None or act in ONEDNN_UNARY else self.activation_(act, alpha)
+        scale = self.eager.scale_of(node)
+        after_relu: Callable[[Tensor], Tensor] | None
+        after_plain: Callable[[Tensor], Tensor] | None
+        if scale is not None:  # add, scale, activation: oneDNN's primitive takes the add, the rest follows
+            relu, plain = None, "none"
+            after_relu = after_plain = self.scale_then(scale, act, alpha)
+        else:
+            relu = "relu" if act == "relu" else None
+            after_relu = None if act in (None, "relu") else self.activation_(act, alpha)
+            plain = act if act in ONEDNN_UNARY else "none"
+            after_plain = None if act is None or act in ONEDNN_UNARY else self.activation_(act, alpha)
         scalars = [alpha] if plain == "leaky_relu" else []
         pointwise, accumulate = torch.ops.mkldnn._convolution_pointwise, torch.ops.mkldnn._convolution_pointwise_
 

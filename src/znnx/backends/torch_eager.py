@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from znnx.errors import UnsupportedError
 from znnx.ir.graph import Graph, Node, TensorType
 from znnx.ir.ops import ACTIVATIONS, BINARY, center_crop_begin, fragment_window, pool_dilation, pool_output
-from znnx.kernels.epilogue import Kernel, activation, with_epilogue
+from znnx.kernels.epilogue import Kernel, Scale, activation, with_epilogue
 
 Tensor = torch.Tensor
 OPS = frozenset({*ACTIVATIONS, *BINARY, "softmax", "concat", "identity", "max_pool", "avg_pool", "conv",
@@ -84,16 +84,22 @@ class Builder:
     def in_type(self, node: Node, index: int = 0) -> TensorType:
         return self.graph.types[node.inputs[index]]
 
+    def scale_of(self, node: Node) -> Scale | None:
+        """A conv's fused "scale" step's gamma and beta as channel views, None without one."""
+        if "scale" not in node.attrs.get("epilogue", ()):
+            return None
+        return self.need(node, "scale_gamma", channel_view=True), self.need(node, "scale_beta", channel_view=True)
+
     def conv(self, node: Node) -> Kernel:
         w, b = self.need(node, "weight"), self.param(node, "bias")
         a = node.attrs
         pads = a["pads"]
         if _symmetric(pads):
             return with_epilogue(node, lambda x: F.conv3d(x[0], w, b, a["stride"], pads[:3], a["dilation"],
-                                                          a["groups"]))
+                                                          a["groups"]), self.scale_of(node))
         explicit = _torch_pad(pads)
         return with_epilogue(node, lambda x: F.conv3d(F.pad(x[0], explicit), w, b, a["stride"], 0, a["dilation"],
-                                                      a["groups"]))
+                                                      a["groups"]), self.scale_of(node))
 
     def conv_transpose(self, node: Node) -> Kernel:
         """A transposed conv; trainable parameters are reshaped per call, not at build (as in

@@ -94,18 +94,25 @@ def _same_spatial(node: Node, types: Sequence[TensorType]) -> None:
 
 
 def epilogue(node: Node) -> tuple[str, ...]:
-    """The fused steps a conv applies to its biased output, in order: "add" (the second input) and
+    """The fused steps a conv applies to its biased output, in order: "add" (the second input),
+    "scale" (y * scale_gamma + scale_beta per channel: a folded BatchNorm after a residual add) and
     at most one activation (with `alpha` for elu and leaky_relu)."""
     return tuple(node.attrs.get("epilogue", ()))
 
 
+EPILOGUE_STEPS = frozenset({"add", "scale", *ACTIVATIONS})
+SCALE_PARAMS = ("scale_gamma", "scale_beta")
+
+
 def _check_epilogue(node: Node, types: Sequence[TensorType], out: TensorType) -> TensorType:
     steps = node.attrs.get("epilogue", ())
-    if not isinstance(steps, tuple) or not all(s == "add" or s in ACTIVATIONS for s in steps):
-        raise _fail(node, f"attribute 'epilogue' must be a tuple of 'add' and {sorted(ACTIVATIONS)}, got {steps!r}")
-    activations = [s for s in steps if s != "add"]
-    if steps.count("add") > 1 or len(activations) > 1:
-        raise _fail(node, f"epilogue {steps} may hold one 'add' and one activation at most")
+    if not isinstance(steps, tuple) or not all(s in EPILOGUE_STEPS for s in steps):
+        raise _fail(node, f"attribute 'epilogue' must be a tuple of {sorted(EPILOGUE_STEPS)}, got {steps!r}")
+    activations = [s for s in steps if s in ACTIVATIONS]
+    if steps.count("add") > 1 or steps.count("scale") > 1 or len(activations) > 1:
+        raise _fail(node, f"epilogue {steps} may hold one 'add', one 'scale' and one activation at most")
+    for key in SCALE_PARAMS if "scale" in steps else ():
+        _param(node, key, (out.channels,))
     if set(activations) & {"elu", "leaky_relu"}:
         _scalar(node, "alpha", (int, float))
     if ("add" in steps) != (len(types) == 2):
@@ -139,7 +146,7 @@ def _conv(node: Node, types: Sequence[TensorType]) -> TensorType:
     _param(node, "weight", (c_out, x.channels // groups, *kernel))
     if "bias" in node.params:
         _param(node, "bias", (c_out,))
-    _no_params(node, ("weight", "bias"))
+    _no_params(node, ("weight", "bias", *(SCALE_PARAMS if "scale" in epilogue(node) else ())))
     spatial = conv_spatial(x.spatial, kernel, pads, stride, dilation)
     out = TensorType(c_out, _positive(node, spatial, f"input {x} with kernel {kernel}"))
     return _check_epilogue(node, types, out)

@@ -1,8 +1,9 @@
 """The fused steps after a convolution (activation, residual add) as torch functions.
 
 A conv node's `epilogue` attribute lists its steps in order ("add" adds the residual, the node's
-second input; the others are IR activations, `alpha` for leaky_relu and elu). Every kernel and
-backend applies them through these functions, in place where the caller owns the output.
+second input; "scale" multiplies by the channel vector `scale_gamma` and adds `scale_beta`; the
+others are IR activations, `alpha` for leaky_relu and elu). Every kernel and backend applies them
+through these functions, in place where the caller owns the output.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from znnx.ir.graph import Node
 
 Tensor = torch.Tensor
 Kernel = Callable[[Sequence[Tensor]], Tensor]
+Scale = tuple[Tensor, Tensor]  # a "scale" step's gamma and beta, as (1, C, 1, 1, 1) views
 
 
 def activation(op: str, alpha: float = 0.0, inplace: bool = False) -> Callable[[Tensor], Tensor]:
@@ -30,21 +32,28 @@ def activation(op: str, alpha: float = 0.0, inplace: bool = False) -> Callable[[
     return table[op]
 
 
-def epilogue_step(step: str, alpha: float, inplace: bool = False) -> Callable[[Tensor, Sequence[Tensor]], Tensor]:
-    """One fused step as a function of the conv output and the node's inputs (the residual is input 1)."""
+def epilogue_step(step: str, alpha: float, inplace: bool = False,
+                  scale: Scale | None = None) -> Callable[[Tensor, Sequence[Tensor]], Tensor]:
+    """One fused step as a function of the conv output and the node's inputs (the residual is input 1);
+    a "scale" step needs its `scale`."""
     if step == "add":
         return (lambda y, x: y.add_(x[1])) if inplace else (lambda y, x: y + x[1])
+    if step == "scale":
+        assert scale is not None, "a scale step needs its gamma and beta"
+        gamma, beta = scale
+        return (lambda y, x: torch.addcmul(beta, y, gamma, out=y)) if inplace else \
+            (lambda y, x: torch.addcmul(beta, y, gamma))
     fn = activation(step, alpha, inplace)
     return lambda y, x: fn(y)
 
 
-def with_epilogue(node: Node, conv: Kernel) -> Kernel:
-    """`conv` followed by the node's fused steps: add the residual (second input), activate."""
+def with_epilogue(node: Node, conv: Kernel, scale: Scale | None = None) -> Kernel:
+    """`conv` followed by the node's fused steps: add the residual (second input), scale, activate."""
     steps = tuple(node.attrs.get("epilogue", ()))
     if not steps:
         return conv
     alpha = float(node.attrs.get("alpha", 0.0))
-    fns = [epilogue_step(step, alpha) for step in steps]
+    fns = [epilogue_step(step, alpha, scale=scale) for step in steps]
 
     def run(x: Sequence[Tensor]) -> Tensor:
         y = conv(x)

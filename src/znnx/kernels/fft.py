@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from znnx.ir.ops import conv_spatial
-from znnx.kernels.epilogue import epilogue_step
+from znnx.kernels.epilogue import Scale, epilogue_step
 
 SLAB_BYTES = 16 << 20
 MIN_TILES = 16
@@ -56,7 +56,8 @@ class FFTConv:
     """One stride-1 convolution by tiled FFTs of `size` voxels per axis (1 along axes where k = 1)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, pads: Sequence[int], size: int,
-                 steps: Sequence[str], alpha: float, spatial: Sequence[int], slab_bytes: int = SLAB_BYTES) -> None:
+                 steps: Sequence[str], alpha: float, spatial: Sequence[int], slab_bytes: int = SLAB_BYTES,
+                 scale: Scale | None = None) -> None:
         c_out, c_in = int(weight.shape[0]), int(weight.shape[1])
         self.kernel = tuple(int(k) for k in weight.shape[2:])
         self.c_in, self.c_out = c_in, c_out
@@ -72,7 +73,7 @@ class FFTConv:
         self.bias = None if bias is None else bias.detach().float()
         add_first = tuple(steps[:1]) == ("add",)
         self.add_first = add_first
-        self.actions = [epilogue_step(s, alpha, inplace=True) for s in steps[add_first:]]
+        self.actions = [epilogue_step(s, alpha, inplace=True, scale=scale) for s in steps[add_first:]]
         self.count = slab_tiles(self.freqs, c_in, c_out, slab_bytes)
 
     def _products(self, tiles: torch.Tensor) -> torch.Tensor:

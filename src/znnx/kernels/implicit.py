@@ -40,7 +40,7 @@ class ImplicitConv:
     """One stride-1 convolution for one input spatial shape; called like winograd.WinogradConv."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, pads: Sequence[int], steps: Sequence[str],
-                 alpha: float, spatial: Sequence[int]) -> None:
+                 alpha: float, spatial: Sequence[int], scale: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         c_out, c_in = int(weight.shape[0]), int(weight.shape[1])
         self.kernel = tuple(int(k) for k in weight.shape[2:])
         self.lanes = lanes(c_out)
@@ -49,9 +49,7 @@ class ImplicitConv:
         w = torch.zeros((*self.kernel, c_in, self.cop))
         w[..., :c_out] = weight.detach().float().permute(2, 3, 4, 1, 0)
         self.w = w.contiguous()
-        self.bias = torch.zeros(self.cop)
-        if bias is not None:
-            self.bias[:c_out] = bias.detach().float()
+        self.bias, self.gamma, self.beta = winograd.epilogue_vectors(c_out, self.cop, bias, scale)
         self.ops = np.array([winograd.OPS[s] for s in steps] or [0], dtype=np.int32)
         self.nops, self.add, self.alpha = len(steps), "add" in steps, float(alpha)
         self.pads = tuple(int(p) for p in pads)
@@ -84,6 +82,6 @@ class ImplicitConv:
         (d, h, w), (kd, kh, kw), (do, ho, wo) = self.padded, self.kernel, self.out_spatial
         self.lib.implicit_conv(xp.data_ptr(), n, d, h, w, self.c_in, self.w.data_ptr(), kd, kh, kw,  # type: ignore[attr-defined]
                                self.cop, y.data_ptr(), residual.data_ptr() if residual is not None else None,
-                               do, ho, wo, self.c_out, self.bias.data_ptr(), self.ops.ctypes.data, self.nops,
-                               self.alpha)
+                               do, ho, wo, self.c_out, self.bias.data_ptr(), self.gamma.data_ptr(),
+                               self.beta.data_ptr(), self.ops.ctypes.data, self.nops, self.alpha)
         return y

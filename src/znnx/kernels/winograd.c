@@ -222,13 +222,18 @@ void wino_gemm(const float *V, const float *U, float *M, idx P, idx count, idx C
         }
 }
 
-enum { OP_ADD = 1, OP_RELU, OP_LEAKY, OP_ELU, OP_SIGMOID, OP_TANH };
+enum { OP_ADD = 1, OP_RELU, OP_LEAKY, OP_ELU, OP_SIGMOID, OP_TANH, OP_SCALE };
 
-static vf epilogue(vf v, const float *restrict res, int nv, const int *ops, int nops, float alpha) {
+/* gamma and beta: the scale step's vectors at this channel (padded to Cop, as the bias). */
+static vf epilogue(vf v, const float *restrict res, int nv, const int *ops, int nops, float alpha,
+                   const float *gamma, const float *beta) {
     for (int s = 0; s < nops; s++) {
         switch (ops[s]) {
         case OP_ADD:
             v += load_n(res, nv);
+            break;
+        case OP_SCALE:
+            v = v * load(gamma) + load(beta);
             break;
         case OP_RELU:
             v = sel(v > 0.0f, v, splat(0.0f));
@@ -254,7 +259,8 @@ static vf epilogue(vf v, const float *restrict res, int nv, const int *ops, int 
 static inline __attribute__((always_inline)) void output_tile(const axis ax[3], const float *Mt, strides ms,
                                                               idx Cop, idx tiles_h, idx tiles_w, idx tile, float *y,
                                                               const float *res, idx D, idx H, idx W, idx C,
-                                                              const float *bias, const int *ops, int nops,
+                                                              const float *bias, const float *gamma,
+                                                              const float *beta, const int *ops, int nops,
                                                               float alpha, float *buf0, float *buf1) {
     const int t[3] = {ax[0].t, ax[1].t, ax[2].t}, m3[3] = {ax[0].m, ax[1].m, ax[2].m};
     const idx tw = tile % tiles_w, th = (tile / tiles_w) % tiles_h, td = tile / (tiles_w * tiles_h);
@@ -274,7 +280,7 @@ static inline __attribute__((always_inline)) void output_tile(const axis ax[3], 
                         const int nv = C - c >= VB ? VB : (int)(C - c);
                         if (nv <= 0) break;
                         store_n(y + at + c, epilogue(load(val + b * VB) + load(bias + c), res ? res + at + c : 0, nv,
-                                                     ops, nops, alpha), nv);
+                                                     ops, nops, alpha, gamma + c, beta + c), nv);
                     }
                 }
     }
@@ -282,7 +288,7 @@ static inline __attribute__((always_inline)) void output_tile(const axis ax[3], 
 
 void wino_output(const float *M, idx Cop, int kd, int kh, int kw, int m, idx tiles_h, idx tiles_w,
                  idx first, idx count, float *y, const float *res, idx D, idx H, idx W, idx C,
-                 const float *bias, const int *ops, int nops, float alpha) {
+                 const float *bias, const float *gamma, const float *beta, const int *ops, int nops, float alpha) {
     const axis ax[3] = {make_axis(kd, m), make_axis(kh, m), make_axis(kw, m)};
     const int t[3] = {ax[0].t, ax[1].t, ax[2].t};
     const idx P = (idx)t[0] * t[1] * t[2];
@@ -293,8 +299,8 @@ void wino_output(const float *M, idx Cop, int kd, int kh, int kw, int m, idx til
         float buf1[TMAX * TMAX * TMAX * CHMAX] __attribute__((aligned(64)));
         #pragma omp for schedule(static)
         for (idx s = 0; s < count; s++)
-            output_tile(ax, M + s * P * Cop, ms, Cop, tiles_h, tiles_w, first + s, y, res, D, H, W, C, bias, ops,
-                        nops, alpha, buf0, buf1);
+            output_tile(ax, M + s * P * Cop, ms, Cop, tiles_h, tiles_w, first + s, y, res, D, H, W, C, bias, gamma,
+                        beta, ops, nops, alpha, buf0, buf1);
     }
 }
 
@@ -305,8 +311,8 @@ void wino_output(const float *M, idx Cop, int kd, int kh, int kw, int m, idx til
  * ran at 45 GFLOP/s, bound by that traffic). `threads` must be the OpenMP team size used. */
 void wino_fused(const float *x, idx D, idx H, idx W, idx C, idx pd, idx ph, idx pw, int kd, int kh, int kw, int m,
                 idx tiles_h, idx tiles_w, idx tiles, idx Cp, const float *U, idx Cop, float *y, const float *res,
-                idx Do, idx Ho, idx Wo, idx Co, const float *bias, const int *ops, int nops, float alpha, idx chunk,
-                float *scratch, int threads) {
+                idx Do, idx Ho, idx Wo, idx Co, const float *bias, const float *gamma, const float *beta,
+                const int *ops, int nops, float alpha, idx chunk, float *scratch, int threads) {
     const axis ax[3] = {make_axis(kd, m), make_axis(kh, m), make_axis(kw, m)};
     const int n[3] = {ax[0].t, ax[1].t, ax[2].t};
     const idx P = (idx)n[0] * n[1] * n[2], blocks = (Cop + 4 * VB - 1) / (4 * VB);
@@ -330,7 +336,7 @@ void wino_fused(const float *x, idx D, idx H, idx W, idx C, idx pd, idx ph, idx 
                 }
             for (idx s = 0; s < count; s++)
                 output_tile(ax, M + s * P * Cop, ms, Cop, tiles_h, tiles_w, first + s, y, res, Do, Ho, Wo, Co, bias,
-                            ops, nops, alpha, buf0, buf1);
+                            gamma, beta, ops, nops, alpha, buf0, buf1);
         }
     }
 }
@@ -424,7 +430,7 @@ IMPLICIT(16, 1)
 #define ROWS 96
 void implicit_conv(const float *x, idx N, idx D, idx H, idx W, idx C, const float *Wt, int kd, int kh, int kw,
                    idx Cop, float *y, const float *res, idx Do, idx Ho, idx Wo, idx Co, const float *bias,
-                   const int *ops, int nops, float alpha) {
+                   const float *gamma, const float *beta, const int *ops, int nops, float alpha) {
     const idx K = (idx)kw * C, blocks = (Cop + 4 * VB - 1) / (4 * VB);
     const int taps = kd * kh;
     idx offs[taps];
@@ -455,7 +461,8 @@ void implicit_conv(const float *x, idx N, idx D, idx H, idx W, idx C, const floa
                                     const int nv = Co - c >= VB ? VB : (int)(Co - c);
                                     store_n(y + at + o * Co + c,
                                             epilogue(load(acc + o * width + c - n0) + load(bias + c),
-                                                     res ? res + at + o * Co + c : 0, nv, ops, nops, alpha), nv);
+                                                     res ? res + at + o * Co + c : 0, nv, ops, nops, alpha, gamma + c,
+                                                     beta + c), nv);
                                 }
                         }
                     }

@@ -48,7 +48,7 @@ A_T: Table = {
 POINTS = (F(0), F(1), F(-1), F(2), F(-2), F(1, 2), F(-1, 2))
 TILES = (2, 4)
 SIZES = (3, 5)
-OPS = {"add": 1, "relu": 2, "leaky_relu": 3, "elu": 4, "sigmoid": 5, "tanh": 6}
+OPS = {"add": 1, "relu": 2, "leaky_relu": 3, "elu": 4, "sigmoid": 5, "tanh": 6, "scale": 7}
 VB = 16
 SLAB_BYTES = 6 << 20
 FUSED_WEIGHT_BYTES = 4 << 20
@@ -215,7 +215,7 @@ def _library(lanes: int = VB) -> object:
     c = ctypes.c_int
     lib.wino_input.argtypes = [p, i, i, i, i, i, i, i, c, c, c, c, i, i, i, i, p, i]
     lib.wino_input.restype = None
-    lib.wino_output.argtypes = [p, i, c, c, c, c, i, i, i, i, p, p, i, i, i, i, p, p, c, f]
+    lib.wino_output.argtypes = [p, i, c, c, c, c, i, i, i, i, p, p, i, i, i, i, p, p, p, p, c, f]
     lib.wino_output.restype = None
     lib.wino_gemm.argtypes = [p, p, p, i, i, i, i, i]
     lib.wino_gemm.restype = None
@@ -223,10 +223,10 @@ def _library(lanes: int = VB) -> object:
     lib.wino_grad_tiles.restype = None
     lib.wino_wgrad_gemm.argtypes = [p, p, p, i, i, i, i, i]
     lib.wino_wgrad_gemm.restype = None
-    lib.wino_fused.argtypes = [p, i, i, i, i, i, i, i, c, c, c, c, i, i, i, i, p, i, p, p, i, i, i, i, p, p, c, f, i,
-                               p, c]
+    lib.wino_fused.argtypes = [p, i, i, i, i, i, i, i, c, c, c, c, i, i, i, i, p, i, p, p, i, i, i, i, p, p, p, p, c,
+                               f, i, p, c]
     lib.wino_fused.restype = None
-    lib.implicit_conv.argtypes = [p, i, i, i, i, i, p, c, c, c, i, p, p, i, i, i, i, p, p, c, f]
+    lib.implicit_conv.argtypes = [p, i, i, i, i, i, p, c, c, c, i, p, p, i, i, i, i, p, p, p, p, c, f]
     lib.implicit_conv.restype = None
     return lib
 
@@ -302,6 +302,19 @@ def _buffer(name: str, numel: int) -> torch.Tensor:
     return buffer[:numel]
 
 
+Vectors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def epilogue_vectors(c_out: int, padded: int, bias: torch.Tensor | None,
+                     scale: tuple[torch.Tensor, torch.Tensor] | None) -> Vectors:
+    """Bias, scale gamma and beta as `padded`-float vectors (0, 1, 0 where absent) for the C epilogue."""
+    vectors = [torch.zeros(padded), torch.ones(padded), torch.zeros(padded)]
+    for vector, given in zip(vectors, (bias, *(scale or (None, None)))):
+        if given is not None:
+            vector[:c_out] = given.detach().float().reshape(-1)
+    return vectors[0], vectors[1], vectors[2]
+
+
 def _channels_last(t: torch.Tensor) -> bool:
     return t.permute(0, 2, 3, 4, 1).is_contiguous()
 
@@ -355,12 +368,14 @@ class WinogradConv:
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, pads: Sequence[int], m: int,
                  steps: Sequence[str], alpha: float, spatial: Sequence[int], slab_bytes: int | None = None,
-                 fast_transform: bool = False, fused: bool | None = None) -> None:
+                 fast_transform: bool = False, fused: bool | None = None,
+                 scale: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """`fast_transform`: the kernel transformed in float32 on torch's threads (training, whose
         weights change every call) instead of once in float64 (`transform_weight`). `fused`: each
         thread runs all three stages on its own tiles (C `wino_fused`), or the stages run slab by slab
         over all threads; None: as `fused_chunk_bytes` decides. `slab_bytes`: the slab's, or a fused
-        thread's run's, bytes of transformed tiles (None: the default of either)."""
+        thread's run's, bytes of transformed tiles (None: the default of either). `scale`: the gamma
+        and beta of a "scale" step."""
         c_out, c_in = int(weight.shape[0]), int(weight.shape[1])
         self.lanes = lanes(c_in, c_out)
         self.lib = _library(self.lanes)
@@ -375,9 +390,7 @@ class WinogradConv:
         else:
             self.u = torch.zeros((self.points, self.cp, self.cop))
             self.u[:, :c_in, :c_out] = u
-        self.bias = torch.zeros(self.cop)
-        if bias is not None:
-            self.bias[:c_out] = bias.detach().float()
+        self.bias, self.gamma, self.beta = epilogue_vectors(c_out, self.cop, bias, scale)
         self.ops = np.array([OPS[s] for s in steps] or [0], dtype=np.int32)
         self.nops = len(steps)
         self.add = "add" in steps
@@ -407,7 +420,8 @@ class WinogradConv:
             self.lib.wino_fused(x.data_ptr() + i * item_in, d, h, w, self.c_in, *self.pads[:3], kd, kh, kw,  # type: ignore[attr-defined]
                                 self.m, gh, gw, self.tiles, self.cp, self.u.data_ptr(), self.cop,
                                 y.data_ptr() + i * item_out, rp, do, ho, wo, self.c_out, self.bias.data_ptr(),
-                                self.ops.ctypes.data, self.nops, self.alpha, chunk, scratch, threads)
+                                self.gamma.data_ptr(), self.beta.data_ptr(), self.ops.ctypes.data, self.nops,
+                                self.alpha, chunk, scratch, threads)
 
     def __call__(self, x: torch.Tensor, *, out: torch.Tensor | None = None,
                  residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -440,7 +454,8 @@ class WinogradConv:
                                self.m, gh, gw, first, count, v, self.cp)
                 lib.wino_gemm(v, u, mm, self.points, count, self.c_in, self.cp, self.cop)  # type: ignore[attr-defined]
                 lib.wino_output(mm, self.cop, kd, kh, kw, self.m, gh, gw, first, count,  # type: ignore[attr-defined]
-                                yp, rp, do, ho, wo, self.c_out, self.bias.data_ptr(), ops, self.nops, self.alpha)
+                                yp, rp, do, ho, wo, self.c_out, self.bias.data_ptr(), self.gamma.data_ptr(),
+                                self.beta.data_ptr(), ops, self.nops, self.alpha)
         return y
 
 

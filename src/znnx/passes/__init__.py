@@ -17,6 +17,7 @@ from znnx.passes.fold_batchnorm import fold_batchnorm
 from znnx.passes.fold_constants import fold_constants
 from znnx.passes.fuse_activation import fuse_activation
 from znnx.passes.fuse_residual_add import fuse_residual_add
+from znnx.passes.fuse_scale import fuse_scale
 from znnx.passes.pointwise_before_upsample import pointwise_before_upsample
 from znnx.passes.remove_dead_nodes import remove_dead_nodes
 from znnx.passes.remove_identity import remove_identity
@@ -29,6 +30,7 @@ PIPELINE: tuple[Pass, ...] = (
     fold_batchnorm,
     eliminate_padding,
     fuse_residual_add,
+    fuse_scale,
     fuse_activation,
     pointwise_before_upsample,
     remove_dead_nodes,
