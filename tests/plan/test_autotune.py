@@ -133,11 +133,41 @@ def test_noisy_timings_are_used_but_not_cached_and_retune_replaces_the_cache(
     monkeypatch.undo()
     monkeypatch.setenv("ZNNX_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(autotune, "NOISE", float("inf"))
+    monkeypatch.setattr(autotune, "CONTENDED", 0.0)
     compiled(wide_graph())
     assert {c.source for c in compiled(wide_graph()).algorithms} <= {"cache", "rule"}
     retuned = compile(wide_graph(), optimize=False, retune=True)
     sources = {c.source for c in retuned.algorithms}
     assert "measured" in sources and "cache" not in sources
+
+
+def test_runs_that_did_not_get_their_cores_count_by_cpu_time_and_as_noisy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel whose threads were descheduled (here: sleeping, no CPU time at all) is estimated by its
+    CPU time per thread and marked noisy; without CPU threads (a GPU) the wall time stands."""
+    import time
+
+    import torch
+
+    monkeypatch.setattr(autotune, "CONTENDED", 0.75)
+
+    def sleeping(x: torch.Tensor, *, out: torch.Tensor | None = None, residual: object = None) -> torch.Tensor:
+        time.sleep(0.01)
+        return x
+
+    x = torch.zeros(1)
+    seconds, noisy = autotune._timed(sleeping, x, x, None, threads=2)
+    assert noisy and seconds < 0.005
+    seconds, noisy = autotune._timed(sleeping, x, x, None)
+    assert not noisy and seconds >= 0.01
+
+    def spinning(x: torch.Tensor, *, out: torch.Tensor | None = None, residual: object = None) -> torch.Tensor:
+        end = time.perf_counter() + 0.01
+        while time.perf_counter() < end:
+            pass
+        return x
+
+    seconds, noisy = autotune._timed(spinning, x, x, None, threads=1)
+    assert not noisy and seconds >= 0.01
 
 
 def test_a_direct_convolution_far_slower_than_the_fast_kernels_runs_twice_not_a_full_timing() -> None:

@@ -44,6 +44,9 @@ MIN_CHANNELS = 8
 REPS = 3
 ROUNDS = 3
 NOISE = 1.3
+CONTENDED = 0.75
+"""A timed run on CPU threads whose process CPU time is below this share of threads x wall time did
+not have its cores (another process ran on them)."""
 Conv = Callable[..., torch.Tensor]
 Builder = Callable[[Node, Algorithm], Conv]
 Candidates = Callable[[Node], tuple[Algorithm, ...]]
@@ -110,25 +113,34 @@ def _error(y: torch.Tensor, reference: torch.Tensor) -> float:
     return float((y - reference).abs().max()) / (scale if scale > 0 else 1.0)
 
 
-def _timed(conv: Conv, x: torch.Tensor, out: torch.Tensor, residual: torch.Tensor | None) -> tuple[float, bool]:
+def _timed(conv: Conv, x: torch.Tensor, out: torch.Tensor, residual: torch.Tensor | None,
+           threads: int | None = None) -> tuple[float, bool]:
     """The median of REPS runs, repeated (up to ROUNDS times) until the runs agree within NOISE;
-    the best round's median, and whether the runs never agreed (a busy machine)."""
+    the best round's median, and whether the runs never agreed (a busy machine). With `threads` (the
+    kernels run on this process's CPU threads), a round whose CPU time stays under CONTENDED of
+    threads x wall time ran beside another process: its runs can agree and still mislead (a compile
+    beside two busy processes chose F(2,3) over F(4,3) on five layers of the symmetric U-Net, 1.11x
+    slower on a quiet machine), so the estimate is the CPU time per thread, what the kernel costs with
+    the cores to itself, and the timing counts as noisy."""
     medians = []
     for _ in range(ROUNDS):
-        runs = []
+        runs, cpu = [], []
         for _ in range(REPS):
-            start = time.perf_counter()
+            start, used = time.perf_counter(), time.process_time()
             conv(x, out=out, residual=residual)
             runs.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - used)
         medians.append(statistics.median(runs))
+        if threads and statistics.median(cpu) < CONTENDED * threads * medians[-1]:
+            return statistics.median(cpu) / threads, True
         if max(runs) <= NOISE * min(runs):
             return min(medians), False
     return min(medians), True
 
 
 def _measure(build: Builder, node: Node, x: torch.Tensor, residual: torch.Tensor | None,
-             algorithms: tuple[Algorithm, ...],
-             label: str = "") -> tuple[dict[str, float], dict[str, float], bool]:
+             algorithms: tuple[Algorithm, ...], label: str = "",
+             threads: int | None = None) -> tuple[dict[str, float], dict[str, float], bool]:
     """Seconds (see `_timed`) and error against direct of each algorithm that builds, by name, and
     whether any timing stayed noisy (a backend's kernels return once their work is done: a GPU
     kernel synchronizes). The timed runs write into one preallocated output, as the net's convs
@@ -190,7 +202,7 @@ def _measure(build: Builder, node: Node, x: torch.Tensor, residual: torch.Tensor
                 seconds[name] = again
                 del conv
                 continue
-        seconds[name], unsteady = _timed(conv, x, out, residual)
+        seconds[name], unsteady = _timed(conv, x, out, residual, threads)
         noisy = noisy or unsteady
         del conv
     order = [a.name for a in algorithms]
@@ -254,11 +266,13 @@ def reserved_bytes(graph: Graph, candidates: Candidates,
 
 def tune(graph: Graph, batch: int, candidates: Candidates, build: Builder, forced: Forced = None,
          device: torch.device | None = None, precision: str = "fp32", context: str = "",
-         refresh: bool = False) -> tuple[LayerChoice, ...]:
+         refresh: bool = False, cpu_threads: bool = False) -> tuple[LayerChoice, ...]:
     """One LayerChoice per conv of `graph` (run `batch` patches at a time on `device`, the CPU by
     default); `context` names the backend's machine and kernel versions in the cache key. With
     `refresh` every conv is measured again and its cache entry replaced. A choice whose timings
-    stayed noisy (source `noisy`) is used but not cached, so the next compile measures again."""
+    stayed noisy (source `noisy`) is used but not cached, so the next compile measures again.
+    `cpu_threads`: the kernels run on this process's CPU threads, so their CPU time shows whether
+    another process took the cores (see `_timed`)."""
     device = device or torch.device("cpu")
     nodes = {node.name: node for node in graph.nodes if node.op == "conv"}
     convs = {name: candidates(node) for name, node in nodes.items()}
@@ -285,7 +299,8 @@ def tune(graph: Graph, batch: int, candidates: Candidates, build: Builder, force
         x, residual = _inputs(graph, node, batch, device)
         label = f"autotune: conv {i} of {len(nodes)} ({name}), {time.perf_counter() - started:.0f} s so far"
         with torch.inference_mode():
-            seconds, errors, noisy = _measure(build, node, x, residual, timed, label)
+            seconds, errors, noisy = _measure(build, node, x, residual, timed, label,
+                                              torch.get_num_threads() if cpu_threads else None)
         valid = [a for a in timed if errors.get(a.name, float("inf")) <= a.tolerance]
         best = min(valid, key=lambda a: seconds[a.name])
         choices.append(LayerChoice(name, best, tuple(seconds.items()), tuple(errors.items()),
