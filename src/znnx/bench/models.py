@@ -22,6 +22,7 @@ from torch import nn
 
 import znnx
 from znnx.bench import user_nets
+from znnx.bench.user_nets import encode
 
 PZNET_PROTOTXT = Path(__file__).resolve().parent / "pznet_unet.prototxt"
 
@@ -29,18 +30,6 @@ PZNET_PROTOTXT = Path(__file__).resolve().parent / "pznet_unet.prototxt"
 def conv_bn_elu(c_in: int, c_out: int, kernel: int | tuple[int, int, int], padding: int | tuple[int, int, int]
                 ) -> nn.Sequential:
     return nn.Sequential(nn.Conv3d(c_in, c_out, kernel, padding=padding), nn.BatchNorm3d(c_out), nn.ELU())
-
-
-def encode(blocks: nn.ModuleList, x: torch.Tensor, pool: tuple[int, int, int] = (2, 2, 2)
-           ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The contracting path: every block but the last keeps a skip and is max-pooled."""
-    skips = []
-    for i, block in enumerate(blocks):
-        x = block(x)
-        if i < len(blocks) - 1:
-            skips.append(x)
-            x = F.max_pool3d(x, pool)
-    return x, skips
 
 
 class OriginalUNet(nn.Module):

@@ -19,7 +19,7 @@ Each follows a published family at a size a lab would train on one GPU:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,19 @@ def conv(c_in: int, c_out: int, kernel: int | Triple, padding: int | Triple, act
          norm: bool = True, stride: int | Triple = 1) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv3d(c_in, c_out, kernel, stride=stride, padding=padding)]
     return nn.Sequential(*layers, *([nn.BatchNorm3d(c_out)] if norm else []), act)
+
+
+def encode(blocks: nn.ModuleList, x: torch.Tensor, window: int | Triple = (2, 2, 2),
+           pool: Callable[..., torch.Tensor] = F.max_pool3d) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The contracting path: every block but the last keeps a skip and is pooled (`pool` over `window`,
+    max by default). The benchmark U-Nets (bench/models.py) use it too."""
+    skips = []
+    for i, block in enumerate(blocks):
+        x = block(x)
+        if i < len(blocks) - 1:
+            skips.append(x)
+            x = pool(x, window)
+    return x, skips
 
 
 def crop_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -55,12 +68,7 @@ class LsdUNet(nn.Module):
         self.head = nn.Conv3d(widths[0], 3, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for i, block in enumerate(self.down):
-            x = block(x)
-            if i < len(self.down) - 1:
-                skips.append(x)
-                x = F.max_pool3d(x, (1, 3, 3))
+        x, skips = encode(self.down, x, (1, 3, 3))
         for up, block, skip in zip(self.up, self.up_blocks, reversed(skips)):
             x = up(F.interpolate(x, scale_factor=(1, 3, 3), mode="nearest"))
             x = block(torch.cat([crop_to(skip, x), x], dim=1))
@@ -108,15 +116,24 @@ class NnUNet(nn.Module):
         return torch.softmax(self.head(x), dim=1)
 
 
+class AnisoLevel(nn.Module):
+    """conv (1,3,3) -> [conv 3x3x3 -> BN -> ELU -> conv 3x3x3 -> BN, + its input, ELU]."""
+
+    def __init__(self, c_in: int, c: int) -> None:
+        super().__init__()
+        self.pre = conv(c_in, c, (1, 3, 3), (0, 1, 1), nn.ELU())
+        self.res = nn.Sequential(conv(c, c, 3, 1, nn.ELU()), nn.Conv3d(c, c, 3, padding=1), nn.BatchNorm3d(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pre(x)
+        return F.elu(self.res(x) + x)
+
+
 class AnisoResidualUNet(nn.Module):
     def __init__(self, widths: Sequence[int] = (16, 24, 32, 40)) -> None:
         super().__init__()
-        ins = [16, *widths[:-1]]
         self.embed = conv(1, 16, (1, 5, 5), (0, 2, 2), nn.ELU())
-        self.pre = nn.ModuleList(conv(i, w, (1, 3, 3), (0, 1, 1), nn.ELU()) for i, w in zip(ins, widths))
-        self.res = nn.ModuleList(
-            nn.Sequential(conv(w, w, 3, 1, nn.ELU()), nn.Conv3d(w, w, 3, padding=1), nn.BatchNorm3d(w))
-            for w in widths)
+        self.down = nn.ModuleList(AnisoLevel(i, w) for i, w in zip([16, *widths[:-1]], widths))
         self.reduce = nn.ModuleList(nn.Conv3d(w, lower, 1) for w, lower in zip(reversed(widths[1:]),
                                                                                 reversed(widths[:-1])))
         self.up_blocks = nn.ModuleList(
@@ -125,14 +142,7 @@ class AnisoResidualUNet(nn.Module):
         self.head = nn.Conv3d(widths[0], 3, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.embed(x)
-        skips = []
-        for level, (pre, res) in enumerate(zip(self.pre, self.res)):
-            x = pre(x)
-            x = F.elu(res(x) + x)
-            if level < len(self.pre) - 1:
-                skips.append(x)
-                x = F.avg_pool3d(x, (1, 2, 2))
+        x, skips = encode(self.down, self.embed(x), (1, 2, 2), F.avg_pool3d)
         for reduce, block, skip in zip(self.reduce, self.up_blocks, reversed(skips)):
             x = block(reduce(F.interpolate(x, scale_factor=(1, 2, 2), mode="trilinear")) + skip)
         return torch.sigmoid(self.head(x))
@@ -150,12 +160,7 @@ class PlantSegUNet(nn.Module):
         self.head = nn.Conv3d(widths[0], 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for i, block in enumerate(self.down):
-            x = block(x)
-            if i < len(self.down) - 1:
-                skips.append(x)
-                x = F.max_pool3d(x, 2)
+        x, skips = encode(self.down, x)
         for block, skip in zip(self.up_blocks, reversed(skips)):
             x = block(torch.cat([skip, F.interpolate(x, scale_factor=2, mode="nearest")], dim=1))
         return torch.sigmoid(self.head(x))
@@ -175,12 +180,7 @@ class TinyValidUNet(nn.Module):
         self.head = nn.Conv3d(widths[0], 2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for i, block in enumerate(self.down):
-            x = block(x)
-            if i < len(self.down) - 1:
-                skips.append(x)
-                x = F.avg_pool3d(x, 2)
+        x, skips = encode(self.down, x, 2, F.avg_pool3d)
         for up, block, skip in zip(self.up, self.up_blocks, reversed(skips)):
             x = up(x)
             x = block(torch.cat([crop_to(skip, x), x], dim=1))
