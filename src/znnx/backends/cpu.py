@@ -354,41 +354,38 @@ class _Builder:
 
         return run
 
-    def pool(self, node: Node) -> Run:
-        """A max or average pool, or a fragment (with its max window), through the C kernel."""
-        from znnx.kernels import pool
-
-        a = node.attrs
+    def c_kernel(self, node: Node, make: Callable[[], Callable[..., Tensor]]) -> Run:
+        """The C kernel `make` builds (fp32 only; called with the input and the arena slot as `out`),
+        or the node's eager kernel where there is none (another precision, no C compiler)."""
         try:
             if self.dtype != torch.float32:
-                raise KernelUnavailable("pool: the C pool is an fp32 kernel")
-            if node.op == "fragment":
-                window, block = fragment_window(node), a["block"]
-                out = tuple(s * b for s, b in zip(self.graph.types[node.output].spatial, block))
-                fast = pool.Pool(window, (1, 1, 1), (0,) * 6, out, block=block)
-            else:
-                fast = pool.Pool(a["kernel"], a["stride"], a["pads"], self.graph.types[node.output].spatial,
-                                 pool_dilation(node), average=node.op == "avg_pool",
-                                 count_include_pad=bool(a.get("count_include_pad", False)))
+                raise KernelUnavailable(f"{node.op}: the C kernel is an fp32 kernel")
+            fast = make()
         except KernelUnavailable:
             eager = self.eager.kernel(node)
             return lambda xs, out, _: eager(xs) if out is None else out.copy_(eager(xs))
         return lambda xs, out, _: fast(xs[0], out=out)
+
+    def pool(self, node: Node) -> Run:
+        """A max or average pool, or a fragment (with its max window), through the C kernel."""
+        from znnx.kernels import pool
+
+        a, spatial = node.attrs, self.graph.types[node.output].spatial
+        if node.op == "fragment":
+            window, block = fragment_window(node), a["block"]
+            out = tuple(s * b for s, b in zip(spatial, block))
+            return self.c_kernel(node, lambda: pool.Pool(window, (1, 1, 1), (0,) * 6, out, block=block))
+        return self.c_kernel(node, lambda: pool.Pool(
+            a["kernel"], a["stride"], a["pads"], spatial, pool_dilation(node), average=node.op == "avg_pool",
+            count_include_pad=bool(a.get("count_include_pad", False))))
 
     def upsample(self, node: Node) -> Run:
         """Nearest or trilinear upsampling through the C kernel."""
         from znnx.kernels import resample
 
         a = node.attrs
-        try:
-            if self.dtype != torch.float32:
-                raise KernelUnavailable("resample: the C upsampling is an fp32 kernel")
-            fast = resample.Upsample(self.graph.types[node.inputs[0]].spatial, a["scales"], a["mode"],
-                                     a["align_corners"])
-        except KernelUnavailable:
-            eager = self.eager.kernel(node)
-            return lambda xs, out, _: eager(xs) if out is None else out.copy_(eager(xs))
-        return lambda xs, out, _: fast(xs[0], out=out)
+        return self.c_kernel(node, lambda: resample.Upsample(self.graph.types[node.inputs[0]].spatial, a["scales"],
+                                                             a["mode"], a["align_corners"]))
 
     def inplace(self, node: Node, k: int) -> Kernel:
         if node.op in ACTIVATIONS:

@@ -341,6 +341,22 @@ def fused_chunk_bytes(weight_bytes: int) -> int | None:
     return 1 << 20 if weight_bytes <= 1 << 20 else 2 << 20
 
 
+def _schedule(points: int, cp: int, cop: int, tiles: int, slab_bytes: int | None = None,
+              fused: bool | None = None) -> tuple[bool, int]:
+    """Whether a layer runs fused (None: as `fused_chunk_bytes` decides) and its tiles per slab, or per
+    thread's run (before `_run_tiles` caps it for the thread count)."""
+    per_tile = points * (cp + cop) * 4
+    chunk = fused_chunk_bytes(points * cp * cop * 4)
+    if chunk is not None if fused is None else fused:
+        return True, max(1, (slab_bytes or chunk or SLAB_BYTES) // per_tile)
+    return False, _slab_tiles(per_tile, tiles, slab_bytes)
+
+
+def _run_tiles(count: int, tiles: int, threads: int) -> int:
+    """A fused layer's tiles per thread's run: at most its share, so that every thread has work."""
+    return min(count, -(-tiles // threads))
+
+
 def footprint(c_in: int, c_out: int, kernel: Sequence[int], m: int, out_spatial: Sequence[int],
               slab_bytes: int | None = None) -> tuple[int, int, int]:
     """(transformed weight bytes, scratch bytes, tiles per slab or per thread's run) of a layer; the
@@ -348,15 +364,14 @@ def footprint(c_in: int, c_out: int, kernel: Sequence[int], m: int, out_spatial:
     points = int(np.prod([m + k - 1 if k > 1 else 1 for k in kernel]))
     tiles = int(np.prod(_grid(kernel, m, out_spatial)))
     width = lanes(c_in, c_out)
-    weights = points * _round(c_in, width) * _round(c_out, width) * 4
-    per_tile = points * (_round(c_in, width) + _round(c_out, width)) * 4
-    chunk = fused_chunk_bytes(weights)
-    if chunk is None:
-        count = _slab_tiles(per_tile, tiles, slab_bytes)
-        return weights, count * per_tile, count
+    cp, cop = _round(c_in, width), _round(c_out, width)
+    per_tile = points * (cp + cop) * 4
+    fused, count = _schedule(points, cp, cop, tiles, slab_bytes)
+    if not fused:
+        return points * cp * cop * 4, count * per_tile, count
     threads = torch.get_num_threads()
-    count = max(1, min((slab_bytes or chunk) // per_tile, -(-tiles // threads)))
-    return weights, threads * count * per_tile, count
+    count = _run_tiles(count, tiles, threads)
+    return points * cp * cop * 4, threads * count * per_tile, count
 
 
 class WinogradConv:
@@ -400,17 +415,11 @@ class WinogradConv:
         self.out_spatial = conv_spatial(self.spatial, self.kernel, self.pads)
         self.grid = _grid(self.kernel, m, self.out_spatial)
         self.tiles = int(np.prod(self.grid))
-        per_tile = self.points * (self.cp + self.cop) * 4
-        chunk = fused_chunk_bytes(self.points * self.cp * self.cop * 4)
-        self.fused = chunk is not None if fused is None else fused
-        if self.fused:
-            self.count = max(1, (slab_bytes or chunk or SLAB_BYTES) // per_tile)
-        else:
-            self.count = _slab_tiles(per_tile, self.tiles, slab_bytes)
+        self.fused, self.count = _schedule(self.points, self.cp, self.cop, self.tiles, slab_bytes, fused)
 
     def _fused(self, x: torch.Tensor, y: torch.Tensor, residual: torch.Tensor | None) -> None:
         threads = torch.get_num_threads()
-        chunk = min(self.count, -(-self.tiles // threads))
+        chunk = _run_tiles(self.count, self.tiles, threads)
         scratch = _buffer("fused", threads * chunk * self.points * (self.cp + self.cop)).data_ptr()
         (d, h, w), (kd, kh, kw), (do, ho, wo) = self.spatial, self.kernel, self.out_spatial
         _, gh, gw = self.grid
