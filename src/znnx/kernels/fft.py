@@ -52,6 +52,25 @@ def footprint(c_in: int, c_out: int, kernel: Sequence[int], size: int, in_spatia
     return freqs * c_in * c_out * 8, padded + 3 * slab
 
 
+def _padded(x: torch.Tensor, pads: Sequence[int], kernel: Sequence[int], grid: Sequence[int], m: Sequence[int],
+            spatial: Sequence[int]) -> torch.Tensor:
+    """`x` (N, C, D, H, W) zero-padded by `pads` (d, h, w) in front and behind to cover a `grid` of tiles
+    of `m` outputs for `kernel`, as an (N, D, H, W, C) view of a channels-last tensor."""
+    extra = [g * t + k - 1 - s - p for g, t, k, s, p in zip(grid, m, kernel, spatial, pads)]
+    xp = F.pad(x, (pads[2], extra[2], pads[1], extra[1], pads[0], extra[0]))
+    return xp.contiguous(memory_format=torch.channels_last_3d).permute(0, 2, 3, 4, 1)
+
+
+def _plane_tiles(t: torch.Tensor, item: int, row: int, size: Sequence[int], step: Sequence[int],
+                 grid: Sequence[int]) -> torch.Tensor:
+    """Tile row `row` (depth) of item `item` of `t` (N, D, H, W, C): the grid[1] x grid[2] windows of
+    `size` voxels every `step` voxels, as (tiles, *size, C) (a strided view, copied by reshape)."""
+    sd, sh, sw, sc = t.stride()[1:]
+    window = t[item, row * step[0]:row * step[0] + size[0]]
+    return window.as_strided((grid[1], grid[2], *size, t.shape[4]), (sh * step[1], sw * step[2], sd, sh, sw, sc)
+                             ).reshape(grid[1] * grid[2], *size, t.shape[4])
+
+
 class FFTConv:
     """One stride-1 convolution by tiled FFTs of `size` voxels per axis (1 along axes where k = 1)."""
 
@@ -89,26 +108,20 @@ class FFTConv:
     def __call__(self, x: torch.Tensor, *, out: torch.Tensor | None = None,
                  residual: torch.Tensor | None = None) -> torch.Tensor:
         n_items = x.shape[0]
-        (nd, nh, nw), (md, mh, mw), (gd, gh, gw) = self.n, self.m, self.grid
-        p = self.pads
-        need = [g * m + k - 1 for g, m, k in zip(self.grid, self.m, self.kernel)]
-        extra = [need[i] - self.spatial[i] - p[i] for i in range(3)]
-        xp = F.pad(x, (p[2], extra[2], p[1], extra[1], p[0], extra[0])).contiguous(memory_format=torch.channels_last_3d)
+        (md, mh, mw), (gd, gh, gw) = self.m, self.grid
+        xl = _padded(x, self.pads[:3], self.kernel, self.grid, self.m, self.spatial)
         aliased = out is not None and residual is not None and out.data_ptr() == residual.data_ptr()
         y = out if out is not None and not aliased else torch.empty(
             (n_items, self.c_out, *self.out_spatial), device=x.device, dtype=x.dtype,
             memory_format=torch.channels_last_3d)
-        xl, yl = xp.permute(0, 2, 3, 4, 1), y.permute(0, 2, 3, 4, 1)
-        sd, sh, sw, sc = xl.stride()[1:]
+        yl = y.permute(0, 2, 3, 4, 1)
         do, ho, wo = self.out_spatial
         per_plane = gh * gw
         planes = [(i, td) for i in range(n_items) for td in range(gd)]
         group = max(1, -(-self.count // per_plane))
         for start in range(0, len(planes), group):
             chosen = planes[start:start + group]
-            tiles = torch.cat([xl[i, td * md:td * md + nd].as_strided(
-                (gh, gw, nd, nh, nw, self.c_in), (sh * mh, sw * mw, sd, sh, sw, sc)).reshape(
-                per_plane, nd, nh, nw, self.c_in) for i, td in chosen])
+            tiles = torch.cat([_plane_tiles(xl, i, td, self.n, self.m, self.grid) for i, td in chosen])
             outputs = torch.cat([self._products(tiles[first:first + self.count])
                                  for first in range(0, tiles.shape[0], self.count)])
             for k, (i, td) in enumerate(chosen):
@@ -143,14 +156,8 @@ def weight_gradient(x: torch.Tensor, g: torch.Tensor, kernel: Sequence[int], pad
     n_items, c_in = int(x.shape[0]), int(x.shape[1])
     c_out, out_spatial = int(g.shape[1]), tuple(int(s) for s in g.shape[2:])
     grid = tuple(-(-o // t) for o, t in zip(out_spatial, m))
-    need = [gr * t + k - 1 for gr, t, k in zip(grid, m, kernel)]
-    spatial = x.shape[2:]
-    extra = [need[i] - int(spatial[i]) - pads[i] for i in range(3)]
-    xp = F.pad(x.float(), (pads[2], extra[2], pads[1], extra[1], pads[0], extra[0])).permute(0, 2, 3, 4, 1)
-    gp = F.pad(g.float(), (0, grid[2] * m[2] - out_spatial[2], 0, grid[1] * m[1] - out_spatial[1],
-                           0, grid[0] * m[0] - out_spatial[0])).permute(0, 2, 3, 4, 1)
-    xp, gp = xp.contiguous(), gp.contiguous()
-    xs, gs = xp.stride(), gp.stride()
+    xp = _padded(x.float(), pads, kernel, grid, m, x.shape[2:])
+    gp = _padded(g.float(), (0, 0, 0), (1, 1, 1), grid, m, out_spatial)
     freqs = n[0] * n[1] * (n[2] // 2 + 1)
     per_plane = grid[1] * grid[2]
     group = max(1, -(-slab_tiles(freqs, c_in, c_out, slab_bytes) // per_plane))
@@ -158,12 +165,8 @@ def weight_gradient(x: torch.Tensor, g: torch.Tensor, kernel: Sequence[int], pad
     planes = [(i, td) for i in range(n_items) for td in range(grid[0])]
     for start in range(0, len(planes), group):
         chosen = planes[start:start + group]
-        x_tiles = torch.cat([xp[i, td * m[0]:td * m[0] + n[0]].as_strided(
-            (grid[1], grid[2], n[0], n[1], n[2], c_in), (xs[2] * m[1], xs[3] * m[2], xs[1], xs[2], xs[3], xs[4]))
-            .reshape(per_plane, *n, c_in) for i, td in chosen])
-        g_tiles = torch.cat([gp[i, td * m[0]:(td + 1) * m[0]].as_strided(
-            (grid[1], grid[2], m[0], m[1], m[2], c_out), (gs[2] * m[1], gs[3] * m[2], gs[1], gs[2], gs[3], gs[4]))
-            .reshape(per_plane, *m, c_out) for i, td in chosen])
+        x_tiles = torch.cat([_plane_tiles(xp, i, td, n, m, grid) for i, td in chosen])
+        g_tiles = torch.cat([_plane_tiles(gp, i, td, m, m, grid) for i, td in chosen])
         # spatial axes first, so each frequency's (C_in x tiles) and (tiles x C_out) blocks are contiguous
         xf = torch.fft.rfftn(x_tiles.permute(1, 2, 3, 4, 0).contiguous(), dim=(0, 1, 2)).reshape(freqs, c_in, -1)
         gf = torch.fft.rfftn(g_tiles.permute(1, 2, 3, 0, 4).contiguous(), s=n, dim=(0, 1, 2))
