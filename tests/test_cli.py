@@ -148,8 +148,9 @@ def test_infer_then_segment_its_boundaries(tmp_path: Path, capsys: pytest.Captur
     assert np.array_equal(storage.open_volume(str(tmp_path / "seg.zarr")).read((slice(None),) * 3), expected)
 
 
-def test_infer_on_two_devices_and_run_in_bf16(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import torch
+def test_infer_on_two_devices_and_run_in_bf16(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from znnx.backends import cpu
 
     volume = np.random.default_rng(1).random((30, 34, 38), dtype=np.float32)
     np.save(tmp_path / "raw.npy", volume)
@@ -165,10 +166,14 @@ def test_infer_on_two_devices_and_run_in_bf16(tmp_path: Path, capsys: pytest.Cap
     assert main(["run", str(model_path()), str(tmp_path / "in.npy"), str(tmp_path / "o.npy"), "--precision",
                  "fp16"]) == 2
     assert "precision: fp16 does not run on cpu; on cpu use one of" in capsys.readouterr().err
-    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        assert main(["run", str(model_path()), str(tmp_path / "in.npy"), str(tmp_path / "o.npy"), "--precision",
-                     "bf16"]) == 0
-        assert np.load(tmp_path / "o.npy").dtype == np.float32
+    monkeypatch.setattr(cpu, "native_bf16", lambda: False)
+    assert main(["run", str(model_path()), str(tmp_path / "in.npy"), str(tmp_path / "o.npy"), "--precision",
+                 "bf16"]) == 2
+    assert "bf16 on this CPU would be emulated" in capsys.readouterr().err
+    monkeypatch.setattr(cpu, "native_bf16", lambda: True)
+    assert main(["run", str(model_path()), str(tmp_path / "in.npy"), str(tmp_path / "o.npy"), "--precision",
+                 "bf16"]) == 0
+    assert np.load(tmp_path / "o.npy").dtype == np.float32
 
 
 def test_help_everywhere() -> None:

@@ -13,13 +13,16 @@ import torch
 import znnx
 from tests.nets import Case, cases, rel_error
 from znnx import backends
-from znnx.backends import cuda
+from znnx.backends import cpu, cuda
 from znnx.errors import DeviceError, GraphError
 from znnx.net import make_plan
 from znnx.plan.precision import PRECISIONS
 
-CPU_BF16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-needs_bf16 = pytest.mark.skipif(not CPU_BF16, reason="this CPU has no AVX512-BF16 / AMX: bf16 would be emulated")
+
+@pytest.fixture
+def bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 allowed on every CPU: where oneDNN emulates it the results are the same, only slower."""
+    monkeypatch.setattr(cpu, "native_bf16", lambda: True)
 
 
 def _expected(case: Case, x: np.ndarray) -> tuple[znnx.Graph, np.ndarray]:
@@ -35,11 +38,18 @@ def test_refused_where_it_does_not_run(name: str, device: str) -> None:
         backends.get(device).precision(name)
 
 
+def test_bf16_refused_where_onednn_would_emulate_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu, "native_bf16", lambda: False)
+    with pytest.raises(DeviceError, match=r"bf16 on this CPU would be emulated.*use precision fp32"):
+        cpu.precision("bf16")
+    assert cpu.precision("fp32").name == "fp32"
+
+
 def test_every_precision_runs_on_cuda() -> None:
     assert [cuda.precision(name).name for name in PRECISIONS] == list(PRECISIONS)
 
 
-@needs_bf16
+@pytest.mark.usefixtures("bf16")
 @pytest.mark.parametrize("case", cases(), ids=str)
 def test_cpu_bf16_within_tolerance(case: Case) -> None:
     x = np.random.default_rng(5).standard_normal((1, *case.input_shape), dtype=np.float32)
@@ -67,7 +77,7 @@ def test_gpu_program_within_tolerance(case: Case, precision: str) -> None:
     assert rel_error(y.reshape(expected.shape), expected) < PRECISIONS[precision].tolerance
 
 
-@needs_bf16
+@pytest.mark.usefixtures("bf16")
 def test_bf16_halves_the_plan_and_refuses_fp32_kernels() -> None:
     case = cases()[1]
     graph = znnx.load(case.build(), case.input_shape)
@@ -78,7 +88,7 @@ def test_bf16_halves_the_plan_and_refuses_fp32_kernels() -> None:
         znnx.compile(graph, precision="bf16", algorithm="winograd4")
 
 
-@needs_bf16
+@pytest.mark.usefixtures("bf16")
 def test_network_file_loads_in_another_precision(tmp_path: object) -> None:
     from pathlib import Path
 

@@ -19,6 +19,7 @@ from safetensors.numpy import load_file
 
 import znnx
 from tests.training.factory import build
+from znnx.backends import cpu
 from znnx.cli import main
 from znnx.errors import InputError, ModelError
 from znnx.training.data import Augment
@@ -131,7 +132,12 @@ def test_bad_options_are_named(tmp_path: Path, data: tuple[str, str]) -> None:
               input_shape=(1, 16, 16, 16), stream=None)
 
 
-def test_bf16_mixed_precision_on_the_cpu(tmp_path: Path, data: tuple[str, str]) -> None:
+def test_bf16_mixed_precision_on_the_cpu(tmp_path: Path, data: tuple[str, str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu, "native_bf16", lambda: False)
+    with pytest.raises(InputError, match="train: precision: bf16 on this CPU would be emulated"):
+        train(build(), *data, tmp_path, TrainOptions(precision="bf16"), input_shape=(1, 16, 16, 16))
+    monkeypatch.setattr(cpu, "native_bf16", lambda: True)
     options = TrainOptions(patch=(8, 8, 8), steps=8, validate_every=4, checkpoint_every=4, validation=0.3,
                            precision="bf16", threads=2)
     summary = train(build(), *data, tmp_path, options, input_shape=(1, 16, 16, 16), stream=None)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from znnx import backends
-from znnx.errors import InputError, ModelError
+from znnx.errors import DeviceError, InputError, ModelError
 from znnx.ir.graph import Graph
 from znnx.plan.autotune import Forced
 from znnx.plan.plan import choices_from_json, choices_json
@@ -109,10 +109,10 @@ def _check(options: TrainOptions) -> None:
         raise InputError(f"train: validation must be a fraction in [0, 1), got {options.validation}")
     if options.precision not in PRECISIONS:
         raise InputError(f"train: precision {options.precision!r} is not one of {list(PRECISIONS)}")
-    backend = backends.get(backends.kind_of(options.device))
-    if options.precision not in backend.PRECISIONS:
-        raise InputError(f"train: {options.precision} does not run on {options.device}; there use one of "
-                         f"{[p for p in backend.PRECISIONS if p in PRECISIONS]}")
+    try:
+        backends.get(backends.kind_of(options.device)).precision(options.precision)
+    except DeviceError as error:
+        raise InputError(f"train: {error}") from error
 
 
 def read_volumes(image: Any, labels: Any, mask: Any = None, scale: float | None = None) -> tuple[Volumes, float]:
