@@ -14,7 +14,7 @@ import numpy as np
 
 from znnx.errors import InputError
 from znnx.ir.graph import Graph, Node
-from znnx.ir.ops import ACTIVATIONS, center_crop_begin, fragment_window, pool_dilation, pool_output
+from znnx.ir.ops import ACTIVATIONS, center_crop_begin, conv_sources, fragment_window, pool_dilation, pool_output
 
 Array = np.ndarray
 
@@ -204,11 +204,11 @@ def activation(op: str, x: Array, alpha: float = 0.0) -> Array:
 
 
 def _epilogue(node: Node, out: Array, args: Sequence[Array]) -> Array:
-    """A conv's fused steps in order: add the residual (second input), scale per channel, apply the
-    activation."""
+    """A conv's fused steps in order: add the residual (the input after its sources), scale per
+    channel, apply the activation."""
     for step in node.attrs.get("epilogue", ()):
         if step == "add":
-            out = out + args[1]
+            out = out + args[conv_sources(node)]
         elif step == "scale":
             out = out * _channel(node.params["scale_gamma"]) + _channel(node.params["scale_beta"])
         else:
@@ -220,7 +220,7 @@ OpFn = Callable[[Node, Sequence[Array]], Array]
 
 OPS: dict[str, OpFn] = {
     "conv": lambda n, a: _epilogue(n, conv(
-        a[0], _p(n, "weight"), _p(n, "bias"), n.attrs["stride"],  # type: ignore[arg-type]
+        np.concatenate(a[:conv_sources(n)], axis=1), _p(n, "weight"), _p(n, "bias"), n.attrs["stride"],  # type: ignore[arg-type]
         n.attrs["dilation"], n.attrs["pads"], n.attrs["groups"]), a),
     "conv_transpose": lambda n, a: _epilogue(n, conv_transpose(
         a[0], _p(n, "weight"), _p(n, "bias"), n.attrs["stride"], n.attrs["dilation"],  # type: ignore[arg-type]

@@ -15,11 +15,11 @@ from fractions import Fraction
 
 from znnx.errors import GraphError
 from znnx.ir.graph import Graph, Node
-from znnx.ir.ops import ACTIVATIONS, BINARY, fragment_window, window_dilation
+from znnx.ir.ops import ACTIVATIONS, BINARY, conv_input, fragment_window, window_dilation
 
 
 def _conv_flops(graph: Graph, node: Node) -> int:
-    c_in = graph.types[node.inputs[0]].channels // node.attrs["groups"]
+    c_in = conv_input(graph.types, node).channels // node.attrs["groups"]
     return 2 * c_in * math.prod(node.attrs["kernel"]) * graph.types[node.output].numel
 
 

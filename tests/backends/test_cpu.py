@@ -174,3 +174,28 @@ def test_nan_and_inf_propagate_as_in_pytorch_whatever_the_algorithm(algorithm: s
     clean = rng.standard_normal((1, 12, 20, 16)).astype(np.float32)
     with torch.no_grad():
         assert rel_error(net(clean), model(torch.from_numpy(clean)[None])[0].numpy()) < 1e-4
+
+
+@pytest.mark.parametrize("algorithm", ["direct", "winograd2", "winograd4", "fft16", "implicit"])
+def test_fused_concat_under_every_algorithm(algorithm: str) -> None:
+    """A decoder conv reading the upsampled path and the skip as sources (residual added in place):
+    Winograd reads the sources themselves, the others join them into the step's arena scratch."""
+    b, x = builder(channels=3, spatial=(4, 6, 8))
+    skip = conv(b, x, 5)
+    up = conv(b, conv(b, skip, 6, kernel=(1, 2, 2), pads=(0,) * 6, stride=(1, 2, 2)), 2, kernel=(1, 2, 2),
+              pads=(0,) * 6, transposed=True, stride=(1, 2, 2))
+    narrow = conv(b, x, 2, kernel=(1, 1, 1), pads=(0,) * 6)  # implicit GEMM takes <= 4 input channels
+    joined = b.add("concat", [up, skip] if algorithm != "implicit" else [up, narrow])
+    residual = conv(b, x, 5, kernel=(1, 1, 1), pads=(0,) * 6)
+    graph = optimize(b.finish([b.add("elu", [b.add("add", [conv(b, joined, 5), residual])], {"alpha": 1.0})])).graph
+    fused = graph.nodes[-1]
+    assert fused.attrs["sources"] == 2 and "concat" not in [node.op for node in graph.nodes]
+    net = compile(graph, optimize=False, algorithm={fused.name: algorithm})
+    assert dict((c.node, c.algorithm.name) for c in net.algorithms)[fused.name] == algorithm
+    rng = np.random.default_rng(2)
+    xs = rng.standard_normal((2, 3, 4, 6, 8)).astype(np.float32)
+    expected = reference.run(graph, {"x": xs})[graph.outputs[0]]
+    for _ in range(2):
+        assert rel_error(net(xs), expected) < (1e-4 if algorithm == "winograd4" else 1e-5)
+    step = net.plan.memory.steps[-1]
+    assert step.scratch is not None and step.inplace == 2

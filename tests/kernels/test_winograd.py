@@ -5,6 +5,7 @@ in exact arithmetic."""
 
 from __future__ import annotations
 
+import itertools
 from fractions import Fraction
 
 import numpy as np
@@ -99,6 +100,26 @@ def test_both_drivers_agree_on_random_shapes(seed: int) -> None:
     outputs = [winograd.WinogradConv(*args, fused=fused, slab_bytes=1 << 14)(channels_last(x), residual=residual)
                for fused in (False, True)]
     torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("parts, fused", [((5, 12), True), ((16, 8, 3), False), ((24, 24), True), ((1, 40), False),
+                                           ((17, 19), None)])
+@pytest.mark.parametrize("m", [2, 4])
+def test_sources_of_a_fused_concat_match_the_concatenated_input(parts: tuple[int, ...], fused: bool | None,
+                                                                  m: int) -> None:
+    """The input given as the sources of a concat (each transformed into its own rows, with padding
+    rows between) equals the convolution of their concatenation, in both drivers and batched."""
+    case = Case(sum(parts), 13, (3, 3, 3) if m == 4 else (1, 3, 3), (7, 9, 10), (1, 1, 1, 1, 0, 1), ("add", "relu"))
+    x, w, b = arrays(case, 2, 7)
+    residual = np.random.default_rng(8).standard_normal(out_shape(case, 2))
+    conv = winograd.WinogradConv(torch.from_numpy(w).float(), torch.from_numpy(b).float(), case.pads, m, case.steps,
+                                 ALPHA, case.spatial, fused=fused, slab_bytes=1 << 15, parts=parts)
+    bounds = np.cumsum((0, *parts))
+    sources = [channels_last(x[:, a:z]) for a, z in itertools.pairwise(bounds)]
+    y = conv(sources, residual=channels_last(residual))
+    assert relative_error(y, expected(case, x, w, b, residual)) <= TOLERANCE[m]
+    with pytest.raises(ValueError, match="sources of"):
+        conv([channels_last(x)])
 
 
 def test_narrow_layers_run_fused_and_wide_ones_by_slabs() -> None:

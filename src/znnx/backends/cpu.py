@@ -14,6 +14,8 @@
   compiler is available (PyTorch's channels-last max_pool3d and avg_pool3d are several times slower
   than a pass over memory); so do max-pooling fragments, the window's maximum written straight into
   the fragment layout; nearest and trilinear upsampling through kernels/resample.py.
+- A conv with a fused concat (several sources, passes/fuse_concat.py) reads the sources straight
+  into its Winograd tiles; under the other algorithms it joins them into arena scratch first.
 - Activations, scales and binary ops write in place where the memory plan says so.
 - Every other op runs through the eager kernels, which accept channels-last tensors.
 """
@@ -27,6 +29,7 @@ import platform
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -34,11 +37,11 @@ import torch
 from znnx.backends import torch_eager
 from znnx.errors import DeviceError, KernelUnavailable
 from znnx.ir.graph import Graph, Node
-from znnx.ir.ops import ACTIVATIONS, epilogue, fragment_window, pool_dilation
+from znnx.ir.ops import ACTIVATIONS, conv_input, conv_sources, epilogue, fragment_window, pool_dilation
 from znnx.kernels.epilogue import Scale, activation, epilogue_step
 from znnx.plan import algorithm as algorithms
 from znnx.plan.algorithm import DIRECT, Algorithm
-from znnx.plan.autotune import Forced, LayerChoice, direct_only, reserved_bytes, tune
+from znnx.plan.autotune import Forced, Input, LayerChoice, as_sources, direct_only, reserved_bytes, tune
 from znnx.plan.memory import FLOAT_BYTES, MemoryPlan, Step, plan_memory
 from znnx.plan.plan import Plan
 from znnx.plan.precision import Precision, resolve
@@ -136,7 +139,10 @@ def placeable(node: Node) -> bool:
 
 
 def scratch_elements(graph: Graph, node: Node) -> int:
-    """Arena scratch per patch, in elements: the GEMM result of a shuffling transposed conv."""
+    """Arena scratch per patch, in elements: the GEMM result of a shuffling transposed conv, the
+    joined input of a conv with sources (used unless Winograd reads them directly)."""
+    if node.op == "conv" and conv_sources(node) > 1:
+        return conv_input(graph.types, node).numel
     return graph.types[node.output].numel if shuffles(node) else 0
 
 
@@ -158,7 +164,7 @@ def conv_candidates(graph: Graph, node: Node, precision: Precision) -> tuple[Alg
     shape = (a["kernel"], a["stride"], a["dilation"], int(a["groups"]))
     if precision.name != "fp32":
         return (DIRECT,)
-    few = graph.types[node.inputs[0]].channels <= IMPLICIT_CHANNELS and implicit.applicable(*shape[1:])
+    few = conv_input(graph.types, node).channels <= IMPLICIT_CHANNELS and implicit.applicable(*shape[1:])
     return (DIRECT, *((algorithms.IMPLICIT,) if few else ()),
             *((algorithms.winograd(2), algorithms.winograd(4)) if winograd.applicable(*shape) else ()),
             *(algorithms.fft(size) for size in fft_sizes(a["kernel"]) if fft.applicable(*shape)))
@@ -177,14 +183,15 @@ def algorithm_bytes(graph: Graph, node: Node, algorithm: Algorithm) -> tuple[int
 
     if algorithm.kind == "direct":
         return 0, 0
-    x, y = graph.types[node.inputs[0]], graph.types[node.output]
+    x, y = conv_input(graph.types, node), graph.types[node.output]
     kernel = tuple(node.attrs["kernel"])
     raw = int(node.params["weight"].size) * FLOAT_BYTES
     if algorithm.kind == "implicit":
         weights, scratch = implicit.footprint(x.channels, y.channels, kernel, node.attrs["pads"], x.spatial)
         scratch *= x.fragments
     elif algorithm.kind == "winograd":
-        weights, scratch, _ = winograd.footprint(x.channels, y.channels, kernel, algorithm.tile, y.spatial)
+        weights, scratch, _ = winograd.footprint(x.channels, y.channels, kernel, algorithm.tile, y.spatial,
+                                                 parts=sources_channels(graph, node))
     else:
         weights, scratch = fft.footprint(x.channels, y.channels, kernel, algorithm.tile, x.spatial)
     return weights - raw, scratch
@@ -201,6 +208,11 @@ def reserved_kernel_bytes(graph: Graph, precision: Precision) -> tuple[int, int]
 Run = Callable[[Sequence[Tensor], Tensor | None, Tensor | None], Tensor]
 
 
+def sources_channels(graph: Graph, node: Node) -> tuple[int, ...]:
+    """The channels of each source of a conv's input (one entry where it has one source)."""
+    return tuple(graph.types[name].channels for name in node.inputs[:conv_sources(node)])
+
+
 class _Builder:
     def __init__(self, graph: Graph, algorithms: Mapping[str, Algorithm], dtype: torch.dtype = torch.float32) -> None:
         self.graph = graph
@@ -208,28 +220,50 @@ class _Builder:
         self.algorithms = algorithms
         self.dtype = dtype
 
-    def fast_conv(self, node: Node, step: Step) -> Run:
-        """A conv through znnx's implicit-GEMM, Winograd or FFT kernels, epilogue fused."""
+    def fast_kernel(self, node: Node) -> Callable[..., Tensor]:
+        """The conv's kernel object of znnx's implicit-GEMM, Winograd or FFT kernels, epilogue fused."""
         from znnx.kernels import fft, implicit, winograd
 
         a, algorithm = node.attrs, self.algorithms[node.name]
         spatial = self.graph.types[node.inputs[0]].spatial
         weight, bias = self.eager.need(node, "weight"), self.eager.param(node, "bias")
         steps, alpha, scale = epilogue(node), float(a.get("alpha", 0.0)), self.eager.scale_of(node)
-        conv: Callable[..., Tensor]
         if algorithm.kind == "implicit":
-            conv = implicit.ImplicitConv(weight, bias, a["pads"], steps, alpha, spatial, scale=scale)
-        elif algorithm.kind == "winograd":
-            conv = winograd.WinogradConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial, scale=scale)
-        else:
-            conv = fft.FFTConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial, scale=scale)
+            return implicit.ImplicitConv(weight, bias, a["pads"], steps, alpha, spatial, scale=scale)
+        if algorithm.kind == "winograd":
+            return winograd.WinogradConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial, scale=scale,
+                                         parts=sources_channels(self.graph, node))
+        return fft.FFTConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial, scale=scale)
+
+    def fast_conv(self, node: Node, step: Step) -> Run:
+        """A conv through `fast_kernel`; Winograd takes a conv's sources as they are."""
+        conv = self.fast_kernel(node)
+        sources = conv_sources(node) if self.algorithms[node.name].kind == "winograd" else 1
 
         def run(xs: Sequence[Tensor], out: Tensor | None, scratch: Tensor | None) -> Tensor:
-            if step.inplace == 1:
-                return conv(xs[0], out=xs[1], residual=xs[1])
-            return conv(xs[0], out=out, residual=xs[1] if len(xs) > 1 else None)
+            x = xs[0] if sources == 1 else tuple(xs[:sources])
+            if step.inplace == sources:
+                return conv(x, out=xs[sources], residual=xs[sources])
+            return conv(x, out=out, residual=xs[sources] if len(xs) > sources else None)
 
         return run
+
+    def joined(self, node: Node, run: Run) -> Run:
+        """`run` (built for one input) of a conv with sources, given them joined first: into its arena
+        scratch (a fresh tensor would be page-faulted in on every patch)."""
+        sources, x = conv_sources(node), conv_input(self.graph.types, node)
+
+        def run_joined(xs: Sequence[Tensor], out: Tensor | None, scratch: Tensor | None) -> Tensor:
+            parts = list(xs[:sources])
+            if scratch is None:
+                joined = torch.cat(parts, 1)
+            else:
+                n = parts[0].shape[0]
+                view = scratch[:n * x.numel // x.fragments].view(n, *x.spatial, x.channels).permute(0, 4, 1, 2, 3)
+                joined = torch.cat(parts, 1, out=view)
+            return run([joined, *xs[sources:]], out, None)
+
+        return run_joined
 
     def activation_(self, op: str, alpha: float) -> Callable[[Tensor], Tensor]:
         """An activation in place on a conv's output: ELU through the C kernel in fp32 (PyTorch's
@@ -258,7 +292,7 @@ class _Builder:
         a = node.attrs
         padding, stride, dilation = list(a["pads"][:3]), list(a["stride"]), list(a["dilation"])
         groups = int(a["groups"])
-        x = self.graph.types[node.inputs[0]]
+        x = conv_input(self.graph.types, node)
         w = torch.ops.mkldnn._reorder_convolution_weight(
             self.eager.need(node, "weight"), padding, stride, dilation, groups, [1, x.channels, *x.spatial])
         b = self.eager.param(node, "bias")
@@ -413,6 +447,14 @@ class _Builder:
         return lambda xs: fn(xs[0], xs[1], out=xs[k])
 
     def kernel(self, node: Node, step: Step) -> Run:
+        """The step's kernel; a conv with sources that only Winograd reads directly gets them joined."""
+        algorithm = self.algorithms.get(node.name, DIRECT)
+        if node.op == "conv" and conv_sources(node) > 1 and algorithm.kind != "winograd":
+            inplace = None if step.inplace is None else 1
+            return self.joined(node, self.single(node, replace(step, inplace=inplace)))
+        return self.single(node, step)
+
+    def single(self, node: Node, step: Step) -> Run:
         if node.op == "conv" and self.algorithms.get(node.name, DIRECT).kind != "direct":
             return self.fast_conv(node, step)
         if node.op == "conv" and placeable(node):
@@ -501,8 +543,8 @@ def conv_kernel(graph: Graph, node: Node, algorithm: Algorithm) -> Callable[...,
     arena slot, else fresh."""
     run = _Builder(graph, {node.name: algorithm}).kernel(node, Step(node.name, None, False, None, 0))
 
-    def conv(x: Tensor, *, out: Tensor | None = None, residual: Tensor | None = None) -> Tensor:
-        return run([x] if residual is None else [x, residual], out, None)
+    def conv(x: Input, *, out: Tensor | None = None, residual: Tensor | None = None) -> Tensor:
+        return run([*as_sources(x), *([] if residual is None else [residual])], out, None)
 
     return conv
 

@@ -26,10 +26,10 @@ import torch
 from znnx.backends import torch_eager
 from znnx.errors import DeviceError
 from znnx.ir.graph import Graph, Node
-from znnx.ir.ops import epilogue
+from znnx.ir.ops import conv_input, epilogue
 from znnx.plan import algorithm as algorithms
 from znnx.plan.algorithm import DIRECT, Algorithm
-from znnx.plan.autotune import Forced, LayerChoice, direct_only, reserved_bytes, tune
+from znnx.plan.autotune import Forced, Input, LayerChoice, as_sources, direct_only, reserved_bytes, tune
 from znnx.plan.memory import FLOAT_BYTES, MemoryPlan, plan_memory
 from znnx.plan.plan import Plan
 from znnx.plan.precision import Precision, resolve
@@ -99,7 +99,7 @@ def algorithm_bytes(graph: Graph, node: Node, algorithm: Algorithm) -> tuple[int
 
     if algorithm.kind != "fft":
         return 0, 0
-    x, y = graph.types[node.inputs[0]], graph.types[node.output]
+    x, y = conv_input(graph.types, node), graph.types[node.output]
     weights, scratch = fft.footprint(x.channels, y.channels, node.attrs["kernel"], algorithm.tile, x.spatial)
     return weights - int(node.params["weight"].size) * FLOAT_BYTES, scratch
 
@@ -210,9 +210,9 @@ def conv_kernel(graph: Graph, node: Node, algorithm: Algorithm, device: torch.de
     kernel = _Builder(graph, device, precision.torch_dtype, {node.name: algorithm}).kernel(node)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
-    def run(x: Tensor, *, out: Tensor | None = None, residual: Tensor | None = None) -> Tensor:
+    def run(x: Input, *, out: Tensor | None = None, residual: Tensor | None = None) -> Tensor:
         with flags(precision):
-            y = kernel([x] if residual is None else [x, residual])
+            y = kernel([*as_sources(x), *([] if residual is None else [residual])])
         y = y if out is None else out.copy_(y)
         sync()
         return y

@@ -16,7 +16,15 @@ import torch.nn.functional as F
 
 from znnx.errors import UnsupportedError
 from znnx.ir.graph import Graph, Node, TensorType
-from znnx.ir.ops import ACTIVATIONS, BINARY, center_crop_begin, fragment_window, pool_dilation, pool_output
+from znnx.ir.ops import (
+    ACTIVATIONS,
+    BINARY,
+    center_crop_begin,
+    conv_sources,
+    fragment_window,
+    pool_dilation,
+    pool_output,
+)
 from znnx.kernels.epilogue import Kernel, Scale, activation, with_epilogue
 
 Tensor = torch.Tensor
@@ -228,7 +236,15 @@ class Builder:
         if node.op in BINARY:
             return self.binary(node)
         builder: Callable[[Node], Kernel] = getattr(self, node.op)
-        return builder(node)
+        return joined(node, builder(node))
+
+
+def joined(node: Node, kernel: Kernel) -> Kernel:
+    """`kernel` of a conv whose input is its sources (a fused concat) called with them joined first."""
+    sources = conv_sources(node) if node.op == "conv" else 1
+    if sources == 1:
+        return kernel
+    return lambda x: kernel([torch.cat(list(x[:sources]), dim=1), *x[sources:]])
 
 
 def program(graph: Graph, builder: Builder) -> Callable[[Sequence[Tensor]], list[Tensor]]:

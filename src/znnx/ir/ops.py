@@ -14,7 +14,7 @@ inputs' fragment count, which must agree.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from znnx.errors import GraphError
@@ -93,8 +93,20 @@ def _same_spatial(node: Node, types: Sequence[TensorType]) -> None:
         raise _fail(node, f"inputs must share one spatial shape, got {[str(t) for t in types]}")
 
 
+def conv_sources(node: Node) -> int:
+    """How many of a conv's first inputs make its input, concatenated along channels (a concat fused
+    into the conv; attribute `sources`, default 1); a residual it adds is the input after them."""
+    return int(node.attrs.get("sources", 1))
+
+
+def conv_input(types: Mapping[str, TensorType], node: Node) -> TensorType:
+    """The input a conv convolves: its sources' types joined along channels."""
+    parts = [types[name] for name in node.inputs[:conv_sources(node)]]
+    return replace(parts[0], channels=sum(t.channels for t in parts))
+
+
 def epilogue(node: Node) -> tuple[str, ...]:
-    """The fused steps a conv applies to its biased output, in order: "add" (the second input),
+    """The fused steps a conv applies to its biased output, in order: "add" (the input after its sources),
     "scale" (y * scale_gamma + scale_beta per channel: a folded BatchNorm after a residual add) and
     at most one activation (with `alpha` for elu and leaky_relu)."""
     return tuple(node.attrs.get("epilogue", ()))
@@ -131,7 +143,12 @@ def conv_spatial(spatial: Sequence[int], kernel: Sequence[int], pads: Sequence[i
 
 
 def _conv(node: Node, types: Sequence[TensorType]) -> TensorType:
-    x = types[0]
+    sources = node.attrs.get("sources", 1)
+    if not isinstance(sources, int) or not 1 <= sources <= len(types):
+        raise _fail(node, f"attribute 'sources' must be an int in 1..{len(types)} (the inputs it concatenates), "
+                          f"got {sources!r}")
+    _same_spatial(node, types[:sources])
+    x = TensorType(sum(t.channels for t in types[:sources]), types[0].spatial)
     kernel = _ints(node, "kernel", 3, 1)
     stride = _ints(node, "stride", 3, 1)
     dilation = _ints(node, "dilation", 3, 1)
@@ -149,7 +166,7 @@ def _conv(node: Node, types: Sequence[TensorType]) -> TensorType:
     _no_params(node, ("weight", "bias", *(SCALE_PARAMS if "scale" in epilogue(node) else ())))
     spatial = conv_spatial(x.spatial, kernel, pads, stride, dilation)
     out = TensorType(c_out, _positive(node, spatial, f"input {x} with kernel {kernel}"))
-    return _check_epilogue(node, types, out)
+    return _check_epilogue(node, [x, *types[sources:]], out)
 
 
 def _conv_transpose(node: Node, types: Sequence[TensorType]) -> TensorType:
@@ -372,7 +389,7 @@ class OpSpec:
 
 
 OPS: dict[str, OpSpec] = {
-    "conv": OpSpec(1, 2, _conv),
+    "conv": OpSpec(1, 1 << 16, _conv),
     "conv_transpose": OpSpec(1, 2, _conv_transpose),
     "batchnorm": OpSpec(1, 1, _batchnorm),
     "scale": OpSpec(1, 1, _scale),

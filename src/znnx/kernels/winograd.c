@@ -5,7 +5,9 @@
  * A slab is `count` consecutive tiles (row-major over the tile grid, w fastest) starting at `first`.
  *
  * wino_input:  input tiles -> V[tile][p][Cp], p the Winograd point (d, h, w row-major); channels
- *              beyond C and voxels outside the input (the padding) read as zero.
+ *              beyond C and voxels outside the input (the padding) read as zero. The input may be
+ *              the channel concatenation of several sources (a concat fused into the conv): source
+ *              j's channels start at the earlier sources' channel counts rounded up to VB, each.
  * wino_gemm:   M[tile][p][Cop] = V[tile][p][:C] @ U[p][:C][Cop] for every point p (the padded
  *              channels of V and U are zero, so the sum stops at the real C).
  * wino_output: M[tile][p][Cop] -> output tiles, + bias, then the epilogue steps in order (residual
@@ -140,7 +142,26 @@ static inline __attribute__((always_inline)) void input_tile(const axis ax[3], c
     }
 }
 
-void wino_input(const float *x, idx D, idx H, idx W, idx C, idx pd, idx ph, idx pw,
+/* Tile `tile` of every one of the `nsrc` sources (xs[j] with cs[j] channels) to V. */
+static inline __attribute__((always_inline)) void input_sources(const axis ax[3], int nsrc, const float *const *xs,
+                                                                const idx *cs, idx D, idx H, idx W, idx pd, idx ph,
+                                                                idx pw, idx tiles_h, idx tiles_w, idx tile, float *V,
+                                                                strides vs, float *buf0, float *buf1) {
+    for (int j = 0; j < nsrc; j++) {
+        const idx padded = (cs[j] + VB - 1) / VB * VB;
+        input_tile(ax, xs[j], D, H, W, cs[j], pd, ph, pw, tiles_h, tiles_w, tile, V, vs, padded, buf0, buf1);
+        V += padded;
+    }
+}
+
+/* The GEMM's depth over the sources: each source's channels rounded up to VB but the last's. */
+static idx sources_depth(int nsrc, const idx *cs) {
+    idx k = cs[nsrc - 1];
+    for (int j = 0; j < nsrc - 1; j++) k += (cs[j] + VB - 1) / VB * VB;
+    return k;
+}
+
+void wino_input(int nsrc, const float *const *xs, const idx *cs, idx D, idx H, idx W, idx pd, idx ph, idx pw,
                 int kd, int kh, int kw, int m, idx tiles_h, idx tiles_w,
                 idx first, idx count, float *V, idx Cp) {
     const axis ax[3] = {make_axis(kd, m), make_axis(kh, m), make_axis(kw, m)};
@@ -153,8 +174,8 @@ void wino_input(const float *x, idx D, idx H, idx W, idx C, idx pd, idx ph, idx 
         float buf1[TMAX * TMAX * TMAX * CHMAX] __attribute__((aligned(64)));
         #pragma omp for schedule(static)
         for (idx s = 0; s < count; s++)
-            input_tile(ax, x, D, H, W, C, pd, ph, pw, tiles_h, tiles_w, first + s, V + s * P * Cp, vs, Cp, buf0,
-                       buf1);
+            input_sources(ax, nsrc, xs, cs, D, H, W, pd, ph, pw, tiles_h, tiles_w, first + s, V + s * P * Cp, vs, buf0,
+                          buf1);
     }
 }
 
@@ -309,13 +330,14 @@ void wino_output(const float *M, idx Cop, int kd, int kh, int kw, int m, idx til
  * no barrier between the stages and no transformed tile streamed through L3 or memory (the slab
  * driver above, three parallel loops per slab, moved V and M through L3: for 8 -> 8 channels the GEMM
  * ran at 45 GFLOP/s, bound by that traffic). `threads` must be the OpenMP team size used. */
-void wino_fused(const float *x, idx D, idx H, idx W, idx C, idx pd, idx ph, idx pw, int kd, int kh, int kw, int m,
+void wino_fused(int nsrc, const float *const *xs, const idx *cs, idx D, idx H, idx W, idx pd, idx ph, idx pw,
+                int kd, int kh, int kw, int m,
                 idx tiles_h, idx tiles_w, idx tiles, idx Cp, const float *U, idx Cop, float *y, const float *res,
                 idx Do, idx Ho, idx Wo, idx Co, const float *bias, const float *gamma, const float *beta,
                 const int *ops, int nops, float alpha, idx chunk, float *scratch, int threads) {
     const axis ax[3] = {make_axis(kd, m), make_axis(kh, m), make_axis(kw, m)};
     const int n[3] = {ax[0].t, ax[1].t, ax[2].t};
-    const idx P = (idx)n[0] * n[1] * n[2], blocks = (Cop + 4 * VB - 1) / (4 * VB);
+    const idx P = (idx)n[0] * n[1] * n[2], blocks = (Cop + 4 * VB - 1) / (4 * VB), K = sources_depth(nsrc, cs);
     const strides vs = packed(n, Cp), ms = packed(n, Cop);
     #pragma omp parallel num_threads(threads)
     {
@@ -326,13 +348,13 @@ void wino_fused(const float *x, idx D, idx H, idx W, idx C, idx pd, idx ph, idx 
         for (idx first = 0; first < tiles; first += chunk) {
             const idx count = tiles - first < chunk ? tiles - first : chunk;
             for (idx s = 0; s < count; s++)
-                input_tile(ax, x, D, H, W, C, pd, ph, pw, tiles_h, tiles_w, first + s, V + s * P * Cp, vs, Cp, buf0,
-                           buf1);
+                input_sources(ax, nsrc, xs, cs, D, H, W, pd, ph, pw, tiles_h, tiles_w, first + s, V + s * P * Cp, vs,
+                              buf0, buf1);
             for (idx p = 0; p < P; p++)
                 for (idx nb = 0; nb < blocks; nb++) {
                     const idx n0 = nb * 4 * VB, width = Cop - n0 < 4 * VB ? Cop - n0 : 4 * VB;
                     gemm_rows(width, count, V + p * Cp, P * Cp, U + p * Cp * Cop + n0, Cop, M + p * Cop + n0, P * Cop,
-                              C);
+                              K);
                 }
             for (idx s = 0; s < count; s++)
                 output_tile(ax, M + s * P * Cop, ms, Cop, tiles_h, tiles_w, first + s, y, res, Do, Ho, Wo, Co, bias,

@@ -17,7 +17,9 @@ eight) and held to the same bounds by the autotuner, which drops them where they
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import itertools
 import math
 import threading
 from collections.abc import Sequence
@@ -208,12 +210,10 @@ def source(lanes: int = VB) -> str:
 
 @functools.cache
 def _library(lanes: int = VB) -> object:
-    import ctypes
-
     lib = native.load(f"winograd{lanes}", source(lanes))
     i, p, f = ctypes.c_ssize_t, ctypes.c_void_p, ctypes.c_float
     c = ctypes.c_int
-    lib.wino_input.argtypes = [p, i, i, i, i, i, i, i, c, c, c, c, i, i, i, i, p, i]
+    lib.wino_input.argtypes = [c, p, p, i, i, i, i, i, i, c, c, c, c, i, i, i, i, p, i]
     lib.wino_input.restype = None
     lib.wino_output.argtypes = [p, i, c, c, c, c, i, i, i, i, p, p, i, i, i, i, p, p, p, p, c, f]
     lib.wino_output.restype = None
@@ -223,8 +223,8 @@ def _library(lanes: int = VB) -> object:
     lib.wino_grad_tiles.restype = None
     lib.wino_wgrad_gemm.argtypes = [p, p, p, i, i, i, i, i]
     lib.wino_wgrad_gemm.restype = None
-    lib.wino_fused.argtypes = [p, i, i, i, i, i, i, i, c, c, c, c, i, i, i, i, p, i, p, p, i, i, i, i, p, p, p, p, c,
-                               f, i, p, c]
+    lib.wino_fused.argtypes = [c, p, p, i, i, i, i, i, i, c, c, c, c, i, i, i, i, p, i, p, p, i, i, i, i, p, p, p, p,
+                               c, f, i, p, c]
     lib.wino_fused.restype = None
     lib.implicit_conv.argtypes = [p, i, i, i, i, i, p, c, c, c, i, p, p, i, i, i, i, p, p, p, p, c, f]
     lib.implicit_conv.restype = None
@@ -279,12 +279,20 @@ def _round(n: int, lanes: int = VB) -> int:
     return -(-n // lanes) * lanes
 
 
-def lanes(c_in: int, c_out: int) -> int:
+def padded(parts: Sequence[int], lanes: int = VB) -> int:
+    """The transformed input's channels for an input made of sources of `parts` channels (a concat
+    fused into the conv): each source rounded up to whole vectors."""
+    return sum(_round(c, lanes) for c in parts)
+
+
+def lanes(c_in: int, c_out: int, parts: Sequence[int] = ()) -> int:
     """The vector width of a layer's kernels: 16 floats, or 8 where padding the channels to 16 would
     waste a quarter or more of the work (24 -> 24: 64 padded channels against 48; measured 11.6 ms
     against 14.9 for 24 -> 24 at 30x74x74, 75 against 104 for 24 -> 8 at 64x128x128, F(4,3); at
-    32 -> 32 the 16-wide kernels are faster, 13.6 against 15.5)."""
-    wide, narrow = _round(c_in) + _round(c_out), _round(c_in, 8) + _round(c_out, 8)
+    32 -> 32 the 16-wide kernels are faster, 13.6 against 15.5). `parts`: the input's sources'
+    channels, where it is a fused concat's (default: one source of `c_in`)."""
+    parts = tuple(parts) or (c_in,)
+    wide, narrow = padded(parts) + _round(c_out), padded(parts, 8) + _round(c_out, 8)
     return 8 if 4 * (wide - narrow) >= wide else VB
 
 
@@ -358,13 +366,13 @@ def _run_tiles(count: int, tiles: int, threads: int) -> int:
 
 
 def footprint(c_in: int, c_out: int, kernel: Sequence[int], m: int, out_spatial: Sequence[int],
-              slab_bytes: int | None = None) -> tuple[int, int, int]:
+              slab_bytes: int | None = None, parts: Sequence[int] = ()) -> tuple[int, int, int]:
     """(transformed weight bytes, scratch bytes, tiles per slab or per thread's run) of a layer; the
-    scratch of a fused layer is every thread's run (torch's thread count)."""
+    scratch of a fused layer is every thread's run (torch's thread count). `parts` as for `lanes`."""
     points = int(np.prod([m + k - 1 if k > 1 else 1 for k in kernel]))
     tiles = int(np.prod(_grid(kernel, m, out_spatial)))
-    width = lanes(c_in, c_out)
-    cp, cop = _round(c_in, width), _round(c_out, width)
+    width = lanes(c_in, c_out, parts)
+    cp, cop = padded(tuple(parts) or (c_in,), width), _round(c_out, width)
     per_tile = points * (cp + cop) * 4
     fused, count = _schedule(points, cp, cop, tiles, slab_bytes)
     if not fused:
@@ -377,26 +385,33 @@ def footprint(c_in: int, c_out: int, kernel: Sequence[int], m: int, out_spatial:
 class WinogradConv:
     """One stride-1 convolution by Winograd F(m, r), for one input spatial shape.
 
-    Call it with a channels-last (N, C, D, H, W) input; `out` (channels-last, the output's shape)
-    receives the result if given, `residual` is added where the epilogue says so (it may be `out`).
+    Call it with a channels-last (N, C, D, H, W) input, or with the sources whose channel
+    concatenation is the input (`parts` channels each, a concat fused into the conv: each source is
+    transformed straight into its rows of the transformed tiles, no concatenated copy is made);
+    `out` (channels-last, the output's shape) receives the result if given, `residual` is added where
+    the epilogue says so (it may be `out`).
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, pads: Sequence[int], m: int,
                  steps: Sequence[str], alpha: float, spatial: Sequence[int], slab_bytes: int | None = None,
                  fast_transform: bool = False, fused: bool | None = None,
-                 scale: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+                 scale: tuple[torch.Tensor, torch.Tensor] | None = None, parts: Sequence[int] = ()) -> None:
         """`fast_transform`: the kernel transformed in float32 on torch's threads (training, whose
         weights change every call) instead of once in float64 (`transform_weight`). `fused`: each
         thread runs all three stages on its own tiles (C `wino_fused`), or the stages run slab by slab
         over all threads; None: as `fused_chunk_bytes` decides. `slab_bytes`: the slab's, or a fused
         thread's run's, bytes of transformed tiles (None: the default of either). `scale`: the gamma
-        and beta of a "scale" step."""
+        and beta of a "scale" step. `parts`: the input sources' channels (default: one source)."""
         c_out, c_in = int(weight.shape[0]), int(weight.shape[1])
-        self.lanes = lanes(c_in, c_out)
+        self.parts = tuple(int(c) for c in parts) or (c_in,)
+        if sum(self.parts) != c_in:
+            raise ValueError(f"winograd: sources of {self.parts} channels do not make the weight's {c_in}")
+        self.lanes = lanes(c_in, c_out, self.parts)
         self.lib = _library(self.lanes)
         self.kernel = tuple(int(k) for k in weight.shape[2:])
         self.m, self.c_in, self.c_out = m, c_in, c_out
-        self.cp, self.cop = _round(c_in, self.lanes), _round(c_out, self.lanes)
+        self.cp, self.cop = padded(self.parts, self.lanes), _round(c_out, self.lanes)
+        self.channels = (ctypes.c_ssize_t * len(self.parts))(*self.parts)
         u = transform_weight_float32(weight, m) if fast_transform else \
             torch.from_numpy(transform_weight(weight.detach().cpu().numpy(), m))
         self.points = u.shape[0]
@@ -404,7 +419,11 @@ class WinogradConv:
             self.u = u
         else:
             self.u = torch.zeros((self.points, self.cp, self.cop))
-            self.u[:, :c_in, :c_out] = u
+            row = 0
+            for first, c in zip(itertools.accumulate(self.parts, initial=0), self.parts):
+                self.u[:, row:row + c, :c_out] = u[:, first:first + c]
+                row += _round(c, self.lanes)
+        self.depth = self.cp - _round(self.parts[-1], self.lanes) + self.parts[-1]
         self.bias, self.gamma, self.beta = epilogue_vectors(c_out, self.cop, bias, scale)
         self.ops = np.array([OPS[s] for s in steps] or [0], dtype=np.int32)
         self.nops = len(steps)
@@ -417,51 +436,58 @@ class WinogradConv:
         self.tiles = int(np.prod(self.grid))
         self.fused, self.count = _schedule(self.points, self.cp, self.cop, self.tiles, slab_bytes, fused)
 
-    def _fused(self, x: torch.Tensor, y: torch.Tensor, residual: torch.Tensor | None) -> None:
+    def _sources(self, xs: Sequence[torch.Tensor], i: int) -> ctypes.Array[ctypes.c_void_p]:
+        """Pointers to item `i` of every source."""
+        voxels = math.prod(self.spatial) * 4
+        return (ctypes.c_void_p * len(xs))(*(x.data_ptr() + i * c * voxels for x, c in zip(xs, self.parts)))
+
+    def _fused(self, xs: Sequence[torch.Tensor], y: torch.Tensor, residual: torch.Tensor | None) -> None:
         threads = torch.get_num_threads()
         chunk = _run_tiles(self.count, self.tiles, threads)
         scratch = _buffer("fused", threads * chunk * self.points * (self.cp + self.cop)).data_ptr()
         (d, h, w), (kd, kh, kw), (do, ho, wo) = self.spatial, self.kernel, self.out_spatial
         _, gh, gw = self.grid
-        item_in, item_out = self.c_in * d * h * w * 4, self.c_out * do * ho * wo * 4
-        for i in range(x.shape[0]):
+        item_out = self.c_out * do * ho * wo * 4
+        for i in range(y.shape[0]):
             rp = residual.data_ptr() + i * item_out if residual is not None else None
-            self.lib.wino_fused(x.data_ptr() + i * item_in, d, h, w, self.c_in, *self.pads[:3], kd, kh, kw,  # type: ignore[attr-defined]
+            self.lib.wino_fused(len(xs), self._sources(xs, i), self.channels, d, h, w, *self.pads[:3], kd, kh, kw,  # type: ignore[attr-defined]
                                 self.m, gh, gw, self.tiles, self.cp, self.u.data_ptr(), self.cop,
                                 y.data_ptr() + i * item_out, rp, do, ho, wo, self.c_out, self.bias.data_ptr(),
                                 self.gamma.data_ptr(), self.beta.data_ptr(), self.ops.ctypes.data, self.nops,
                                 self.alpha, chunk, scratch, threads)
 
-    def __call__(self, x: torch.Tensor, *, out: torch.Tensor | None = None,
+    def __call__(self, x: torch.Tensor | Sequence[torch.Tensor], *, out: torch.Tensor | None = None,
                  residual: torch.Tensor | None = None) -> torch.Tensor:
         if out is not None and not _channels_last(out):
             return out.copy_(self(x, residual=residual))
-        n = x.shape[0]
-        x = x.contiguous(memory_format=torch.channels_last_3d)
+        xs = [t.contiguous(memory_format=torch.channels_last_3d) for t in ([x] if isinstance(x, torch.Tensor) else x)]
+        if tuple(t.shape[1] for t in xs) != self.parts:
+            raise ValueError(f"winograd: sources of {[t.shape[1] for t in xs]} channels, built for {list(self.parts)}")
+        n = xs[0].shape[0]
         y = out if out is not None else torch.empty((n, self.c_out, *self.out_spatial),
                                                     memory_format=torch.channels_last_3d)
         if self.add:
             assert residual is not None
             residual = residual.contiguous(memory_format=torch.channels_last_3d)
         if self.fused:
-            self._fused(x, y, residual)
+            self._fused(xs, y, residual)
             return y
         lib, (d, h, w), (kd, kh, kw) = self.lib, self.spatial, self.kernel
         do, ho, wo = self.out_spatial
         _, gh, gw = self.grid
-        item_in, item_out = self.c_in * d * h * w * 4, self.c_out * do * ho * wo * 4
+        item_out = self.c_out * do * ho * wo * 4
         ops = self.ops.ctypes.data
         v = _buffer("v", self.points * self.count * self.cp).data_ptr()
         mm = _buffer("m", self.points * self.count * self.cop).data_ptr()
         u = self.u.data_ptr()
         for i in range(n):
-            xp, yp = x.data_ptr() + i * item_in, y.data_ptr() + i * item_out
+            sources, yp = self._sources(xs, i), y.data_ptr() + i * item_out
             rp = residual.data_ptr() + i * item_out if residual is not None else None
             for first in range(0, self.tiles, self.count):
                 count = min(self.count, self.tiles - first)
-                lib.wino_input(xp, d, h, w, self.c_in, self.pads[0], self.pads[1], self.pads[2], kd, kh, kw,  # type: ignore[attr-defined]
+                lib.wino_input(len(xs), sources, self.channels, d, h, w, *self.pads[:3], kd, kh, kw,  # type: ignore[attr-defined]
                                self.m, gh, gw, first, count, v, self.cp)
-                lib.wino_gemm(v, u, mm, self.points, count, self.c_in, self.cp, self.cop)  # type: ignore[attr-defined]
+                lib.wino_gemm(v, u, mm, self.points, count, self.depth, self.cp, self.cop)  # type: ignore[attr-defined]
                 lib.wino_output(mm, self.cop, kd, kh, kw, self.m, gh, gw, first, count,  # type: ignore[attr-defined]
                                 yp, rp, do, ho, wo, self.c_out, self.bias.data_ptr(), self.gamma.data_ptr(),
                                 self.beta.data_ptr(), ops, self.nops, self.alpha)
@@ -499,8 +525,8 @@ def weight_gradient(x: torch.Tensor, g: torch.Tensor, kernel: Sequence[int], pad
         xp, gp = x.data_ptr() + i * item_in, g.data_ptr() + i * item_out
         for first in range(0, tiles, count):
             size = min(count, tiles - first)
-            lib.wino_input(xp, d, h, w, c_in, pads[0], pads[1], pads[2], kd, kh, kw,  # type: ignore[attr-defined]
-                           m, grid[1], grid[2], first, size, v, cp)
+            lib.wino_input(1, (ctypes.c_void_p * 1)(xp), (ctypes.c_ssize_t * 1)(c_in), d, h, w,  # type: ignore[attr-defined]
+                           *pads[:3], kd, kh, kw, m, grid[1], grid[2], first, size, v, cp)
             lib.wino_grad_tiles(gp, do, ho, wo, c_out, kd, kh, kw, m, grid[1], grid[2],  # type: ignore[attr-defined]
                                 first, size, gt, cop)
             slab.zero_()

@@ -16,6 +16,7 @@ from znnx.passes.eliminate_padding import eliminate_padding
 from znnx.passes.fold_batchnorm import fold_batchnorm
 from znnx.passes.fold_constants import fold_constants
 from znnx.passes.fuse_activation import fuse_activation
+from znnx.passes.fuse_concat import fuse_concat
 from znnx.passes.fuse_residual_add import fuse_residual_add
 from znnx.passes.fuse_scale import fuse_scale
 from znnx.passes.pointwise_before_upsample import pointwise_before_upsample
@@ -34,6 +35,7 @@ PIPELINE: tuple[Pass, ...] = (
     fuse_activation,
     pointwise_before_upsample,
     remove_dead_nodes,
+    fuse_concat,
 )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from znnx.ir.graph import Graph, Node
+from znnx.ir.ops import conv_sources
 from znnx.passes.remove_dead_nodes import remove_dead_nodes
 from znnx.passes.rewrite import rebuild
 
@@ -25,7 +26,7 @@ def eliminate_padding(graph: Graph) -> tuple[Graph, int]:
     pads = {node.output: node for node in graph.nodes if _zero_pad(node)}
     count, nodes = 0, []
     for node in graph.nodes:
-        pad = pads.get(node.inputs[0]) if node.op == "conv" else None
+        pad = pads.get(node.inputs[0]) if node.op == "conv" and conv_sources(node) == 1 else None
         if pad is not None:
             total = tuple(int(p) + int(q) for p, q in zip(pad.attrs["pads"], node.attrs["pads"]))
             node = replace(node, inputs=(pad.inputs[0], *node.inputs[1:]), attrs={**node.attrs, "pads": total})

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from znnx.ir.graph import Graph, Node
-from znnx.ir.ops import epilogue
+from znnx.ir.ops import conv_sources, epilogue
 from znnx.passes.rewrite import consumers, exhaust, merge, sole_consumer
 
 
@@ -37,7 +37,7 @@ def _fuse_one(graph: Graph) -> Graph | None:
             continue
         _, conv, other = max(candidates, key=lambda c: c[0])
         steps = (*epilogue(conv), "add")
-        fused = replace(conv, inputs=(conv.inputs[0], other), output=add.output,
+        fused = replace(conv, inputs=(*conv.inputs[:conv_sources(conv)], other), output=add.output,
                         attrs={**conv.attrs, "epilogue": steps})
         return merge(graph, conv, add, fused)
     return None

@@ -37,6 +37,7 @@ from znnx import status
 from znnx.cache import cache_dir
 from znnx.errors import GraphError, KernelUnavailable
 from znnx.ir.graph import Graph, Node
+from znnx.ir.ops import conv_input, conv_sources
 from znnx.plan.algorithm import DIRECT, NAMES, Algorithm, by_name, known
 from znnx.version import __version__
 
@@ -48,6 +49,9 @@ CONTENDED = 0.75
 """A timed run on CPU threads whose process CPU time is below this share of threads x wall time did
 not have its cores (another process ran on them)."""
 Conv = Callable[..., torch.Tensor]
+"""A conv alone: (input, *, out=None, residual=None) -> output, written into `out` when given; the
+input of a conv with sources (a fused concat) is the tuple of them."""
+Input = torch.Tensor | tuple[torch.Tensor, ...]
 Builder = Callable[[Node, Algorithm], Conv]
 Candidates = Callable[[Node], tuple[Algorithm, ...]]
 Forced = str | Mapping[str, str] | None
@@ -75,9 +79,10 @@ def cache_file() -> Path:
 
 
 def _signature(graph: Graph, node: Node, batch: int, precision: str, context: str) -> str:
-    x, y = graph.types[node.inputs[0]], graph.types[node.output]
+    x, y = conv_input(graph.types, node), graph.types[node.output]
     a = node.attrs
-    fields = [node.op, x.channels, y.channels, x.spatial, a["kernel"], a["pads"], a["stride"], a["dilation"],
+    parts = [graph.types[name].channels for name in node.inputs[:conv_sources(node)]]
+    fields = [node.op, parts, y.channels, x.spatial, a["kernel"], a["pads"], a["stride"], a["dilation"],
               a["groups"], list(a.get("epilogue", ())), float(a.get("alpha", 0.0)), batch * x.fragments,
               "float32" if precision == "fp32" else precision, torch.get_num_threads(), torch.__version__,
               __version__, context]
@@ -113,7 +118,7 @@ def _error(y: torch.Tensor, reference: torch.Tensor) -> float:
     return float((y - reference).abs().max()) / (scale if scale > 0 else 1.0)
 
 
-def _timed(conv: Conv, x: torch.Tensor, out: torch.Tensor, residual: torch.Tensor | None,
+def _timed(conv: Conv, x: Input, out: torch.Tensor, residual: torch.Tensor | None,
            threads: int | None = None) -> tuple[float, bool]:
     """The median of REPS runs, repeated (up to ROUNDS times) until the runs agree within NOISE;
     the best round's median, and whether the runs never agreed (a busy machine). With `threads` (the
@@ -138,7 +143,7 @@ def _timed(conv: Conv, x: torch.Tensor, out: torch.Tensor, residual: torch.Tenso
     return min(medians), True
 
 
-def _measure(build: Builder, node: Node, x: torch.Tensor, residual: torch.Tensor | None,
+def _measure(build: Builder, node: Node, x: Input, residual: torch.Tensor | None,
              algorithms: tuple[Algorithm, ...], label: str = "",
              threads: int | None = None) -> tuple[dict[str, float], dict[str, float], bool]:
     """Seconds (see `_timed`) and error against direct of each algorithm that builds, by name, and
@@ -246,7 +251,7 @@ def choosable(graph: Graph, node: Node, candidates: tuple[Algorithm, ...]) -> tu
     """The algorithms `tune` may give `node` unforced: the direct ones (direct, implicit) alone below
     MIN_CHANNELS in or out, else its `candidates` less FFT where Winograd F(4,r) applies (FFT is
     timed only where it does not)."""
-    narrow = min(graph.types[node.inputs[0]].channels, graph.types[node.output].channels) < MIN_CHANNELS
+    narrow = min(conv_input(graph.types, node).channels, graph.types[node.output].channels) < MIN_CHANNELS
     if narrow:
         return tuple(a for a in candidates if a.kind in ("direct", "implicit"))
     winograd4 = any(a.kind == "winograd" and a.tile == 4 for a in candidates)
@@ -312,13 +317,21 @@ def tune(graph: Graph, batch: int, candidates: Candidates, build: Builder, force
     return tuple(choices)
 
 
-def _inputs(graph: Graph, node: Node, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Random channels-last input (and residual, for a conv that adds one) of `node`'s shapes."""
+def as_sources(x: Input) -> tuple[torch.Tensor, ...]:
+    """A conv's input as its tuple of sources."""
+    return (x,) if isinstance(x, torch.Tensor) else x
+
+
+def _inputs(graph: Graph, node: Node, batch: int, device: torch.device) -> tuple[Input, torch.Tensor | None]:
+    """Random channels-last input (its sources, for a conv with several) and residual (for a conv
+    that adds one) of `node`'s shapes."""
     generator = torch.Generator().manual_seed(0)
-    shapes = [graph.types[node.inputs[0]]] + ([graph.types[node.output]] if len(node.inputs) == 2 else [])
+    shapes = [graph.types[name] for name in node.inputs]
     tensors = [torch.rand((batch * t.fragments, t.channels, *t.spatial), generator=generator).to(device).contiguous(
         memory_format=torch.channels_last_3d) for t in shapes]
-    return tensors[0], tensors[1] if len(tensors) == 2 else None
+    sources = conv_sources(node)
+    residual = tensors[sources] if len(tensors) > sources else None
+    return (tensors[0] if sources == 1 else tuple(tensors[:sources])), residual
 
 
 def _pairs(value: object) -> tuple[tuple[str, float], ...]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from znnx.errors import GraphError
 from znnx.ir.graph import Graph, Node
-from znnx.ir.ops import ACTIVATIONS, BINARY, epilogue
+from znnx.ir.ops import ACTIVATIONS, BINARY, conv_input, conv_sources, epilogue
 
 FLOAT_BYTES = 4
 BUFFERS: dict[str, str] = {
@@ -73,14 +73,14 @@ def inplace_candidates(node: Node) -> tuple[int, ...]:
     if where == "input":
         return (0, 1)[:len(node.inputs)]
     if where == "residual" and epilogue(node)[:1] == ("add",):
-        return (1,)
+        return (conv_sources(node) if node.op == "conv" else 1,)
     return ()
 
 
 def transient_bytes(graph: Graph, node: Node, batch: int, element_bytes: int = FLOAT_BYTES) -> int:
     """Scratch a step needs beyond its inputs and output: explicit copies made for asymmetric pads."""
     if node.op == "conv" and tuple(node.attrs["pads"][:3]) != tuple(node.attrs["pads"][3:]):
-        x = graph.types[node.inputs[0]]
+        x = conv_input(graph.types, node)
         pads = node.attrs["pads"]
         padded = x.channels * batch
         for i in range(3):
