@@ -118,6 +118,10 @@ def test_sources_of_a_fused_concat_match_the_concatenated_input(parts: tuple[int
     sources = [channels_last(x[:, a:z]) for a, z in itertools.pairwise(bounds)]
     y = conv(sources, residual=channels_last(residual))
     assert relative_error(y, expected(case, x, w, b, residual)) <= TOLERANCE[m]
+    framed = [torch.nn.functional.pad(s, (2, 1, 0, 3, 1, 1)) for s in sources]  # crops' views are read in place
+    views = [f[:, :, 1:-1, :-3, 2:-1] for f in framed]
+    assert all(winograd._source(v) is v for v in views)
+    torch.testing.assert_close(conv(views, residual=channels_last(residual)), y, rtol=0, atol=0)
     with pytest.raises(ValueError, match="sources of"):
         conv([channels_last(x)])
 

@@ -37,21 +37,23 @@
 typedef struct {
     idx s[3];
 } strides;
-typedef void (*along_fn)(int ax, const int n[3], const float *x, strides xs, float *y, strides ys, int nb);
+typedef void (*along_fn)(int ax, const int n[3], const float *x, strides xs, float *y, strides ys, int nb,
+                         int tail);
 
 
 /*@LINES@*/
 
 /* along_F: apply the line transform F along axis `ax` of an n[0] x n[1] x n[2] grid of points of
- * nb channel vectors, reading x and writing y with the given strides (F inlined in the loops). */
+ * nb channel vectors, reading x (the last vector's first `tail` lanes, the rest as zero) and writing
+ * y with the given strides (F inlined in the loops). */
 #define ALONG(F)                                                                                   \
     static void along_##F(int ax, const int n[3], const float *x, strides xs, float *y, strides ys, \
-                          int nb) {                                                                \
+                          int nb, int tail) {                                                      \
         const int o1 = ax == 0 ? 1 : 0, o2 = ax == 2 ? 1 : 2;                                      \
         for (int a = 0; a < n[o1]; a++)                                                            \
             for (int b = 0; b < n[o2]; b++)                                                        \
                 F(x + a * xs.s[o1] + b * xs.s[o2], xs.s[ax], y + a * ys.s[o1] + b * ys.s[o2],       \
-                  ys.s[ax], nb);                                                                   \
+                  ys.s[ax], nb, tail);                                                             \
     }
 
 typedef struct {
@@ -68,35 +70,40 @@ static strides packed(const int n[3], idx ch) {
     return s;
 }
 
-/* Copy the tile's chunk [c0, c0 + nb * VB) into a packed block, zero outside the input and past C. */
-static void gather(const float *x, idx D, idx H, idx W, idx C, idx d0, idx h0, idx w0, const int n[3],
-                   idx c0, int nb, float *buf) {
-    const idx ch = (idx)nb * VB, real = C - c0 < ch ? C - c0 : ch;
+/* Copy the tile's chunk [c0, c0 + nb * VB) into a packed block, zero outside the input and past C; x
+ * is channels-last with depth and row strides sd and sh (a crop's view keeps its parent's). Vector by
+ * vector, the channel tail by a masked load: memcpy and memset calls per point took a fifth of a
+ * 12-channel layer, every tile of which comes here (its channels do not fill the vectors). */
+static void gather(const float *x, idx sd, idx sh, idx D, idx H, idx W, idx C, idx d0, idx h0, idx w0,
+                   const int n[3], idx c0, int nb, float *buf) {
+    const idx ch = (idx)nb * VB;
     float *g = buf;
     for (int i = 0; i < n[0]; i++)
         for (int j = 0; j < n[1]; j++)
             for (int l = 0; l < n[2]; l++, g += ch) {
                 const idx d = d0 + i, h = h0 + j, w = w0 + l;
-                if (d < 0 || d >= D || h < 0 || h >= H || w < 0 || w >= W) {
-                    memset(g, 0, ch * sizeof(float));
-                    continue;
+                const int outside = d < 0 || d >= D || h < 0 || h >= H || w < 0 || w >= W;
+                const float *src = x + d * sd + h * sh + w * C + c0;
+                for (int b = 0; b < nb; b++) {
+                    const idx left = outside ? 0 : C - c0 - (idx)b * VB;
+                    store(g + b * VB, left >= VB ? load(src + b * VB) : left > 0 ? load_n(src + b * VB, (int)left)
+                                                                                 : splat(0.0f));
                 }
-                memcpy(g, x + ((d * H + h) * W + w) * C + c0, real * sizeof(float));
-                if (real < ch) memset(g + real, 0, (ch - real) * sizeof(float));
             }
 }
 
 enum { PICK_IN, PICK_OUT, PICK_GRAD };
 
 /* The `pick` transform (in, out or gin) of every axis with t > 1, w first, applied in turn to a block
- * of nb channel vectors: `src` (strides ss) holds n[0] x n[1] x n[2] points, each pass takes its axis
+ * of nb channel vectors: `src` (strides ss; the first pass reads the first `tail` lanes of the last
+ * vector, the rest as zero) holds n[0] x n[1] x n[2] points, each pass takes its axis
  * from n[a] to to[a] points (n is updated), the passes between alternate between buf0 and buf1
  * (packed); the last writes to dst with strides ds, or, dst NULL, stays in a buffer. The result:
  * where it is, with its strides in *rs. */
 static inline __attribute__((always_inline)) const float *chain(const axis ax[3], int pick, int n[3],
                                                                 const int to[3], const float *src, strides ss,
-                                                                float *dst, strides ds, int nb, float *buf0,
-                                                                float *buf1, strides *rs) {
+                                                                float *dst, strides ds, int nb, int tail,
+                                                                float *buf0, float *buf1, strides *rs) {
     for (int a = 2, left = (ax[0].t > 1) + (ax[1].t > 1) + (ax[2].t > 1); a >= 0; a--) {
         if (ax[a].t == 1) continue;
         const int last = --left == 0 && dst;
@@ -105,7 +112,8 @@ static inline __attribute__((always_inline)) const float *chain(const axis ax[3]
         float *next = last ? dst : (src == buf0 ? buf1 : buf0);
         const strides ns = last ? ds : packed(out, (idx)nb * VB);
         const along_fn f = pick == PICK_IN ? ax[a].in : pick == PICK_OUT ? ax[a].out : ax[a].gin;
-        f(a, n, src, ss, next, ns, nb);
+        f(a, n, src, ss, next, ns, nb, tail);
+        tail = VB;
         n[a] = out[a];
         src = next;
         ss = ns;
@@ -114,13 +122,14 @@ static inline __attribute__((always_inline)) const float *chain(const axis ax[3]
     return src;
 }
 
-/* Tile `tile` of the input to V (P points x Cp channels, strides vs), chunk by chunk of channels. */
-static inline __attribute__((always_inline)) void input_tile(const axis ax[3], const float *x, idx D, idx H, idx W,
-                                                             idx C, idx pd, idx ph, idx pw, idx tiles_h,
-                                                             idx tiles_w, idx tile, float *V, strides vs, idx Cp,
-                                                             float *buf0, float *buf1) {
+/* Tile `tile` of the input to V (P points x Cp channels, strides vs), chunk by chunk of channels: an
+ * interior tile is read in place, the channel tail by masked loads; a tile over the edge is gathered. */
+static inline __attribute__((always_inline)) void input_tile(const axis ax[3], const float *x, idx sd, idx sh, idx D,
+                                                             idx H, idx W, idx C, idx pd, idx ph, idx pw,
+                                                             idx tiles_h, idx tiles_w, idx tile, float *V, strides vs,
+                                                             idx Cp, float *buf0, float *buf1) {
     const int n[3] = {ax[0].t, ax[1].t, ax[2].t};
-    const strides xs = {{H * W * C, W * C, C}};
+    const strides xs = {{sd, sh, C}};
     const idx tw = tile % tiles_w, th = (tile / tiles_w) % tiles_h, td = tile / (tiles_w * tiles_h);
     const idx d0 = td * ax[0].m - pd, h0 = th * ax[1].m - ph, w0 = tw * ax[2].m - pw;
     const int inside = d0 >= 0 && d0 + n[0] <= D && h0 >= 0 && h0 + n[1] <= H && w0 >= 0 && w0 + n[2] <= W;
@@ -129,27 +138,33 @@ static inline __attribute__((always_inline)) void input_tile(const axis ax[3], c
         const strides pk = packed(n, (idx)nb * VB);
         const float *src;
         strides ss;
-        if (inside && c0 + (idx)nb * VB <= C) {
-            src = x + ((d0 * H + h0) * W + w0) * C + c0;
+        const idx last = C - c0 - (idx)(nb - 1) * VB;
+        int tail = VB;
+        if (inside && last > 0) {
+            src = x + d0 * sd + h0 * sh + w0 * C + c0;
             ss = xs;
+            tail = last < VB ? (int)last : VB;
         } else {
-            gather(x, D, H, W, C, d0, h0, w0, n, c0, nb, buf0);
+            gather(x, sd, sh, D, H, W, C, d0, h0, w0, n, c0, nb, buf0);
             src = buf0;
             ss = pk;
         }
         int sizes[3] = {n[0], n[1], n[2]};
-        chain(ax, PICK_IN, sizes, n, src, ss, V + c0, vs, nb, buf0, buf1, &ss);
+        chain(ax, PICK_IN, sizes, n, src, ss, V + c0, vs, nb, tail, buf0, buf1, &ss);
     }
 }
 
-/* Tile `tile` of every one of the `nsrc` sources (xs[j] with cs[j] channels) to V. */
+/* Tile `tile` of every one of the `nsrc` sources (xs[j] with cs[j] channels, depth and row strides
+ * ss[2j], ss[2j + 1]) to V. */
 static inline __attribute__((always_inline)) void input_sources(const axis ax[3], int nsrc, const float *const *xs,
-                                                                const idx *cs, idx D, idx H, idx W, idx pd, idx ph,
-                                                                idx pw, idx tiles_h, idx tiles_w, idx tile, float *V,
-                                                                strides vs, float *buf0, float *buf1) {
+                                                                const idx *cs, const idx *ss, idx D, idx H, idx W,
+                                                                idx pd, idx ph, idx pw, idx tiles_h, idx tiles_w,
+                                                                idx tile, float *V, strides vs, float *buf0,
+                                                                float *buf1) {
     for (int j = 0; j < nsrc; j++) {
         const idx padded = (cs[j] + VB - 1) / VB * VB;
-        input_tile(ax, xs[j], D, H, W, cs[j], pd, ph, pw, tiles_h, tiles_w, tile, V, vs, padded, buf0, buf1);
+        input_tile(ax, xs[j], ss[2 * j], ss[2 * j + 1], D, H, W, cs[j], pd, ph, pw, tiles_h, tiles_w, tile, V, vs,
+                   padded, buf0, buf1);
         V += padded;
     }
 }
@@ -161,7 +176,8 @@ static idx sources_depth(int nsrc, const idx *cs) {
     return k;
 }
 
-void wino_input(int nsrc, const float *const *xs, const idx *cs, idx D, idx H, idx W, idx pd, idx ph, idx pw,
+void wino_input(int nsrc, const float *const *xs, const idx *cs, const idx *ss, idx D, idx H, idx W, idx pd,
+                idx ph, idx pw,
                 int kd, int kh, int kw, int m, idx tiles_h, idx tiles_w,
                 idx first, idx count, float *V, idx Cp) {
     const axis ax[3] = {make_axis(kd, m), make_axis(kh, m), make_axis(kw, m)};
@@ -174,8 +190,8 @@ void wino_input(int nsrc, const float *const *xs, const idx *cs, idx D, idx H, i
         float buf1[TMAX * TMAX * TMAX * CHMAX] __attribute__((aligned(64)));
         #pragma omp for schedule(static)
         for (idx s = 0; s < count; s++)
-            input_sources(ax, nsrc, xs, cs, D, H, W, pd, ph, pw, tiles_h, tiles_w, first + s, V + s * P * Cp, vs, buf0,
-                          buf1);
+            input_sources(ax, nsrc, xs, cs, ss, D, H, W, pd, ph, pw, tiles_h, tiles_w, first + s, V + s * P * Cp, vs,
+                          buf0, buf1);
     }
 }
 
@@ -290,7 +306,7 @@ static inline __attribute__((always_inline)) void output_tile(const axis ax[3], 
         const int nb = (int)((Cop - c0 < CHMAX ? Cop - c0 : CHMAX) / VB);
         int n[3] = {t[0], t[1], t[2]};
         strides ss;
-        const float *src = chain(ax, PICK_OUT, n, m3, Mt + c0, ms, NULL, ms, nb, buf0, buf1, &ss);
+        const float *src = chain(ax, PICK_OUT, n, m3, Mt + c0, ms, NULL, ms, nb, VB, buf0, buf1, &ss);
         for (int i = 0; i < n[0] && d0 + i < D; i++)
             for (int j = 0; j < n[1] && h0 + j < H; j++)
                 for (int l = 0; l < n[2] && w0 + l < W; l++) {
@@ -330,7 +346,8 @@ void wino_output(const float *M, idx Cop, int kd, int kh, int kw, int m, idx til
  * no barrier between the stages and no transformed tile streamed through L3 or memory (the slab
  * driver above, three parallel loops per slab, moved V and M through L3: for 8 -> 8 channels the GEMM
  * ran at 45 GFLOP/s, bound by that traffic). `threads` must be the OpenMP team size used. */
-void wino_fused(int nsrc, const float *const *xs, const idx *cs, idx D, idx H, idx W, idx pd, idx ph, idx pw,
+void wino_fused(int nsrc, const float *const *xs, const idx *cs, const idx *ss, idx D, idx H, idx W, idx pd,
+                idx ph, idx pw,
                 int kd, int kh, int kw, int m,
                 idx tiles_h, idx tiles_w, idx tiles, idx Cp, const float *U, idx Cop, float *y, const float *res,
                 idx Do, idx Ho, idx Wo, idx Co, const float *bias, const float *gamma, const float *beta,
@@ -348,8 +365,8 @@ void wino_fused(int nsrc, const float *const *xs, const idx *cs, idx D, idx H, i
         for (idx first = 0; first < tiles; first += chunk) {
             const idx count = tiles - first < chunk ? tiles - first : chunk;
             for (idx s = 0; s < count; s++)
-                input_sources(ax, nsrc, xs, cs, D, H, W, pd, ph, pw, tiles_h, tiles_w, first + s, V + s * P * Cp, vs,
-                              buf0, buf1);
+                input_sources(ax, nsrc, xs, cs, ss, D, H, W, pd, ph, pw, tiles_h, tiles_w, first + s, V + s * P * Cp,
+                              vs, buf0, buf1);
             for (idx p = 0; p < P; p++)
                 for (idx nb = 0; nb < blocks; nb++) {
                     const idx n0 = nb * 4 * VB, width = Cop - n0 < 4 * VB ? Cop - n0 : 4 * VB;
@@ -381,9 +398,9 @@ void wino_grad_tiles(const float *g, idx D, idx H, idx W, idx C, int kd, int kh,
             for (idx c0 = 0; c0 < Cop; c0 += CHMAX) {
                 const int nb = (int)((Cop - c0 < CHMAX ? Cop - c0 : CHMAX) / VB);
                 int n[3] = {ax[0].m, ax[1].m, ax[2].m};
-                gather(g, D, H, W, C, d0, h0, w0, n, c0, nb, buf0);
+                gather(g, H * W * C, W * C, D, H, W, C, d0, h0, w0, n, c0, nb, buf0);
                 strides ss;
-                chain(ax, PICK_GRAD, n, t, buf0, packed(n, (idx)nb * VB), Gt + s * P * Cop + c0, gs, nb, buf0, buf1,
+                chain(ax, PICK_GRAD, n, t, buf0, packed(n, (idx)nb * VB), Gt + s * P * Cop + c0, gs, nb, VB, buf0, buf1,
                       &ss);
             }
         }

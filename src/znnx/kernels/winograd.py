@@ -173,15 +173,17 @@ def _column_pairs(matrix: Sequence[Sequence[Fraction]]) -> tuple[list[tuple[str,
 
 
 def _line(name: str, matrix: Sequence[Sequence[int | Fraction]]) -> str:
-    """C for y[i] = sum_j matrix[i][j] x[j] on vectors of VB channels (x[j] at x + j * sx), with the
-    common subexpressions of whichever of `_row_pairs` / `_column_pairs` needs fewer operations."""
+    """C for y[i] = sum_j matrix[i][j] x[j] on nb vectors of VB channels (x[j] at x + j * sx; of the
+    last vector, the first `tail` lanes, the rest read as zero), with the common subexpressions of
+    whichever of `_row_pairs` / `_column_pairs` needs fewer operations."""
     exact = [[F(c) for c in row] for row in matrix]
     temps, rows = min((form(exact) for form in (_naive, _row_pairs, _column_pairs)),
                       key=lambda form: _cost([t for _, t in form[0]] + form[1]))
-    loads = ", ".join(f"x{j} = load(x + {j} * sx)" for j in range(len(matrix[0])))
-    signature = "(const float *restrict x, idx sx, float *restrict y, idx sy, int nb)"
+    loads = ", ".join(f"x{j} = load_n(x + {j} * sx, n)" for j in range(len(matrix[0])))
+    signature = "(const float *restrict x, idx sx, float *restrict y, idx sy, int nb, int tail)"
     return "\n".join([f"static inline __attribute__((always_inline)) void {name}{signature} {{",
-                      "    for (int b = 0; b < nb; b++, x += VB, y += VB) {", f"        const vf {loads};",
+                      "    for (int b = 0; b < nb; b++, x += VB, y += VB) {",
+                      "        const int n = b == nb - 1 ? tail : VB;", f"        const vf {loads};",
                       *(f"        const vf {t} = {_sum(terms)};" for t, terms in temps),
                       *(f"        store(y + {i} * sy, {_sum(terms)});" for i, terms in enumerate(rows)),
                       "    }", "}"])
@@ -213,7 +215,7 @@ def _library(lanes: int = VB) -> object:
     lib = native.load(f"winograd{lanes}", source(lanes))
     i, p, f = ctypes.c_ssize_t, ctypes.c_void_p, ctypes.c_float
     c = ctypes.c_int
-    lib.wino_input.argtypes = [c, p, p, i, i, i, i, i, i, c, c, c, c, i, i, i, i, p, i]
+    lib.wino_input.argtypes = [c, p, p, p, i, i, i, i, i, i, c, c, c, c, i, i, i, i, p, i]
     lib.wino_input.restype = None
     lib.wino_output.argtypes = [p, i, c, c, c, c, i, i, i, i, p, p, i, i, i, i, p, p, p, p, c, f]
     lib.wino_output.restype = None
@@ -223,8 +225,8 @@ def _library(lanes: int = VB) -> object:
     lib.wino_grad_tiles.restype = None
     lib.wino_wgrad_gemm.argtypes = [p, p, p, i, i, i, i, i]
     lib.wino_wgrad_gemm.restype = None
-    lib.wino_fused.argtypes = [c, p, p, i, i, i, i, i, i, c, c, c, c, i, i, i, i, p, i, p, p, i, i, i, i, p, p, p, p,
-                               c, f, i, p, c]
+    lib.wino_fused.argtypes = [c, p, p, p, i, i, i, i, i, i, c, c, c, c, i, i, i, i, p, i, p, p, i, i, i, i, p, p, p,
+                               p, c, f, i, p, c]
     lib.wino_fused.restype = None
     lib.implicit_conv.argtypes = [p, i, i, i, i, i, p, c, c, c, i, p, p, i, i, i, i, p, p, p, p, c, f]
     lib.implicit_conv.restype = None
@@ -325,6 +327,19 @@ def epilogue_vectors(c_out: int, padded: int, bias: torch.Tensor | None,
 
 def _channels_last(t: torch.Tensor) -> bool:
     return t.permute(0, 2, 3, 4, 1).is_contiguous()
+
+
+def _source(t: torch.Tensor) -> torch.Tensor:
+    """`t` as the kernels read an input: channels-last voxels (channels, then width, contiguous) with
+    any depth, row and item strides, as a crop's view of a channels-last tensor has; else a copy."""
+    if t.stride(4) == t.shape[1] and (t.shape[1] == 1 or t.stride(1) == 1) and t.dtype == torch.float32:
+        return t
+    return t.contiguous(memory_format=torch.channels_last_3d)
+
+
+def _strides(xs: Sequence[torch.Tensor]) -> ctypes.Array[ctypes.c_ssize_t]:
+    """Each source's depth and row strides, in floats."""
+    return (ctypes.c_ssize_t * (2 * len(xs)))(*(s for x in xs for s in (x.stride(2), x.stride(3))))
 
 
 def _grid(kernel: Sequence[int], m: int, out_spatial: Sequence[int]) -> tuple[int, ...]:
@@ -436,10 +451,10 @@ class WinogradConv:
         self.tiles = int(np.prod(self.grid))
         self.fused, self.count = _schedule(self.points, self.cp, self.cop, self.tiles, slab_bytes, fused)
 
-    def _sources(self, xs: Sequence[torch.Tensor], i: int) -> ctypes.Array[ctypes.c_void_p]:
+    @staticmethod
+    def _sources(xs: Sequence[torch.Tensor], i: int) -> ctypes.Array[ctypes.c_void_p]:
         """Pointers to item `i` of every source."""
-        voxels = math.prod(self.spatial) * 4
-        return (ctypes.c_void_p * len(xs))(*(x.data_ptr() + i * c * voxels for x, c in zip(xs, self.parts)))
+        return (ctypes.c_void_p * len(xs))(*(x.data_ptr() + i * x.stride(0) * 4 for x in xs))
 
     def _fused(self, xs: Sequence[torch.Tensor], y: torch.Tensor, residual: torch.Tensor | None) -> None:
         threads = torch.get_num_threads()
@@ -450,8 +465,9 @@ class WinogradConv:
         item_out = self.c_out * do * ho * wo * 4
         for i in range(y.shape[0]):
             rp = residual.data_ptr() + i * item_out if residual is not None else None
-            self.lib.wino_fused(len(xs), self._sources(xs, i), self.channels, d, h, w, *self.pads[:3], kd, kh, kw,  # type: ignore[attr-defined]
-                                self.m, gh, gw, self.tiles, self.cp, self.u.data_ptr(), self.cop,
+            self.lib.wino_fused(len(xs), self._sources(xs, i), self.channels, _strides(xs), d, h, w,  # type: ignore[attr-defined]
+                                *self.pads[:3], kd, kh, kw, self.m, gh, gw, self.tiles, self.cp, self.u.data_ptr(),
+                                self.cop,
                                 y.data_ptr() + i * item_out, rp, do, ho, wo, self.c_out, self.bias.data_ptr(),
                                 self.gamma.data_ptr(), self.beta.data_ptr(), self.ops.ctypes.data, self.nops,
                                 self.alpha, chunk, scratch, threads)
@@ -460,7 +476,7 @@ class WinogradConv:
                  residual: torch.Tensor | None = None) -> torch.Tensor:
         if out is not None and not _channels_last(out):
             return out.copy_(self(x, residual=residual))
-        xs = [t.contiguous(memory_format=torch.channels_last_3d) for t in ([x] if isinstance(x, torch.Tensor) else x)]
+        xs = [_source(t) for t in ([x] if isinstance(x, torch.Tensor) else x)]
         if tuple(t.shape[1] for t in xs) != self.parts:
             raise ValueError(f"winograd: sources of {[t.shape[1] for t in xs]} channels, built for {list(self.parts)}")
         n = xs[0].shape[0]
@@ -480,12 +496,13 @@ class WinogradConv:
         v = _buffer("v", self.points * self.count * self.cp).data_ptr()
         mm = _buffer("m", self.points * self.count * self.cop).data_ptr()
         u = self.u.data_ptr()
+        strides = _strides(xs)
         for i in range(n):
             sources, yp = self._sources(xs, i), y.data_ptr() + i * item_out
             rp = residual.data_ptr() + i * item_out if residual is not None else None
             for first in range(0, self.tiles, self.count):
                 count = min(self.count, self.tiles - first)
-                lib.wino_input(len(xs), sources, self.channels, d, h, w, *self.pads[:3], kd, kh, kw,  # type: ignore[attr-defined]
+                lib.wino_input(len(xs), sources, self.channels, strides, d, h, w, *self.pads[:3], kd, kh, kw,  # type: ignore[attr-defined]
                                self.m, gh, gw, first, count, v, self.cp)
                 lib.wino_gemm(v, u, mm, self.points, count, self.depth, self.cp, self.cop)  # type: ignore[attr-defined]
                 lib.wino_output(mm, self.cop, kd, kh, kw, self.m, gh, gw, first, count,  # type: ignore[attr-defined]
@@ -525,7 +542,7 @@ def weight_gradient(x: torch.Tensor, g: torch.Tensor, kernel: Sequence[int], pad
         xp, gp = x.data_ptr() + i * item_in, g.data_ptr() + i * item_out
         for first in range(0, tiles, count):
             size = min(count, tiles - first)
-            lib.wino_input(1, (ctypes.c_void_p * 1)(xp), (ctypes.c_ssize_t * 1)(c_in), d, h, w,  # type: ignore[attr-defined]
+            lib.wino_input(1, (ctypes.c_void_p * 1)(xp), (ctypes.c_ssize_t * 1)(c_in), _strides([x]), d, h, w,  # type: ignore[attr-defined]
                            *pads[:3], kd, kh, kw, m, grid[1], grid[2], first, size, v, cp)
             lib.wino_grad_tiles(gp, do, ho, wo, c_out, kd, kh, kw, m, grid[1], grid[2],  # type: ignore[attr-defined]
                                 first, size, gt, cop)
