@@ -194,3 +194,27 @@ def test_a_direct_convolution_far_slower_than_the_fast_kernels_runs_twice_not_a_
     assert list(seconds) == ["direct", "fft16"] and errors == {"direct": 0.0, "fft16": 0.0}
     assert calls["direct"] == 2 and calls["fft16"] >= 1 + autotune.REPS
     assert seconds["direct"] > 3 * seconds["fft16"]
+
+
+@pytest.mark.parametrize("pads, stride", [((1,) * 6, (1, 1, 1)), ((0,) * 6, (2, 1, 1))])
+def test_a_large_layer_is_timed_on_a_slab_and_its_times_scaled_to_the_layer(pads: tuple[int, ...],
+                                                                             stride: tuple[int, ...]) -> None:
+    b, x = builder(channels=4, spatial=(40, 30, 20))
+    y = conv(b, b.add("concat", [b.add("relu", [x]), x]), 6, pads=pads, stride=stride)
+    r = b.add_input("r", 6, b.type(y).spatial)
+    graph = optimize(b.finish([b.add("add", [y, r])])).graph
+    node = graph.nodes[-1]
+    assert node.attrs["sources"] == 2 and node.attrs["epilogue"] == ("add",)
+    layer, scale = autotune.timing_layer(graph, node, 1, limit=400_000)
+    cut = layer.types[node.output]
+    assert layer.nodes == (node,) and set(layer.inputs) == set(node.inputs)
+    assert cut.spatial[1:] == graph.types[node.output].spatial[1:]
+    assert sum(layer.types[v].numel for v in node.inputs[:2]) * 4 <= 400_000 and cut.numel * 4 <= 400_000
+    assert scale == graph.types[node.output].numel / cut.numel and scale >= 2
+    assert layer.types[node.inputs[2]] == cut  # the residual, cut as the output
+    assert autotune.timing_layer(graph, node, 1) == (graph, 1.0)  # within the default limit: whole
+    x_cut, residual = autotune._inputs(layer, node, 1, autotune.torch.device("cpu"))
+    from znnx.backends.cpu import conv_kernel
+    from znnx.plan.algorithm import DIRECT
+
+    assert conv_kernel(layer, node, DIRECT)(x_cut, residual=residual).shape[2:] == cut.spatial

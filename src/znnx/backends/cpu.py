@@ -559,7 +559,7 @@ def choose_algorithms(graph: Graph, batch: int, device: torch.device, precision:
 
     context = f"{machine(device)} winograd {hashlib.sha256(winograd.source().encode()).hexdigest()[:12]}"
     return tune(graph, batch, lambda node: conv_candidates(graph, node, precision),
-                lambda node, algorithm: conv_kernel(graph, node, algorithm), forced, device, precision.name, context,
+                conv_kernel, forced, device, precision.name, context,
                 refresh, cpu_threads=True)
 
 

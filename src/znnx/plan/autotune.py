@@ -21,6 +21,7 @@ algorithm, by name, for every layer where it applies, or, as a mapping, per name
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -28,20 +29,25 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from znnx import status
+from znnx import heap, status
 from znnx.cache import cache_dir
 from znnx.errors import GraphError, KernelUnavailable
 from znnx.ir.graph import Graph, Node
-from znnx.ir.ops import conv_input, conv_sources
+from znnx.ir.ops import conv_input, conv_sources, conv_spatial
 from znnx.plan.algorithm import DIRECT, NAMES, Algorithm, by_name, known
 from znnx.version import __version__
 
 MIN_CHANNELS = 8
+TIMING_BYTES = 32 << 20
+"""Candidates are timed on a slab of the layer whose input and output take at most this much
+(`timing_layer`): the time per voxel of a layer this large no longer depends on its size, while
+timing the whole of a wide layer held its input, the reference and an output at once (a 1 -> 12
+conv of 77 MB outputs raised a net's compile to 739 MiB resident against its run's 580)."""
 REPS = 3
 ROUNDS = 3
 NOISE = 1.3
@@ -53,6 +59,8 @@ Conv = Callable[..., torch.Tensor]
 input of a conv with sources (a fused concat) is the tuple of them."""
 Input = torch.Tensor | tuple[torch.Tensor, ...]
 Builder = Callable[[Node, Algorithm], Conv]
+LayerBuilder = Callable[[Graph, Node, Algorithm], Conv]
+"""A backend's conv kernel for one node of a graph (the tuner passes the layer it times)."""
 Candidates = Callable[[Node], tuple[Algorithm, ...]]
 Forced = str | Mapping[str, str] | None
 
@@ -269,7 +277,7 @@ def reserved_bytes(graph: Graph, candidates: Candidates,
             max((s for per_node in options for _, s in per_node), default=0))
 
 
-def tune(graph: Graph, batch: int, candidates: Candidates, build: Builder, forced: Forced = None,
+def tune(graph: Graph, batch: int, candidates: Candidates, build: LayerBuilder, forced: Forced = None,
          device: torch.device | None = None, precision: str = "fp32", context: str = "",
          refresh: bool = False, cpu_threads: bool = False) -> tuple[LayerChoice, ...]:
     """One LayerChoice per conv of `graph` (run `batch` patches at a time on `device`, the CPU by
@@ -301,11 +309,15 @@ def tune(graph: Graph, batch: int, candidates: Candidates, build: Builder, force
             choices.append(LayerChoice(name, by_names[str(entry["algorithm"])], _pairs(entry.get("seconds")),
                                        _pairs(entry.get("errors")), "cache"))
             continue
-        x, residual = _inputs(graph, node, batch, device)
+        layer, scale = timing_layer(graph, node, batch)
+        x, residual = _inputs(layer, node, batch, device)
         label = f"autotune: conv {i} of {len(nodes)} ({name}), {time.perf_counter() - started:.0f} s so far"
         with torch.inference_mode():
-            seconds, errors, noisy = _measure(build, node, x, residual, timed, label,
+            seconds, errors, noisy = _measure(functools.partial(build, layer), node, x, residual, timed, label,
                                               torch.get_num_threads() if cpu_threads else None)
+        del x, residual
+        heap.release()
+        seconds = {a: t * scale for a, t in seconds.items()}
         valid = [a for a in timed if errors.get(a.name, float("inf")) <= a.tolerance]
         best = min(valid, key=lambda a: seconds[a.name])
         choices.append(LayerChoice(name, best, tuple(seconds.items()), tuple(errors.items()),
@@ -315,6 +327,36 @@ def tune(graph: Graph, batch: int, candidates: Candidates, build: Builder, force
     _write_cache(new)
     status.clear()
     return tuple(choices)
+
+
+def timing_layer(graph: Graph, node: Node, batch: int, limit: int = TIMING_BYTES) -> tuple[Graph, float]:
+    """The conv alone in a graph of its own, cut along depth (then height) to a slab whose input and
+    output take at most `limit` bytes for `batch` patches (at least 8 output voxels along a cut axis,
+    or the whole axis); and the layer's output voxels per slab voxel, which scales the slab's times
+    to the layer's. A layer within `limit` is timed whole."""
+    x, y = conv_input(graph.types, node), graph.types[node.output]
+    largest = max(x.numel, y.numel) * batch * 4
+    spatial = list(x.spatial)
+    a = node.attrs
+    for axis in (0, 1):
+        if largest <= limit:
+            break
+        reach = a["dilation"][axis] * (a["kernel"][axis] - 1) + 1 - a["pads"][axis] - a["pads"][axis + 3]
+        least = min(spatial[axis], 7 * a["stride"][axis] + reach)
+        cut = max(least, spatial[axis] * limit // largest)
+        largest = largest * cut // spatial[axis]
+        spatial[axis] = cut
+    if tuple(spatial) == x.spatial:
+        return graph, 1.0
+    d, h, w = spatial
+    od, oh, ow = conv_spatial(spatial, a["kernel"], a["pads"], a["stride"], a["dilation"])
+    out = replace(y, spatial=(od, oh, ow))
+    sources = conv_sources(node)
+    types = {name: replace(graph.types[name], spatial=(d, h, w)) if i < sources else out
+             for i, name in enumerate(node.inputs)}
+    layer = Graph((node,), tuple(dict.fromkeys(node.inputs)), (node.output,), {**types, node.output: out},
+                  graph.spatial_rank, f"{graph.name}:{node.name}")
+    return layer, y.numel / out.numel
 
 
 def as_sources(x: Input) -> tuple[torch.Tensor, ...]:
