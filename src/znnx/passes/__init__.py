@@ -22,12 +22,14 @@ from znnx.passes.fuse_scale import fuse_scale
 from znnx.passes.pointwise_before_upsample import pointwise_before_upsample
 from znnx.passes.remove_dead_nodes import remove_dead_nodes
 from znnx.passes.remove_identity import remove_identity
+from znnx.passes.transposed_as_conv import transposed_as_conv
 
 Pass = Callable[[Graph], tuple[Graph, int]]
 
 PIPELINE: tuple[Pass, ...] = (
     remove_identity,
     fold_constants,
+    transposed_as_conv,
     fold_batchnorm,
     eliminate_padding,
     fuse_residual_add,

@@ -24,9 +24,11 @@ from znnx.passes.rewrite import rebuild
 
 
 def _convertible(node: Node) -> bool:
+    if node.op != "conv_transpose":
+        return False
     a = node.attrs
     reach = [d * (k - 1) for d, k in zip(a["dilation"], a["kernel"])]
-    return (node.op == "conv_transpose" and tuple(a["stride"]) == (1, 1, 1) and not any(a["output_padding"])
+    return (tuple(a["stride"]) == (1, 1, 1) and not any(a["output_padding"])
             and all(p <= reach[i % 3] for i, p in enumerate(a["pads"])))
 
 
