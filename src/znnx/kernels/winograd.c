@@ -262,8 +262,9 @@ void wino_gemm(const float *V, const float *U, float *M, idx P, idx count, idx C
 enum { OP_ADD = 1, OP_RELU, OP_LEAKY, OP_ELU, OP_SIGMOID, OP_TANH, OP_SCALE };
 
 /* gamma and beta: the scale step's vectors at this channel (padded to Cop, as the bias). */
-static vf epilogue(vf v, const float *restrict res, int nv, const int *ops, int nops, float alpha,
-                   const float *gamma, const float *beta) {
+static inline __attribute__((always_inline)) vf epilogue(vf v, const float *restrict res, int nv, const int *ops,
+                                                         int nops, float alpha,
+                                                         const float *gamma, const float *beta) {
     for (int s = 0; s < nops; s++) {
         switch (ops[s]) {
         case OP_ADD:
