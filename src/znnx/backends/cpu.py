@@ -3,10 +3,11 @@
 - Every activation tensor is channels-last (NDHWC); inputs are converted on entry and outputs back
   to NCDHW on exit, nowhere else.
 - Convolutions call the fused oneDNN primitives PyTorch exposes (`mkldnn._convolution_pointwise`):
-  weights are reordered into oneDNN's blocked layout once, at build time; bias, relu / sigmoid /
-  tanh / leaky_relu and the residual add run as oneDNN post-ops. A residual add whose operand dies
-  at the conv accumulates in place into that operand's buffer. ELU has no oneDNN post-op in
-  PyTorch, so it runs in place on the conv's output while it is still the freshest tensor.
+  weights are reordered into oneDNN's blocked layout once, at build time; bias, relu / leaky_relu
+  and the residual add run as oneDNN post-ops. A residual add whose operand dies at the conv
+  accumulates in place into that operand's buffer. ELU (no oneDNN post-op in PyTorch), sigmoid and
+  tanh (slower as post-ops, see ONEDNN_UNARY) run in place on the conv's output while it is still
+  the freshest tensor.
 - A conv the autotuner (plan/autotune.py) gave another algorithm runs through znnx's own kernels:
   the implicit-GEMM direct conv for few input channels (kernels/implicit.py), Winograd F(2,r) /
   F(4,r), r = 3 or 5 (kernels/winograd.py) or tiled FFT (kernels/fft.py), epilogue included.
@@ -49,7 +50,10 @@ from znnx.plan.precision import Precision, resolve
 Tensor = torch.Tensor
 Kernel = Callable[[Sequence[Tensor]], Tensor]
 CHANNELS_LAST = torch.channels_last_3d
-ONEDNN_UNARY = frozenset({"relu", "sigmoid", "tanh", "leaky_relu"})
+ONEDNN_UNARY = frozenset({"relu", "leaky_relu"})
+"""Activations applied as oneDNN post-ops; sigmoid and tanh run in place after the conv instead:
+oneDNN's sigmoid post-op cost 5.4 ms on an 8 -> 1 1x1x1 head at 64x128x128 (a separate in-place
+sigmoid: 0.24 ms), 1.2 ms against 0.19 on 48 -> 3, and about as much as in place on wide layers."""
 FFT_SIZE = 16
 LARGE_KERNEL_FFT_SIZE = 24  # kernels of 6 and more: a 16-point tile keeps 11 outputs or fewer per axis
 PRECISIONS = ("fp32", "bf16")
