@@ -108,6 +108,18 @@ def test_narrow_layers_stay_direct_without_timing(monkeypatch: pytest.MonkeyPatc
     assert all(c.algorithm.name == "direct" and c.source == "rule" for c in net.algorithms)
 
 
+def test_few_output_channels_still_time_winograd() -> None:
+    """A wide input into 3 channels (a score layer) is no narrow layer: direct conv is slow there."""
+    from znnx.backends import cpu
+    from znnx.plan.precision import PRECISIONS
+
+    b, x = builder(channels=16, spatial=(3, 20, 20))
+    graph = optimize(b.finish([conv(b, x, 3, kernel=(1, 5, 5), pads=(0, 2, 2, 0, 2, 2))])).graph
+    node = graph.nodes[0]
+    timed = autotune.choosable(graph, node, cpu.conv_candidates(graph, node, PRECISIONS["fp32"]))
+    assert {"direct", "winograd2", "winograd4"} <= {a.name for a in timed}
+
+
 def test_first_layers_time_the_direct_kernels_only(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
     """Few input channels: oneDNN's direct conv against znnx's implicit GEMM, no Winograd or FFT."""
     monkeypatch.setenv("ZNNX_CACHE_DIR", str(tmp_path))

@@ -5,10 +5,12 @@ run once to warm up and then timed (median of `REPS`, repeated while the runs di
 `_timed`); a candidate is kept only if its output is
 within its `tolerance` (plan/algorithm.py: max |y - y_direct| / max |y_direct|) of the direct convolution, which the
 reference executor tests pin down. The fastest survivor wins; direct is always a candidate, so a
-layer never gets slower than direct. Layers with fewer than `MIN_CHANNELS` input or output
-channels are timed with the direct kernels only (direct, and the backend's implicit GEMM where it
-offers one): the transforms cost more than the multiplications they save (1 -> 8 channels at
-108^3: 7.7 ms direct, 45 ms Winograd F(4,3); 8 -> 8 at 106^3: 29.3 and 29.6).
+layer never gets slower than direct. Layers with fewer than `MIN_CHANNELS` input channels are
+timed with the direct kernels only (direct, and the backend's implicit GEMM where it offers one):
+the input transform costs more than the multiplications it saves (1 -> 8 channels at 108^3: 7.7 ms
+direct, 45 ms Winograd F(4,3); 8 -> 8 at 106^3: 29.3 and 29.6). Few output channels do not make a
+layer narrow: oneDNN's direct conv is slow there, and Winograd F(4,5) ran PZnet's 28 -> 3 (1,5,5)
+score layer in 28 ms against 49.
 FFT is timed only where Winograd does not apply: on 3x3x3 layers it measured 2-10x slower than
 Winograd on this project's machine, so timing it there would only lengthen tuning.
 
@@ -259,9 +261,9 @@ def direct_only(graph: Graph, forced: Forced, precision: str) -> tuple[LayerChoi
 
 def choosable(graph: Graph, node: Node, candidates: tuple[Algorithm, ...]) -> tuple[Algorithm, ...]:
     """The algorithms `tune` may give `node` unforced: the direct ones (direct, implicit) alone below
-    MIN_CHANNELS in or out, else its `candidates` less FFT where Winograd F(4,r) applies (FFT is
+    MIN_CHANNELS input channels, else its `candidates` less FFT where Winograd F(4,r) applies (FFT is
     timed only where it does not)."""
-    narrow = min(conv_input(graph.types, node).channels, graph.types[node.output].channels) < MIN_CHANNELS
+    narrow = conv_input(graph.types, node).channels < MIN_CHANNELS
     if narrow:
         return tuple(a for a in candidates if a.kind in ("direct", "implicit"))
     winograd4 = any(a.kind == "winograd" and a.tile == 4 for a in candidates)
