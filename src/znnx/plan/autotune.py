@@ -45,13 +45,14 @@ from znnx.plan.algorithm import DIRECT, NAMES, Algorithm, by_name, known
 from znnx.version import __version__
 
 MIN_CHANNELS = 8
-TIMING_BYTES = 16 << 20
+TIMING_BYTES = 8 << 20
 """Candidates are timed on a slab of the layer whose input and output take at most this much
-(`timing_layer`): the time per voxel of a layer this large no longer depends on its size (aniso
-and plantseg: the same choices as timing whole layers but for two near ties), while timing the whole of
-a wide layer held its input, the reference, an output and oneDNN's reorders at once (a 1 -> 12
-conv of 77 MB outputs raised a net's compile to 739 MiB resident against its run's 580; at 32 MB
-slabs a 16-channel net's compile still peaked 130 MiB above its run)."""
+(`timing_layer`): the time per voxel of a layer this large no longer depends on its size (ffn and
+tiny: the same choices as timing whole layers; aniso and plantseg at 16 MB: the same but for two
+near ties), while timing the whole of a wide layer held its input, the reference, an output and
+oneDNN's reorders at once (a 1 -> 12 conv of 77 MB outputs raised a net's compile to 739 MiB
+resident against its run's 580; at 16 MB slabs the 32-channel ffn's compile still peaked at 580 MiB
+against its run's 450, at 8 MB 459)."""
 REPS = 3
 ROUNDS = 3
 NOISE = 1.3
