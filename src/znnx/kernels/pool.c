@@ -8,9 +8,11 @@
  * count_include_pad (taps past the trailing pads, from ceil mode, never count).
  *
  * Rows of output voxels (n, od, oh) are split over threads with OpenMP; the channels of a voxel are
- * contiguous, so a window is reduced V channels at a time with V = 16 where C >= 16, V = 4 where
- * 4 <= C < 16 (narrow nets: 8, 12 channels), one at a time below; the last V channels are done once
- * more where C is not a multiple of V (a channel may be reduced twice, to the same value).
+ * contiguous, so a window is reduced V channels at a time with V = 16 where C >= 16, and below 16
+ * channels (narrow nets: 8, 12) as one vector of C lanes under an AVX-512 mask, or without AVX-512
+ * V = 4 where C >= 4, one at a time below; the last V channels are done once more where C is not
+ * a multiple of V (a channel may be reduced twice, to the same value). The window's bounds take no
+ * division without dilation (a division per voxel and axis took half of a 12-channel (1,3,3) pool).
  *
  * With a block b other than 1x1x1 the output is written as max-pooling fragments (ir/ops.py
  * `fragment`): output voxel (n, od, oh, ow) goes to batch entry ((od%bd*bh + oh%bh)*bw + ow%bw)*N + n
@@ -35,9 +37,10 @@ typedef float v1u __attribute__((vector_size(4), aligned(4), may_alias));
                                (vt)((*(it *)&(v) & take_) | (*(it *)&(acc) & ~take_)); })
 
 /* The taps j in [first, last) of a window starting at `start` with step `step` that land inside [lo, hi). */
-static inline idx first(idx start, idx step, idx lo) { return start < lo ? (lo - start + step - 1) / step : 0; }
+static inline idx steps(idx n, idx step) { return step == 1 ? n : (n + step - 1) / step; }
+static inline idx first(idx start, idx step, idx lo) { return start < lo ? steps(lo - start, step) : 0; }
 static inline idx last(idx start, idx k, idx step, idx hi) {
-    const idx n = hi - start <= 0 ? 0 : (hi - start + step - 1) / step;
+    const idx n = hi - start <= 0 ? 0 : steps(hi - start, step);
     return n < k ? n : k;
 }
 static inline idx counted(idx start, idx k, idx step, idx lo, idx hi) {
@@ -58,6 +61,32 @@ static inline idx counted(idx start, idx k, idx step, idx lo, idx hi) {
                 }                                                                                        \
         *(vtu *)(out + c) = average ? acc * scale : acc;                                                 \
     }
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+/* Reduce the window as REDUCE does, the C < 16 channels as one vector under a mask (lanes past C
+ * load as zero and are never stored). */
+#define REDUCE_MASKED                                                                                    \
+    {                                                                                                    \
+        const __mmask16 mask = (__mmask16)((1u << C) - 1);                                               \
+        v16 acc = average ? (v16){0} : (v16){0} - __builtin_inff();                                      \
+        for (idx i = da; i < db; i++)                                                                    \
+            for (idx j = ha; j < hb; j++)                                                                \
+                for (idx l = wa; l < wb; l++) {                                                          \
+                    v16 v = (v16)_mm512_maskz_loadu_ps(                                                  \
+                        mask, xn + (((d0 + i * dl[0]) * H + h0 + j * dl[1]) * W + w0 + l * dl[2]) * C);   \
+                    acc = average ? acc + v : VMAX(v16, i16, acc, v);                                    \
+                }                                                                                        \
+        _mm512_mask_storeu_ps(out, mask, (__m512)(average ? acc * scale : acc));                         \
+    }
+#else
+#define REDUCE_MASKED                                                                                    \
+    if (C >= 4) {                                                                                        \
+        REDUCE(4, v4, i4, v4u)                                                                           \
+    } else {                                                                                             \
+        REDUCE(1, v1, i1, v1u)                                                                           \
+    }
+#endif
 
 void pool(int average, int include_pad, const float *x, idx N, idx D, idx H, idx W, idx C, const int k[3],
           const int s[3], const int p[3], const int q[3], const int dl[3], const int b[3], float *y, idx Do,
@@ -84,11 +113,8 @@ void pool(int average, int include_pad, const float *x, idx N, idx D, idx H, idx
                     float *out = y + (((entry * Fd + od / b[0]) * Fh + oh / b[1]) * Fw + ow / b[2]) * C;
                     if (C >= 16) {
                         REDUCE(16, v16, i16, v16u)
-                    } else if (C >= 4) {
-                        REDUCE(4, v4, i4, v4u)
-                    } else {
-                        REDUCE(1, v1, i1, v1u)
-                    }
+                    } else
+                        REDUCE_MASKED
                 }
             }
 }
