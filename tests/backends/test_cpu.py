@@ -10,7 +10,7 @@ from tests.passes.graphs import batchnorm, builder, conv
 from znnx import reference
 from znnx.errors import KernelUnavailable
 from znnx.ir.graph import Graph
-from znnx.kernels import pool
+from znnx.kernels import pool, shuffle
 from znnx.net import Net, compile  # noqa: A004
 from znnx.passes import optimize
 
@@ -75,6 +75,7 @@ def test_anisotropic_strided_grouped_and_asymmetric_convs() -> None:
 def test_transposed_conv_with_residual_and_pooling(compiler: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     if not compiler:
         monkeypatch.setattr(pool, "Pool", _unavailable)
+        monkeypatch.setattr(shuffle, "ShuffleConv", _unavailable)
     b, x = builder(channels=2, spatial=(4, 8, 8))
     skip = b.add("elu", [conv(b, x, 4)], {"alpha": 1.0})
     down = b.add("max_pool", [skip], {"kernel": (2, 2, 2), "stride": (2, 2, 2), "pads": (0,) * 6,

@@ -119,9 +119,10 @@ def io_bytes(graph: Graph, host_patches: int) -> int:
 
 
 def shuffles(node: Node) -> bool:
-    """A transposed conv whose windows tile the output (kernel == stride, no pads or dilation):
-    one GEMM to kd*kh*kw*C_out channels, then a pixel shuffle, which is far faster than oneDNN's
-    deconvolution and fuses with the residual add."""
+    """A transposed conv whose windows tile the output (kernel == stride, no pads or dilation): in
+    fp32 znnx's C kernel (kernels/shuffle.py: per tap one GEMM written straight into the output,
+    epilogue fused), else one GEMM to kd*kh*kw*C_out channels and a pixel shuffle; both far faster
+    than oneDNN's deconvolution."""
     a = node.attrs
     return (node.op == "conv_transpose" and tuple(a["kernel"]) == tuple(a["stride"]) and not any(a["pads"])
             and not any(a["output_padding"]) and tuple(a["dilation"]) == (1, 1, 1) and a["groups"] == 1)
@@ -142,18 +143,20 @@ def placeable(node: Node) -> bool:
     return node.op in ("concat", "upsample", *POOLS) or shuffles(node)
 
 
-def scratch_elements(graph: Graph, node: Node) -> int:
-    """Arena scratch per patch, in elements: the GEMM result of a shuffling transposed conv, the
-    joined input of a conv with sources (used unless Winograd reads them directly)."""
+def scratch_elements(graph: Graph, node: Node, precision: Precision) -> int:
+    """Arena scratch per patch, in elements: the joined input of a conv with sources (used unless
+    Winograd reads them directly), the GEMM result of a shuffling transposed conv below fp32 (in
+    fp32 the C kernel needs none)."""
     if node.op == "conv" and conv_sources(node) > 1:
         return conv_input(graph.types, node).numel
-    return graph.types[node.output].numel if shuffles(node) else 0
+    return graph.types[node.output].numel if shuffles(node) and precision.name != "fp32" else 0
 
 
 def memory_plan(graph: Graph, batch: int, precision: Precision) -> MemoryPlan:
     """Channels-last buffers, arena slots for the ops this backend can point at one (`placeable`),
     the shuffling transposed convs' GEMM scratch."""
-    return plan_memory(graph, batch, relayout=True, placeable=placeable, scratch=scratch_elements,
+    return plan_memory(graph, batch, relayout=True, placeable=placeable,
+                       scratch=lambda g, node: scratch_elements(g, node, precision),
                        element_bytes=precision.element_bytes)
 
 
@@ -338,6 +341,26 @@ class _Builder:
         return run
 
     def shuffle(self, node: Node, step: Step) -> Run:
+        """A transposed conv whose windows tile the output through the C kernel, where there is one."""
+        from znnx.kernels import shuffle
+
+        try:
+            if self.dtype != torch.float32:
+                raise KernelUnavailable(f"{node.op}: the C kernel is an fp32 kernel")
+            conv = shuffle.ShuffleConv(self.eager.need(node, "weight"), self.eager.param(node, "bias"),
+                                       epilogue(node), float(node.attrs.get("alpha", 0.0)),
+                                       scale=self.eager.scale_of(node))
+        except KernelUnavailable:
+            return self.shuffle_gemm(node, step)
+
+        def run(xs: Sequence[Tensor], out: Tensor | None, scratch: Tensor | None) -> Tensor:
+            if step.inplace == 1:
+                return conv(xs[0], out=xs[1], residual=xs[1])
+            return conv(xs[0], out=out, residual=xs[1] if len(xs) > 1 else None)
+
+        return run
+
+    def shuffle_gemm(self, node: Node, step: Step) -> Run:
         """y[n, o, d*kd + a, h*kh + b, w*kw + c] = sum_i x[n, i, d, h, w] W[i, o, a, b, c] + bias[o]."""
         kd, kh, kw = node.attrs["kernel"]
         weight = self.eager.need(node, "weight")

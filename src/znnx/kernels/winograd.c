@@ -508,3 +508,45 @@ void implicit_conv(const float *x, idx N, idx D, idx H, idx W, idx C, const floa
                     }
     }
 }
+
+/* A transposed convolution whose windows tile the output (kernel == stride, no pads; kernels/shuffle.py):
+ * each input voxel's C channels times Wt[tap] (C x Cop per tap, taps = kd * kh * kw) are the output
+ * voxels of its window. One GEMM per run of up to ROWS input voxels of a row and tap, rows read in
+ * place (row stride C), the result written straight to the tap's output voxels with the bias and the
+ * fused epilogue: no GEMM result buffer and no shuffle pass. */
+void shuffle_conv(const float *x, idx N, idx D, idx H, idx W, idx C, const float *Wt, int kd, int kh, int kw,
+                  idx Cop, float *y, const float *res, idx Co, const float *bias, const float *gamma,
+                  const float *beta, const int *ops, int nops, float alpha) {
+    const idx blocks = (Cop + 4 * VB - 1) / (4 * VB), Ho = H * kh, Wo = W * kw;
+    const int taps = kd * kh * kw;
+    #pragma omp parallel
+    {
+        float acc[ROWS * 4 * VB] __attribute__((aligned(64)));
+        #pragma omp for schedule(static) collapse(3)
+        for (idx n = 0; n < N; n++)
+            for (idx d = 0; d < D; d++)
+                for (idx h = 0; h < H; h++)
+                    for (idx w0 = 0; w0 < W; w0 += ROWS) {
+                        const idx rows = W - w0 < ROWS ? W - w0 : ROWS;
+                        const float *a = x + (((n * D + d) * H + h) * W + w0) * C;
+                        for (int t = 0; t < taps; t++) {
+                            const int i = t / (kh * kw), j = t / kw % kh, l = t % kw;
+                            const idx row = ((n * D * kd + d * kd + i) * Ho + h * kh + j) * Wo;
+                            for (idx nb = 0; nb < blocks; nb++) {
+                                const idx n0 = nb * 4 * VB, width = Cop - n0 < 4 * VB ? Cop - n0 : 4 * VB;
+                                gemm_rows(width, rows, a, C, Wt + (idx)t * C * Cop + n0, Cop, acc, width, C);
+                                for (idx r = 0; r < rows; r++) {
+                                    const idx at = (row + (w0 + r) * kw + l) * Co;
+                                    for (idx c = n0; c < n0 + width && c < Co; c += VB) {
+                                        const int nv = Co - c >= VB ? VB : (int)(Co - c);
+                                        store_n(y + at + c,
+                                                epilogue(load(acc + r * width + c - n0) + load(bias + c),
+                                                         res ? res + at + c : 0, nv, ops, nops, alpha, gamma + c,
+                                                         beta + c), nv);
+                                    }
+                                }
+                            }
+                        }
+                    }
+    }
+}

@@ -230,6 +230,8 @@ def _library(lanes: int = VB) -> object:
     lib.wino_fused.restype = None
     lib.implicit_conv.argtypes = [p, i, i, i, i, i, p, c, c, c, i, p, p, i, i, i, i, p, p, p, p, c, f]
     lib.implicit_conv.restype = None
+    lib.shuffle_conv.argtypes = [p, i, i, i, i, i, p, c, c, c, i, p, p, i, p, p, p, p, c, f]
+    lib.shuffle_conv.restype = None
     return lib
 
 
