@@ -14,7 +14,6 @@ import pytest
 import znnx
 from tests.nets import cases
 from znnx.backends import cpu
-from znnx.plan.memory import plan_memory
 
 
 def _lifetimes(graph: znnx.Graph) -> dict[str, tuple[int, int]]:
@@ -62,7 +61,7 @@ def test_slots_hold_one_live_buffer_at_a_time(case: object) -> None:
 def test_batch_scales_the_plan() -> None:
     case = cases()[0]
     net = znnx.compile(znnx.load(case.build(), case.input_shape))
-    two = plan_memory(net.graph, 2, relayout=True, placeable=cpu.placeable, scratch=cpu.scratch_elements)
+    two = cpu.memory_plan(net.graph, 2, net.precision)
     assert net.memory_bytes(2) == two.peak_bytes == 2 * net.memory_bytes()
     x = np.random.default_rng(0).standard_normal((2, *net.input_shape)).astype(np.float32)
     np.testing.assert_allclose(net(x)[1], net(x[1]), rtol=1e-5, atol=1e-6)

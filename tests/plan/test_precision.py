@@ -82,7 +82,8 @@ def test_bf16_halves_the_plan_and_refuses_fp32_kernels() -> None:
     case = cases()[1]
     graph = znnx.load(case.build(), case.input_shape)
     fp32, bf16 = znnx.compile(graph, algorithm="direct"), znnx.compile(graph, precision="bf16")
-    assert bf16.plan.memory.peak_bytes * 2 == fp32.plan.memory.peak_bytes
+    same_buffers_in_fp32 = cpu.memory_plan(bf16.graph, 1, replace(bf16.precision, element_bytes=4))
+    assert bf16.plan.memory.peak_bytes * 2 == same_buffers_in_fp32.peak_bytes >= fp32.plan.memory.peak_bytes
     assert bf16.weight_bytes * 2 == fp32.weight_bytes
     with pytest.raises(GraphError, match=r"\['winograd4'\] run in fp32 only.*bf16"):
         znnx.compile(graph, precision="bf16", algorithm="winograd4")

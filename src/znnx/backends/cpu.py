@@ -154,10 +154,12 @@ def scratch_elements(graph: Graph, node: Node, precision: Precision) -> int:
 
 def memory_plan(graph: Graph, batch: int, precision: Precision) -> MemoryPlan:
     """Channels-last buffers, arena slots for the ops this backend can point at one (`placeable`),
-    the shuffling transposed convs' GEMM scratch."""
+    the scratch of `scratch_elements`; the fp32 shuffling transposed convs (C kernel) add into their
+    residual as they compute."""
     return plan_memory(graph, batch, relayout=True, placeable=placeable,
                        scratch=lambda g, node: scratch_elements(g, node, precision),
-                       element_bytes=precision.element_bytes)
+                       element_bytes=precision.element_bytes,
+                       accumulates=lambda node: shuffles(node) and precision.name == "fp32")
 
 
 def conv_candidates(graph: Graph, node: Node, precision: Precision) -> tuple[Algorithm, ...]:

@@ -155,12 +155,15 @@ def _alias(graph: Graph, size: dict[str, int], owned_inputs: set[str]) -> _Alias
 def plan_memory(graph: Graph, batch: int = 1, relayout: bool = False,
                 placeable: Callable[[Node], bool] = lambda node: False,
                 scratch: Callable[[Graph, Node], int] = lambda graph, node: 0,
-                element_bytes: int = FLOAT_BYTES) -> MemoryPlan:
+                element_bytes: int = FLOAT_BYTES,
+                accumulates: Callable[[Node], bool] = lambda node: False) -> MemoryPlan:
     """The memory plan of running `graph` once on a batch of `batch` patches, activations and
     weights held in `element_bytes` per value (4 for fp32, 2 for fp16 / bf16).
 
     `placeable(node)` says whether the backend can write the node's output into an arena slot;
-    `scratch(graph, node)` how many elements per patch of arena scratch the step needs while it runs.
+    `scratch(graph, node)` how many elements per patch of arena scratch the step needs while it runs;
+    `accumulates(node)` whether a transposed conv adds into its residual's buffer as it computes
+    (otherwise its result is computed apart, then added, where it has no scratch for it).
     With `relayout`, the backend copies multi-channel inputs into its own layout on entry (a buffer
     it owns and frees after the last reader) and multi-channel outputs back to NCDHW on exit.
     """
@@ -180,7 +183,8 @@ def plan_memory(graph: Graph, batch: int = 1, relayout: bool = False,
     for i, node in enumerate(graph.nodes):
         live = sum(size[b] for b in fresh if aliasing.first[b] <= i <= aliasing.last[b])
         buffer = aliasing.buffer_of[node.output]
-        if node.op == "conv_transpose" and node.name in aliasing.inplace and node.name not in scratch_of:
+        if (node.op == "conv_transpose" and node.name in aliasing.inplace and node.name not in scratch_of
+                and not accumulates(node)):
             live += size[node.output]  # computed apart, then added into the residual
         steps.append(Step(node.name, aliasing.inplace.get(node.name), node.op in VIEW_OPS,
                           slot_of.get(buffer) if buffer == node.output else None,
