@@ -56,9 +56,6 @@ against its run's 450, at 8 MB 459)."""
 REPS = 3
 ROUNDS = 3
 NOISE = 1.3
-NOISY_MARGIN = 1.3
-"""How much faster than the largest Winograd tile another candidate must measure, in timings that
-stayed noisy, to be chosen over it (`_noisy_choice`)."""
 CONTENDED = 0.75
 """A timed run on CPU threads whose process CPU time is below this share of threads x wall time did
 not have its cores (another process ran on them)."""
@@ -339,13 +336,13 @@ def tune(graph: Graph, batch: int, candidates: Candidates, build: LayerBuilder, 
 
 def _noisy_choice(valid: list[Algorithm], seconds: Mapping[str, float]) -> Algorithm:
     """The choice from timings that never agreed or ran beside another process: the largest valid
-    Winograd tile (fewest multiplications) unless another candidate measured more than NOISY_MARGIN
-    times faster. Another process's memory traffic slows the transform-bound Winograd kernels more than
-    direct ones: a compile beside two busy processes chose direct or F(2,3) over F(4,3) on 7 of the
-    symmetric U-Net's 15 layers, and that plan ran 1.13x slower on a quiet machine."""
+    Winograd tile (the fewest multiplications), or the measured best where Winograd does not apply.
+    Such timings mislead by more than any margin: another process's memory traffic slows the
+    transform-bound Winograd kernels far more than direct ones (beside two busy processes F(2,3)
+    measured over 2x faster than F(4,3) on layers where it is slower on a quiet machine; a plan
+    chosen by those timings ran 1.13-1.20x slower quiet)."""
     best = min(valid, key=lambda a: seconds[a.name])
-    lean = max((a for a in valid if a.kind == "winograd"), key=lambda a: a.tile, default=best)
-    return lean if seconds[lean.name] <= NOISY_MARGIN * seconds[best.name] else best
+    return max((a for a in valid if a.kind == "winograd"), key=lambda a: a.tile, default=best)
 
 
 def timing_layer(graph: Graph, node: Node, batch: int, limit: int = TIMING_BYTES) -> tuple[Graph, float]:
