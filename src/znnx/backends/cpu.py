@@ -217,6 +217,20 @@ def reserved_kernel_bytes(graph: Graph, precision: Precision) -> tuple[int, int]
 Run = Callable[[Sequence[Tensor], Tensor | None, Tensor | None], Tensor]
 
 
+def calling(conv: Callable[..., Tensor], step: Step, sources: int = 1) -> Run:
+    """The step running `conv` (called as (input, *, out=None, residual=None); the input is a tuple
+    of the conv's first `sources` inputs where there are several): the residual is the input after
+    them, and the output goes into the residual's buffer where the plan says so, else into `out`."""
+
+    def run(xs: Sequence[Tensor], out: Tensor | None, scratch: Tensor | None) -> Tensor:
+        x = xs[0] if sources == 1 else tuple(xs[:sources])
+        if step.inplace == sources:
+            return conv(x, out=xs[sources], residual=xs[sources])
+        return conv(x, out=out, residual=xs[sources] if len(xs) > sources else None)
+
+    return run
+
+
 def sources_channels(graph: Graph, node: Node) -> tuple[int, ...]:
     """The channels of each source of a conv's input (one entry where it has one source)."""
     return tuple(graph.types[name].channels for name in node.inputs[:conv_sources(node)])
@@ -246,16 +260,8 @@ class _Builder:
 
     def fast_conv(self, node: Node, step: Step) -> Run:
         """A conv through `fast_kernel`; Winograd takes a conv's sources as they are."""
-        conv = self.fast_kernel(node)
         sources = conv_sources(node) if self.algorithms[node.name].kind == "winograd" else 1
-
-        def run(xs: Sequence[Tensor], out: Tensor | None, scratch: Tensor | None) -> Tensor:
-            x = xs[0] if sources == 1 else tuple(xs[:sources])
-            if step.inplace == sources:
-                return conv(x, out=xs[sources], residual=xs[sources])
-            return conv(x, out=out, residual=xs[sources] if len(xs) > sources else None)
-
-        return run
+        return calling(self.fast_kernel(node), step, sources)
 
     def joined(self, node: Node, run: Run) -> Run:
         """`run` (built for one input) of a conv with sources, given them joined first: into its arena
@@ -354,13 +360,7 @@ class _Builder:
                                        scale=self.eager.scale_of(node))
         except KernelUnavailable:
             return self.shuffle_gemm(node, step)
-
-        def run(xs: Sequence[Tensor], out: Tensor | None, scratch: Tensor | None) -> Tensor:
-            if step.inplace == 1:
-                return conv(xs[0], out=xs[1], residual=xs[1])
-            return conv(xs[0], out=out, residual=xs[1] if len(xs) > 1 else None)
-
-        return run
+        return calling(conv, step)
 
     def shuffle_gemm(self, node: Node, step: Step) -> Run:
         """y[n, o, d*kd + a, h*kh + b, w*kw + c] = sum_i x[n, i, d, h, w] W[i, o, a, b, c] + bias[o]."""
