@@ -49,9 +49,7 @@ class ImplicitConv:
         w = torch.zeros((*self.kernel, c_in, self.cop))
         w[..., :c_out] = weight.detach().float().permute(2, 3, 4, 1, 0)
         self.w = w.contiguous()
-        self.bias, self.gamma, self.beta = winograd.epilogue_vectors(c_out, self.cop, bias, scale)
-        self.ops = np.array([winograd.OPS[s] for s in steps] or [0], dtype=np.int32)
-        self.nops, self.add, self.alpha = len(steps), "add" in steps, float(alpha)
+        self.epilogue = winograd.CEpilogue(steps, alpha, c_out, self.cop, bias, scale)
         self.pads = tuple(int(p) for p in pads)
         self.spatial = tuple(int(s) for s in spatial)
         self.padded = tuple(s + a + b for s, a, b in zip(self.spatial, self.pads[:3], self.pads[3:]))
@@ -76,12 +74,11 @@ class ImplicitConv:
         xp = self._padded(x.contiguous(memory_format=torch.channels_last_3d))
         y = out if out is not None else torch.empty((n, self.c_out, *self.out_spatial),
                                                     memory_format=torch.channels_last_3d)
-        if self.add:
+        if self.epilogue.add:
             assert residual is not None
             residual = residual.contiguous(memory_format=torch.channels_last_3d)
         (d, h, w), (kd, kh, kw), (do, ho, wo) = self.padded, self.kernel, self.out_spatial
         self.lib.implicit_conv(xp.data_ptr(), n, d, h, w, self.c_in, self.w.data_ptr(), kd, kh, kw,  # type: ignore[attr-defined]
                                self.cop, y.data_ptr(), residual.data_ptr() if residual is not None else None,
-                               do, ho, wo, self.c_out, self.bias.data_ptr(), self.gamma.data_ptr(),
-                               self.beta.data_ptr(), self.ops.ctypes.data, self.nops, self.alpha)
+                               do, ho, wo, self.c_out, *self.epilogue.args())
         return y

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from znnx.kernels import implicit, winograd
@@ -32,9 +31,7 @@ class ShuffleConv:
         w = torch.zeros((*self.kernel, c_in, self.cop))
         w[..., :c_out] = weight.detach().float().permute(2, 3, 4, 0, 1)
         self.w = w.contiguous()
-        self.bias, self.gamma, self.beta = winograd.epilogue_vectors(c_out, self.cop, bias, scale)
-        self.ops = np.array([winograd.OPS[s] for s in steps] or [0], dtype=np.int32)
-        self.nops, self.add, self.alpha = len(steps), "add" in steps, float(alpha)
+        self.epilogue = winograd.CEpilogue(steps, alpha, c_out, self.cop, bias, scale)
 
     def __call__(self, x: torch.Tensor, *, out: torch.Tensor | None = None,
                  residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -45,11 +42,10 @@ class ShuffleConv:
             return out.copy_(self(x, residual=residual))
         x = x.contiguous(memory_format=torch.channels_last_3d)
         y = out if out is not None else torch.empty(shape, memory_format=torch.channels_last_3d)
-        if self.add:
+        if self.epilogue.add:
             assert residual is not None
             residual = residual.contiguous(memory_format=torch.channels_last_3d)
         self.lib.shuffle_conv(x.data_ptr(), n, d, h, w, self.c_in, self.w.data_ptr(), kd, kh, kw,  # type: ignore[attr-defined]
                               self.cop, y.data_ptr(), residual.data_ptr() if residual is not None else None,
-                              self.c_out, self.bias.data_ptr(), self.gamma.data_ptr(), self.beta.data_ptr(),
-                              self.ops.ctypes.data, self.nops, self.alpha)
+                              self.c_out, *self.epilogue.args())
         return y

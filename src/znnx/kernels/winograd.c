@@ -468,6 +468,22 @@ IMPLICIT(12, 2)
 IMPLICIT(16, 1)
 
 #define ROWS 96
+/* Rows r < rows of a GEMM result block (acc[r][0 : width], output channels n0 ..) to the output voxels
+ * y + r * stride (and the residual's at the same offsets), with the bias and the fused epilogue. */
+static inline __attribute__((always_inline)) void store_rows(const float *acc, idx rows, idx width, idx n0, idx Co,
+                                                             float *y, const float *res, idx stride,
+                                                             const float *bias, const float *gamma,
+                                                             const float *beta, const int *ops, int nops,
+                                                             float alpha) {
+    for (idx r = 0; r < rows; r++)
+        for (idx c = n0; c < n0 + width && c < Co; c += VB) {
+            const int nv = Co - c >= VB ? VB : (int)(Co - c);
+            const idx at = r * stride + c;
+            store_n(y + at, epilogue(load(acc + r * width + c - n0) + load(bias + c), res ? res + at : 0, nv, ops,
+                                     nops, alpha, gamma + c, beta + c), nv);
+        }
+}
+
 void implicit_conv(const float *x, idx N, idx D, idx H, idx W, idx C, const float *Wt, int kd, int kh, int kw,
                    idx Cop, float *y, const float *res, idx Do, idx Ho, idx Wo, idx Co, const float *bias,
                    const float *gamma, const float *beta, const int *ops, int nops, float alpha) {
@@ -496,14 +512,8 @@ void implicit_conv(const float *x, idx N, idx D, idx H, idx W, idx C, const floa
                             case 2: implicit_12_2(rows, a, offs, taps, C, b, Cop, acc, width, K); break;
                             default: implicit_16_1(rows, a, offs, taps, C, b, Cop, acc, width, K); break;
                             }
-                            for (idx o = 0; o < rows; o++)
-                                for (idx c = n0; c < n0 + width && c < Co; c += VB) {
-                                    const int nv = Co - c >= VB ? VB : (int)(Co - c);
-                                    store_n(y + at + o * Co + c,
-                                            epilogue(load(acc + o * width + c - n0) + load(bias + c),
-                                                     res ? res + at + o * Co + c : 0, nv, ops, nops, alpha, gamma + c,
-                                                     beta + c), nv);
-                                }
+                            store_rows(acc, rows, width, n0, Co, y + at, res ? res + at : 0, Co, bias, gamma, beta,
+                                       ops, nops, alpha);
                         }
                     }
     }
@@ -535,16 +545,9 @@ void shuffle_conv(const float *x, idx N, idx D, idx H, idx W, idx C, const float
                             for (idx nb = 0; nb < blocks; nb++) {
                                 const idx n0 = nb * 4 * VB, width = Cop - n0 < 4 * VB ? Cop - n0 : 4 * VB;
                                 gemm_rows(width, rows, a, C, Wt + (idx)t * C * Cop + n0, Cop, acc, width, C);
-                                for (idx r = 0; r < rows; r++) {
-                                    const idx at = (row + (w0 + r) * kw + l) * Co;
-                                    for (idx c = n0; c < n0 + width && c < Co; c += VB) {
-                                        const int nv = Co - c >= VB ? VB : (int)(Co - c);
-                                        store_n(y + at + c,
-                                                epilogue(load(acc + r * width + c - n0) + load(bias + c),
-                                                         res ? res + at + c : 0, nv, ops, nops, alpha, gamma + c,
-                                                         beta + c), nv);
-                                    }
-                                }
+                                const idx at = (row + w0 * kw + l) * Co;
+                                store_rows(acc, rows, width, n0, Co, y + at, res ? res + at : 0, kw * Co, bias, gamma,
+                                           beta, ops, nops, alpha);
                             }
                         }
                     }

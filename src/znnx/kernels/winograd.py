@@ -314,17 +314,23 @@ def _buffer(name: str, numel: int) -> torch.Tensor:
     return buffer[:numel]
 
 
-Vectors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+class CEpilogue:
+    """A conv's bias and fused steps as the C kernels take them (the last six arguments of
+    `wino_output`, `wino_fused`, `implicit_conv` and `shuffle_conv`): bias, scale gamma and beta as
+    `padded`-float vectors (0, 1, 0 where absent), the step codes, their count and alpha."""
 
+    def __init__(self, steps: Sequence[str], alpha: float, c_out: int, padded: int, bias: torch.Tensor | None,
+                 scale: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        self.vectors = [torch.zeros(padded), torch.ones(padded), torch.zeros(padded)]
+        for vector, given in zip(self.vectors, (bias, *(scale or (None, None)))):
+            if given is not None:
+                vector[:c_out] = given.detach().float().reshape(-1)
+        self.ops = np.array([OPS[s] for s in steps] or [0], dtype=np.int32)
+        self.nops, self.alpha, self.add = len(steps), float(alpha), "add" in steps
 
-def epilogue_vectors(c_out: int, padded: int, bias: torch.Tensor | None,
-                     scale: tuple[torch.Tensor, torch.Tensor] | None) -> Vectors:
-    """Bias, scale gamma and beta as `padded`-float vectors (0, 1, 0 where absent) for the C epilogue."""
-    vectors = [torch.zeros(padded), torch.ones(padded), torch.zeros(padded)]
-    for vector, given in zip(vectors, (bias, *(scale or (None, None)))):
-        if given is not None:
-            vector[:c_out] = given.detach().float().reshape(-1)
-    return vectors[0], vectors[1], vectors[2]
+    def args(self) -> tuple[int, int, int, int, int, float]:
+        bias, gamma, beta = (v.data_ptr() for v in self.vectors)
+        return bias, gamma, beta, self.ops.ctypes.data, self.nops, self.alpha
 
 
 def _channels_last(t: torch.Tensor) -> bool:
@@ -441,11 +447,7 @@ class WinogradConv:
                 self.u[:, row:row + c, :c_out] = u[:, first:first + c]
                 row += _round(c, self.lanes)
         self.depth = self.cp - _round(self.parts[-1], self.lanes) + self.parts[-1]
-        self.bias, self.gamma, self.beta = epilogue_vectors(c_out, self.cop, bias, scale)
-        self.ops = np.array([OPS[s] for s in steps] or [0], dtype=np.int32)
-        self.nops = len(steps)
-        self.add = "add" in steps
-        self.alpha = float(alpha)
+        self.epilogue = CEpilogue(steps, alpha, c_out, self.cop, bias, scale)
         self.pads = tuple(int(p) for p in pads)
         self.spatial = tuple(int(s) for s in spatial)
         self.out_spatial = conv_spatial(self.spatial, self.kernel, self.pads)
@@ -470,9 +472,8 @@ class WinogradConv:
             self.lib.wino_fused(len(xs), self._sources(xs, i), self.channels, _strides(xs), d, h, w,  # type: ignore[attr-defined]
                                 *self.pads[:3], kd, kh, kw, self.m, gh, gw, self.tiles, self.cp, self.u.data_ptr(),
                                 self.cop,
-                                y.data_ptr() + i * item_out, rp, do, ho, wo, self.c_out, self.bias.data_ptr(),
-                                self.gamma.data_ptr(), self.beta.data_ptr(), self.ops.ctypes.data, self.nops,
-                                self.alpha, chunk, scratch, threads)
+                                y.data_ptr() + i * item_out, rp, do, ho, wo, self.c_out, *self.epilogue.args(),
+                                chunk, scratch, threads)
 
     def __call__(self, x: torch.Tensor | Sequence[torch.Tensor], *, out: torch.Tensor | None = None,
                  residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -484,7 +485,7 @@ class WinogradConv:
         n = xs[0].shape[0]
         y = out if out is not None else torch.empty((n, self.c_out, *self.out_spatial),
                                                     memory_format=torch.channels_last_3d)
-        if self.add:
+        if self.epilogue.add:
             assert residual is not None
             residual = residual.contiguous(memory_format=torch.channels_last_3d)
         if self.fused:
@@ -494,7 +495,7 @@ class WinogradConv:
         do, ho, wo = self.out_spatial
         _, gh, gw = self.grid
         item_out = self.c_out * do * ho * wo * 4
-        ops = self.ops.ctypes.data
+        epilogue = self.epilogue.args()
         v = _buffer("v", self.points * self.count * self.cp).data_ptr()
         mm = _buffer("m", self.points * self.count * self.cop).data_ptr()
         u = self.u.data_ptr()
@@ -508,8 +509,7 @@ class WinogradConv:
                                self.m, gh, gw, first, count, v, self.cp)
                 lib.wino_gemm(v, u, mm, self.points, count, self.depth, self.cp, self.cop)  # type: ignore[attr-defined]
                 lib.wino_output(mm, self.cop, kd, kh, kw, self.m, gh, gw, first, count,  # type: ignore[attr-defined]
-                                yp, rp, do, ho, wo, self.c_out, self.bias.data_ptr(), self.gamma.data_ptr(),
-                                self.beta.data_ptr(), ops, self.nops, self.alpha)
+                                yp, rp, do, ho, wo, self.c_out, *epilogue)
         return y
 
 
