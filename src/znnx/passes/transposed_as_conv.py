@@ -23,11 +23,15 @@ from znnx.ir.graph import Graph, Node
 from znnx.passes.rewrite import rebuild
 
 
+def _reach(node: Node) -> list[int]:
+    """How far the (dilated) kernel reaches beyond its first tap, per axis: d * (k - 1)."""
+    return [d * (k - 1) for d, k in zip(node.attrs["dilation"], node.attrs["kernel"])]
+
+
 def _convertible(node: Node) -> bool:
     if node.op != "conv_transpose":
         return False
-    a = node.attrs
-    reach = [d * (k - 1) for d, k in zip(a["dilation"], a["kernel"])]
+    a, reach = node.attrs, _reach(node)
     return (tuple(a["stride"]) == (1, 1, 1) and not any(a["output_padding"])
             and all(p <= reach[i % 3] for i, p in enumerate(a["pads"])))
 
@@ -40,7 +44,7 @@ def _as_conv(node: Node) -> Node:
     kernel = weight.shape[2:]
     grouped = weight.reshape(groups, c_in // groups, per_group, *kernel).swapaxes(1, 2)
     flipped = np.ascontiguousarray(grouped.reshape(groups * per_group, c_in // groups, *kernel)[..., ::-1, ::-1, ::-1])
-    reach = [d * (k - 1) for d, k in zip(a["dilation"], a["kernel"])]
+    reach = _reach(node)
     pads = tuple(reach[i % 3] - int(p) for i, p in enumerate(a["pads"]))
     attrs = {key: value for key, value in a.items() if key != "output_padding"}
     return replace(node, op="conv", attrs={**attrs, "pads": pads}, params={**node.params, "weight": flipped})
