@@ -200,3 +200,18 @@ def test_fused_concat_under_every_algorithm(algorithm: str) -> None:
         assert rel_error(net(xs), expected) < (1e-4 if algorithm == "winograd4" else 1e-5)
     step = net.plan.memory.steps[-1]
     assert step.scratch is not None and step.inplace == 2
+
+
+def test_fused_concat_into_a_conv_oneDNN_cannot_pad() -> None:
+    """Asymmetric pads: the eager kernel runs and joins the sources itself (once), its result lands in
+    the residual's buffer."""
+    b, x = builder(channels=3, spatial=(4, 6, 8))
+    joined = b.add("concat", [conv(b, x, 5), x])
+    residual = conv(b, x, 4, kernel=(1, 1, 1), pads=(0,) * 6)
+    graph = optimize(b.finish([b.add("add", [conv(b, joined, 4, kernel=(2, 3, 3), pads=(0, 1, 2, 1, 1, 0)),
+                                             residual])])).graph
+    assert graph.nodes[-1].attrs["sources"] == 2
+    net = compile(graph, optimize=False, algorithm="direct")
+    xs = np.random.default_rng(3).standard_normal((2, 3, 4, 6, 8)).astype(np.float32)
+    assert rel_error(net(xs), reference.run(graph, {"x": xs})[graph.outputs[0]]) < 1e-5
+    assert net.plan.memory.steps[-1].inplace == 2

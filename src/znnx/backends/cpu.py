@@ -476,9 +476,12 @@ class _Builder:
         return lambda xs: fn(xs[0], xs[1], out=xs[k])
 
     def kernel(self, node: Node, step: Step) -> Run:
-        """The step's kernel; a conv with sources that only Winograd reads directly gets them joined."""
+        """The step's kernel. A conv with sources gets them joined into its scratch where it runs
+        oneDNN or a fast kernel other than Winograd (which reads them directly); the eager kernel, for
+        pads oneDNN cannot take, joins them itself."""
         algorithm = self.algorithms.get(node.name, DIRECT)
-        if node.op == "conv" and conv_sources(node) > 1 and algorithm.kind != "winograd":
+        if (node.op == "conv" and conv_sources(node) > 1 and algorithm.kind != "winograd"
+                and (algorithm.kind != "direct" or placeable(node))):
             inplace = None if step.inplace is None else 1
             return self.joined(node, self.single(node, replace(step, inplace=inplace)))
         return self.single(node, step)
