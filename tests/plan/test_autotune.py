@@ -239,3 +239,18 @@ def test_a_noisy_layer_takes_the_largest_winograd_tile() -> None:
     assert autotune._noisy_choice(valid, {"direct": 1.0, "winograd2": 0.3, "winograd4": 1.1}) == winograd(4)
     assert autotune._noisy_choice(valid[:2], {"direct": 0.5, "winograd2": 0.9}) == winograd(2)
     assert autotune._noisy_choice([DIRECT, IMPLICIT], {"direct": 1.0, "implicit": 0.7}) == IMPLICIT
+
+
+def test_layers_of_one_shape_are_measured_once_and_choose_alike(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: object) -> None:
+    monkeypatch.setenv("ZNNX_CACHE_DIR", str(tmp_path))
+    measured = []
+    measure = autotune._measure
+    monkeypatch.setattr(autotune, "_measure", lambda build, node, *args: measured.append(node.name) or
+                        measure(build, node, *args))
+    b, x = builder(channels=16, spatial=(6, 13, 11))
+    graph = optimize(b.finish([b.add("relu", [conv(b, b.add("relu", [conv(b, x, 16)]), 16)])])).graph
+    net = compiled(graph)
+    first, second = net.algorithms
+    assert measured == [first.node] and (first.source, second.source) == ("measured", "cache")
+    assert second.algorithm == first.algorithm

@@ -288,9 +288,12 @@ def tune(graph: Graph, batch: int, candidates: Candidates, build: LayerBuilder, 
     """One LayerChoice per conv of `graph` (run `batch` patches at a time on `device`, the CPU by
     default); `context` names the backend's machine and kernel versions in the cache key. With
     `refresh` every conv is measured again and its cache entry replaced. A choice whose timings
-    stayed noisy (source `noisy`) is used but not cached, so the next compile measures again.
-    `cpu_threads`: the kernels run on this process's CPU threads, so their CPU time shows whether
-    another process took the cores (see `_timed`)."""
+    stayed noisy (source `noisy`) is used but not cached, so the next compile measures again. Layers
+    of the same signature take the choice measured for the first of them (source `cache`): measured
+    again they could choose apart, and the cache, which keeps one, then gave a later compile of the
+    same net another plan than the first (not bit-identical outputs). `cpu_threads`: the kernels
+    run on this process's CPU threads, so their CPU time shows whether another process took the
+    cores (see `_timed`)."""
     device = device or torch.device("cpu")
     nodes = {node.name: node for node in graph.nodes if node.op == "conv"}
     convs = {name: candidates(node) for name, node in nodes.items()}
@@ -309,7 +312,7 @@ def tune(graph: Graph, batch: int, candidates: Candidates, build: LayerBuilder, 
             continue
         by_names = {a.name: a for a in convs[name]}
         key = _signature(graph, node, batch, precision, context)
-        entry = None if refresh else cache.get(key)
+        entry = new.get(key) or (None if refresh else cache.get(key))
         if isinstance(entry, dict) and entry.get("algorithm") in by_names:
             choices.append(LayerChoice(name, by_names[str(entry["algorithm"])], _pairs(entry.get("seconds")),
                                        _pairs(entry.get("errors")), "cache"))
