@@ -58,7 +58,6 @@ FFT_SIZE = 16
 LARGE_KERNEL_FFT_SIZE = 24  # kernels of 6 and more: a 16-point tile keeps 11 outputs or fewer per axis
 PRECISIONS = ("fp32", "bf16")
 POOLS = ("max_pool", "avg_pool", "fragment")  # the ops of the C pool kernel
-IMPLICIT_CHANNELS = 4  # 1 -> 64 channels at 116x132x132: oneDNN 82 ms, implicit GEMM 60; at 8 in, oneDNN wins
 TRAINING_KERNELS = True
 OPS = torch_eager.OPS  # the fused kernels cover a subset; every other op runs its eager kernel
 
@@ -164,7 +163,7 @@ def memory_plan(graph: Graph, batch: int, precision: Precision) -> MemoryPlan:
 
 def conv_candidates(graph: Graph, node: Node, precision: Precision) -> tuple[Algorithm, ...]:
     """The algorithms this backend can run `node` (a conv) with: direct always; in fp32 also
-    znnx's implicit-GEMM direct conv for stride-1 convs of at most IMPLICIT_CHANNELS input channels
+    znnx's implicit-GEMM direct conv for stride-1 convs of at most implicit.CHANNELS input channels
     (first layers, where oneDNN is slow), Winograd for kernel sizes 1, 3 and 5 (stride 1) and FFT
     for stride-1 kernels larger than 1 (znnx's own kernels are fp32 kernels)."""
     from znnx.kernels import fft, implicit, winograd
@@ -173,7 +172,7 @@ def conv_candidates(graph: Graph, node: Node, precision: Precision) -> tuple[Alg
     shape = (a["kernel"], a["stride"], a["dilation"], int(a["groups"]))
     if precision.name != "fp32":
         return (DIRECT,)
-    few = conv_input(graph.types, node).channels <= IMPLICIT_CHANNELS and implicit.applicable(*shape[1:])
+    few = implicit.applicable(conv_input(graph.types, node).channels, *shape[1:])
     return (DIRECT, *((algorithms.IMPLICIT,) if few else ()),
             *((algorithms.winograd(2), algorithms.winograd(4)) if winograd.applicable(*shape) else ()),
             *(algorithms.fft(size) for size in fft_sizes(a["kernel"]) if fft.applicable(*shape)))
