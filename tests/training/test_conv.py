@@ -29,8 +29,8 @@ def _grads(fn, *tensors: torch.Tensor, seed: int = 3) -> list[torch.Tensor]:
 @pytest.mark.parametrize("act", list(ACTIVATIONS), ids=str)
 def test_conv_gradients_match_autograd(algorithm, act) -> None:
     gen = torch.Generator().manual_seed(0)
-    x, w, b, r = (torch.randn(2, 3, 9, 11, 7, generator=gen), torch.randn(4, 3, 3, 1, 3, generator=gen),
-                  torch.randn(4, generator=gen), torch.randn(2, 4, 9, 11, 7, generator=gen))
+    x, w, b, r = (torch.randn(2, 5, 9, 11, 7, generator=gen), torch.randn(6, 5, 3, 1, 3, generator=gen),
+                  torch.randn(6, generator=gen), torch.randn(2, 6, 9, 11, 7, generator=gen))
     steps = ("add", act) if act else ("add",)
     spec = ConvSpec((1, 1, 1), (1, 0, 1), (1, 1, 1), 1, steps, 1.0)
     weight = algorithm if algorithm.kind in ("winograd", "fft") else DIRECT

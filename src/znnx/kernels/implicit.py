@@ -4,8 +4,7 @@ where oneDNN's direct convolution is slow: few input channels (first layers).
 Each output row of voxels takes, per kernel row (i, j), one GEMM whose left matrix is the input row
 itself read with overlapping rows (row stride C_in, K = kw * C_in contiguous): no im2col copy. The
 input is zero-padded into a scratch buffer first where the conv pads (a pass over C_in channels).
-Stride 1, no dilation, one group, at most CHANNELS input channels (the C kernel is compiled for each
-count); any kernel size.
+Stride 1, no dilation, one group, any kernel size; offered for at most CHANNELS input channels.
 """
 
 from __future__ import annotations
@@ -45,9 +44,6 @@ class ImplicitConv:
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, pads: Sequence[int], steps: Sequence[str],
                  alpha: float, spatial: Sequence[int], scale: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         c_out, c_in = int(weight.shape[0]), int(weight.shape[1])
-        if c_in > CHANNELS:
-            raise ValueError(f"implicit conv: {c_in} input channels; the kernel takes at most {CHANNELS} "
-                             "(run the conv direct or with Winograd)")
         self.kernel = tuple(int(k) for k in weight.shape[2:])
         self.lanes = lanes(c_out)
         self.lib = winograd._library(self.lanes)

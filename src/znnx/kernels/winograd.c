@@ -455,9 +455,9 @@ void wino_wgrad_gemm(const float *V, const float *Gt, float *Mw, idx P, idx coun
  * rows overlap with stride C), b = Wt[i][j][k][co]. No im2col copy, no transform; the R x NV
  * accumulators stay in registers over every tap. The bias and the fused epilogue are applied as the block
  * is written. */
-#define IMPLICIT_BLOCK(NAME, R, NV, C, LIVE)                                                             \
+#define IMPLICIT_BLOCK(NAME, R, NV, LIVE)                                                                \
     static inline __attribute__((always_inline)) void NAME(int live, const float *restrict a, const idx *offs, \
-                                                           int taps, const float *restrict b, idx ldb,    \
+                                                           int taps, idx C, const float *restrict b, idx ldb, \
                                                            float *restrict c, idx ldc, idx K) {           \
         vf acc[R][NV];                                                                                   \
         _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                                             \
@@ -479,28 +479,21 @@ void wino_wgrad_gemm(const float *V, const float *Gt, float *Mw, idx P, idx coun
             if (LIVE)                                                                                    \
                 _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) store(c + r * ldc + j * VB, acc[r][j]); \
     }
-/* One instance per register block (R rows x NV vectors) and input channel count C <= 4: with C a constant
- * the R rows' inputs are constant offsets from one pointer (with C a variable the rows' addresses spilled
- * to the stack: 1 -> 16 channels ran at 0.6 multiply-adds per cycle). */
-#define IMPLICIT(R, NV, C)                                                                                \
-    IMPLICIT_BLOCK(implicit_full_##R##_##NV##_##C, R, NV, C, 1)                                          \
-    IMPLICIT_BLOCK(implicit_part_##R##_##NV##_##C, R, NV, C, r < live)                                   \
-    static void implicit_##R##_##NV##_##C(idx rows, const float *a, const idx *offs, int taps, const float *b, \
-                                          idx ldb, float *c, idx ldc, idx K) {                            \
+#define IMPLICIT(R, NV)                                                                                   \
+    IMPLICIT_BLOCK(implicit_full_##R##_##NV, R, NV, 1)                                                   \
+    IMPLICIT_BLOCK(implicit_part_##R##_##NV, R, NV, r < live)                                            \
+    static void implicit_##R##_##NV(idx rows, const float *a, const idx *offs, int taps, idx C, const float *b, \
+                                    idx ldb, float *c, idx ldc, idx K) {                                 \
         idx r0 = 0;                                                                                      \
         for (; r0 + R <= rows; r0 += R)                                                                  \
-            implicit_full_##R##_##NV##_##C(R, a + r0 * C, offs, taps, b, ldb, c + r0 * ldc, ldc, K);     \
+            implicit_full_##R##_##NV(R, a + r0 * C, offs, taps, C, b, ldb, c + r0 * ldc, ldc, K);        \
         if (r0 < rows)                                                                                   \
-            implicit_part_##R##_##NV##_##C((int)(rows - r0), a + r0 * C, offs, taps, b, ldb, c + r0 * ldc, ldc, K); \
+            implicit_part_##R##_##NV((int)(rows - r0), a + r0 * C, offs, taps, C, b, ldb, c + r0 * ldc, ldc, K); \
     }
-#define IMPLICIT_C(R, NV) IMPLICIT(R, NV, 1) IMPLICIT(R, NV, 2) IMPLICIT(R, NV, 3) IMPLICIT(R, NV, 4)
-IMPLICIT_C(6, 4)
-IMPLICIT_C(8, 3)
-IMPLICIT_C(12, 2)
-IMPLICIT_C(16, 1)
-typedef void (*implicit_fn)(idx, const float *, const idx *, int, const float *, idx, float *, idx, idx);
-#define IMPLICIT_ROW(C) {implicit_16_1_##C, implicit_12_2_##C, implicit_8_3_##C, implicit_6_4_##C}
-static const implicit_fn IMPLICIT_FNS[4][4] = {IMPLICIT_ROW(1), IMPLICIT_ROW(2), IMPLICIT_ROW(3), IMPLICIT_ROW(4)};
+IMPLICIT(6, 4)
+IMPLICIT(8, 3)
+IMPLICIT(12, 2)
+IMPLICIT(16, 1)
 
 #define ROWS 96
 /* Rows r < rows of a GEMM result block (acc[r][0 : width], output channels n0 ..) to the output voxels
@@ -550,7 +543,13 @@ void implicit_conv(const float *x, idx N, idx D, idx H, idx W, idx C, const floa
                         const float *a = x + (((n * D + od) * H + oh) * W + ow0) * C;
                         for (idx nb = 0; nb < blocks; nb++) {
                             const idx n0 = nb * 4 * VB, width = Cop - n0 < 4 * VB ? Cop - n0 : 4 * VB;
-                            IMPLICIT_FNS[C - 1][width / VB - 1](rows, a, offs, taps, Wt + n0, Cop, acc, width, K);
+                            const float *b = Wt + n0;
+                            switch (width / VB) {
+                            case 4: implicit_6_4(rows, a, offs, taps, C, b, Cop, acc, width, K); break;
+                            case 3: implicit_8_3(rows, a, offs, taps, C, b, Cop, acc, width, K); break;
+                            case 2: implicit_12_2(rows, a, offs, taps, C, b, Cop, acc, width, K); break;
+                            default: implicit_16_1(rows, a, offs, taps, C, b, Cop, acc, width, K); break;
+                            }
                             store_rows(acc, rows, width, n0, Co, y + at, res ? res + at : 0, Co, bias, gamma, beta,
                                        ops, nops, alpha);
                         }
