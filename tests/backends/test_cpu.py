@@ -120,6 +120,31 @@ def test_transposed_conv_paths_with_residual(kernel: tuple[int, ...], pads: tupl
     _check(graph)
 
 
+@pytest.mark.parametrize("compiler", [True, False])
+@pytest.mark.parametrize("kernel, pads, output_padding", [((2, 2, 2), (0,) * 6, (0, 0, 0)),
+                                                          ((3, 3, 3), (1,) * 6, (1, 1, 1))])
+def test_transposed_conv_with_skip_scale_and_activation(kernel: tuple[int, ...], pads: tuple[int, ...],
+                                                        output_padding: tuple[int, ...], compiler: bool,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An up-convolution (C kernel, or its GEMM + shuffle without a compiler) and a oneDNN deconvolution
+    with the fused (add, scale, elu) epilogue of PZnet's decoder."""
+    if not compiler:
+        monkeypatch.setattr(shuffle, "ShuffleConv", _unavailable)
+    b, x = builder(channels=4, spatial=(4, 6, 8))
+    skip = b.add("elu", [conv(b, x, 6)], {"alpha": 1.0})
+    down = b.add("max_pool", [skip], {"kernel": (2, 2, 2), "stride": (2, 2, 2), "pads": (0,) * 6, "ceil_mode": False})
+    rng = np.random.default_rng(4)
+    up = b.add("conv_transpose", [conv(b, down, 8)], {"kernel": kernel, "stride": (2, 2, 2), "dilation": (1, 1, 1),
+                                                      "pads": pads, "groups": 1, "output_padding": output_padding},
+               {"weight": rng.standard_normal((8, 6, *kernel)) * 0.3, "bias": rng.standard_normal(6)})
+    scaled = b.add("scale", [b.add("add", [up, skip])], {}, {"gamma": rng.random(6) + 0.5,
+                                                            "beta": rng.standard_normal(6)})
+    graph = optimize(b.finish([conv(b, b.add("elu", [scaled], {"alpha": 1.0}), 3, kernel=(1, 1, 1),
+                                    pads=(0,) * 6)])).graph
+    assert [n.attrs.get("epilogue") for n in graph.nodes if n.op == "conv_transpose"] == [("add", "scale", "elu")]
+    _check(graph)
+
+
 def test_asymmetric_padded_conv_with_residual_written_in_place() -> None:
     """oneDNN takes symmetric pads only: the eager conv runs and its result lands in the residual's slot."""
     b, x = builder(channels=4, spatial=(3, 7, 6))

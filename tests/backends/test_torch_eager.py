@@ -66,6 +66,21 @@ def test_conv_transpose_any_padding(case: ConvCase) -> None:
     _compare(_single(Node("t", "conv_transpose", ("x0",), "t", attrs, params), TensorType(case.c_in, case.spatial)))
 
 
+@pytest.mark.parametrize("kernel, pads, output_padding", [((2, 2, 2), (0,) * 6, (0, 0, 0)),
+                                                          ((3, 3, 3), (1, 0, 1, 1, 0, 1), (1, 0, 1))])
+def test_conv_transpose_with_add_scale_and_activation(kernel: tuple[int, ...], pads: tuple[int, ...],
+                                                      output_padding: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(3)
+    attrs = {"kernel": kernel, "stride": (2, 2, 2), "dilation": (1, 1, 1), "pads": pads, "groups": 1,
+             "output_padding": output_padding, "epilogue": ("add", "scale", "elu"), "alpha": 0.7}
+    params = {"weight": rng.standard_normal((3, 5, *kernel)), "bias": rng.standard_normal(5),
+              "scale_gamma": rng.random(5) + 0.5, "scale_beta": rng.standard_normal(5)}
+    x = TensorType(3, (2, 3, 4))
+    out = infer_node(Node("t", "conv_transpose", ("x0",), "t", {**attrs, "epilogue": ()},
+                          {"weight": params["weight"]}), [x])
+    _compare(_single(Node("t", "conv_transpose", ("x0", "x1"), "t", attrs, params), x, out))
+
+
 @settings(max_examples=30, deadline=None)
 @given(kernel=triples(1, 3), stride=triples(1, 3), spatial=triples(3, 8), ceil=st.booleans(), include=st.booleans(),
        op=st.sampled_from(["max_pool", "avg_pool"]), data=st.data())

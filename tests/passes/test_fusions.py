@@ -116,6 +116,24 @@ def test_scale_after_a_residual_add_fuses_between_the_add_and_the_activation(bet
     assert_same_numbers(before, after)
 
 
+@pytest.mark.parametrize("kernel, pads, output_padding", [((2, 2, 2), (0,) * 6, (0, 0, 0)),
+                                                          ((3, 3, 3), (1,) * 6, (1, 1, 1))])
+def test_scale_after_a_transposed_conv_and_its_skip_fuses_into_it(kernel: tuple[int, ...], pads: tuple[int, ...],
+                                                                 output_padding: tuple[int, ...]) -> None:
+    """PZnet's decoder level: up-convolution -> add the skip -> BatchNorm -> ELU as one conv_transpose."""
+    b, x = builder(channels=4, spatial=(4, 6, 8))
+    down = b.add("max_pool", [x], {"kernel": (2, 2, 2), "stride": (2, 2, 2), "pads": (0,) * 6, "ceil_mode": False})
+    up = b.add("conv_transpose", [down], {"kernel": kernel, "stride": (2, 2, 2), "dilation": (1, 1, 1), "pads": pads,
+                                          "groups": 1, "output_padding": output_padding},
+               {"weight": RNG.standard_normal((4, 4, *kernel)) * 0.3, "bias": RNG.standard_normal(4)})
+    scaled = b.add("scale", [b.add("add", [up, x])], {}, {"gamma": RNG.random(4) + 0.5, "beta": RNG.standard_normal(4)})
+    before = b.finish([b.add("elu", [scaled], {"alpha": 1.0})])
+    after = optimize(before).graph
+    assert ops(after) == ["max_pool", "conv_transpose"]
+    assert after.nodes[-1].attrs["epilogue"] == ("add", "scale", "elu")
+    assert_same_numbers(before, after)
+
+
 def test_scale_stays_where_the_conv_has_no_add_or_another_reader() -> None:
     b, x = builder(channels=4)
     c = conv(b, x, 4)

@@ -371,7 +371,8 @@ class _Builder:
         b2d = (torch.zeros(c_out, dtype=self.dtype) if bias is None else bias).repeat(kd * kh * kw)
         add_first = epilogue(node)[:1] == ("add",)
         alpha = float(node.attrs.get("alpha", 0.0))
-        actions = [epilogue_step(s, alpha, inplace=True) for s in epilogue(node)[add_first:]]
+        scale = self.eager.scale_of(node)
+        actions = [epilogue_step(s, alpha, inplace=True, scale=scale) for s in epilogue(node)[add_first:]]
 
         def tiles(t: Tensor, n: int, d: int, h: int, w: int) -> Tensor:
             """An NDHWC output as (n, d, kd, h, kh, w, kw, c_out) without copying."""
@@ -410,7 +411,8 @@ class _Builder:
             self.eager.need(node, "weight"), padding, out_pad, stride, dilation, groups, [1, x.channels, *x.spatial])
         b = self.eager.param(node, "bias")
         alpha = float(a.get("alpha", 0.0))
-        actions = [epilogue_step(s, alpha, inplace=True) for s in epilogue(node)]
+        scale = self.eager.scale_of(node)
+        actions = [epilogue_step(s, alpha, inplace=True, scale=scale) for s in epilogue(node)]
         args = (padding, out_pad, stride, dilation, groups)
 
         def run(xs: Sequence[Tensor]) -> Tensor:

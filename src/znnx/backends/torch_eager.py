@@ -120,7 +120,7 @@ class Builder:
                                                                         a["dilation"], a["kernel"])]
         if not any(pads) and tuple(full_size) == tuple(out):
             return with_epilogue(node, lambda x: F.conv_transpose3d(x[0], w, b, a["stride"], 0, 0, a["groups"],
-                                                                    a["dilation"]))
+                                                                    a["dilation"]), self.scale_of(node))
 
         def run(x: Sequence[Tensor]) -> Tensor:
             full = F.conv_transpose3d(x[0], w, None, a["stride"], 0, 0, a["groups"], a["dilation"])
@@ -130,7 +130,7 @@ class Builder:
                 window = F.pad(window, [0, short[2], 0, short[1], 0, short[0]])
             return window if b is None else window + b.reshape(1, -1, 1, 1, 1)
 
-        return with_epilogue(node, run)
+        return with_epilogue(node, run, self.scale_of(node))
 
     def pool(self, node: Node) -> Kernel:
         a = node.attrs

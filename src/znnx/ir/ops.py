@@ -186,7 +186,7 @@ def _conv_transpose(node: Node, types: Sequence[TensorType]) -> TensorType:
     _param(node, "weight", (x.channels, c_out // groups, *kernel))
     if "bias" in node.params:
         _param(node, "bias", (c_out,))
-    _no_params(node, ("weight", "bias"))
+    _no_params(node, ("weight", "bias", *(SCALE_PARAMS if "scale" in epilogue(node) else ())))
     for i in range(3):
         if output_padding[i] >= max(stride[i], dilation[i]):
             raise _fail(
