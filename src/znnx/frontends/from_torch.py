@@ -7,6 +7,7 @@ that only alias or copy (dropout in eval mode, clone, contiguous) vanish. Slices
 
 from __future__ import annotations
 
+import gc
 import operator
 import re
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 import torch.fx
 
+from znnx import heap
 from znnx.errors import ModelError, UnsupportedError
 from znnx.frontends.builder import GraphBuilder, lift, lift_pads, lift_weight
 from znnx.frontends.idioms import normalize_crops
@@ -376,6 +378,17 @@ def load_module(module: torch.nn.Module, input_shape: Sequence[int] | None) -> G
         exported = _export(module, torch.zeros((1, *shape)))
     finally:
         module.train(was_training)
-    return _Converter(exported, len(shape) - 1).run(shape)
+    graph = _Converter(exported, len(shape) - 1).run(shape)
+    del exported
+    _release_export_memory()
+    return graph
+
+
+def _release_export_memory() -> None:
+    """Free what `torch.export` left behind: the exported program lives in reference cycles (freed only
+    by a collection) on the C heap (kept by glibc until trimmed). Importing the original benchmark U-Net
+    (85 MB of weights) left 180 MB resident into the compile and the run: RSS 687 -> 508 MiB."""
+    gc.collect()
+    heap.release()
 
 
