@@ -592,7 +592,7 @@ def choose_algorithms(graph: Graph, batch: int, device: torch.device, precision:
 
     context = f"{machine(device)} winograd {hashlib.sha256(winograd.source().encode()).hexdigest()[:12]}"
     return tune(graph, batch, lambda node: conv_candidates(graph, node, precision),
-                conv_kernel, forced, device, precision.name, context,
+                conv_kernel, algorithm_bytes, forced, device, precision.name, context,
                 refresh, cpu_threads=True)
 
 

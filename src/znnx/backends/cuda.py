@@ -226,5 +226,5 @@ def choose_algorithms(graph: Graph, batch: int, device: torch.device, precision:
     if precision.dtype != "float32":
         return direct_only(graph, forced, precision.name)
     return tune(graph, batch, lambda node: conv_candidates(graph, node, precision),
-                lambda layer, node, algorithm: conv_kernel(layer, node, algorithm, device, precision), forced, device,
-                precision.name, machine(device), refresh)
+                lambda layer, node, algorithm: conv_kernel(layer, node, algorithm, device, precision),
+                algorithm_bytes, forced, device, precision.name, machine(device), refresh)

@@ -30,7 +30,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -53,6 +53,12 @@ near ties), while timing the whole of a wide layer held its input, the reference
 oneDNN's reorders at once (a 1 -> 12 conv of 77 MB outputs raised a net's compile to 739 MiB
 resident against its run's 580; at 16 MB slabs the 32-channel ffn's compile still peaked at 580 MiB
 against its run's 450, at 8 MB 459)."""
+LEAN_MARGIN = 0.05
+LEAN_BYTES = 16 << 20
+"""Of the candidates measured within LEAN_MARGIN of the fastest, the one whose kernel holds the fewest
+extra weight bytes runs, where that saves at least LEAN_BYTES: the original U-Net's 512 -> 512 layer
+at 9x11x11 measured 26.1 ms in F(2,3) against 27.3 direct, and F(2,3)'s transformed weights took
+64 MB of a run whose peak was above OpenVINO's. Small layers keep their fastest kernel."""
 REPS = 3
 ROUNDS = 3
 NOISE = 1.3
@@ -67,6 +73,8 @@ Builder = Callable[[Node, Algorithm], Conv]
 LayerBuilder = Callable[[Graph, Node, Algorithm], Conv]
 """A backend's conv kernel for one node of a graph (the tuner passes the layer it times)."""
 Candidates = Callable[[Node], tuple[Algorithm, ...]]
+Sizes = Callable[[Graph, Node, Algorithm], tuple[int, int]]
+"""A backend's (weight bytes beyond the raw weights, scratch bytes) of a conv under an algorithm."""
 Forced = str | Mapping[str, str] | None
 
 
@@ -271,8 +279,7 @@ def choosable(graph: Graph, node: Node, candidates: tuple[Algorithm, ...]) -> tu
     return tuple(a for a in candidates if a.kind != "fft" or not winograd4)
 
 
-def reserved_bytes(graph: Graph, candidates: Candidates,
-                   sizes: Callable[[Graph, Node, Algorithm], tuple[int, int]]) -> tuple[int, int]:
+def reserved_bytes(graph: Graph, candidates: Candidates, sizes: Sizes) -> tuple[int, int]:
     """(weight bytes beyond the raw weights, scratch bytes) to reserve before `tune` has chosen:
     each conv's most memory-hungry `choosable` algorithm by the backend's `sizes` (weights, scratch),
     weights summed, scratch the largest (one slab buffer serves every layer)."""
@@ -282,11 +289,12 @@ def reserved_bytes(graph: Graph, candidates: Candidates,
             max((s for per_node in options for _, s in per_node), default=0))
 
 
-def tune(graph: Graph, batch: int, candidates: Candidates, build: LayerBuilder, forced: Forced = None,
-         device: torch.device | None = None, precision: str = "fp32", context: str = "",
+def tune(graph: Graph, batch: int, candidates: Candidates, build: LayerBuilder, sizes: Sizes,
+         forced: Forced = None, device: torch.device | None = None, precision: str = "fp32", context: str = "",
          refresh: bool = False, cpu_threads: bool = False) -> tuple[LayerChoice, ...]:
     """One LayerChoice per conv of `graph` (run `batch` patches at a time on `device`, the CPU by
-    default); `context` names the backend's machine and kernel versions in the cache key. With
+    default): the fastest valid candidate, or a leaner one nearly as fast (`lean_choice`, by the
+    backend's `sizes`); `context` names the backend's machine and kernel versions in the cache key. With
     `refresh` every conv is measured again and its cache entry replaced. A choice whose timings
     stayed noisy (source `noisy`) is used but not cached, so the next compile measures again. Layers
     of the same signature take the choice measured for the first of them (source `cache`): measured
@@ -327,7 +335,8 @@ def tune(graph: Graph, batch: int, candidates: Candidates, build: LayerBuilder, 
         heap.release()
         seconds = {a: t * scale for a, t in seconds.items()}
         valid = [a for a in timed if errors.get(a.name, float("inf")) <= a.tolerance]
-        best = _noisy_choice(valid, seconds) if noisy else min(valid, key=lambda a: seconds[a.name])
+        best = _noisy_choice(valid, seconds) if noisy else \
+            lean_choice(valid, seconds, functools.partial(_weight_bytes, sizes, graph, node))
         choices.append(LayerChoice(name, best, tuple(seconds.items()), tuple(errors.items()),
                                    "noisy" if noisy else "measured"))
         if not noisy:
@@ -335,6 +344,20 @@ def tune(graph: Graph, batch: int, candidates: Candidates, build: LayerBuilder, 
     _write_cache(new)
     status.clear()
     return tuple(choices)
+
+
+def _weight_bytes(sizes: Sizes, graph: Graph, node: Node, algorithm: Algorithm) -> int:
+    return sizes(graph, node, algorithm)[0]
+
+
+def lean_choice(valid: Sequence[Algorithm], seconds: Mapping[str, float],
+                weight_bytes: Callable[[Algorithm], int]) -> Algorithm:
+    """The fastest of `valid`, unless one measured within LEAN_MARGIN of it holds at least LEAN_BYTES
+    fewer kernel weight bytes: then the leanest of those (the faster among equals)."""
+    fastest = min(valid, key=lambda a: seconds[a.name])
+    close = [a for a in valid if seconds[a.name] <= seconds[fastest.name] * (1 + LEAN_MARGIN)]
+    leanest = min(close, key=lambda a: (weight_bytes(a), seconds[a.name]))
+    return leanest if weight_bytes(fastest) - weight_bytes(leanest) >= LEAN_BYTES else fastest
 
 
 def _noisy_choice(valid: list[Algorithm], seconds: Mapping[str, float]) -> Algorithm:
