@@ -29,6 +29,14 @@ def lanes(c_out: int) -> int:
     return winograd.lanes(0, c_out)
 
 
+def tap_weights(weight: torch.Tensor, cop: int) -> torch.Tensor:
+    """Weights laid out (*kernel, C_in, C_out) as the C GEMMs read them (one C_in x C_out matrix per
+    tap), the output channels zero-padded to `cop`; for the implicit conv and the up-convolution."""
+    w = torch.zeros((*weight.shape[:-1], cop))
+    w[..., :weight.shape[-1]] = weight.detach().float()
+    return w
+
+
 def footprint(c_in: int, c_out: int, kernel: Sequence[int], pads: Sequence[int],
               spatial: Sequence[int]) -> tuple[int, int]:
     """(weight bytes, scratch bytes per batch item) of a layer: the weights with the output channels
@@ -48,9 +56,7 @@ class ImplicitConv:
         self.lanes = lanes(c_out)
         self.lib = winograd._library(self.lanes)
         self.c_in, self.c_out, self.cop = c_in, c_out, winograd._round(c_out, self.lanes)
-        w = torch.zeros((*self.kernel, c_in, self.cop))
-        w[..., :c_out] = weight.detach().float().permute(2, 3, 4, 1, 0)
-        self.w = w.contiguous()
+        self.w = tap_weights(weight.permute(2, 3, 4, 1, 0), self.cop)
         self.epilogue = winograd.CEpilogue(steps, alpha, c_out, self.cop, bias, scale)
         self.pads = tuple(int(p) for p in pads)
         self.spatial = tuple(int(s) for s in spatial)

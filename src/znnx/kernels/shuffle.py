@@ -28,9 +28,7 @@ class ShuffleConv:
         self.lanes = implicit.lanes(c_out)
         self.lib = winograd._library(self.lanes)
         self.c_in, self.c_out, self.cop = c_in, c_out, winograd._round(c_out, self.lanes)
-        w = torch.zeros((*self.kernel, c_in, self.cop))
-        w[..., :c_out] = weight.detach().float().permute(2, 3, 4, 0, 1)
-        self.w = w.contiguous()
+        self.w = implicit.tap_weights(weight.permute(2, 3, 4, 0, 1), self.cop)
         self.epilogue = winograd.CEpilogue(steps, alpha, c_out, self.cop, bias, scale)
 
     def __call__(self, x: torch.Tensor, *, out: torch.Tensor | None = None,
