@@ -15,7 +15,7 @@ from znnx import backends, passes, status
 from znnx.errors import DeviceError, GraphError, InputError, ModelError
 from znnx.ir.graph import Graph, TensorType
 from znnx.ir.verify import infer_types, verify
-from znnx.plan.autotune import Forced, LayerChoice
+from znnx.plan.autotune import Forced, LayerChoice, direct_speedup
 from znnx.plan.plan import DenseChoice, Plan, memory_json
 from znnx.report import summary_table
 from znnx.units import human_bytes
@@ -321,11 +321,26 @@ def dense_patch_graph(graph: Graph, dense: Dense) -> Graph:
     return dense_form(graph, "mpf" if "mpf" in paths else "dilated") if paths else graph
 
 
+ONE_RUN = 1.0
+"""Seconds from which one run of a patch is its measurement (see `_seconds`)."""
+DECISIVE = 1.5
+"""A fragmented (mpf) dense net whose layers' chosen algorithms measured at least this much faster
+than direct runs without timing the dilated form, whose convolutions are dilated and so run direct
+(see `_compile_dense`)."""
+
+
 def _seconds(net: Net, runs: int = 3) -> float:
-    """Median wall time of one patch of random input, after one untimed run."""
+    """Wall time of one patch of random input: the first run's where it took ONE_RUN seconds or more
+    (its one-off costs, oneDNN's kernel generation and the arena's first page faults, are then a
+    small share; n726's dense forms take 1.5 and 3 minutes a patch at 196^3), else the median of
+    `runs` more."""
     rng = np.random.default_rng(0)
     inputs = [rng.random(model_shape(net.graph, net.graph.types[n]), dtype=np.float32) for n in net.graph.inputs]
+    start = time.perf_counter()
     net(*inputs)
+    first = time.perf_counter() - start
+    if first >= ONE_RUN:
+        return first
     times = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -334,10 +349,24 @@ def _seconds(net: Net, runs: int = 3) -> float:
     return sorted(times)[runs // 2]
 
 
+def _settled(fragmented: Net) -> str | None:
+    """Why the dilated form need not be timed beside `fragmented`: its layers' algorithms measured
+    DECISIVE times faster than direct, the way the dilated form's convolutions run (dilation rules
+    out Winograd and FFT; both forms compute the same voxels). None where they did not."""
+    speedup = direct_speedup(fragmented.plan.choices)
+    if speedup is None or speedup < DECISIVE:
+        return None
+    return (f"not timed whole: its convolutions are dilated and run direct, which measured {speedup:.2f}x slower "
+            f"than the fragments' chosen algorithms on their layers (at least {DECISIVE}x decides)")
+
+
 def _compile_dense(graph: Graph, patch: Sequence[int] | None, paths: tuple[str, ...],
                    build: Callable[[Graph, Sequence[int] | None], Net]) -> Net:
-    """The dense net of `graph` at `patch` along the fastest of `paths` (each measured when more than
-    one); `patch` None: the patch every form accepts nearest `graph`'s own."""
+    """The dense net of `graph` at `patch` along the fastest of `paths`; `patch` None: the patch
+    every form accepts nearest `graph`'s own. Of two forms, fragments (mpf) compile first: where
+    their layers settle the choice (`_settled`) the dilated form is not built at all (n726 at 196^3:
+    a dilated patch takes 3 minutes, the fragmented one 1.5); else each form runs a patch and the
+    faster one is kept."""
     from znnx.passes.dense import dense as dense_form
 
     if patch is None:
@@ -346,7 +375,8 @@ def _compile_dense(graph: Graph, patch: Sequence[int] | None, paths: tuple[str, 
     last: tuple[str, Net] | None = None
     seconds: dict[str, float] = {}
     skipped: dict[str, str] = {}
-    for path in paths:
+    order = sorted(paths, key=lambda p: p != "mpf")
+    for path in order:
         status.report(f"compile: dense form {path!r}", force=True)
         last = None  # one form's buffers at a time: the peak is the larger form's, not both
         try:
@@ -356,13 +386,19 @@ def _compile_dense(graph: Graph, patch: Sequence[int] | None, paths: tuple[str, 
                 raise
             skipped[path] = str(error)
             continue
-        if len(paths) > 1:
-            seconds[path] = _seconds(last[1])
-    if not seconds and last is None:
+        if path == order[-1] and not seconds:
+            break  # nothing to compare it with
+        settled = _settled(last[1]) if path == "mpf" else None
+        if settled is not None:
+            skipped.update({other: settled for other in paths if other != path})
+            break
+        seconds[path] = _seconds(last[1])
+    if last is None and not seconds:
         raise GraphError(f"compile: no dense form runs at patch {tuple(patch)}: " + "; ".join(skipped.values()))
-    best = min(seconds, key=lambda path: seconds[path]) if seconds else paths[0]
+    best = min(seconds, key=lambda path: seconds[path]) if seconds else next(p for p in paths if p not in skipped)
     chosen = last[1] if last is not None and last[0] == best else build(dense_form(graph, best), patch)
-    return Net(replace(chosen.plan, dense=DenseChoice(best, tuple(seconds.items()), tuple(skipped.items()))),
+    return Net(replace(chosen.plan, dense=DenseChoice(best, tuple((p, seconds[p]) for p in paths if p in seconds),
+                                                   tuple((p, skipped[p]) for p in paths if p in skipped))),
                chosen.device)
 
 

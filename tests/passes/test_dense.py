@@ -139,3 +139,31 @@ def test_znni_n337_dense_equals_the_window_by_window_net(path: str) -> None:
     flat = np.random.default_rng(5).choice(got.shape[1], 200, replace=False)
     positions = np.stack(np.unravel_index(flat, (16, 16, 16)), -1)
     assert rel_error(got[:, flat].T, windows(graph, [x], positions)) < 1e-5
+
+
+def wide_pooling_net() -> znnx.Graph:
+    """Eight channels after the pool, so the autotuner times the fragments' conv both ways."""
+    return _net(nn.Sequential(nn.Conv3d(1, 8, 3), nn.ReLU(), nn.MaxPool3d(2), nn.Conv3d(8, 8, 3), nn.ReLU(),
+                              nn.Conv3d(8, 2, 1)), (1, 20, 20, 20))
+
+
+def test_fragments_whose_layers_beat_direct_decisively_run_without_timing_the_dilated_form(monkeypatch) -> None:
+    from znnx import net as net_module
+
+    built: list[str] = []
+    real = net_module.compile
+
+    def counting(graph, *args, **kwargs):  # each dense form's own compile
+        built.append("mpf" if any(t.fragments > 1 for t in graph.types.values()) else "dilated")
+        return real(graph, *args, **kwargs)
+
+    monkeypatch.setattr(net_module, "compile", counting)
+    monkeypatch.setattr(net_module, "DECISIVE", 0.0)
+    net = znnx.compile(wide_pooling_net(), dense=True)
+    choice = net.plan.dense
+    assert choice is not None and choice.path == "mpf" and choice.seconds == () and built == ["mpf"]
+    assert "not timed whole" in dict(choice.skipped)["dilated"] and "dilated skipped" in choice.summary()
+    monkeypatch.setattr(net_module, "DECISIVE", float("inf"))
+    built.clear()
+    timed = znnx.compile(wide_pooling_net(), dense=True).plan.dense
+    assert timed is not None and [p for p, _ in timed.seconds] == ["dilated", "mpf"] and built[:2] == ["mpf", "dilated"]

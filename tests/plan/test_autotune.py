@@ -217,19 +217,47 @@ def test_a_large_layer_is_timed_on_a_slab_and_its_times_scaled_to_the_layer(pads
     graph = optimize(b.finish([b.add("add", [y, r])])).graph
     node = graph.nodes[-1]
     assert node.attrs["sources"] == 2 and node.attrs["epilogue"] == ("add",)
-    layer, scale = autotune.timing_layer(graph, node, 1, limit=400_000)
+    layer = autotune.timing_layer(graph, node, 1, limit=400_000)
+    scale = autotune.slab_scale(graph.types[node.output], layer.types[node.output], DIRECT, node.attrs["kernel"])
     cut = layer.types[node.output]
     assert layer.nodes == (node,) and set(layer.inputs) == set(node.inputs)
     assert cut.spatial[1:] == graph.types[node.output].spatial[1:]
     assert sum(layer.types[v].numel for v in node.inputs[:2]) * 4 <= 400_000 and cut.numel * 4 <= 400_000
     assert scale == graph.types[node.output].numel / cut.numel and scale >= 2
     assert layer.types[node.inputs[2]] == cut  # the residual, cut as the output
-    assert autotune.timing_layer(graph, node, 1) == (graph, 1.0)  # within the default limit: whole
+    assert autotune.timing_layer(graph, node, 1) is graph  # within the default limit: whole
     x_cut, residual = autotune._inputs(layer, node, 1, autotune.torch.device("cpu"))
     from znnx.backends.cpu import conv_kernel
-    from znnx.plan.algorithm import DIRECT
 
     assert conv_kernel(layer, node, DIRECT)(x_cut, residual=residual).shape[2:] == cut.spatial
+
+
+def test_a_fragmented_layer_is_cut_to_fewer_fragments_first_and_an_fft_slab_holds_its_tile() -> None:
+    from dataclasses import replace
+
+    from znnx.plan.algorithm import fft
+
+    b, x = builder(channels=8, spatial=(60, 60, 60))
+    graph = optimize(b.finish([conv(b, x, 8, kernel=(7, 7, 7), pads=(0,) * 6)])).graph
+    node = graph.nodes[-1]
+    graph = replace(graph, types={name: replace(t, fragments=8) for name, t in graph.types.items()})
+    whole = graph.types[node.output]
+    layer = autotune.timing_layer(graph, node, 1, (DIRECT, fft(24)), limit=2_000_000)
+    cut = layer.types[node.output]
+    assert cut.fragments == 1 and cut.spatial == (36, 36, whole.spatial[2])  # two of fft24's 18-voxel tiles
+    assert autotune.slab_scale(whole, cut, DIRECT, (7, 7, 7)) == whole.numel / cut.numel
+    assert autotune.slab_scale(whole, cut, fft(24), (7, 7, 7)) == 8 * (54 / 36) ** 2  # 54 = 3 tiles cover 54
+    assert autotune.timing_layer(graph, node, 1, (DIRECT,), limit=2_000_000).types[node.output].spatial[0] < 36
+    x_cut, _ = autotune._inputs(layer, node, 1, autotune.torch.device("cpu"))
+    assert x_cut.shape[0] == 1
+
+
+def test_direct_speedup_sums_the_layers_timed_both_ways() -> None:
+    choices = (autotune.LayerChoice("a", winograd(4), (("direct", 3.0), ("winograd4", 1.0))),
+               autotune.LayerChoice("b", DIRECT, (("direct", 1.0), ("winograd4", 2.0))),
+               autotune.LayerChoice("c", DIRECT), autotune.LayerChoice("d", winograd(4), source="forced"))
+    assert autotune.direct_speedup(choices) == 2.0
+    assert autotune.direct_speedup(choices[2:]) is None
 
 
 def test_a_noisy_layer_takes_the_largest_winograd_tile() -> None:

@@ -41,6 +41,15 @@ class Algorithm:
             return WINOGRAD_TOLERANCE[self.tile]
         return {"fft": FFT_TOLERANCE, "implicit": IMPLICIT_TOLERANCE}.get(self.kind, 0.0)
 
+    def outputs(self, k: int) -> int:
+        """Output voxels one tile covers along an axis of kernel size `k` (1 for the direct kernels,
+        which have no tiles; 1 along an axis with k = 1, which no transform tiles)."""
+        if self.kind == "winograd" and k > 1:
+            return self.tile
+        if self.kind == "fft" and k > 1:
+            return max(self.tile, k) - k + 1
+        return 1
+
     def __str__(self) -> str:
         return self.name
 

@@ -39,7 +39,7 @@ import torch
 from znnx import heap, status
 from znnx.cache import cache_dir
 from znnx.errors import GraphError, KernelUnavailable
-from znnx.ir.graph import Graph, Node
+from znnx.ir.graph import Graph, Node, TensorType
 from znnx.ir.ops import conv_input, conv_sources, conv_spatial
 from znnx.plan.algorithm import DIRECT, NAMES, Algorithm, by_name, known
 from znnx.version import __version__
@@ -93,6 +93,15 @@ class LayerChoice:
     @property
     def time(self) -> float | None:
         return dict(self.seconds).get(self.algorithm.name)
+
+
+def direct_speedup(choices: Sequence[LayerChoice]) -> float | None:
+    """How much faster the chosen algorithms measured than direct on the layers timed both ways
+    (their summed direct seconds over their summed chosen seconds); None where no layer was. Layers
+    timed one way only (narrow ones, forced ones) count in neither sum."""
+    pairs = [(dict(c.seconds)["direct"], c.time) for c in choices if "direct" in dict(c.seconds) and c.time]
+    chosen = sum(t for _, t in pairs)
+    return sum(d for d, _ in pairs) / chosen if pairs and chosen > 0 else None
 
 
 def cache_file() -> Path:
@@ -325,7 +334,7 @@ def tune(graph: Graph, batch: int, candidates: Candidates, build: LayerBuilder, 
             choices.append(LayerChoice(name, by_names[str(entry["algorithm"])], _pairs(entry.get("seconds")),
                                        _pairs(entry.get("errors")), "cache"))
             continue
-        layer, scale = timing_layer(graph, node, batch)
+        layer = timing_layer(graph, node, batch, timed)
         x, residual = _inputs(layer, node, batch, device)
         label = f"autotune: conv {i} of {len(nodes)} ({name}), {time.perf_counter() - started:.0f} s so far"
         with torch.inference_mode():
@@ -333,7 +342,9 @@ def tune(graph: Graph, batch: int, candidates: Candidates, build: LayerBuilder, 
                                               torch.get_num_threads() if cpu_threads else None)
         del x, residual
         heap.release()
-        seconds = {a: t * scale for a, t in seconds.items()}
+        scales = {a.name: slab_scale(graph.types[node.output], layer.types[node.output], a, node.attrs["kernel"])
+                  for a in timed}
+        seconds = {a: t * scales[a] for a, t in seconds.items()}
         valid = [a for a in timed if errors.get(a.name, float("inf")) <= a.tolerance]
         best = _noisy_choice(valid, seconds) if noisy else \
             lean_choice(valid, seconds, functools.partial(_weight_bytes, sizes, graph, node))
@@ -371,34 +382,55 @@ def _noisy_choice(valid: list[Algorithm], seconds: Mapping[str, float]) -> Algor
     return max((a for a in valid if a.kind == "winograd"), key=lambda a: a.tile, default=best)
 
 
-def timing_layer(graph: Graph, node: Node, batch: int, limit: int = TIMING_BYTES) -> tuple[Graph, float]:
-    """The conv alone in a graph of its own, cut along depth (then height) to a slab whose input and
-    output take at most `limit` bytes for `batch` patches (at least 8 output voxels along a cut axis,
-    or the whole axis); and the layer's output voxels per slab voxel, which scales the slab's times
-    to the layer's. A layer within `limit` is timed whole."""
+def timing_layer(graph: Graph, node: Node, batch: int, algorithms: Sequence[Algorithm] = (),
+                 limit: int = TIMING_BYTES) -> Graph:
+    """The conv alone in a graph of its own, cut to a slab whose input and output take at most `limit`
+    bytes for `batch` patches: first to fewer max-pooling fragments (each a patch of its own, its
+    time per voxel the same), then along depth, then height, keeping along a cut axis at least 8
+    output voxels and two of the largest output tile of `algorithms` (or the whole axis); `graph`
+    itself where the layer is within `limit`, timed whole. `slab_scale` scales its times. Cut to 8
+    outputs, a tile of 18 (FFT 24 on a 7^3 kernel) computed 2.25x the outputs it kept: on n726's
+    dense layers fft24 measured 2.5x slower than fft16, whole layers the other way round; at one
+    tile per cut axis a slab of 80 channels gave its GEMMs too few tiles to keep two threads busy
+    (6.2 us per output voxel, at two 4.5, the whole 59^3 layer 4.6)."""
     x, y = conv_input(graph.types, node), graph.types[node.output]
     largest = max(x.numel, y.numel) * batch * 4
+    fragments = max(1, min(x.fragments, x.fragments * limit // largest))
+    largest = largest * fragments // x.fragments
     spatial = list(x.spatial)
     a = node.attrs
     for axis in (0, 1):
         if largest <= limit:
             break
         reach = a["dilation"][axis] * (a["kernel"][axis] - 1) + 1 - a["pads"][axis] - a["pads"][axis + 3]
-        least = min(spatial[axis], 7 * a["stride"][axis] + reach)
+        outputs = max([8, *(2 * algorithm.outputs(a["kernel"][axis]) for algorithm in algorithms)])
+        least = min(spatial[axis], (outputs - 1) * a["stride"][axis] + reach)
         cut = max(least, spatial[axis] * limit // largest)
         largest = largest * cut // spatial[axis]
         spatial[axis] = cut
-    if tuple(spatial) == x.spatial:
-        return graph, 1.0
+    if tuple(spatial) == x.spatial and fragments == x.fragments:
+        return graph
     d, h, w = spatial
     od, oh, ow = conv_spatial(spatial, a["kernel"], a["pads"], a["stride"], a["dilation"])
-    out = replace(y, spatial=(od, oh, ow))
+    out = replace(y, spatial=(od, oh, ow), fragments=fragments)
     sources = conv_sources(node)
-    types = {name: replace(graph.types[name], spatial=(d, h, w)) if i < sources else out
+    types = {name: replace(graph.types[name], spatial=(d, h, w), fragments=fragments) if i < sources else out
              for i, name in enumerate(node.inputs)}
     layer = Graph((node,), tuple(dict.fromkeys(node.inputs)), (node.output,), {**types, node.output: out},
                   graph.spatial_rank, f"{graph.name}:{node.name}")
-    return layer, y.numel / out.numel
+    return layer
+
+
+def slab_scale(whole: TensorType, cut: TensorType, algorithm: Algorithm, kernel: Sequence[int]) -> float:
+    """How many times a slab's work (`cut`, the output of `timing_layer`) the layer's (`whole`) is
+    under `algorithm`: outputs counted in whole tiles along each axis, since a tile computes all its
+    outputs, kept or not. In exact outputs, n726's dense 38^3 layer (three 18-voxel FFT tiles per
+    axis, 54 computed) was estimated from a 36-deep slab (two, none wasted) at 18.7 s, and took 51.5."""
+    ratio = whole.fragments / cut.fragments
+    for layer, slab, k in zip(whole.spatial, cut.spatial, kernel):
+        m = algorithm.outputs(k)
+        ratio *= (-(-layer // m) * m) / (-(-slab // m) * m)
+    return ratio
 
 
 def as_sources(x: Input) -> tuple[torch.Tensor, ...]:
