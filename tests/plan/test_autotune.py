@@ -81,6 +81,59 @@ def test_measured_choices_are_cached_on_disk_and_reused(monkeypatch: pytest.Monk
     check(again, 1e-4)
 
 
+def test_a_cached_close_call_that_now_runs_the_other_way_is_measured_again(monkeypatch: pytest.MonkeyPatch,
+                                                                            tmp_path: object) -> None:
+    monkeypatch.setenv("ZNNX_CACHE_DIR", str(tmp_path))
+    compiled(wide_graph())
+    entries = json.loads(autotune.cache_file().read_text())
+    key, entry = next((k, e) for k, e in entries.items() if e["algorithm"] != "direct")
+    entry["algorithm"], entry["seconds"]["direct"] = "direct", entry["seconds"][entry["algorithm"]] / 1.2
+    autotune.cache_file().write_text(json.dumps(entries))  # direct cached, the true winner a close second
+    monkeypatch.setattr(autotune, "_contradicted", lambda *args: False)
+    kept = next(c for c in compiled(wide_graph()).algorithms if c.node == entry["node"])
+    assert kept.source == "cache" and kept.algorithm == DIRECT
+    checked: list[tuple[str, str]] = []
+    monkeypatch.setattr(autotune, "_contradicted", lambda build, node, inputs, chosen, rival: checked.append(
+        (chosen.name, rival.name)) or True)
+    again = next(c for c in compiled(wide_graph()).algorithms if c.node == entry["node"])
+    assert again.source == "measured" and checked[0][0] == "direct" and checked[0][1] != "direct"
+    assert json.loads(autotune.cache_file().read_text())[key]["algorithm"] == again.algorithm.name
+
+
+def test_close_rival_is_the_valid_runner_up_within_close_of_the_choice() -> None:
+    from znnx.plan.algorithm import fft
+
+    timed = (DIRECT, winograd(2), winograd(4), fft(16))
+    seconds = (("direct", 1.0), ("winograd2", 1.2), ("winograd4", 1.1), ("fft16", 0.5))
+    errors = (("direct", 0.0), ("winograd2", 1e-6), ("winograd4", 1e-6), ("fft16", 1.0))  # fft16 invalid
+    choice = autotune.LayerChoice("a", DIRECT, seconds, errors, "cache")
+    assert autotune.close_rival(choice, timed) == winograd(4)
+    far = autotune.LayerChoice("a", DIRECT, (("direct", 1.0), ("winograd4", 2.0)), (("winograd4", 0.0),), "cache")
+    assert autotune.close_rival(far, timed) is None
+
+
+def test_contradicted_when_the_rival_runs_more_than_noise_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import torch
+
+    monkeypatch.setattr(autotune, "NOISE", 1.3)
+
+    def build(delays: dict[str, float]) -> autotune.Builder:
+        def make(node: object, algorithm: autotune.Algorithm) -> autotune.Conv:
+            def run(x: torch.Tensor, *, out: torch.Tensor | None = None, residual: object = None) -> torch.Tensor:
+                time.sleep(delays[algorithm.name])
+                return x.clone()
+            return run
+        return make
+
+    x = (torch.zeros(1), None)
+    slow_direct = build({"direct": 0.03, "winograd4": 0.005})
+    assert autotune._contradicted(slow_direct, None, x, DIRECT, winograd(4))  # type: ignore[arg-type]
+    alike = build({"direct": 0.01, "winograd4": 0.01})
+    assert not autotune._contradicted(alike, None, x, DIRECT, winograd(4))  # type: ignore[arg-type]
+
+
 def test_layers_forced_by_name_and_the_rest_measured(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
     monkeypatch.setenv("ZNNX_CACHE_DIR", str(tmp_path))
     graph = wide_graph()
