@@ -100,9 +100,11 @@ class FFTConv:
         the kernel's, one complex GEMM per frequency over the T tiles, transformed back."""
         nd, nh, nw = self.n
         md, mh, mw = self.m
-        spec = torch.fft.rfftn(tiles, dim=(1, 2, 3)).reshape(tiles.shape[0], self.freqs, self.c_in)
-        prod = torch.bmm(spec.transpose(0, 1), self.w).transpose(0, 1)
-        full = torch.fft.irfftn(prod.reshape(tiles.shape[0], nd, nh, -1, self.c_out), s=(nd, nh, nw), dim=(1, 2, 3))
+        count = tiles.shape[0]
+        spec = torch.fft.rfftn(tiles, dim=(1, 2, 3)).reshape(count, self.freqs, self.c_in)
+        prod = torch.bmm(spec.transpose(0, 1).contiguous(), self.w)
+        full = torch.fft.irfftn(prod.transpose(0, 1).reshape(count, nd, nh, -1, self.c_out), s=(nd, nh, nw),
+                                dim=(1, 2, 3))
         return full[:, :md, :mh, :mw]
 
     def __call__(self, x: torch.Tensor, *, out: torch.Tensor | None = None,
