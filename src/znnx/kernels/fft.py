@@ -16,7 +16,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from znnx.ir.ops import conv_spatial
 from znnx.kernels.epilogue import Scale, epilogue_step
@@ -56,19 +55,43 @@ def _padded(x: torch.Tensor, pads: Sequence[int], kernel: Sequence[int], grid: S
             spatial: Sequence[int]) -> torch.Tensor:
     """`x` (N, C, D, H, W) zero-padded by `pads` (d, h, w) in front and behind to cover a `grid` of tiles
     of `m` outputs for `kernel`, as an (N, D, H, W, C) view of a channels-last tensor."""
-    extra = [g * t + k - 1 - s - p for g, t, k, s, p in zip(grid, m, kernel, spatial, pads)]
-    xp = F.pad(x, (pads[2], extra[2], pads[1], extra[1], pads[0], extra[0]))
-    return xp.contiguous(memory_format=torch.channels_last_3d).permute(0, 2, 3, 4, 1)
+    full = [g * t + k - 1 for g, t, k in zip(grid, m, kernel)]
+    xp = torch.empty((x.shape[0], x.shape[1], *full), dtype=x.dtype, device=x.device,
+                     memory_format=torch.channels_last_3d).zero_()
+    pd, ph, pw = pads
+    d, h, w = spatial
+    xp[:, :, pd:pd + d, ph:ph + h, pw:pw + w].copy_(x)
+    return xp.permute(0, 2, 3, 4, 1)
 
 
 def _plane_tiles(t: torch.Tensor, item: int, row: int, size: Sequence[int], step: Sequence[int],
                  grid: Sequence[int]) -> torch.Tensor:
     """Tile row `row` (depth) of item `item` of `t` (N, D, H, W, C): the grid[1] x grid[2] windows of
-    `size` voxels every `step` voxels, as (tiles, *size, C) (a strided view, copied by reshape)."""
+    `size` voxels every `step` voxels, as a strided (grid[1], grid[2], *size, C) view."""
     sd, sh, sw, sc = t.stride()[1:]
     window = t[item, row * step[0]:row * step[0] + size[0]]
-    return window.as_strided((grid[1], grid[2], *size, t.shape[4]), (sh * step[1], sw * step[2], sd, sh, sw, sc)
-                             ).reshape(grid[1] * grid[2], *size, t.shape[4])
+    return window.as_strided((grid[1], grid[2], *size, t.shape[4]), (sh * step[1], sw * step[2], sd, sh, sw, sc))
+
+
+def _store(outputs: torch.Tensor, target: torch.Tensor, grid: Sequence[int], m: Sequence[int]) -> None:
+    """Copy one tile row's `outputs` (grid[1] * grid[2] tiles of m voxels per axis, C) into `target`
+    (its depth rows of the output, (d, H, W, C)) in place: whole tiles and the partial last tile along
+    height and width as up to four strided copies (a reshape to the row's layout, then a copy, moved
+    every output twice)."""
+    _, gh, gw = grid
+    md, mh, mw = m
+    depth, height, width = target.shape[:3]
+    tiles = outputs.view(gh, gw, md, mh, mw, outputs.shape[-1])
+    whole_h, rest_h = divmod(height, mh)
+    whole_w, rest_w = divmod(width, mw)
+    for first_h, count_h, rows in ((0, whole_h, mh), (whole_h, 1, rest_h)):
+        for first_w, count_w, cols in ((0, whole_w, mw), (whole_w, 1, rest_w)):
+            if count_h * rows == 0 or count_w * cols == 0:
+                continue
+            region = target[:, first_h * mh:first_h * mh + count_h * rows, first_w * mw:first_w * mw + count_w * cols]
+            region.unflatten(2, (count_w, cols)).unflatten(1, (count_h, rows)).copy_(
+                tiles[first_h:first_h + count_h, first_w:first_w + count_w, :depth, :rows, :cols].permute(
+                    2, 0, 3, 1, 4, 5))
 
 
 class FFTConv:
@@ -118,21 +141,23 @@ class FFTConv:
             (n_items, self.c_out, *self.out_spatial), device=x.device, dtype=x.dtype,
             memory_format=torch.channels_last_3d)
         yl = y.permute(0, 2, 3, 4, 1)
-        do, ho, wo = self.out_spatial
+        do = self.out_spatial[0]
         per_plane = gh * gw
         planes = [(i, td) for i in range(n_items) for td in range(gd)]
         group = max(1, -(-self.count // per_plane))
+        tile_rows = torch.empty((group * per_plane, *self.n, self.c_in), dtype=x.dtype, device=x.device)
+        output_rows = torch.empty((group * per_plane, md, mh, mw, self.c_out), dtype=x.dtype, device=x.device)
         for start in range(0, len(planes), group):
             chosen = planes[start:start + group]
-            tiles = torch.cat([_plane_tiles(xl, i, td, self.n, self.m, self.grid) for i, td in chosen])
-            outputs = torch.cat([self._products(tiles[first:first + self.count])
-                                 for first in range(0, tiles.shape[0], self.count)])
+            tiles, outputs = tile_rows[:len(chosen) * per_plane], output_rows[:len(chosen) * per_plane]
             for k, (i, td) in enumerate(chosen):
-                block = outputs[k * per_plane:(k + 1) * per_plane].view(gh, gw, md, mh, mw, self.c_out)
-                block = block.permute(2, 0, 3, 1, 4, 5).reshape(md, gh * mh, gw * mw, self.c_out)
-                d0 = td * md
-                d1 = min(d0 + md, do)
-                yl[i, d0:d1].copy_(block[:d1 - d0, :ho, :wo])
+                tiles[k * per_plane:(k + 1) * per_plane].view(gh, gw, *self.n, self.c_in).copy_(
+                    _plane_tiles(xl, i, td, self.n, self.m, self.grid))
+            for first in range(0, tiles.shape[0], self.count):
+                outputs[first:first + self.count].copy_(self._products(tiles[first:first + self.count]))
+            for k, (i, td) in enumerate(chosen):
+                _store(outputs[k * per_plane:(k + 1) * per_plane], yl[i, td * md:min(td * md + md, do)],
+                       self.grid, self.m)
         if self.bias is not None:
             y.add_(self.bias.view(1, -1, 1, 1, 1))
         if self.add_first:
@@ -168,8 +193,8 @@ def weight_gradient(x: torch.Tensor, g: torch.Tensor, kernel: Sequence[int], pad
     planes = [(i, td) for i in range(n_items) for td in range(grid[0])]
     for start in range(0, len(planes), group):
         chosen = planes[start:start + group]
-        x_tiles = torch.cat([_plane_tiles(xp, i, td, n, m, grid) for i, td in chosen])
-        g_tiles = torch.cat([_plane_tiles(gp, i, td, m, m, grid) for i, td in chosen])
+        x_tiles = torch.cat([_plane_tiles(xp, i, td, n, m, grid).flatten(0, 1) for i, td in chosen])
+        g_tiles = torch.cat([_plane_tiles(gp, i, td, m, m, grid).flatten(0, 1) for i, td in chosen])
         # spatial axes first, so each frequency's (C_in x tiles) and (tiles x C_out) blocks are contiguous
         xf = torch.fft.rfftn(x_tiles.permute(1, 2, 3, 4, 0).contiguous(), dim=(0, 1, 2)).reshape(freqs, c_in, -1)
         gf = torch.fft.rfftn(g_tiles.permute(1, 2, 3, 0, 4).contiguous(), s=n, dim=(0, 1, 2))
