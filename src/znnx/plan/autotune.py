@@ -343,8 +343,11 @@ def tune(graph: Graph, batch: int, candidates: Candidates, build: LayerBuilder, 
             cached = LayerChoice(name, by_names[str(entry["algorithm"])], _pairs(entry.get("seconds")),
                                  _pairs(entry.get("errors")), "cache")
             rival = None if key in new or key in confirmed else close_rival(cached, timed)
-            if rival is None or not _contradicted(functools.partial(build, layer), node,
-                                                  _inputs(layer, node, batch, device), cached.algorithm, rival):
+            contradicted = rival is not None and _contradicted(
+                functools.partial(build, layer), node, _inputs(layer, node, batch, device), cached.algorithm, rival)
+            if rival is not None:
+                heap.release()  # the re-check's slabs and kernels, not left resident under the net's arena
+            if rival is None or not contradicted:
                 confirmed.add(key)
                 choices.append(cached)
                 continue
