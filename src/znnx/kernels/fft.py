@@ -76,8 +76,8 @@ def _plane_tiles(t: torch.Tensor, item: int, row: int, size: Sequence[int], step
 def _store(outputs: torch.Tensor, target: torch.Tensor, grid: Sequence[int], m: Sequence[int]) -> None:
     """Copy one tile row's `outputs` (grid[1] * grid[2] tiles of m voxels per axis, C) into `target`
     (its depth rows of the output, (d, H, W, C)) in place: whole tiles and the partial last tile along
-    height and width as up to four strided copies (a reshape to the row's layout, then a copy, moved
-    every output twice)."""
+    height and width as up to four strided copies, each output moved once (a reshape to the row's
+    layout and then a copy into the output had moved each twice)."""
     _, gh, gw = grid
     md, mh, mw = m
     depth, height, width = target.shape[:3]
