@@ -557,7 +557,9 @@ class _Program:
         self.arena = _Arena(graph, plan, dtype)
 
     def run(self, inputs: Sequence[Tensor], times: list[float] | None = None) -> list[Tensor]:
-        """Outputs for `inputs`; with `times`, append each step's wall time in seconds."""
+        """Outputs for `inputs` (NCDHW float32: a one-channel output, channels-last and NCDHW alike, is
+        returned as computed, as the memory plan counts it); with `times`, append each step's wall time
+        in seconds."""
         buffers = self.arena.buffers(inputs[0].shape[0])
         values = {name: _enter(x, self.dtype) for name, x in zip(self.graph.inputs, inputs)}
         for (node, fn), dead in zip(self.steps, self.frees):
@@ -567,7 +569,7 @@ class _Program:
                 times.append(time.perf_counter() - start)
             for value in dead:
                 del values[value]
-        return [values[name].to(torch.float32, memory_format=torch.contiguous_format) for name in self.graph.outputs]
+        return [values[name].float().contiguous() for name in self.graph.outputs]
 
 
 def conv_kernel(graph: Graph, node: Node, algorithm: Algorithm) -> Callable[..., Tensor]:
@@ -622,7 +624,7 @@ def build(plan: Plan, device: torch.device) -> Callable[[Sequence[Tensor]], list
             return program.run(inputs)
         if not exact:
             eager = torch_eager.program(plan.graph, torch_eager.Builder(plan.graph, device, dtype))
-            exact.append(lambda xs: [y.to(torch.float32, memory_format=torch.contiguous_format)
+            exact.append(lambda xs: [y.float().contiguous()
                                      for y in eager([x.to(dtype) for x in xs])])
         return exact[0](inputs)
 

@@ -149,7 +149,7 @@ def _program(graph: Graph, device: torch.device, precision: Precision,
 
     def run(inputs: Sequence[Tensor]) -> list[Tensor]:
         entered = [torch.empty_like(x, dtype=dtype, memory_format=CHANNELS_LAST).copy_(x) for x in inputs]
-        return [y.to(torch.float32, memory_format=torch.contiguous_format) for y in execute(entered)]
+        return [y.float().contiguous() for y in execute(entered)]
 
     return run
 

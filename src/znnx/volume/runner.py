@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 
 from znnx.errors import InputError, StorageError
+from znnx.kernels import convert
 from znnx.report import geometry
 from znnx.units import human_bytes
 from znnx.volume import storage
@@ -161,10 +162,7 @@ class _Reader:
 def _to_output(values: np.ndarray, dtype: str) -> np.ndarray:
     """The block's float32 values (owned, overwritten) in the output dtype; uint8 maps [0, 1] to 0..255."""
     if dtype == "uint8":
-        np.multiply(values, np.float32(255), out=values)
-        np.clip(values, 0.0, 255.0, out=values)
-        np.rint(values, out=values)
-        return values.astype(np.uint8)
+        return convert.to_uint8(values)
     return values.astype(dtype, copy=False)
 
 
