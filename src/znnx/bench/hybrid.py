@@ -7,15 +7,18 @@ within its own memory) in exact mode on the same uint8 zarr volume, in one proce
 order given, each timed on its second run of the same nets (autotuning, CUDA graph capture and
 cuDNN's algorithm search happen in the first). The table gives output voxels/s, the ratio to the
 first device list, the blocks each device computed and peak RSS; outputs are checked equal to the
-first run's (the runs are exact). Without a GPU, `--devices cpu cpu,cpu` exercises the same path
-(two CPU nets share the same cores, so expect no gain).
+first run's (the runs are exact). Progress goes to stderr: each step as it starts (building the
+nets, the warm-up run, the timed run) and the runs' own progress lines. Without a GPU, `--devices
+cpu cpu,cpu` exercises the same path (two CPU nets share the same cores, so expect no gain).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,10 @@ import torch
 
 from znnx.bench.models import NETS
 from znnx.bench.volume import make_volume
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,10 +66,17 @@ def main(argv: list[str] | None = None) -> None:
         options = VolumeOptions(scale=1 / 255, overwrite=True)
         for i, devices in enumerate(args.devices):
             target = str(work / f"out{i}.zarr/pred")
+            step = f"hybrid [{i + 1}/{len(args.devices)}] {devices}"
+            began = time.perf_counter()
+            say(f"{step}: building the nets (automatic patch per device, tuning)")
             net, helpers, _ = device_nets(graph, source, target, options,
                                           Placement("auto", memory, devices, args.precision))
-            for _ in range(2):  # the first run warms the same nets the second one times
-                summary = run_volume(net, source, target, options, quiet=True, helpers=helpers)
+            say(f"{step}: nets ready in {time.perf_counter() - began:.0f} s, patch "
+                f"{', '.join('x'.join(map(str, n.input_shape[1:])) for n in (net, *helpers))}")
+            for run in ("warm-up run", "timed run"):  # the first warms the same nets the second one times
+                say(f"{step}: {run}")
+                summary = run_volume(net, source, target, options, quiet=False, stream=sys.stderr, helpers=helpers)
+            say(f"{step}: {summary.voxels_per_s:,.0f} output voxels/s")
             blocks = [f"{d['device']} ({'x'.join(map(str, d['patch']))}): {d['blocks']}" for d in summary.devices]
             rows.append({"devices": devices, "voxels_per_s": summary.voxels_per_s, "seconds": summary.seconds,
                          "peak_rss_mib": summary.peak_rss_mib,
