@@ -55,6 +55,16 @@ def test_inspect_torch_factory(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "input 7x20x20 -> output 7x18x18" in capsys.readouterr().out
 
 
+def test_a_factory_file_may_define_dataclasses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A model file run as a module of its own: a dataclass in it (which looks its module up in
+    sys.modules) loads, as it does under `python mynet.py`."""
+    source = tmp_path / "models.py"
+    source.write_text("from dataclasses import dataclass\nimport torch.nn as nn\n\n@dataclass(frozen=True)\n"
+                      "class Spec:\n    width: int = 4\n\ndef build():\n    return nn.Conv3d(1, Spec().width, 3)\n")
+    assert main(["inspect", f"{source}:build", "--input-shape", "1,8,8,8"]) == 0
+    assert "input 8x8x8 -> output 6x6x6" in capsys.readouterr().out
+
+
 def test_inspect_plan_shows_each_convs_algorithm_and_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "wide.py"
     source.write_text("import torch.nn as nn\n\ndef build():\n"

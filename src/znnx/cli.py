@@ -37,9 +37,10 @@ def resolve_model(spec: str) -> Any:
         path = Path(target)
         if not path.is_file():
             raise ModelError(f"cli: python file {target!r} does not exist")
-        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module_spec = importlib.util.spec_from_file_location(f"_znnx_model_{path.stem}", path)
         assert module_spec is not None and module_spec.loader is not None
         module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_spec.name] = module  # dataclasses and pickling look the module up there
         module_spec.loader.exec_module(module)
     else:
         try:
