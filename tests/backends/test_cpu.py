@@ -8,6 +8,7 @@ import pytest
 from tests.nets import rel_error
 from tests.passes.graphs import batchnorm, builder, conv
 from znnx import reference
+from znnx.backends.cpu import placeable
 from znnx.errors import KernelUnavailable
 from znnx.ir.graph import Graph
 from znnx.kernels import pool, shuffle
@@ -240,3 +241,57 @@ def test_fused_concat_into_a_conv_oneDNN_cannot_pad() -> None:
     xs = np.random.default_rng(3).standard_normal((2, 3, 4, 6, 8)).astype(np.float32)
     assert rel_error(net(xs), reference.run(graph, {"x": xs})[graph.outputs[0]]) < 1e-5
     assert net.plan.memory.steps[-1].inplace == 2
+
+
+@pytest.mark.parametrize(("first", "second", "kernel", "pads"), [
+    ("implicit", "winograd4", (3, 3, 3), (0,) * 6),
+    ("direct", "direct", (3, 3, 3), (0, 1, 1, 0, 1, 1)),
+    ("winograd2", "fft16", (3, 3, 3), (0,) * 6),
+    ("direct", "winograd4", (1, 3, 3), (0, 1, 1, 0, 1, 1)),
+])
+def test_streamed_pair_equals_the_reference(first: str, second: str, kernel: tuple[int, ...],
+                                            pads: tuple[int, ...], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large first conv streamed into the next in depth slabs (plan.memory.Stream): slabs of 4 output
+    planes over an output depth that 4 does not divide (a last, shorter slab), two patches, every
+    algorithm on either side, depth-valid kernels with and without padding in height and width, a
+    conv before the pair (which could stream into the producer: a conv takes part in one stream);
+    the plan's peak drops, and the values are the reference's."""
+    from znnx.plan import memory
+
+    monkeypatch.setattr(memory, "STREAM_MIN_BYTES", 1)
+    monkeypatch.setattr(memory, "STREAM_PLANES", 4)
+    b, x = builder(channels=2, spatial=(19, 10, 9))
+    h = conv(b, x, 3, kernel=(1, 1, 1), pads=(0,) * 6)  # the producer's input: live until the consumer's step
+    a = b.add("elu", [conv(b, h, 12, kernel=kernel, pads=pads)], {"alpha": 1.0})
+    y = b.add("relu", [conv(b, a, 5, kernel=kernel, pads=pads)])
+    pool = {"kernel": (1, 2, 2), "stride": (1, 2, 2), "pads": (0,) * 6, "dilation": (1, 1, 1), "ceil_mode": False}
+    graph = optimize(b.finish([b.add("max_pool", [y], pool)])).graph
+    producer, consumer = graph.nodes[1].name, graph.nodes[2].name
+    net = compile(graph, optimize=False, algorithm={producer: first, consumer: second})
+    assert [(s.producer, s.consumer, s.planes) for s in net.plan.memory.streams] == [(producer, consumer, 4)]
+    assert net.plan.memory.peak_bytes < memory.plan_memory(graph, relayout=True, placeable=placeable).peak_bytes
+    rng = np.random.default_rng(3)
+    xs = rng.standard_normal((2, 2, 19, 10, 9)).astype(np.float32)
+    expected = reference.run(graph, {"x": xs})[graph.outputs[0]]
+    for _ in range(2):
+        assert rel_error(net(xs), expected) < (1e-4 if "winograd4" in (first, second) else 1e-5)
+
+
+def test_streams_only_where_they_lower_the_peak(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No stream where the producer's output is small, a conv pads depth, or the slab would be most
+    of the output anyway."""
+    from znnx.plan import memory
+
+    b, x = builder(channels=2, spatial=(19, 10, 9))
+    y = conv(b, conv(b, x, 12, pads=(0,) * 6), 5, pads=(0,) * 6)
+    valid = optimize(b.finish([y])).graph
+    assert compile(valid, optimize=False, algorithm="direct").plan.memory.streams == ()  # under STREAM_MIN_BYTES
+    monkeypatch.setattr(memory, "STREAM_MIN_BYTES", 1)
+    b, x = builder(channels=2, spatial=(19, 10, 9))
+    padded = optimize(b.finish([conv(b, conv(b, x, 12), 5)])).graph
+    assert compile(padded, optimize=False, algorithm="direct").plan.memory.streams == ()
+    b, x = builder(channels=2, spatial=(6, 10, 9))
+    shallow = optimize(b.finish([conv(b, conv(b, x, 12, pads=(0,) * 6), 5, pads=(0,) * 6)])).graph
+    assert compile(shallow, optimize=False, algorithm="direct").plan.memory.streams == ()  # one slab: no gain
+    monkeypatch.setattr(memory, "STREAM_PLANES", 4)
+    assert compile(valid, optimize=False, algorithm="direct").plan.memory.streams != ()

@@ -33,6 +33,25 @@ def test_round_trip_gives_the_same_net(tmp_path: Path, index: int) -> None:
     np.testing.assert_array_equal(loaded(x), net(x))
 
 
+def test_round_trip_keeps_a_streamed_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plan with a conv streamed into the next (plan.memory.Stream) saves it in its memory plan and
+    loads to the same net."""
+    import torch.nn as nn
+
+    from znnx.plan import memory
+
+    monkeypatch.setattr(memory, "STREAM_MIN_BYTES", 1)
+    monkeypatch.setattr(memory, "STREAM_PLANES", 4)
+    model = nn.Sequential(nn.Conv3d(1, 8, 3), nn.ReLU(), nn.Conv3d(8, 2, 3)).eval()
+    net = znnx.compile(znnx.load(model, (1, 21, 12, 12)))
+    assert net.plan.memory.streams
+    path = net.save(tmp_path / "net.znnx")
+    loaded = znnx.load_net(path)
+    assert loaded.plan.memory.streams == net.plan.memory.streams
+    x = np.random.default_rng(0).standard_normal(net.input_shape).astype(np.float32)
+    np.testing.assert_array_equal(loaded(x), net(x))
+
+
 def _rewrite(path: Path, edit: object) -> None:
     with safe_open(str(path), framework="numpy") as handle:
         metadata = dict(handle.metadata())

@@ -39,11 +39,12 @@ from znnx.backends import torch_eager
 from znnx.errors import DeviceError, KernelUnavailable
 from znnx.ir.graph import Graph, Node
 from znnx.ir.ops import ACTIVATIONS, conv_input, conv_sources, epilogue, fragment_window, pool_dilation
+from znnx.ir.verify import infer_types
 from znnx.kernels.epilogue import Scale, activation, epilogue_step
 from znnx.plan import algorithm as algorithms
 from znnx.plan.algorithm import DIRECT, Algorithm
 from znnx.plan.autotune import Forced, Input, LayerChoice, as_sources, direct_only, reserved_bytes, tune
-from znnx.plan.memory import FLOAT_BYTES, MemoryPlan, Step, plan_memory
+from znnx.plan.memory import FLOAT_BYTES, MemoryPlan, Step, plan_memory, stream_slab
 from znnx.plan.plan import Plan
 from znnx.plan.precision import Precision, resolve
 
@@ -151,14 +152,30 @@ def scratch_elements(graph: Graph, node: Node, precision: Precision) -> int:
     return graph.types[node.output].numel if shuffles(node) and precision.name != "fp32" else 0
 
 
+def streamable(graph: Graph, a: Node, b: Node) -> bool:
+    """Whether conv `a` can be streamed into conv `b` in depth slabs (plan.memory.Stream): each reads
+    one input of one patch per buffer entry (no sources, no residual, no fragments), both step one
+    plane at a time along depth without padding it (a slab needs no zeros from beyond the patch),
+    and neither reaches over more than 3 planes (slabs of 16 planes keep whole Winograd tiles)."""
+
+    def slides(node: Node) -> bool:
+        at = node.attrs
+        return (node.op == "conv" and len(node.inputs) == 1 and at["stride"][0] == 1 and at["dilation"][0] == 1
+                and at["pads"][0] == at["pads"][3] == 0 and at["kernel"][0] <= 3
+                and graph.types[node.inputs[0]].fragments == 1)
+
+    return slides(a) and slides(b) and b.inputs == (a.output,)
+
+
 def memory_plan(graph: Graph, batch: int, precision: Precision) -> MemoryPlan:
     """Channels-last buffers, arena slots for the ops this backend can point at one (`placeable`),
     the scratch of `scratch_elements`; the fp32 shuffling transposed convs (C kernel) add into their
-    residual as they compute."""
+    residual as they compute; large conv outputs streamed into the next conv where `streamable`."""
     return plan_memory(graph, batch, relayout=True, placeable=placeable,
                        scratch=lambda g, node: scratch_elements(g, node, precision),
                        element_bytes=precision.element_bytes,
-                       accumulates=lambda node: shuffles(node) and precision.name == "fp32")
+                       accumulates=lambda node: shuffles(node) and precision.name == "fp32",
+                       streamable=streamable)
 
 
 def conv_candidates(graph: Graph, node: Node, precision: Precision) -> tuple[Algorithm, ...]:
@@ -476,6 +493,48 @@ class _Builder:
             return lambda xs: fn(xs[0], constant, out=xs[0])
         return lambda xs: fn(xs[0], xs[1], out=xs[k])
 
+    def stream(self, producer: Node, consumer: Node) -> Run:
+        """The consumer's step of a streamed pair (plan.memory.Stream), called with the producer's
+        input and the producer's slab (a view of its slot) as scratch: per patch of the batch and per
+        slab of the consumer's output depth, the producer computes the slab's planes (those planes plus
+        the consumer's reach) into the slab, the consumer its planes from them straight into its
+        output. Each slab depth gets its own pair of kernels, built on first use."""
+        reach = producer.attrs["kernel"][0] - 1 + consumer.attrs["kernel"][0] - 1
+        source = producer.inputs[0]
+        x = self.graph.types[source]
+        y = self.graph.types[consumer.output]
+        pair = Graph((producer, consumer), (source,), (consumer.output,), {source: x}, self.graph.spatial_rank,
+                     f"{self.graph.name}:{producer.name}+{consumer.name}")
+        kernels: dict[int, tuple[Run, Run]] = {}
+
+        def slab_kernels(planes: int) -> tuple[Run, Run]:
+            if planes not in kernels:
+                slab = infer_types(pair, {source: replace(x, spatial=(planes + reach, *x.spatial[1:]))})
+                builder = _Builder(slab, self.algorithms, self.dtype)
+                kernels[planes] = (builder.kernel(producer, Step(producer.name, None, False, None, 0)),
+                                   builder.kernel(consumer, Step(consumer.name, None, False, None, 0)))
+            return kernels[planes]
+
+        def run(xs: Sequence[Tensor], out: Tensor | None, scratch: Tensor | None) -> Tensor:
+            assert scratch is not None, "a streamed pair computes its producer into the producer's slot"
+            n, depth = xs[0].shape[0], y.spatial[0]
+            result = out if out is not None else torch.empty(
+                (n, y.channels, *y.spatial), dtype=self.dtype, memory_format=CHANNELS_LAST)
+            planes = scratch.shape[2] - consumer.attrs["kernel"][0] + 1
+            for item in range(n):
+                for d0 in range(0, depth, planes):
+                    p = min(planes, depth - d0)
+                    first, second = slab_kernels(p)
+                    a = first([xs[0][item:item + 1, :, d0:d0 + p + reach]],
+                              scratch[:, :, :p + consumer.attrs["kernel"][0] - 1], None)
+                    target = result[item:item + 1, :, d0:d0 + p]
+                    b = second([a], target, None)
+                    if b.data_ptr() != target.data_ptr():
+                        target.copy_(b)
+            return result
+
+        return run
+
     def kernel(self, node: Node, step: Step) -> Run:
         """The step's kernel. A conv with sources gets them joined into its scratch where it runs
         oneDNN or a fast kernel other than Winograd (which reads them directly); the eager kernel, for
@@ -528,32 +587,50 @@ class _Arena:
             self.views = {}
             size = torch.empty((), dtype=self.dtype).element_size()
             slots = [torch.empty(n * batch // size, dtype=self.dtype) for n in self.plan.slot_bytes]
+            slabs = {stream.producer: stream_slab(self.graph, stream) for stream in self.plan.streams}
             for node, step in zip(self.graph.nodes, self.plan.steps):
                 out = scratch = None
                 if step.slot is not None:
-                    t = self.graph.types[node.output]
-                    flat = slots[step.slot][:batch * t.numel]
-                    out = flat.view(batch * t.fragments, *t.spatial, t.channels).permute(0, 4, 1, 2, 3)
+                    t, items = (slabs[node.name], 1) if node.name in slabs else (self.graph.types[node.output], batch)
+                    flat = slots[step.slot][:items * t.numel]
+                    out = flat.view(items * t.fragments, *t.spatial, t.channels).permute(0, 4, 1, 2, 3)
                 if step.scratch is not None:
                     scratch = slots[step.scratch]
                 self.views[node.name] = (out, scratch)
+            for stream in self.plan.streams:  # the consumer computes the producer's slabs into its slot
+                self.views[stream.consumer] = (self.views[stream.consumer][0], self.views[stream.producer][0])
             self.batch = batch
         return self.views
 
 
+def _placeholder(xs: Sequence[Tensor], out: Tensor | None, scratch: Tensor | None) -> Tensor:
+    """The step of a streamed producer: nothing to do (its consumer's step runs it, slab by slab);
+    its value is its slot, which only the consumer reads."""
+    assert out is not None, "a streamed producer has a slot"
+    return out
+
+
 class _Program:
-    """The built steps of one graph: kernels, arena, and which values die after each step."""
+    """The built steps of one graph: kernels, arena, which values each step reads (a streamed pair's
+    consumer reads its producer's input), and which die after each step."""
 
     def __init__(self, graph: Graph, plan: MemoryPlan, algorithms: Mapping[str, Algorithm],
                  dtype: torch.dtype = torch.float32) -> None:
         builder = _Builder(graph, algorithms, dtype)
         self.graph = graph
         self.dtype = dtype
-        self.steps = [(node, builder.kernel(node, step)) for node, step in zip(graph.nodes, plan.steps)]
-        last_use = {value: i for i, node in enumerate(graph.nodes) for value in node.inputs}
+        nodes = {node.name: node for node in graph.nodes}
+        producers = {stream.producer for stream in plan.streams}
+        consumers = {stream.consumer: nodes[stream.producer] for stream in plan.streams}
+        self.reads = [() if node.name in producers else consumers[node.name].inputs if node.name in consumers
+                      else node.inputs for node in graph.nodes]
+        self.steps = [(node, _placeholder if node.name in producers else
+                       builder.stream(consumers[node.name], node) if node.name in consumers else
+                       builder.kernel(node, step)) for node, step in zip(graph.nodes, plan.steps)]
+        last_use = {value: i for i, reads in enumerate(self.reads) for value in reads}
         keep = set(graph.outputs)
-        self.frees = [[v for v in dict.fromkeys(node.inputs) if last_use[v] == i and v not in keep]
-                      for i, node in enumerate(graph.nodes)]
+        self.frees = [[v for v in dict.fromkeys(reads) if last_use[v] == i and v not in keep]
+                      for i, reads in enumerate(self.reads)]
         self.arena = _Arena(graph, plan, dtype)
 
     def run(self, inputs: Sequence[Tensor], times: list[float] | None = None) -> list[Tensor]:
@@ -562,9 +639,9 @@ class _Program:
         in seconds."""
         buffers = self.arena.buffers(inputs[0].shape[0])
         values = {name: _enter(x, self.dtype) for name, x in zip(self.graph.inputs, inputs)}
-        for (node, fn), dead in zip(self.steps, self.frees):
+        for (node, fn), reads, dead in zip(self.steps, self.reads, self.frees):
             start = time.perf_counter()
-            values[node.output] = fn([values[v] for v in node.inputs], *buffers[node.name])
+            values[node.output] = fn([values[v] for v in reads], *buffers[node.name])
             if times is not None:
                 times.append(time.perf_counter() - start)
             for value in dead:

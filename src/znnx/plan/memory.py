@@ -8,6 +8,10 @@ node's output is one of:
 - a *slot* of the net's arena: buffers allocated once and reused by values whose lifetimes do not
   overlap (best fit among free slots), for ops the backend can point at a given buffer;
 - *fresh*: allocated by the op itself and freed after its last reader.
+A conv whose only reader is the next node, another conv, may be *streamed* into it (`Stream`): the
+pair runs in depth slabs at the reader's step, the first conv's output never whole, only one slab
+of it in its slot (ZNNi's lesson: activations, not weights, bound the patch, and the largest are
+the first layers' of a valid U-Net).
 Graph inputs belong to the caller; graph outputs live to the end and never in a slot, since the
 arena is overwritten by the next call. Peak bytes = the arena + the largest sum of live fresh
 buffers at any step, plus that step's transient scratch.
@@ -15,11 +19,11 @@ buffers at any step, plus that step's transient scratch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from znnx.errors import GraphError
-from znnx.ir.graph import Graph, Node
+from znnx.ir.graph import Graph, Node, TensorType
 from znnx.ir.ops import ACTIVATIONS, BINARY, conv_input, conv_sources, epilogue
 
 FLOAT_BYTES = 4
@@ -51,6 +55,17 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Stream:
+    """Conv `producer` streamed into conv `consumer` (the next node, its only reader): the consumer's
+    step computes `planes` of its output depth at a time, each from the producer's slab for them,
+    computed then into the producer's slot (one slab, one patch of the batch at a time)."""
+
+    producer: str
+    consumer: str
+    planes: int
+
+
+@dataclass(frozen=True)
 class MemoryPlan:
     steps: tuple[Step, ...]
     slot_bytes: tuple[int, ...]
@@ -58,6 +73,7 @@ class MemoryPlan:
     naive_bytes: int
     weight_bytes: int
     batch: int
+    streams: tuple[Stream, ...] = ()
 
     @property
     def arena_bytes(self) -> int:
@@ -123,9 +139,14 @@ class _Aliasing:
     inplace: dict[str, int]
 
 
-def _alias(graph: Graph, size: dict[str, int], owned_inputs: set[str]) -> _Aliasing:
-    """Decide views and in-place writes; every buffer's first and last step (graph outputs: forever)."""
+def _alias(graph: Graph, size: dict[str, int], owned_inputs: set[str], streams: Sequence[Stream]) -> _Aliasing:
+    """Decide views and in-place writes; every buffer's first and last step (graph outputs: forever;
+    a streamed producer's inputs: its consumer's step, where the producer runs)."""
     last_use = {value: i for i, node in enumerate(graph.nodes) for value in node.inputs}
+    at = {node.name: i for i, node in enumerate(graph.nodes)}
+    for stream in streams:
+        for value in _node(graph, stream.producer).inputs:
+            last_use[value] = max(last_use[value], at[stream.consumer])
     forever = len(graph.nodes)
     for name in graph.outputs:
         last_use[name] = forever
@@ -152,11 +173,32 @@ def _alias(graph: Graph, size: dict[str, int], owned_inputs: set[str]) -> _Alias
     return _Aliasing(buffer_of, first, last, inplace)
 
 
+STREAM_PLANES = 16
+"""Output planes of a streamed consumer per slab: a multiple of every Winograd tile (2, 4), and a
+3-deep consumer kernel recomputes 2 producer planes per 16 (12.5% of the producer's work)."""
+STREAM_MIN_BYTES = 64 << 20
+"""A producer output (per patch) below this is not worth streaming."""
+STREAM_GAIN = 0.9
+"""A stream is kept where it brings the plan's peak below this share of the peak without it."""
+
+
+def _node(graph: Graph, name: str) -> Node:
+    return next(node for node in graph.nodes if node.name == name)
+
+
+def stream_slab(graph: Graph, stream: Stream) -> TensorType:
+    """The producer's output slab for one patch: `planes` of the consumer plus its kernel's reach."""
+    t = graph.types[_node(graph, stream.producer).output]
+    depth = min(t.spatial[0], stream.planes + _node(graph, stream.consumer).attrs["kernel"][0] - 1)
+    return TensorType(t.channels, (depth, *t.spatial[1:]))
+
+
 def plan_memory(graph: Graph, batch: int = 1, relayout: bool = False,
                 placeable: Callable[[Node], bool] = lambda node: False,
                 scratch: Callable[[Graph, Node], int] = lambda graph, node: 0,
                 element_bytes: int = FLOAT_BYTES,
-                accumulates: Callable[[Node], bool] = lambda node: False) -> MemoryPlan:
+                accumulates: Callable[[Node], bool] = lambda node: False,
+                streamable: Callable[[Graph, Node, Node], bool] = lambda graph, a, b: False) -> MemoryPlan:
     """The memory plan of running `graph` once on a batch of `batch` patches, activations and
     weights held in `element_bytes` per value (4 for fp32, 2 for fp16 / bf16).
 
@@ -166,15 +208,42 @@ def plan_memory(graph: Graph, batch: int = 1, relayout: bool = False,
     (otherwise its result is computed apart, then added, where it has no scratch for it).
     With `relayout`, the backend copies multi-channel inputs into its own layout on entry (a buffer
     it owns and frees after the last reader) and multi-channel outputs back to NCDHW on exit.
+    `streamable(graph, a, b)` says whether the backend can stream conv `a` into conv `b` (`Stream`):
+    pairs whose producer output takes at least STREAM_MIN_BYTES a patch are streamed, largest
+    first, each where it brings the peak below STREAM_GAIN of what it was; a conv takes part in
+    one stream at most.
     """
+    options = (batch, relayout, placeable, scratch, element_bytes, accumulates)
+    plan = _plan(graph, (), *options)
+    consumers = {value: [n for n in graph.nodes if value in n.inputs] for value in graph.types}
+    pairs = [Stream(a.name, b.name, STREAM_PLANES) for a, b in zip(graph.nodes, graph.nodes[1:])
+             if consumers[a.output] == [b] and a.output not in graph.outputs and streamable(graph, a, b)
+             and graph.types[a.output].numel * element_bytes >= STREAM_MIN_BYTES]
+    for pair in sorted(pairs, key=lambda p: -graph.types[_node(graph, p.producer).output].numel):
+        if {pair.producer, pair.consumer} & {name for s in plan.streams for name in (s.producer, s.consumer)}:
+            continue  # a conv takes part in one stream at most
+        tried = _plan(graph, (*plan.streams, pair), *options)
+        if tried.peak_bytes < STREAM_GAIN * plan.peak_bytes:
+            plan = tried
+    return plan
+
+
+def _plan(graph: Graph, streams: tuple[Stream, ...], batch: int, relayout: bool, placeable: Callable[[Node], bool],
+          scratch: Callable[[Graph, Node], int], element_bytes: int,
+          accumulates: Callable[[Node], bool]) -> MemoryPlan:
+    """`plan_memory` with the given streams."""
     size = {name: t.numel * batch * element_bytes for name, t in graph.types.items()}
+    producers = {stream.producer for stream in streams}
+    for stream in streams:
+        size[_node(graph, stream.producer).output] = stream_slab(graph, stream).numel * element_bytes
     copied = {name for name in graph.inputs if relayout and graph.types[name].channels > 1}
-    aliasing = _alias(graph, size, copied)
+    aliasing = _alias(graph, size, copied, streams)
     forever = len(graph.nodes)
     slots, slot_of, scratch_of = _Slots(), {}, {}
     for i, node in enumerate(graph.nodes):
         buffer = node.output
-        if aliasing.buffer_of[buffer] == buffer and placeable(node) and aliasing.last[buffer] < forever:
+        if (aliasing.buffer_of[buffer] == buffer and (placeable(node) or node.name in producers)
+                and aliasing.last[buffer] < forever):
             slot_of[buffer] = slots.take(size[buffer], aliasing.first[buffer], aliasing.last[buffer])
         if scratch(graph, node):
             scratch_of[node.name] = slots.take(scratch(graph, node) * batch * element_bytes, i, i)
@@ -201,4 +270,5 @@ def plan_memory(graph: Graph, batch: int = 1, relayout: bool = False,
         naive_bytes=sum(size[name] for name in intermediates),
         weight_bytes=weights,
         batch=batch,
+        streams=streams,
     )

@@ -82,6 +82,7 @@ def memory_json(memory: MemoryPlan) -> dict[str, Any]:
         "peak_bytes": memory.peak_bytes,
         "slot_bytes": list(memory.slot_bytes),
         "steps": [[s.node, s.inplace, s.view, s.slot] for s in memory.steps],
+        **({"streams": [[s.producer, s.consumer, s.planes] for s in memory.streams]} if memory.streams else {}),
     }
 
 
