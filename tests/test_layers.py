@@ -9,7 +9,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "znnx"
 LAYERS = (
-    ("znnx.errors", "znnx.version", "znnx.cache", "znnx.units", "znnx.status", "znnx.openmp", "znnx.heap"),
+    ("znnx.errors", "znnx.version", "znnx.cache", "znnx.units", "znnx.status", "znnx.preload", "znnx.heap"),
     ("znnx.ir",),
     ("znnx.frontends", "znnx.passes", "znnx.reference", "znnx.report"),
     ("znnx.plan",),

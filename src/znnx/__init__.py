@@ -1,7 +1,7 @@
 """znnx: fast inference of 3D convolutional networks over large volumes."""
 
 # isort: off
-import znnx.openmp  # noqa: F401  (sets OpenMP's spin count before anything below loads torch)
+import znnx.preload  # noqa: F401  (sets the environment torch reads as it loads, before anything below loads it)
 
 # isort: on
 from znnx.errors import DeviceError, GraphError, InputError, ModelError, StorageError, UnsupportedError, ZnnxError
