@@ -39,3 +39,30 @@ def test_applicable_to_stride_one_kernels_larger_than_one() -> None:
     assert fft.applicable((1, 5, 5), (1, 1, 1), (1, 1, 1), 1)
     assert not fft.applicable((1, 1, 1), (1, 1, 1), (1, 1, 1), 1)
     assert not fft.applicable((3, 3, 3), (1, 2, 2), (1, 1, 1), 1)
+
+
+@pytest.mark.parametrize(("tiles", "c_in", "c_out"), [(1, 1, 1), (5, 3, 19), (16, 80, 80), (7, 24, 3), (9, 17, 40)])
+def test_c_products_equal_bmm_on_every_block_and_tail(tiles: int, c_in: int, c_out: int) -> None:
+    """kernels/spectral.c's products against torch.bmm's: tile counts that fill and do not fill its
+    4-row block, output channels over one, two and three vectors, with and without a partial last vector."""
+    w = torch.randn(c_out, c_in, 3, 3, 3)
+    conv = fft.FFTConv(w, None, (0,) * 6, 8, (), 0.0, (9, 9, 9))
+    g = torch.Generator().manual_seed(tiles)
+    spec = torch.complex(torch.randn(tiles, conv.freqs, c_in, generator=g), torch.randn(tiles, conv.freqs, c_in,
+                                                                                          generator=g))
+    got = conv._c_products(spec, torch.empty((tiles, conv.freqs, c_out), dtype=torch.complex64))
+    want = conv._bmm_products(spec, torch.empty((tiles, conv.freqs, c_out), dtype=torch.complex64))
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+def test_without_a_compiler_the_products_run_as_bmm(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unavailable() -> None:
+        raise fft.KernelUnavailable("kernels: no C compiler (test)")
+
+    w, b = torch.randn(5, 3, 3, 3, 3), torch.randn(5)
+    x = channels_last(np.random.default_rng(0).standard_normal((1, 3, 11, 12, 10)))
+    with_c = fft.FFTConv(w, b, (1,) * 6, 8, ("relu",), 0.0, (11, 12, 10))(x)
+    monkeypatch.setattr(fft, "_library", unavailable)
+    conv = fft.FFTConv(w, b, (1,) * 6, 8, ("relu",), 0.0, (11, 12, 10))
+    torch.testing.assert_close(conv(x), with_c, rtol=1e-5, atol=1e-5)
+    assert conv.products == conv._bmm_products
