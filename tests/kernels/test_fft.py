@@ -13,9 +13,10 @@ from znnx.kernels import fft
 KERNELS = [(3, 3, 3), (1, 5, 5), (5, 5, 5), (3, 5, 1), (2, 3, 4)]
 
 
+@pytest.mark.parametrize("c_products", [True, False])
 @pytest.mark.parametrize("size", [8, 16])
 @pytest.mark.parametrize("seed", range(10))
-def test_random_shapes_match_the_reference(size: int, seed: int) -> None:
+def test_random_shapes_match_the_reference(size: int, seed: int, c_products: bool) -> None:
     rng = np.random.default_rng(100 + seed)
     kernel = KERNELS[seed % len(KERNELS)]
     spatial = tuple(int(rng.integers(k, k + 18)) for k in kernel)
@@ -26,7 +27,7 @@ def test_random_shapes_match_the_reference(size: int, seed: int) -> None:
     x, w, b = arrays(case, batch, seed)
     residual = rng.standard_normal(out_shape(case, batch)) if "add" in case.steps else None
     conv = fft.FFTConv(torch.from_numpy(w).float(), torch.from_numpy(b).float(), case.pads, size, case.steps, ALPHA,
-                       case.spatial)
+                       case.spatial, c_products=c_products)
     res = None if residual is None else channels_last(residual)
     inplace = seed % 3 == 0 and res is not None
     y = conv(channels_last(x), out=res if inplace else None, residual=res)
@@ -46,7 +47,7 @@ def test_c_products_equal_bmm_on_every_block_and_tail(tiles: int, c_in: int, c_o
     """kernels/spectral.c's products against torch.bmm's: tile counts that fill and do not fill its
     4-row block, output channels over one, two and three vectors, with and without a partial last vector."""
     w = torch.randn(c_out, c_in, 3, 3, 3)
-    conv = fft.FFTConv(w, None, (0,) * 6, 8, (), 0.0, (9, 9, 9))
+    conv = fft.FFTConv(w, None, (0,) * 6, 8, (), 0.0, (9, 9, 9), c_products=True)
     g = torch.Generator().manual_seed(tiles)
     spec = torch.complex(torch.randn(tiles, conv.freqs, c_in, generator=g), torch.randn(tiles, conv.freqs, c_in,
                                                                                           generator=g))
@@ -61,8 +62,8 @@ def test_without_a_compiler_the_products_run_as_bmm(monkeypatch: pytest.MonkeyPa
 
     w, b = torch.randn(5, 3, 3, 3, 3), torch.randn(5)
     x = channels_last(np.random.default_rng(0).standard_normal((1, 3, 11, 12, 10)))
-    with_c = fft.FFTConv(w, b, (1,) * 6, 8, ("relu",), 0.0, (11, 12, 10))(x)
+    with_c = fft.FFTConv(w, b, (1,) * 6, 8, ("relu",), 0.0, (11, 12, 10), c_products=True)(x)
     monkeypatch.setattr(fft, "_library", unavailable)
-    conv = fft.FFTConv(w, b, (1,) * 6, 8, ("relu",), 0.0, (11, 12, 10))
+    conv = fft.FFTConv(w, b, (1,) * 6, 8, ("relu",), 0.0, (11, 12, 10), c_products=True)
     torch.testing.assert_close(conv(x), with_c, rtol=1e-5, atol=1e-5)
     assert conv.products == conv._bmm_products

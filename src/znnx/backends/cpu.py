@@ -272,7 +272,7 @@ class _Builder:
         if algorithm.kind == "winograd":
             return winograd.WinogradConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial, scale=scale,
                                          parts=sources_channels(self.graph, node))
-        return fft.FFTConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial, scale=scale)
+        return fft.FFTConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial, scale=scale, c_products=True)
 
     def fast_conv(self, node: Node, step: Step) -> Run:
         """A conv through `fast_kernel`; Winograd takes a conv's sources as they are."""

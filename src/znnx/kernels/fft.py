@@ -5,8 +5,9 @@ tile, whose real FFT is multiplied with the kernel's spectrum (computed once, at
 complex GEMM per frequency over the channels: Y[f] (tiles x C') = X[f] (tiles x C) @ conj(W[f])
 (C x C'). The inverse FFT's first m voxels per axis are exact (cross-correlation, no wrap-around).
 Tiles of every item and depth row go slab by slab (`slab_tiles`), so each frequency's kernel block
-serves a slab's tiles. On the CPU the products run in C on the spectra as the FFT lays them out
-(kernels/spectral.c); elsewhere (CUDA, or no C compiler) as torch.bmm on frequency-major copies.
+serves a slab's tiles. The products run in C on the spectra as the FFT lays them out
+(kernels/spectral.c) where the CPU backend asks for it, else (CUDA, or no C compiler) as torch.bmm
+on frequency-major copies.
 Error is
 that of float32 FFTs, about 1e-6 relative. `weight_gradient` is training's weight gradient on the
 same tiles.
@@ -122,7 +123,9 @@ class FFTConv:
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, pads: Sequence[int], size: int,
                  steps: Sequence[str], alpha: float, spatial: Sequence[int], slab_bytes: int = SLAB_BYTES,
-                 scale: Scale | None = None) -> None:
+                 scale: Scale | None = None, c_products: bool = False) -> None:
+        """`c_products`: the frequency products by kernels/spectral.c, a CPU kernel (the CPU backend
+        asks for it), else by torch.bmm on the weights' device."""
         c_out, c_in = int(weight.shape[0]), int(weight.shape[1])
         self.kernel = tuple(int(k) for k in weight.shape[2:])
         self.c_in, self.c_out = c_in, c_out
@@ -136,7 +139,7 @@ class FFTConv:
         self.freqs = spectrum.shape[2] * spectrum.shape[3] * spectrum.shape[4]
         self.w = torch.zeros((self.freqs, c_in, _padded_channels(c_out)), dtype=torch.complex64, device=weight.device)
         self.w[:, :, :c_out] = torch.conj_physical(spectrum).permute(2, 3, 4, 1, 0).reshape(-1, c_in, c_out)
-        self.products = self._c_products if self.w.device.type == "cpu" else self._bmm_products
+        self.products = self._c_products if c_products else self._bmm_products
         self.bias = None if bias is None else bias.detach().float()
         add_first = tuple(steps[:1]) == ("add",)
         self.add_first = add_first
