@@ -5,12 +5,10 @@ tile, whose real FFT is multiplied with the kernel's spectrum (computed once, at
 complex GEMM per frequency over the channels: Y[f] (tiles x C') = X[f] (tiles x C) @ conj(W[f])
 (C x C'). The inverse FFT's first m voxels per axis are exact (cross-correlation, no wrap-around).
 Tiles of every item and depth row go slab by slab (`slab_tiles`), so each frequency's kernel block
-serves a slab's tiles. The products run in C on the spectra as the FFT lays them out
-(kernels/spectral.c) where the CPU backend asks for it, else (CUDA, or no C compiler) as torch.bmm
-on frequency-major copies.
-Error is
-that of float32 FFTs, about 1e-6 relative. `weight_gradient` is training's weight gradient on the
-same tiles.
+serves a slab's tiles. The products run in C on the spectra as they are (kernels/spectral.c) where
+the CPU backend asks for it, else (CUDA, or no C compiler) as torch.bmm on frequency-major copies.
+Error is that of float32 FFTs, about 1e-6 relative. `weight_gradient` is training's weight gradient
+on the same tiles.
 """
 
 from __future__ import annotations
@@ -150,8 +148,9 @@ class FFTConv:
         """The exact (first m per axis) outputs of input `tiles` (T, nd, nh, nw, C): their spectra times
         the kernel's, one complex GEMM per frequency over the T tiles, transformed back along depth and
         height, and only the rows kept along width (one irfftn: 19% slower). Every stage writes into
-        `work` (`_work`: spectra, products, planes, rows for a slab), reused slab after slab: fresh
-        slab-sized tensors were page-faulted in on every slab, a third of an 80-channel layer's time."""
+        `work` (`_work`: spectra, products, planes, rows for a slab), reused slab after slab, so that no
+        slab-sized tensor is page-faulted in per slab (with 4 KiB pages that was a third of an
+        80-channel layer's time; znnx/preload.py asks for huge pages too)."""
         nd, nh, nw = self.n
         md, mh, mw = self.m
         count = tiles.shape[0]
