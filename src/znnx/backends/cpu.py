@@ -499,7 +499,8 @@ class _Builder:
         slab of the consumer's output depth, the producer computes the slab's planes (those planes plus
         the consumer's reach) into the slab, the consumer its planes from them straight into its
         output. Each slab depth gets its own pair of kernels, built on first use."""
-        reach = producer.attrs["kernel"][0] - 1 + consumer.attrs["kernel"][0] - 1
+        consumer_reach = consumer.attrs["kernel"][0] - 1
+        reach = producer.attrs["kernel"][0] - 1 + consumer_reach
         source = producer.inputs[0]
         x = self.graph.types[source]
         y = self.graph.types[consumer.output]
@@ -520,13 +521,13 @@ class _Builder:
             n, depth = xs[0].shape[0], y.spatial[0]
             result = out if out is not None else torch.empty(
                 (n, y.channels, *y.spatial), dtype=self.dtype, memory_format=CHANNELS_LAST)
-            planes = scratch.shape[2] - consumer.attrs["kernel"][0] + 1
+            planes = scratch.shape[2] - consumer_reach
             for item in range(n):
                 for d0 in range(0, depth, planes):
                     p = min(planes, depth - d0)
                     first, second = slab_kernels(p)
                     a = first([xs[0][item:item + 1, :, d0:d0 + p + reach]],
-                              scratch[:, :, :p + consumer.attrs["kernel"][0] - 1], None)
+                              scratch[:, :, :p + consumer_reach], None)
                     target = result[item:item + 1, :, d0:d0 + p]
                     b = second([a], target, None)
                     if b.data_ptr() != target.data_ptr():

@@ -215,9 +215,8 @@ def plan_memory(graph: Graph, batch: int = 1, relayout: bool = False,
     """
     options = (batch, relayout, placeable, scratch, element_bytes, accumulates)
     plan = _plan(graph, (), *options)
-    consumers = {value: [n for n in graph.nodes if value in n.inputs] for value in graph.types}
     pairs = [Stream(a.name, b.name, STREAM_PLANES) for a, b in zip(graph.nodes, graph.nodes[1:])
-             if consumers[a.output] == [b] and a.output not in graph.outputs and streamable(graph, a, b)
+             if graph.consumers(a.output) == (b,) and a.output not in graph.outputs and streamable(graph, a, b)
              and graph.types[a.output].numel * element_bytes >= STREAM_MIN_BYTES]
     for pair in sorted(pairs, key=lambda p: -graph.types[_node(graph, p.producer).output].numel):
         if {pair.producer, pair.consumer} & {name for s in plan.streams for name in (s.producer, s.consumer)}:
