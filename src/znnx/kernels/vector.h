@@ -62,10 +62,11 @@ static inline vf sel(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b 
  * into the multiply-add as a broadcast load. */
 static inline vf splat(float a) { return a * ((vf){0} + 1.0f); }
 
-/* exp(x) to about 1 ulp (Cephes' polynomial after Cody-Waite range reduction), VB lanes at once. */
-static inline vf exp_approx(vf x) {
-    x = sel(x < -87.0f, splat(-87.0f), sel(x > 88.0f, splat(88.0f), x));
-    const vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+/* exp(x) to about 1 ulp (Cephes' polynomial after Cody-Waite range reduction), VB lanes at once: the
+ * reduction's n by a rounding instruction and 2^n by vscalefps where AVX-512 has them for this width (x
+ * clamped to +-104 only so that infinities reduce to finite r; scalef saturates to 0 and inf; min and max
+ * with x second keep a NaN), else by float tricks within clamps to [-87, 88]. */
+static inline vf exp_poly(vf x, vf n) {
     vf r = x - n * 0.693359375f;
     r = r + n * 2.12194440e-4f;
     vf p = splat(1.9875691500e-4f);
@@ -74,7 +75,25 @@ static inline vf exp_approx(vf x) {
     p = p * r + 4.1665795894e-2f;
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
-    return p * (vf)bits;
+    return p * r * r + r + 1.0f;
 }
+#if defined(__AVX512F__) && VB == 16
+static inline vf exp_approx(vf x) {
+    x = (vf)_mm512_min_ps((__m512)splat(104.0f), _mm512_max_ps((__m512)splat(-104.0f), (__m512)x));
+    const vf n = (vf)_mm512_roundscale_ps((__m512)(x * 1.44269504088896341f), _MM_FROUND_TO_NEAREST_INT);
+    return (vf)_mm512_scalef_ps((__m512)exp_poly(x, n), (__m512)n);
+}
+#elif defined(__AVX512F__) && VB == 8 && defined(__AVX512VL__)
+static inline vf exp_approx(vf x) {
+    x = (vf)_mm256_min_ps((__m256)splat(104.0f), _mm256_max_ps((__m256)splat(-104.0f), (__m256)x));
+    const vf n = (vf)_mm256_roundscale_ps((__m256)(x * 1.44269504088896341f), _MM_FROUND_TO_NEAREST_INT);
+    return (vf)_mm256_scalef_ps((__m256)exp_poly(x, n), (__m256)n);
+}
+#else
+static inline vf exp_approx(vf x) {
+    x = sel(x < -87.0f, splat(-87.0f), sel(x > 88.0f, splat(88.0f), x));
+    const vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
+    return exp_poly(x, n) * (vf)bits;
+}
+#endif
