@@ -154,6 +154,25 @@ class Net1d(nn.Module):
         return F.elu(self.b(F.avg_pool1d(torch.tanh(self.a(x)), 2, ceil_mode=True)))
 
 
+class SmoothActivations(nn.Module):
+    """The activations of newer nets (MONAI's PReLU, transformers' GELU, SiLU, Mish, Softplus) around
+    a pooled level with a residual add; none fusable for training's output derivative."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv3d(1, width, 3, padding=1), nn.BatchNorm3d(width), nn.PReLU(width))
+        self.b = nn.Sequential(nn.Conv3d(width, width, (1, 3, 3), padding=(0, 1, 1)), nn.GELU())
+        self.c = nn.Sequential(nn.Conv3d(width, width, 3, padding=1), nn.SiLU())
+        self.up = nn.ConvTranspose3d(width, width, 2, stride=2)
+        self.d = nn.Sequential(nn.Conv3d(width, width, 3, padding=1), nn.Mish(), nn.PReLU())
+        self.head = nn.Conv3d(width, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.b(self.a(x))
+        x = self.up(self.c(F.max_pool3d(x, 2))) + F.softplus(x)
+        return F.gelu(self.head(self.d(x)), approximate="tanh")
+
+
 @dataclass(frozen=True)
 class Case:
     """A net and an input shape (C, *spatial) it accepts."""
@@ -181,6 +200,8 @@ def cases() -> list[Case]:
                  (2, 9, 15 + odd, 13)),
             Case(f"net2d_{seed}", lambda w=width, s=seed: randomize(Net2d(w), s), (3, 20 + 2 * odd, 18)),
             Case(f"net1d_{seed}", lambda w=width, s=seed: randomize(Net1d(w), s), (2, 33 + odd)),
+            Case(f"smooth_{seed}", lambda w=width, s=seed: randomize(SmoothActivations(w + 2), s),
+                 (1, 8, 10 + 2 * odd, 12)),
         ]
     return out
 

@@ -191,7 +191,7 @@ def _p(node: Node, key: str) -> Array | None:
 
 
 def activation(op: str, x: Array, alpha: float = 0.0) -> Array:
-    """relu, leaky_relu, elu, sigmoid or tanh of `x` (`alpha` for leaky_relu and elu)."""
+    """An IR activation of `x` (ir/ops.py ACTIVATIONS; `alpha` for leaky_relu and elu)."""
     if op == "relu":
         return np.maximum(x, 0.0)
     if op == "leaky_relu":
@@ -200,7 +200,24 @@ def activation(op: str, x: Array, alpha: float = 0.0) -> Array:
         return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
     if op == "sigmoid":
         return 1.0 / (1.0 + np.exp(-x))
+    if op == "gelu":
+        return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
+    if op == "gelu_tanh":
+        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+    if op == "silu":
+        return x / (1.0 + np.exp(-x))
+    if op == "mish":
+        return x * np.tanh(np.logaddexp(0.0, x))
+    if op == "softplus":
+        return np.logaddexp(0.0, x)
+    if op == "erf":
+        return _erf(x)
     return np.tanh(x)
+
+
+def _erf(x: Array) -> Array:
+    """erf elementwise (NumPy has none): math.erf voxel by voxel, exact to double, slow."""
+    return np.vectorize(math.erf, otypes=[np.float64])(x)
 
 
 def _epilogue(node: Node, out: Array, args: Sequence[Array]) -> Array:
@@ -231,6 +248,7 @@ OPS: dict[str, OpFn] = {
     "scale": lambda n, a: a[0] * _channel(n.params["gamma"])
     + (_channel(n.params["beta"]) if "beta" in n.params else 0.0),
     **{op: (lambda n, a: activation(n.op, a[0], n.attrs.get("alpha", 0.0))) for op in ACTIVATIONS},
+    "prelu": lambda n, a: np.where(a[0] > 0, a[0], a[0] * _channel(n.params["slope"])),
     "softmax": lambda n, a: softmax(a[0]),
     "add": _binary,
     "mul": _binary,

@@ -46,7 +46,7 @@ FLOPS: dict[str, Callable[[Graph, Node], int]] = {
     "conv_transpose": _conv_transpose_flops,
     "max_pool": _window_flops,
     "avg_pool": _window_flops,
-    **{op: _elementwise_flops for op in (*ACTIVATIONS, *BINARY, "scale", "batchnorm", "softmax", "upsample")},
+    **{op: _elementwise_flops for op in (*ACTIVATIONS, *BINARY, "scale", "prelu", "batchnorm", "softmax", "upsample")},
     "fragment": lambda graph, node: (_window_flops if "window" in node.attrs else _no_flops)(graph, node),
     **{op: _no_flops for op in ("crop", "center_crop", "pad", "concat", "identity", "defragment")},
 }
@@ -55,7 +55,8 @@ GEOMETRY: dict[str, str] = {
     **{op: "window" for op in ("conv", "max_pool", "avg_pool")},
     "conv_transpose": "transposed",
     **{op: op for op in ("upsample", "crop", "center_crop", "pad", "fragment", "defragment")},
-    **{op: "pointwise" for op in (*ACTIVATIONS, *BINARY, "scale", "batchnorm", "softmax", "concat", "identity")},
+    **{op: "pointwise" for op in (*ACTIVATIONS, *BINARY, "scale", "prelu", "batchnorm", "softmax", "concat",
+                                    "identity")},
 }
 """How each op maps input voxels to output voxels: a sliding window, a transposed window, an
 upsampling, a crop or pad (a shift), fragments (a max window and a subsampling, followed as its

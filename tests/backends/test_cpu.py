@@ -11,6 +11,7 @@ from znnx import reference
 from znnx.backends.cpu import placeable
 from znnx.errors import KernelUnavailable
 from znnx.ir.graph import Graph
+from znnx.ir.ops import ACTIVATIONS
 from znnx.kernels import pool, shuffle
 from znnx.net import Net, compile  # noqa: A004
 from znnx.passes import optimize
@@ -34,7 +35,7 @@ def _unavailable(*args: object, **kwargs: object) -> None:
     raise KernelUnavailable("kernels: no C compiler (test)")
 
 
-@pytest.mark.parametrize("act", [None, "relu", "elu", "sigmoid", "tanh", "leaky_relu"])
+@pytest.mark.parametrize("act", [None, *sorted(ACTIVATIONS)])
 @pytest.mark.parametrize("order", ["add_first", "act_first", "no_add"])
 def test_conv_epilogues(act: str | None, order: str) -> None:
     b, x = builder(channels=4, spatial=(3, 6, 5))

@@ -8,8 +8,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-import torch.nn.functional as F
-from onnx import helper
+from onnx import helper, numpy_helper
 from torch import nn
 
 import znnx
@@ -50,8 +49,8 @@ def test_empty_and_missing_files(tmp_path: Path) -> None:
 
 
 def test_unsupported_onnx_op_names_node_and_op() -> None:
-    with pytest.raises(znnx.UnsupportedError, match=r"node 'the_node' \(Erf\): operator Erf is not supported"):
-        znnx.load(_onnx_model("Erf"))
+    with pytest.raises(znnx.UnsupportedError, match=r"node 'the_node' \(Floor\): operator Floor is not supported"):
+        znnx.load(_onnx_model("Floor"))
 
 
 def test_unsupported_onnx_attribute() -> None:
@@ -90,13 +89,13 @@ class _Branchy(nn.Module):
         return x
 
 
-class _Gelu(nn.Module):
+class _Floor(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv3d(1, 2, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.gelu(self.conv(x))
+        return torch.floor(self.conv(x))
 
 
 def test_dynamic_control_flow_is_named_with_its_line() -> None:
@@ -105,14 +104,14 @@ def test_dynamic_control_flow_is_named_with_its_line() -> None:
 
 
 def test_unsupported_torch_op_names_code_line() -> None:
-    message = r"test_errors\.py:\d+ `return F\.gelu.*aten\.gelu is not supported"
+    message = r"test_errors\.py:\d+ `return torch\.floor.*aten\.floor is not supported"
     with pytest.raises(znnx.UnsupportedError, match=message):
-        znnx.load(_Gelu(), input_shape=(1, 8, 8, 8))
+        znnx.load(_Floor(), input_shape=(1, 8, 8, 8))
 
 
 def test_module_needs_input_shape() -> None:
     with pytest.raises(znnx.ModelError, match=r"input_shape=\(C, \*spatial\) is required"):
-        znnx.load(_Gelu())
+        znnx.load(_Floor())
 
 
 def test_load_rejects_other_objects() -> None:
@@ -124,3 +123,22 @@ def test_import_keeps_training_flag() -> None:
     model = nn.Sequential(nn.Conv3d(1, 1, 1)).train()
     znnx.load(model, input_shape=(1, 2, 2, 2))
     assert model.training
+
+
+@pytest.mark.parametrize("norm", [nn.InstanceNorm3d(2, affine=True), nn.GroupNorm(1, 2), nn.LayerNorm([2, 6, 6, 6])],
+                         ids=["instance", "group", "layer"])
+def test_norms_by_input_statistics_are_refused_with_the_reason(norm: nn.Module) -> None:
+    with pytest.raises(znnx.UnsupportedError, match=r"statistics of the whole input.*no blockwise run.*BatchNorm"):
+        znnx.load(nn.Sequential(nn.Conv3d(1, 2, 3), norm).eval(), input_shape=(1, 8, 8, 8))
+
+
+def test_onnx_instance_normalization_is_refused_with_the_reason() -> None:
+    node = helper.make_node("InstanceNormalization", ["x", "scale", "b"], ["y"], name="norm")
+    shape = (1, 2, 4, 4, 4)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, shape)],
+                              [numpy_helper.from_array(np.ones(2, np.float32), "scale"),
+                               numpy_helper.from_array(np.zeros(2, np.float32), "b")])
+    with pytest.raises(znnx.UnsupportedError, match=r"'norm' \(InstanceNormalization\): InstanceNormalization "
+                                                    r"normalizes .* whole input"):
+        znnx.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -9,16 +10,11 @@ import numpy as np
 import torch
 
 from znnx import reference
+from znnx.ir import ops
 from znnx.ir.ops import conv_spatial
 
-ACTIVATIONS = {
-    "relu": lambda v: np.maximum(v, 0),
-    "elu": lambda v: np.where(v > 0, v, 0.7 * np.expm1(np.minimum(v, 0))),
-    "leaky_relu": lambda v: np.where(v > 0, v, 0.7 * v),
-    "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
-    "tanh": np.tanh,
-}
 ALPHA = 0.7
+ACTIVATIONS = {op: functools.partial(reference.activation, op, alpha=ALPHA) for op in sorted(ops.ACTIVATIONS)}
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """The C in-place ELU against PyTorch's in float64: values across the range (tiny negatives, where
 exp(x) - 1 would cancel, large negatives, positives), lengths that are not multiples of the vector
-width, channels-last tensors, alpha other than 1, and the fallback for layouts it does not take."""
+width, channels-last tensors, alpha other than 1, and the fallback for layouts it does not take. The C
+in-place PReLU against PyTorch's: shared and per-channel slopes, channel counts below, at and above the
+vector width, channels-last and NCDHW, a batch, and the fallback."""
 
 from __future__ import annotations
 
@@ -31,3 +33,23 @@ def test_channels_last_in_place_and_other_layouts_through_pytorch() -> None:
     strided = torch.randn(4, 8)[:, ::2]
     want = torch.nn.functional.elu(strided.double())
     torch.testing.assert_close(activation.elu_(1.0)(strided).double(), want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 8, 16, 24, 40])
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("last", [False, True])
+def test_prelu_matches_pytorch_in_place(channels: int, shared: bool, last: bool) -> None:
+    x = torch.randn(2, channels, 3, 5, 7)
+    x = x.contiguous(memory_format=torch.channels_last_3d) if last else x
+    slope = torch.rand(1 if shared else channels) * 2 - 0.5
+    want = torch.nn.functional.prelu(x, slope)
+    got = activation.prelu_(slope)(x)
+    assert got.data_ptr() == x.data_ptr()
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_prelu_of_a_strided_view_goes_through_pytorch() -> None:
+    x = torch.randn(1, 4, 3, 4, 10)[..., ::2]
+    slope = torch.rand(4)
+    want = torch.nn.functional.prelu(x, slope)
+    torch.testing.assert_close(activation.prelu_(slope)(x), want, rtol=0, atol=0)

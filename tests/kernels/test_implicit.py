@@ -9,7 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from tests.kernels.epilogue import ALPHA, Case, arrays, channels_last, expected, out_shape, relative_error, steps_for
+from tests.kernels.epilogue import (
+    ACTIVATIONS,
+    ALPHA,
+    Case,
+    arrays,
+    channels_last,
+    expected,
+    out_shape,
+    relative_error,
+    steps_for,
+)
 from znnx.kernels import implicit
 
 TOLERANCE = 1e-5
@@ -78,3 +88,15 @@ def test_scale_step_between_the_add_and_the_activation() -> None:
     want = np.maximum(expected(case, x, w, b, residual) * gamma.reshape(1, -1, 1, 1, 1)
                       + beta.reshape(1, -1, 1, 1, 1), 0)
     assert relative_error(y, want) <= TOLERANCE
+
+
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("c_out", [8, 40])
+def test_every_activation_of_the_epilogue_matches_the_reference(act: str, c_out: int) -> None:
+    case = Case(2, c_out, (3, 1, 3), (4, 5, 21), (1, 0, 1, 1, 0, 1), ("add", act))
+    x, w, b = arrays(case, 1, seed=c_out)
+    residual = 4 * np.random.default_rng(1).standard_normal(out_shape(case, 1))
+    conv = implicit.ImplicitConv(torch.from_numpy(w).float(), torch.from_numpy(b).float(), case.pads, case.steps,
+                                 ALPHA, case.spatial)
+    y = conv(channels_last(x), residual=channels_last(residual))
+    assert relative_error(y, expected(case, x, w, b, residual)) <= TOLERANCE

@@ -12,7 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from tests.kernels.epilogue import ALPHA, Case, arrays, channels_last, expected, out_shape, relative_error, steps_for
+from tests.kernels.epilogue import (
+    ACTIVATIONS,
+    ALPHA,
+    Case,
+    arrays,
+    channels_last,
+    expected,
+    out_shape,
+    relative_error,
+    steps_for,
+)
 from znnx.errors import KernelUnavailable
 from znnx.kernels import native, winograd
 
@@ -216,3 +226,17 @@ def test_scale_step_between_the_add_and_the_activation(fused: bool) -> None:
     pre = expected(case, x, w, b, residual) * gamma.reshape(1, -1, 1, 1, 1) + beta.reshape(1, -1, 1, 1, 1)
     want = np.where(pre > 0, pre, ALPHA * np.expm1(np.minimum(pre, 0)))
     assert relative_error(y, want) <= TOLERANCE[4]
+
+
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("c_out, fused", [(8, True), (24, False), (40, True)])
+def test_every_activation_of_the_epilogue_matches_the_reference(act: str, c_out: int, fused: bool) -> None:
+    """Each activation in the C epilogue on both vector widths and both drivers, inputs well into
+    both tails (|x| up to about 12: exp's and erf's approximations, mish's cut at 20)."""
+    case = Case(5, c_out, (3, 3, 3), (6, 7, 9), (1,) * 6, ("add", act))
+    x, w, b = arrays(case, 2, seed=c_out)
+    residual = 4 * np.random.default_rng(1).standard_normal(out_shape(case, 2))
+    conv = winograd.WinogradConv(torch.from_numpy(w).float(), torch.from_numpy(b).float(), case.pads, 2, case.steps,
+                                 ALPHA, case.spatial, fused=fused)
+    y = conv(channels_last(x), residual=channels_last(residual))
+    assert relative_error(y, expected(case, x, w, b, residual)) <= TOLERANCE[2]

@@ -40,7 +40,7 @@ from znnx.errors import DeviceError, KernelUnavailable
 from znnx.ir.graph import Graph, Node
 from znnx.ir.ops import ACTIVATIONS, conv_input, conv_sources, epilogue, fragment_window, pool_dilation
 from znnx.ir.verify import infer_types
-from znnx.kernels.epilogue import Scale, activation, epilogue_step
+from znnx.kernels.epilogue import Scale, activation, epilogue_step, prelu
 from znnx.plan import algorithm as algorithms
 from znnx.plan.algorithm import DIRECT, Algorithm
 from znnx.plan.autotune import Forced, Input, LayerChoice, as_sources, direct_only, reserved_bytes, tune
@@ -308,6 +308,17 @@ class _Builder:
                 pass
         return activation(op, alpha, inplace=True)
 
+    def prelu_(self, slope: Tensor) -> Callable[[Tensor], Tensor]:
+        """PReLU in place: the C kernel in fp32, PyTorch's otherwise."""
+        from znnx.kernels import activation as fast
+
+        if self.dtype == torch.float32:
+            try:
+                return fast.prelu_(slope)
+            except KernelUnavailable:
+                pass
+        return prelu(slope, inplace=True)
+
     def scale_then(self, scale: Scale, act: str | None, alpha: float) -> Callable[[Tensor], Tensor]:
         """A fused "scale" step and the activation after it, in place on a conv's output."""
         gamma, beta = scale
@@ -479,6 +490,9 @@ class _Builder:
         if node.op in ACTIVATIONS:
             fn = self.activation_(node.op, float(node.attrs.get("alpha", 0.0)))
             return lambda xs: fn(xs[0])
+        if node.op == "prelu":
+            slope = self.prelu_(self.eager.need(node, "slope"))
+            return lambda xs: slope(xs[0])
         if node.op == "scale":
             gamma = self.eager.need(node, "gamma", channel_view=True)
             beta = self.eager.param(node, "beta", channel_view=True)

@@ -25,10 +25,10 @@ from znnx.ir.ops import (
     pool_dilation,
     pool_output,
 )
-from znnx.kernels.epilogue import Kernel, Scale, activation, with_epilogue
+from znnx.kernels.epilogue import Kernel, Scale, activation, prelu, with_epilogue
 
 Tensor = torch.Tensor
-OPS = frozenset({*ACTIVATIONS, *BINARY, "softmax", "concat", "identity", "max_pool", "avg_pool", "conv",
+OPS = frozenset({*ACTIVATIONS, *BINARY, "prelu", "softmax", "concat", "identity", "max_pool", "avg_pool", "conv",
                  "conv_transpose", "center_crop", "crop", "pad", "upsample", "batchnorm", "scale", "fragment",
                  "defragment"})
 
@@ -221,6 +221,9 @@ class Builder:
         if node.op in ACTIVATIONS:
             fn = activation(node.op, float(a.get("alpha", 0.0)))
             return lambda x: fn(x[0])
+        if node.op == "prelu":
+            slope = prelu(self.need(node, "slope"))
+            return lambda x: slope(x[0])
         simple: dict[str, Kernel] = {
             "softmax": lambda x: torch.softmax(x[0], dim=1),
             "concat": lambda x: torch.cat(list(x), dim=1),

@@ -23,7 +23,7 @@ from znnx.ir.graph import Graph
 from znnx.ir.ops import pool_output
 
 IR_OPS = frozenset({"add", "avg_pool", "batchnorm", "center_crop", "concat", "conv", "conv_transpose", "crop", "elu",
-                    "identity", "leaky_relu", "max", "max_pool", "mul", "relu", "scale", "sigmoid",
+                    "identity", "leaky_relu", "max", "max_pool", "mul", "prelu", "relu", "scale", "sigmoid",
                     "softmax", "tanh"})
 """The IR ops this frontend emits (crops become center_crop where they centre, outputs that are
 inputs become identity)."""
@@ -251,6 +251,14 @@ class _Converter:
         slope = self.layer.message("relu_param").get_float("negative_slope", 0.0)
         return self.activation("leaky_relu", {"alpha": slope}) if slope else self.activation("relu")
 
+    def prelu(self) -> str:
+        """PReLU: one learned slope per channel, or one for all with channel_shared (Caffe's filler
+        default: 0.25)."""
+        (x,) = self.bottoms(1)
+        n = 1 if self.layer.message("prelu_param").get_bool("channel_shared", False) else self.b.type(x).channels
+        (slope,) = self.weights([(n,)], lambda: [np.full(n, 0.25)])
+        return self.add("prelu", [x], params={"slope": slope})
+
     def softmax(self) -> str:
         axis = self.layer.message("softmax_param").get_int("axis", 1)
         if axis not in (1, 1 - (self.rank + 2)):
@@ -267,6 +275,7 @@ class _Converter:
             "ELU": lambda: self.activation("elu", {"alpha": self.layer.message("elu_param").get_float("alpha", 1.0)}),
             "Sigmoid": lambda: self.activation("sigmoid"),
             "TanH": lambda: self.activation("tanh"),
+            "PReLU": self.prelu,
             "Eltwise": self.eltwise,
             "Concat": self.concat,
             "Crop": self.crop,

@@ -21,10 +21,11 @@ from znnx.errors import GraphError, ModelError, UnsupportedError
 from znnx.frontends.builder import GraphBuilder, lift, lift_pads, lift_weight
 from znnx.frontends.idioms import normalize_crops
 from znnx.ir.graph import Graph
+from znnx.ir.ops import PATCH_STATISTICS
 
 IR_OPS = frozenset({"add", "avg_pool", "batchnorm", "center_crop", "concat", "conv", "conv_transpose", "crop", "div",
-                    "elu", "identity", "leaky_relu", "max_pool", "mul", "pad", "relu", "sigmoid",
-                    "softmax", "tanh", "upsample"})
+                    "elu", "erf", "gelu", "gelu_tanh", "identity", "leaky_relu", "max_pool", "mish", "mul", "pad",
+                    "prelu", "relu", "sigmoid", "softmax", "softplus", "tanh", "upsample"})
 """The IR ops this frontend emits (crops become center_crop where they centre, outputs that are
 inputs become identity)."""
 
@@ -338,6 +339,22 @@ class _Converter:
         return self.add("upsample", [x], {"scales": scales, "mode": "nearest" if mode == "nearest" else "trilinear",
                                           "align_corners": align})
 
+    def gelu(self) -> str:
+        approximate = str(self.attrs.get("approximate", "none"))
+        if approximate not in ("none", "tanh"):
+            raise self.fail(f"Gelu with approximate={approximate!r}; znnx supports 'none' and 'tanh'")
+        return self.add("gelu" if approximate == "none" else "gelu_tanh", [self.act(0)])
+
+    def prelu(self) -> str:
+        x = self.act(0)
+        channels = self.b.type(x).channels
+        slope = np.asarray(self.need(1), dtype=np.float64)
+        per_channel = (1,) * (slope.ndim - self.rank - 1) + (channels,) + (1,) * self.rank
+        if slope.size != 1 and slope.shape != per_channel[-slope.ndim:]:
+            raise self.fail(f"PRelu slope of shape {slope.shape} on {channels} channels; znnx supports one slope or "
+                            f"one per channel (shape {per_channel[-self.rank - 1:]})")
+        return self.add("prelu", [x], {}, {"slope": slope.reshape(-1)})
+
     def dropout(self) -> str:
         assert self.onnx_node is not None
         training = np.asarray(self.const(2, np.zeros((), dtype=bool)))
@@ -356,6 +373,11 @@ class _Converter:
             "Elu": lambda: self.add("elu", [self.act(0)], {"alpha": float(self.attrs.get("alpha", 1.0))}),
             "Sigmoid": unary("sigmoid"),
             "Tanh": unary("tanh"),
+            "Gelu": self.gelu,
+            "Mish": unary("mish"),
+            "Softplus": unary("softplus"),
+            "Erf": unary("erf"),
+            "PRelu": self.prelu,
             "Softmax": self.softmax,
             "Add": lambda: self.binary("add"),
             "Mul": lambda: self.binary("mul"),
@@ -401,6 +423,8 @@ class _Converter:
             self.fold(node)
             return
         converter = self.table.get(node.op_type)
+        if node.op_type in ("InstanceNormalization", "GroupNormalization", "LayerNormalization"):
+            raise self.fail(f"{node.op_type} {PATCH_STATISTICS}")
         if converter is None:
             raise self.fail(f"operator {node.op_type} is not supported; znnx supports {sorted(self.table)}")
         used_extra = [o for o in node.output[1:] if o]

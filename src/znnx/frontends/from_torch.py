@@ -22,10 +22,11 @@ from znnx.errors import ModelError, UnsupportedError
 from znnx.frontends.builder import GraphBuilder, lift, lift_pads, lift_weight
 from znnx.frontends.idioms import normalize_crops
 from znnx.ir.graph import Graph
+from znnx.ir.ops import PATCH_STATISTICS
 
 IR_OPS = frozenset({"add", "avg_pool", "batchnorm", "center_crop", "concat", "conv", "conv_transpose", "crop", "div",
-                    "elu", "identity", "leaky_relu", "max_pool", "mul", "pad", "relu", "sigmoid",
-                    "softmax", "tanh", "upsample"})
+                    "elu", "erf", "gelu", "gelu_tanh", "identity", "leaky_relu", "max_pool", "mish", "mul", "pad",
+                    "prelu", "relu", "sigmoid", "silu", "softmax", "softplus", "tanh", "upsample"})
 """The IR ops this frontend emits (crops become center_crop where they centre, outputs that are
 inputs become identity)."""
 
@@ -169,6 +170,25 @@ class _Converter:
             raise self.fail("elu with scale or input_scale other than 1 (SELU/CELU) is not supported")
         return self.add("elu", [self.act(a["self"])], {"alpha": float(a["alpha"])})
 
+    def gelu(self, a: dict[str, Any]) -> str:
+        approximate = str(a.get("approximate", "none"))
+        if approximate not in ("none", "tanh"):
+            raise self.fail(f"gelu with approximate={approximate!r}; znnx supports 'none' and 'tanh'")
+        return self.add("gelu" if approximate == "none" else "gelu_tanh", [self.act(a["self"])])
+
+    def softplus(self, a: dict[str, Any]) -> str:
+        if float(a.get("beta", 1)) != 1:
+            raise self.fail(f"softplus with beta={a['beta']}; znnx supports beta=1")
+        return self.add("softplus", [self.act(a["self"])])
+
+    def prelu(self, a: dict[str, Any]) -> str:
+        x = self.act(a["self"])
+        channels = self.b.type(x).channels
+        slope = self.const(a["weight"], "prelu weight").reshape(-1)
+        if slope.size not in (1, channels):
+            raise self.fail(f"prelu with {slope.size} slopes on {channels} channels; it needs 1 or one per channel")
+        return self.add("prelu", [x], {}, {"slope": slope})
+
     def softmax(self, a: dict[str, Any]) -> str:
         x = self.act(a["self"])
         dim = int(a["dim"])
@@ -287,6 +307,8 @@ class _Converter:
                 raise self.fail("dropout in training mode; znnx imports models in eval mode")
             return a.get("input", a.get("self"))
         converter = self.table.get(name)
+        if name.lstrip("_").removeprefix("native_") in ("instance_norm", "group_norm", "layer_norm"):
+            raise self.fail(f"aten.{name} {PATCH_STATISTICS}")
         if converter is None:
             raise self.fail(f"operator aten.{name} is not supported; znnx supports {sorted(self.table)}")
         return converter(a)
@@ -303,6 +325,13 @@ class _Converter:
             "sigmoid": unary("sigmoid"),
             "tanh": unary("tanh"),
             "elu": self.elu,
+            "gelu": self.gelu,
+            "silu": unary("silu"),
+            "mish": unary("mish"),
+            "softplus": self.softplus,
+            "erf": unary("erf"),
+            "prelu": self.prelu,
+            "_prelu_kernel": self.prelu,
             "leaky_relu": lambda a: self.add("leaky_relu", [self.act(a["self"])],
                                              {"alpha": float(a["negative_slope"])}),
             "softmax": self.softmax,

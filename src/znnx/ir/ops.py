@@ -20,8 +20,20 @@ from dataclasses import dataclass, replace
 from znnx.errors import GraphError
 from znnx.ir.graph import Node, Shape3, TensorType
 
-ACTIVATIONS = frozenset({"relu", "leaky_relu", "elu", "sigmoid", "tanh"})
+ACTIVATIONS = frozenset({"relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu", "gelu_tanh", "silu", "mish",
+                         "softplus", "erf"})
+"""Pointwise functions without parameters, fusable into a conv's epilogue: gelu is the erf form,
+gelu_tanh PyTorch's approximate="tanh" form, silu x * sigmoid(x), mish x * tanh(softplus(x)),
+softplus log(1 + e^x); erf is the error function (ONNX exports spell GELU with it)."""
+OUTPUT_DERIVATIVE_ACTIVATIONS = frozenset({"relu", "leaky_relu", "elu", "sigmoid", "tanh"})
+"""The activations whose derivative follows from their output: training fuses only these into a conv
+(training/conv.py keeps no pre-activation tensor); the others run as nodes of their own there."""
 BINARY = frozenset({"add", "mul", "div", "max"})
+PATCH_STATISTICS = ("normalizes each input by statistics of the whole input (its mean and variance at run time): "
+                    "every output voxel depends on every input voxel, so no blockwise run can equal a whole-volume "
+                    "one and znnx does not import it; use BatchNorm (running statistics, folded into the conv) or "
+                    "export the model after replacing it")
+"""Why instance, group and layer normalization are refused, for the frontends' errors."""
 PAD_MODES = frozenset({"constant", "replicate", "reflect"})
 UPSAMPLE_MODES = frozenset({"nearest", "trilinear"})
 
@@ -282,6 +294,16 @@ def _unary(node: Node, types: Sequence[TensorType]) -> TensorType:
     return types[0]
 
 
+def _prelu(node: Node, types: Sequence[TensorType]) -> TensorType:
+    """PReLU: x below 0 times `slope`, one per channel or one shared (PyTorch's default)."""
+    slope = node.params.get("slope")
+    if slope is None or slope.shape not in ((1,), (types[0].channels,)):
+        raise _fail(node, f"needs a parameter 'slope' of shape (1,) or ({types[0].channels},), got "
+                          f"{None if slope is None else slope.shape}")
+    _no_params(node, ("slope",))
+    return types[0]
+
+
 def _binary(node: Node, types: Sequence[TensorType]) -> TensorType:
     if len(types) == 1:
         constant = node.params.get("constant")
@@ -394,6 +416,7 @@ OPS: dict[str, OpSpec] = {
     "batchnorm": OpSpec(1, 1, _batchnorm),
     "scale": OpSpec(1, 1, _scale),
     **{op: OpSpec(1, 1, _activation) for op in ACTIVATIONS},
+    "prelu": OpSpec(1, 1, _prelu),
     "softmax": OpSpec(1, 1, _unary),
     **{op: OpSpec(1, 2, _binary) for op in BINARY},
     "concat": OpSpec(1, 1 << 16, _concat),

@@ -28,8 +28,21 @@ def activation(op: str, alpha: float = 0.0, inplace: bool = False) -> Callable[[
         "elu": lambda x: F.elu(x, alpha, inplace),
         "sigmoid": torch.sigmoid_ if inplace else torch.sigmoid,
         "tanh": torch.tanh_ if inplace else torch.tanh,
+        "gelu": (lambda x: x.copy_(F.gelu(x))) if inplace else F.gelu,
+        "gelu_tanh": (lambda x: x.copy_(F.gelu(x, approximate="tanh"))) if inplace else
+        (lambda x: F.gelu(x, approximate="tanh")),
+        "silu": lambda x: F.silu(x, inplace),
+        "mish": lambda x: F.mish(x, inplace),
+        "softplus": (lambda x: x.copy_(F.softplus(x))) if inplace else F.softplus,
+        "erf": torch.erf_ if inplace else torch.erf,
     }
     return table[op]
+
+
+def prelu(slope: Tensor, inplace: bool = False) -> Callable[[Tensor], Tensor]:
+    """PReLU with one `slope` per channel (a (C,) vector) or one shared ((1,)), optionally in place
+    (into the input, through a temporary: PyTorch's where(out=) on channels-last is 3x slower)."""
+    return (lambda x: x.copy_(F.prelu(x, slope))) if inplace else (lambda x: F.prelu(x, slope))
 
 
 def epilogue_step(step: str, alpha: float, inplace: bool = False,

@@ -262,7 +262,34 @@ void wino_gemm(const float *V, const float *U, float *M, idx P, idx count, idx C
         }
 }
 
-enum { OP_ADD = 1, OP_RELU, OP_LEAKY, OP_ELU, OP_SIGMOID, OP_TANH, OP_SCALE };
+enum { OP_ADD = 1, OP_RELU, OP_LEAKY, OP_ELU, OP_SIGMOID, OP_TANH, OP_SCALE, OP_GELU, OP_GELU_TANH, OP_SILU, OP_MISH,
+       OP_SOFTPLUS, OP_ERF };
+
+/* erf(x) to 1.5e-7 (Abramowitz and Stegun 7.1.26), for the erf form of GELU. */
+static inline vf erf_approx(vf x) {
+    const vi negative = x < 0.0f;
+    const vf a = sel(negative, -x, x), t = 1.0f / (1.0f + 0.3275911f * a);
+    vf p = splat(1.061405429f);
+    p = p * t - 1.453152027f;
+    p = p * t + 1.421413741f;
+    p = p * t - 0.284496736f;
+    p = p * t + 0.254829592f;
+    const vf e = 1.0f - p * t * exp_approx(-a * a);
+    return sel(negative, -e, e);
+}
+
+/* log(1 + e^v) = max(v, 0) + log(1 + u), u = e^-|v| in (0, 1]: with s = u / (2 + u) <= 1/3,
+ * log(1 + u) = 2 atanh(s), whose series to s^11 is within 1e-8. */
+static inline vf softplus_approx(vf v) {
+    const vf a = sel(v < 0.0f, -v, v), u = exp_approx(-a), s = u / (2.0f + u), s2 = s * s;
+    vf p = splat(1.0f / 11.0f);
+    p = p * s2 + 1.0f / 9.0f;
+    p = p * s2 + 1.0f / 7.0f;
+    p = p * s2 + 1.0f / 5.0f;
+    p = p * s2 + 1.0f / 3.0f;
+    p = p * s2 + 1.0f;
+    return sel(v > 0.0f, v, splat(0.0f)) + 2.0f * s * p;
+}
 
 /* One epilogue step (not the residual add) on v; g and b: the scale step's gamma and beta vectors. */
 static inline __attribute__((always_inline)) vf step(int op, vf v, vf g, vf b, float alpha) {
@@ -279,6 +306,20 @@ static inline __attribute__((always_inline)) vf step(int op, vf v, vf g, vf b, f
         return 1.0f / (1.0f + exp_approx(-v));
     case OP_TANH:
         return 2.0f / (1.0f + exp_approx(-2.0f * v)) - 1.0f;
+    case OP_GELU:
+        return 0.5f * v * (1.0f + erf_approx(v * 0.70710678118654752f));
+    case OP_GELU_TANH: /* 0.5 v (1 + tanh(u)) = v / (1 + exp(-2u)) */
+        return v / (1.0f + exp_approx(-1.5957691216057308f * (v + 0.044715f * v * v * v)));
+    case OP_SILU:
+        return v / (1.0f + exp_approx(-v));
+    case OP_MISH: { /* tanh(log(1 + e)) = n / (n + 2) with n = e (e + 2); past 20, mish(v) is v in fp32 */
+        const vf e = exp_approx(sel(v > 20.0f, splat(20.0f), v)), n = e * (e + 2.0f);
+        return v * n / (n + 2.0f);
+    }
+    case OP_SOFTPLUS:
+        return softplus_approx(v);
+    case OP_ERF:
+        return erf_approx(v);
     }
     return v;
 }
@@ -297,6 +338,12 @@ static inline __attribute__((always_inline)) void step_over(int op, float *v, in
     STEP_OVER(OP_ELU)
     STEP_OVER(OP_SIGMOID)
     STEP_OVER(OP_TANH)
+    STEP_OVER(OP_GELU)
+    STEP_OVER(OP_GELU_TANH)
+    STEP_OVER(OP_SILU)
+    STEP_OVER(OP_MISH)
+    STEP_OVER(OP_SOFTPLUS)
+    STEP_OVER(OP_ERF)
 #undef STEP_OVER
     }
 }

@@ -50,7 +50,8 @@ A_T: Table = {
 POINTS = (F(0), F(1), F(-1), F(2), F(-2), F(1, 2), F(-1, 2))
 TILES = (2, 4)
 SIZES = (3, 5)
-OPS = {"add": 1, "relu": 2, "leaky_relu": 3, "elu": 4, "sigmoid": 5, "tanh": 6, "scale": 7}
+OPS = {"add": 1, "relu": 2, "leaky_relu": 3, "elu": 4, "sigmoid": 5, "tanh": 6, "scale": 7, "gelu": 8, "gelu_tanh": 9,
+       "silu": 10, "mish": 11, "softplus": 12, "erf": 13}
 VB = 16
 SLAB_BYTES = 6 << 20
 FUSED_WEIGHT_BYTES = 4 << 20

@@ -28,7 +28,7 @@ from znnx.ir.ops import ACTIVATIONS, BINARY, conv_input, conv_sources, epilogue
 
 FLOAT_BYTES = 4
 BUFFERS: dict[str, str] = {
-    **{op: "input" for op in (*ACTIVATIONS, *BINARY, "scale")},
+    **{op: "input" for op in (*ACTIVATIONS, *BINARY, "scale", "prelu")},
     **{op: "residual" for op in ("conv", "conv_transpose")},
     **{op: "view" for op in ("crop", "center_crop", "identity")},
     **{op: "own" for op in ("batchnorm", "softmax", "concat", "pad", "max_pool", "avg_pool", "upsample", "fragment",

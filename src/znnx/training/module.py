@@ -23,13 +23,13 @@ from znnx.backends import torch_eager
 from znnx.errors import ModelError
 from znnx.frontends.init_rules import RULES, draw
 from znnx.ir.graph import Graph, Node
-from znnx.ir.ops import ACTIVATIONS
+from znnx.ir.ops import OUTPUT_DERIVATIVE_ACTIVATIONS
 from znnx.ir.verify import verify
 from znnx.kernels.epilogue import Kernel, activation
 from znnx.passes import optimize
 from znnx.passes.eliminate_padding import eliminate_padding
 from znnx.passes.fold_constants import fold_constants
-from znnx.passes.fuse_activation import fuse_activation
+from znnx.passes.fuse_activation import fuse_output_derivative_activation
 from znnx.passes.fuse_residual_add import fuse_residual_add
 from znnx.passes.remove_dead_nodes import remove_dead_nodes
 from znnx.passes.remove_identity import remove_identity
@@ -37,8 +37,9 @@ from znnx.training.conv import ConvAlgorithms, ConvSpec, conv
 
 Tensor = torch.Tensor
 TRAINABLE = {"conv": ("weight", "bias"), "conv_transpose": ("weight", "bias"), "batchnorm": ("gamma", "beta"),
-             "scale": ("gamma", "beta")}
-PIPELINE = (remove_identity, fold_constants, eliminate_padding, fuse_residual_add, fuse_activation, remove_dead_nodes)
+             "scale": ("gamma", "beta"), "prelu": ("slope",)}
+PIPELINE = (remove_identity, fold_constants, eliminate_padding, fuse_residual_add, fuse_output_derivative_activation,
+            remove_dead_nodes)
 OUTPUT_ACTIVATIONS = ("sigmoid", "softmax")
 
 
@@ -93,7 +94,7 @@ def with_params(graph: Graph, params: Mapping[str, np.ndarray]) -> Graph:
 
 def initialized(graph: Graph, rule: str, args: Sequence[float] = (), seed: int = 0) -> Graph:
     """`graph` with fresh weights: conv and transposed-conv kernels drawn by ZNN's init `rule`
-    (frontends/init_rules.py), biases zero, BatchNorm and scale as identities."""
+    (frontends/init_rules.py), biases zero, BatchNorm and scale as identities, PReLU slopes 0.25 (PyTorch's)."""
     if rule not in RULES:
         raise ModelError(f"train: init rule {rule!r} is not one of {sorted(RULES)}")
     rng = np.random.default_rng(seed)
@@ -104,7 +105,7 @@ def initialized(graph: Graph, rule: str, args: Sequence[float] = (), seed: int =
             if key == "weight" and node.op in ("conv", "conv_transpose"):
                 fresh[name] = draw(rule, args, value.shape, rng)
             elif node.op in TRAINABLE or node.op == "batchnorm":
-                fresh[name] = np.ones_like(value) if key in ("gamma", "var") else np.zeros_like(value)
+                fresh[name] = np.full_like(value, {"gamma": 1.0, "var": 1.0, "slope": 0.25}.get(key, 0.0))
     return with_params(graph, fresh)
 
 
@@ -210,7 +211,7 @@ class _Builder(torch_eager.Builder):
         mean, var, gamma, beta = (self.need(node, k) for k in ("mean", "var", "gamma", "beta"))
         eps, net = float(node.attrs["eps"]), self.net
         readers = self.graph.consumers(node.output)
-        after = readers[0] if len(readers) == 1 and readers[0].op in ACTIVATIONS and \
+        after = readers[0] if len(readers) == 1 and readers[0].op in OUTPUT_DERIVATIVE_ACTIVATIONS and \
             node.output not in self.graph.outputs else None
         name, alpha = (after.op, float(after.attrs.get("alpha", 0.0))) if after else (None, 0.0)
         fused = None if self.net.native else _fused_batchnorm()
