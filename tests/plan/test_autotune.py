@@ -220,10 +220,10 @@ def test_runs_that_did_not_get_their_cores_count_by_cpu_time_and_as_noisy(monkey
         return x
 
     x = torch.zeros(1)
-    seconds, noisy = autotune._timed(sleeping, x, x, None, threads=2)
-    assert noisy and seconds < 0.005
-    seconds, noisy = autotune._timed(sleeping, x, x, None)
-    assert not noisy and seconds >= 0.01
+    timing = autotune._timed(sleeping, x, x, None, threads=2)
+    assert timing.contended and timing.seconds < 0.005
+    timing = autotune._timed(sleeping, x, x, None)
+    assert timing == autotune.Timing(timing.seconds) and timing.seconds >= 0.01
 
     def spinning(x: torch.Tensor, *, out: torch.Tensor | None = None, residual: object = None) -> torch.Tensor:
         end = time.perf_counter() + 0.01
@@ -231,8 +231,8 @@ def test_runs_that_did_not_get_their_cores_count_by_cpu_time_and_as_noisy(monkey
             pass
         return x
 
-    seconds, noisy = autotune._timed(spinning, x, x, None, threads=1)
-    assert not noisy and seconds >= 0.01
+    timing = autotune._timed(spinning, x, x, None, threads=1)
+    assert timing == autotune.Timing(timing.seconds) and timing.seconds >= 0.01
 
 
 def test_a_direct_convolution_far_slower_than_the_fast_kernels_runs_twice_not_a_full_timing() -> None:
@@ -350,3 +350,47 @@ def test_a_leaner_kernel_nearly_as_fast_runs_where_it_saves_enough_memory() -> N
     small = {"direct": 0, "winograd2": 2 * mib, "winograd4": 6 * mib}
     assert autotune.lean_choice(valid, {"direct": 10.2, "winograd2": 10.1, "winograd4": 10.0},
                                 lambda a: small[a.name]) == winograd(4)
+
+
+def test_short_kernels_are_timed_over_a_round_of_many_runs() -> None:
+    """A 1 ms kernel runs about ROUND_SECONDS / 1 ms times a round, a 20 ms one REPS times."""
+    import time
+
+    import torch
+
+    calls = []
+
+    def kernel(seconds: float) -> autotune.Conv:
+        def run(x: torch.Tensor, *, out: torch.Tensor | None = None, residual: object = None) -> torch.Tensor:
+            calls.append(seconds)
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                pass
+            return x
+        return run
+
+    x = torch.zeros(1)
+    assert not autotune._timed(kernel(0.001), x, x, None).unsteady
+    assert 20 <= len(calls) <= autotune.MAX_REPS
+    calls.clear()
+    autotune._timed(kernel(0.02), x, x, None)
+    assert len(calls) == autotune.REPS
+
+
+@pytest.mark.parametrize("noise, chosen", [("unsteady", "winograd2"), ("contended", "winograd4")])
+def test_only_contended_timings_fall_back_to_the_largest_tile(monkeypatch: pytest.MonkeyPatch, tmp_path: object,
+                                                              noise: str, chosen: str) -> None:
+    """Runs that merely never agreed still choose by what they measured (F(2,3) here, 3x faster than
+    F(4,3)); runs beside another process take the largest Winograd tile. Neither is cached."""
+    monkeypatch.setenv("ZNNX_CACHE_DIR", str(tmp_path))
+    seconds = {"direct": 3.0, "winograd2": 1.0, "winograd4": 3.0, "fft16": 9.0}
+
+    def measure(build: object, node: object, x: object, residual: object, algorithms: tuple, *args: object) -> tuple:
+        names = [a.name for a in algorithms]
+        return {n: seconds[n] for n in names}, {n: 0.0 for n in names}, noise
+
+    monkeypatch.setattr(autotune, "_measure", measure)
+    net = compiled(wide_graph())
+    first = net.algorithms[0]
+    assert (first.algorithm.name, first.source) == (chosen, "noisy")
+    assert not autotune.cache_file().exists()

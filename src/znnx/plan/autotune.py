@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -62,6 +63,13 @@ at 9x11x11 measured 26.1 ms in F(2,3) against 27.3 direct, and F(2,3)'s transfor
 64 MB of a run whose peak was above OpenVINO's. Small layers keep their fastest kernel."""
 REPS = 3
 ROUNDS = 3
+ROUND_SECONDS = 0.03
+MAX_REPS = 50
+"""A round of timed runs lasts ROUND_SECONDS or REPS runs, whichever is longer (at most MAX_REPS runs):
+kernels of a millisecond or less timed three times drew their verdict from scheduler jitter, and the
+CPU time of the process's other threads is booked at their context switches, so a few short runs
+seemed descheduled on a quiet machine. MONAI's 6^3 layers of 128-256 channels measured noisy at every
+compile and got the noisy rule's F(4,3): 3.9 ms where F(2,3) runs 1.3."""
 NOISE = 1.3
 CLOSE = 1.5
 RECHECK_RUNS = 2
@@ -155,37 +163,52 @@ def _error(y: torch.Tensor, reference: torch.Tensor) -> float:
     return float((y - reference).abs().max()) / (scale if scale > 0 else 1.0)
 
 
+@dataclass(frozen=True)
+class Timing:
+    """A candidate's `seconds`; `unsteady`: its runs never agreed; `contended`: it ran beside another
+    process (then `seconds` is its CPU time per thread)."""
+
+    seconds: float
+    unsteady: bool = False
+    contended: bool = False
+
+
 def _timed(conv: Conv, x: Input, out: torch.Tensor, residual: torch.Tensor | None,
-           threads: int | None = None) -> tuple[float, bool]:
-    """The median of REPS runs, repeated (up to ROUNDS times) until the runs agree within NOISE;
-    the best round's median, and whether the runs never agreed (a busy machine). With `threads` (the
-    kernels run on this process's CPU threads), a round whose CPU time stays under CONTENDED of
-    threads x wall time ran beside another process: its runs can agree and still mislead (a compile
-    beside two busy processes chose F(2,3) over F(4,3) on five layers of the symmetric U-Net, 1.11x
-    slower on a quiet machine), so the estimate is the CPU time per thread, what the kernel costs with
-    the cores to itself, and the timing counts as noisy."""
+           threads: int | None = None) -> Timing:
+    """The median of a round of runs (REPS, or as many as fill ROUND_SECONDS), rounds repeated (up
+    to ROUNDS) until a round's upper quartile is within NOISE of its fastest run; the best round's
+    median. With `threads` (the kernels run on this process's CPU threads), a round whose CPU time
+    stays under CONTENDED of threads x its wall time ran beside another process: its runs can agree
+    and still mislead (a compile beside two busy processes chose F(2,3) over F(4,3) on five layers of
+    the symmetric U-Net, 1.11x slower on a quiet machine), so the estimate is the CPU time per thread
+    and run, what the kernel costs with the cores to itself."""
     medians = []
+    reps = REPS
     for _ in range(ROUNDS):
-        runs, cpu = [], []
-        for _ in range(REPS):
-            start, used = time.perf_counter(), time.process_time()
+        runs = []
+        began, used = time.perf_counter(), time.process_time()
+        while len(runs) < reps:
+            start = time.perf_counter()
             conv(x, out=out, residual=residual)
             runs.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - used)
+            if len(runs) == 1 and runs[0] > 0:
+                reps = min(MAX_REPS, max(reps, math.ceil(ROUND_SECONDS / runs[0])))
+        wall, cpu = time.perf_counter() - began, time.process_time() - used
         medians.append(statistics.median(runs))
-        if threads and statistics.median(cpu) < CONTENDED * threads * medians[-1]:
-            return statistics.median(cpu) / threads, True
-        if max(runs) <= NOISE * min(runs):
-            return min(medians), False
-    return min(medians), True
+        if threads and cpu < CONTENDED * threads * wall:
+            return Timing(cpu / threads / len(runs), contended=True)
+        if sorted(runs)[3 * len(runs) // 4] <= NOISE * min(runs):
+            return Timing(min(medians))
+    return Timing(min(medians), unsteady=True)
 
 
 def _measure(build: Builder, node: Node, x: Input, residual: torch.Tensor | None,
              algorithms: tuple[Algorithm, ...], label: str = "",
-             threads: int | None = None) -> tuple[dict[str, float], dict[str, float], bool]:
+             threads: int | None = None) -> tuple[dict[str, float], dict[str, float], str]:
     """Seconds (see `_timed`) and error against direct of each algorithm that builds, by name, and
-    whether any timing stayed noisy (a backend's kernels return once their work is done: a GPU
-    kernel synchronizes). The timed runs write into one preallocated output, as the net's convs
+    the noise: "contended" where a timing ran beside another process, else "unsteady" where one's runs
+    never agreed, else "" (a backend's kernels return once their work is done: a GPU kernel
+    synchronizes). The timed runs write into one preallocated output, as the net's convs
     write into arena slots: a fresh output would add its page faults, which cost Winograd (whose
     output transform writes it from every thread at once) more than direct and turned 15 ms layers
     into 28 ms ones. A candidate whose first run is over three times the best so far is timed once
@@ -197,7 +220,7 @@ def _measure(build: Builder, node: Node, x: Input, residual: torch.Tensor | None
     (the original U-Net's widest layer holds 490 MB per tensor: compiling it peaked at 3.5 GB)."""
     seconds: dict[str, float] = {}
     errors: dict[str, float] = {}
-    noisy = False
+    timings: list[Timing] = []
     reference: torch.Tensor | None = None
     out: torch.Tensor | None = None
     began = time.perf_counter()
@@ -244,11 +267,13 @@ def _measure(build: Builder, node: Node, x: Input, residual: torch.Tensor | None
                 seconds[name] = again
                 del conv
                 continue
-        seconds[name], unsteady = _timed(conv, x, out, residual, threads)
-        noisy = noisy or unsteady
+        timings.append(_timed(conv, x, out, residual, threads))
+        seconds[name] = timings[-1].seconds
         del conv
     order = [a.name for a in algorithms]
-    return ({n: seconds[n] for n in order if n in seconds}, {n: errors[n] for n in order if n in errors}, noisy)
+    noise = "contended" if any(t.contended for t in timings) else "unsteady" if any(t.unsteady for t in timings) \
+        else ""
+    return ({n: seconds[n] for n in order if n in seconds}, {n: errors[n] for n in order if n in errors}, noise)
 
 
 def _forced(forced: Forced, convs: dict[str, tuple[Algorithm, ...]]) -> dict[str, Algorithm]:
@@ -356,7 +381,7 @@ def tune(graph: Graph, batch: int, candidates: Candidates, build: LayerBuilder, 
         x, residual = _inputs(layer, node, batch, device)
         label = f"autotune: conv {i} of {len(nodes)} ({name}), {time.perf_counter() - started:.0f} s so far"
         with torch.inference_mode():
-            seconds, errors, noisy = _measure(functools.partial(build, layer), node, x, residual, timed, label,
+            seconds, errors, noise = _measure(functools.partial(build, layer), node, x, residual, timed, label,
                                               torch.get_num_threads() if cpu_threads else None)
         del x, residual
         heap.release()
@@ -364,11 +389,11 @@ def tune(graph: Graph, batch: int, candidates: Candidates, build: LayerBuilder, 
                   for a in timed}
         seconds = {a: t * scales[a] for a, t in seconds.items()}
         valid = [a for a in timed if errors.get(a.name, float("inf")) <= a.tolerance]
-        best = _noisy_choice(valid, seconds) if noisy else \
+        best = _noisy_choice(valid, seconds) if noise == "contended" else \
             lean_choice(valid, seconds, functools.partial(_weight_bytes, sizes, graph, node))
         choices.append(LayerChoice(name, best, tuple(seconds.items()), tuple(errors.items()),
-                                   "noisy" if noisy else "measured"))
-        if not noisy:
+                                   "noisy" if noise else "measured"))
+        if not noise:
             new[key] = {"node": name, "algorithm": best.name, "seconds": seconds, "errors": errors}
     _write_cache(new)
     status.clear()
@@ -427,8 +452,9 @@ def lean_choice(valid: Sequence[Algorithm], seconds: Mapping[str, float],
 
 
 def _noisy_choice(valid: list[Algorithm], seconds: Mapping[str, float]) -> Algorithm:
-    """The choice from timings that never agreed or ran beside another process: the largest valid
-    Winograd tile (the fewest multiplications), or the measured best where Winograd does not apply.
+    """The choice from timings that ran beside another process: the largest valid Winograd tile (the
+    fewest multiplications), or the measured best where Winograd does not apply (timings that merely
+    never agreed choose by what they measured, uncached).
     Such timings mislead by more than any margin: another process's memory traffic slows the
     transform-bound Winograd kernels far more than direct ones (beside two busy processes F(2,3)
     measured over 2x faster than F(4,3) on layers where it is slower on a quiet machine; a plan
