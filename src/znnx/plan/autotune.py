@@ -185,7 +185,7 @@ def _timed(conv: Conv, x: Input, out: torch.Tensor, residual: torch.Tensor | Non
     medians = []
     reps = REPS
     for _ in range(ROUNDS):
-        runs = []
+        runs: list[float] = []
         began, used = time.perf_counter(), time.process_time()
         while len(runs) < reps:
             start = time.perf_counter()
