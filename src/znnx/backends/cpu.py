@@ -128,6 +128,17 @@ def shuffles(node: Node) -> bool:
             and not any(a["output_padding"]) and tuple(a["dilation"]) == (1, 1, 1) and a["groups"] == 1)
 
 
+def overlaps(node: Node) -> bool:
+    """A transposed conv with overlapping windows into few output channels (one group, no dilation):
+    in fp32 znnx's C kernel (kernels/scatter.py: one GEMM over every tap, each tap's sums added into
+    its output voxels), where oneDNN's deconvolution wastes most of its 16-channel blocks."""
+    from znnx.kernels import scatter
+
+    a = node.attrs
+    return (node.op == "conv_transpose" and not shuffles(node)
+            and scatter.applicable(int(node.params["weight"].shape[1]), a["dilation"], int(a["groups"])))
+
+
 def _onednn_pads(node: Node) -> bool:
     """oneDNN's (transposed) convolution takes symmetric pads only."""
     pads = tuple(node.attrs["pads"])
@@ -140,7 +151,7 @@ def placeable(node: Node) -> bool:
     upsampling, fragments and concat (a fresh output would be page-faulted in again on every patch)."""
     if node.op == "conv":
         return _onednn_pads(node)
-    return node.op in ("concat", "upsample", *POOLS) or shuffles(node)
+    return node.op in ("concat", "upsample", *POOLS) or shuffles(node) or overlaps(node)
 
 
 def scratch_elements(graph: Graph, node: Node, precision: Precision) -> int:
@@ -389,6 +400,26 @@ class _Builder:
             return self.shuffle_gemm(node, step)
         return calling(conv, step)
 
+    def scatter(self, node: Node, step: Step) -> Run:
+        """A transposed conv into few output channels through the C kernel, where there is one; else
+        oneDNN's (or PyTorch's, for pads oneDNN cannot take), copied into the slot the plan gave it."""
+        from znnx.kernels import scatter
+
+        a = node.attrs
+        try:
+            if self.dtype != torch.float32:
+                raise KernelUnavailable(f"{node.op}: the C kernel is an fp32 kernel")
+            conv = scatter.ScatterConv(self.eager.need(node, "weight"), self.eager.param(node, "bias"), a["stride"],
+                                       a["pads"], self.graph.types[node.output].spatial, epilogue(node),
+                                       float(a.get("alpha", 0.0)), scale=self.eager.scale_of(node))
+        except KernelUnavailable:
+            fn = self.conv_transpose(node, step) if _onednn_pads(node) else self.eager.kernel(node)
+            if step.inplace is not None and not _onednn_pads(node):
+                eager, k = fn, step.inplace
+                fn = lambda xs: xs[k].copy_(eager(xs))
+            return lambda xs, out, scratch: fn(xs) if out is None else out.copy_(fn(xs))
+        return calling(conv, step)
+
     def shuffle_gemm(self, node: Node, step: Step) -> Run:
         """y[n, o, d*kd + a, h*kh + b, w*kw + c] = sum_i x[n, i, d, h, w] W[i, o, a, b, c] + bias[o]."""
         kd, kh, kw = node.attrs["kernel"]
@@ -568,6 +599,8 @@ class _Builder:
             return self.conv(node, step)
         if shuffles(node):
             return self.shuffle(node, step)
+        if overlaps(node):
+            return self.scatter(node, step)
         if node.op in POOLS:
             return self.pool(node)
         if node.op == "upsample":

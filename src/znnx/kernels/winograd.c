@@ -607,6 +607,96 @@ void implicit_conv(const float *x, idx N, idx D, idx H, idx W, idx C, const floa
     }
 }
 
+/* A stride-1 convolution of few input channels into few output channels (kernels/implicit.py, where
+ * C * (VB / Co) <= 2 * VB): each vector holds V = VB / Co neighbouring output voxels of a row, all Co
+ * channels (lanes V * Co onwards unused), so no lane is padding where Co divides VB. Per tap and input
+ * channel c, one two-register shuffle of the input row (perm[c]: lane (k, o) takes x[k + l][c]) and one
+ * multiply-add with the tap's weights spread the same way (Wp[tap][c]: lane (k, o) holds w[o][c][tap]);
+ * NARROW_BLOCK vectors run at once. On an input padded beforehand, channels-last; the bias and the
+ * fused epilogue (bias, gamma, beta spread like the weights) are applied as each vector is stored. */
+#define NARROW_BLOCK 4
+typedef int32_t viu __attribute__((vector_size(VB * 4), aligned(4), may_alias));
+/* NARROW_BLOCK (or nb) vectors of a row at `row`; `two`: a vector's input voxels span more than VB
+ * floats (C > Co), so each shuffle takes two registers; `full`: every load lies within the row, else
+ * loads stop at `left` floats from `row` (the end of the last input row read). */
+static inline __attribute__((always_inline)) void narrow_block(int nb, int full, int two, const float *row, idx left,
+                                                               const int *perm, const float *Wp, const idx *offs,
+                                                               int taps, idx C, idx V, idx Co, float *y,
+                                                               const float *res, idx lanes_left, const float *bias,
+                                                               const float *gamma, const float *beta, const int *ops,
+                                                               int nops, float alpha) {
+    vf acc[NARROW_BLOCK];
+    for (int b = 0; b < NARROW_BLOCK; b++) acc[b] = splat(0.0f);
+    for (int t = 0; t < taps; t++) {
+        const float *src = row + offs[t];
+        const idx avail = left - offs[t];
+        for (int b = 0; b < NARROW_BLOCK; b++) {
+            if (b >= nb) break;
+            const idx at = b * V * C, n0 = avail - at, n1 = n0 - VB;
+            const vf lo = full ? load(src + at) : load_n(src + at, n0 >= VB ? VB : n0 > 0 ? (int)n0 : 0);
+            const vf hi = !two ? lo : full ? load(src + at + VB)
+                                           : load_n(src + at + VB, n1 >= VB ? VB : n1 > 0 ? (int)n1 : 0);
+            for (idx c = 0; c < C; c++) {
+                const vi index = *(const viu *)(perm + c * VB);
+                acc[b] += (two ? __builtin_shuffle(lo, hi, index) : __builtin_shuffle(lo, index))
+                          * load(Wp + (t * C + c) * VB);
+            }
+        }
+    }
+    const vf bv = load(bias), g = load(gamma), be = load(beta);
+    for (int b = 0; b < NARROW_BLOCK; b++) {
+        if (b >= nb) break;
+        const idx at = b * V * Co, remaining = lanes_left - at;
+        const int live = remaining >= V * Co ? (int)(V * Co) : (int)remaining;
+        vf v = acc[b] + bv;
+        for (int s = 0; s < nops; s++)
+            v = ops[s] == OP_ADD ? v + load_n(res + at, live) : step(ops[s], v, g, be, alpha);
+        store_n(y + at, v, live);
+    }
+}
+
+void narrow_conv(const float *x, idx N, idx D, idx H, idx W, idx C, const float *Wp, const int *perm, int kd, int kh,
+                 int kw, float *y, const float *res, idx Do, idx Ho, idx Wo, idx Co, const float *bias,
+                 const float *gamma, const float *beta, const int *ops, int nops, float alpha) {
+    const idx V = VB / Co;
+    const int taps = kd * kh * kw, two = V * C > VB;
+    idx offs[taps];
+    for (int t = 0; t < taps; t++)
+        offs[t] = (((idx)(t / (kh * kw)) * H + t / kw % kh) * W + t % kw) * C;
+    const idx reach = ((idx)(kd - 1) * H + kh - 1) * W * C;
+    #pragma omp parallel for schedule(static) collapse(3)
+    for (idx n = 0; n < N; n++)
+        for (idx od = 0; od < Do; od++)
+            for (idx oh = 0; oh < Ho; oh++) {
+                const float *row = x + (((n * D + od) * H + oh) * W) * C;
+                const idx at = ((n * Do + od) * Ho + oh) * Wo;
+                for (idx ow = 0; ow < Wo; ow += NARROW_BLOCK * V) {
+                    const idx voxels = Wo - ow < NARROW_BLOCK * V ? Wo - ow : NARROW_BLOCK * V;
+                    const int nb = (int)((voxels + V - 1) / V);
+                    /* floats of the input from this block's first voxel to the end of the last row it reads */
+                    const idx left = reach + (W - ow) * C;
+                    const int full = nb == NARROW_BLOCK &&
+                                     (ow + (NARROW_BLOCK - 1) * V + kw - 1) * C + (two ? 2 : 1) * VB <= W * C;
+                    float *yb = y + (at + ow) * Co;
+                    const float *rb = res ? res + (at + ow) * Co : 0;
+#define NARROW(NB, FULL, TWO, CIN)                                                                         \
+    narrow_block(NB, FULL, TWO, row + ow * C, left, perm, Wp, offs, taps, CIN, V, Co, yb, rb, voxels * Co, bias, \
+                 gamma, beta, ops, nops, alpha)
+                    switch (full ? C + 8 * two : 0) {
+                    case 1: NARROW(NARROW_BLOCK, 1, 0, 1); break;
+                    case 2: NARROW(NARROW_BLOCK, 1, 0, 2); break;
+                    case 3: NARROW(NARROW_BLOCK, 1, 0, 3); break;
+                    case 4: NARROW(NARROW_BLOCK, 1, 0, 4); break;
+                    case 8 + 2: NARROW(NARROW_BLOCK, 1, 1, 2); break;
+                    case 8 + 3: NARROW(NARROW_BLOCK, 1, 1, 3); break;
+                    case 8 + 4: NARROW(NARROW_BLOCK, 1, 1, 4); break;
+                    default: NARROW(nb, 0, two, C); break;
+                    }
+#undef NARROW
+                }
+            }
+}
+
 /* A transposed convolution whose windows tile the output (kernel == stride, no pads; kernels/shuffle.py):
  * each input voxel's C channels times Wt[tap] (C x Cop per tap, taps = kd * kh * kw) are the output
  * voxels of its window. One GEMM per run of up to ROWS input voxels of a row and tap, rows read in
@@ -640,4 +730,74 @@ void shuffle_conv(const float *x, idx N, idx D, idx H, idx W, idx C, const float
                         }
                     }
     }
+}
+
+/* A transposed convolution whose windows overlap (kernels/scatter.py; one group, no dilation): for
+ * each run of up to SCATTER_ROWS input voxels of a row, one GEMM of their C channels with every tap's
+ * weights at once (Wt: C x Np, column ((i * kh + j) * kw + l) * Co + o, zero past taps * Co); then per
+ * voxel and kernel row (i, j), its kw taps' sums, kw * Co contiguous floats, are added into the kw
+ * neighbouring output voxels y[n, d*sd - pd + i, h*sh - ph + j, w*sw - pw + l] (channels-last, zeroed
+ * beforehand). Input rows whose output rows may meet never run at once: rows run in ceil(kd / sd) x
+ * ceil(kh / sh) phases of (d, h) residues. Then one pass adds the bias and applies the epilogue into
+ * dst (y itself, or the residual's buffer), y read in periods of `period` floats (a multiple of Co and
+ * VB) over which bias, gamma and beta hold each float's channel's value. */
+#define SCATTER_ROWS 32
+void scatter_conv(const float *x, idx N, idx D, idx H, idx W, idx C, const float *Wt, idx Np, int kd, int kh,
+                  int kw, int sd, int sh, int sw, int pd, int ph, int pw, float *y, idx Do, idx Ho, idx Wo, idx Co,
+                  float *dst, const float *res, const float *bias, const float *gamma, const float *beta, idx period,
+                  const int *ops, int nops, float alpha) {
+    const int fd = (kd + sd - 1) / sd, fh = (kh + sh - 1) / sh;
+    for (int phase = 0; phase < fd * fh; phase++) {
+        const int rd = phase / fh, rh = phase % fh;
+        const idx nd = D > rd ? (D - rd + fd - 1) / fd : 0, nh = H > rh ? (H - rh + fh - 1) / fh : 0;
+        #pragma omp parallel
+        {
+            float acc[SCATTER_ROWS * Np] __attribute__((aligned(64)));
+            #pragma omp for schedule(static) collapse(3)
+            for (idx n = 0; n < N; n++)
+                for (idx id = 0; id < nd; id++)
+                    for (idx ih = 0; ih < nh; ih++) {
+                        const idx d = rd + id * fd, h = rh + ih * fh;
+                        for (idx w0 = 0; w0 < W; w0 += SCATTER_ROWS) {
+                            const idx rows = W - w0 < SCATTER_ROWS ? W - w0 : SCATTER_ROWS;
+                            const float *a = x + (((n * D + d) * H + h) * W + w0) * C;
+                            for (idx n0 = 0; n0 < Np; n0 += 4 * VB)
+                                gemm_rows(Np - n0 < 4 * VB ? Np - n0 : 4 * VB, rows, a, C, Wt + n0, Np, acc + n0, Np,
+                                          C);
+                            for (idx r = 0; r < rows; r++) {
+                                const idx ow0 = (w0 + r) * sw - pw;
+                                const idx lo = ow0 < 0 ? -ow0 : 0, hi = Wo - ow0 < kw ? Wo - ow0 : kw;
+                                if (lo >= hi) continue;
+                                for (int i = 0; i < kd; i++) {
+                                    const idx od = d * sd - pd + i;
+                                    if (od < 0 || od >= Do) continue;
+                                    for (int j = 0; j < kh; j++) {
+                                        const idx oh = h * sh - ph + j;
+                                        if (oh < 0 || oh >= Ho) continue;
+                                        float *to = y + (((n * Do + od) * Ho + oh) * Wo + ow0 + lo) * Co;
+                                        const float *src = acc + r * Np + (((idx)i * kh + j) * kw + lo) * Co;
+                                        const idx len = (hi - lo) * Co;
+                                        for (idx c = 0; c < len; c += VB) {
+                                            const int nv = len - c < VB ? (int)(len - c) : VB;
+                                            store_n(to + c, load_n(to + c, nv) + load_n(src + c, nv), nv);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+        }
+    }
+    const idx total = N * Do * Ho * Wo * Co, runs = (total + period - 1) / period;
+    #pragma omp parallel for schedule(static)
+    for (idx r = 0; r < runs; r++)
+        for (idx j = 0; j < period && r * period + j < total; j += VB) {
+            const idx at = r * period + j;
+            const int live = total - at >= VB ? VB : (int)(total - at);
+            const vf g = load(gamma + j), b = load(beta + j);
+            vf v = load_n(y + at, live) + load(bias + j);
+            for (int s = 0; s < nops; s++)
+                v = ops[s] == OP_ADD ? v + load_n(res + at, live) : step(ops[s], v, g, b, alpha);
+            store_n(dst + at, v, live);
+        }
 }

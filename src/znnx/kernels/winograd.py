@@ -233,6 +233,11 @@ def _library(lanes: int = VB) -> object:
     lib.implicit_conv.restype = None
     lib.shuffle_conv.argtypes = [p, i, i, i, i, i, p, c, c, c, i, p, p, i, p, p, p, p, c, f]
     lib.shuffle_conv.restype = None
+    lib.narrow_conv.argtypes = [p, i, i, i, i, i, p, p, c, c, c, p, p, i, i, i, i, p, p, p, p, c, f]
+    lib.narrow_conv.restype = None
+    lib.scatter_conv.argtypes = [p, i, i, i, i, i, p, i, c, c, c, c, c, c, c, c, c, p, i, i, i, i, p, p, p, p, p, i,
+                                 p, c, f]
+    lib.scatter_conv.restype = None
     return lib
 
 
