@@ -8,7 +8,7 @@ import pytest
 from tests.nets import rel_error
 from tests.passes.graphs import batchnorm, builder, conv
 from znnx import reference
-from znnx.backends.cpu import placeable
+from znnx.backends.cpu import overlaps, placeable
 from znnx.errors import KernelUnavailable
 from znnx.ir.graph import Graph
 from znnx.ir.ops import ACTIVATIONS
@@ -296,3 +296,19 @@ def test_streams_only_where_they_lower_the_peak(monkeypatch: pytest.MonkeyPatch)
     assert compile(shallow, optimize=False, algorithm="direct").plan.memory.streams == ()  # one slab: no gain
     monkeypatch.setattr(memory, "STREAM_PLANES", 4)
     assert compile(valid, optimize=False, algorithm="direct").plan.memory.streams != ()
+
+
+@pytest.mark.parametrize("kernel", ["c", "no compiler"])
+def test_up_convolution_into_few_channels_with_a_residual(monkeypatch: pytest.MonkeyPatch, kernel: str) -> None:
+    """MONAI's last up-convolution (kernel 3, stride 2, pads 1): the scatter kernel, into an arena slot
+    and then added to the residual in place; without a compiler oneDNN's, copied into the slot."""
+    from znnx.kernels import scatter
+
+    if kernel == "no compiler":
+        monkeypatch.setattr(scatter, "ScatterConv", _unavailable)
+    b, x = builder(channels=6, spatial=(3, 5, 4))
+    up = conv(b, x, 2, kernel=(3, 3, 3), pads=(1,) * 6, transposed=True, stride=(2, 2, 2))
+    skip = conv(b, up, 2, kernel=(1, 1, 1), pads=(0,) * 6)
+    graph = optimize(b.finish([b.add("elu", [b.add("add", [conv(b, up, 2), skip])], {"alpha": 1.0})])).graph
+    assert any(overlaps(n) for n in graph.nodes)
+    _check(graph)

@@ -100,3 +100,14 @@ def test_every_activation_of_the_epilogue_matches_the_reference(act: str, c_out:
                                  ALPHA, case.spatial)
     y = conv(channels_last(x), residual=channels_last(residual))
     assert relative_error(y, expected(case, x, w, b, residual)) <= TOLERANCE
+
+
+@pytest.mark.parametrize("c_in, c_out", [(1, 1), (2, 1), (1, 2), (2, 2), (4, 2), (3, 3), (4, 3), (1, 4), (4, 4)])
+def test_few_output_channels_run_voxels_along_the_vector(c_in: int, c_out: int) -> None:
+    """The narrow kernel: one and two-register shuffles, rows of full blocks and a part (70 = 4 x 16 +
+    6 for one channel), a residual written in place, the epilogue after the add."""
+    assert implicit.narrow(c_in, c_out)
+    case = Case(c_in, c_out, (3, 2, 3), (5, 4, 72), (1, 0, 1, 1, 1, 1), ("add", "elu"))
+    y, want = run(case, batch=2, seed=c_in * 10 + c_out, inplace=True)
+    assert relative_error(y, want) <= TOLERANCE
+    assert not implicit.narrow(3, 1) and not implicit.narrow(2, 8)
