@@ -228,6 +228,8 @@ def _epilogue(node: Node, out: Array, args: Sequence[Array]) -> Array:
             out = out + args[conv_sources(node)]
         elif step == "scale":
             out = out * _channel(node.params["scale_gamma"]) + _channel(node.params["scale_beta"])
+        elif step == "prelu":
+            out = np.where(out > 0, out, out * _channel(node.params["prelu_slope"]))
         else:
             out = activation(step, out, node.attrs.get("alpha", 0.0))
     return out

@@ -6,6 +6,7 @@ import pytest
 
 from tests.passes.graphs import RNG, assert_same_numbers, builder, conv, ops
 from znnx.errors import GraphError
+from znnx.ir.ops import ACTIVATIONS
 from znnx.ir.verify import verify
 from znnx.passes import optimize
 from znnx.passes.fuse_activation import fuse_activation
@@ -13,7 +14,7 @@ from znnx.passes.fuse_residual_add import fuse_residual_add
 from znnx.passes.fuse_scale import fuse_scale
 
 
-@pytest.mark.parametrize("act", ["relu", "leaky_relu", "elu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("transposed", [False, True])
 def test_activation_fuses_into_the_conv(act: str, transposed: bool) -> None:
     b, x = builder()
@@ -142,3 +143,27 @@ def test_scale_stays_where_the_conv_has_no_add_or_another_reader() -> None:
     graph = fuse_residual_add(b.finish([scaled, s]))[0]
     after, count = fuse_scale(graph)
     assert count == 0 and ops(after) == ops(graph)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_prelu_fuses_with_its_slopes(shared: bool, transposed: bool) -> None:
+    b, x = builder(channels=3)
+    slope = RNG.standard_normal(1 if shared else 4) * 0.3
+    before = b.finish([b.add("prelu", [conv(b, x, 4, transposed=transposed)], {}, {"slope": slope})])
+    after, count = fuse_activation(before)
+    assert count == 1 and after.nodes[0].attrs["epilogue"] == ("prelu",)
+    assert after.nodes[0].params["prelu_slope"].shape == (4,)
+    assert_same_numbers(before, after)
+
+
+def test_prelu_stays_apart_from_a_scaled_epilogue() -> None:
+    """A residual add then a BatchNorm (a scale step) then PReLU: the kernels carry one channel vector
+    for the scale's gamma or PReLU's slopes, so the PReLU runs on its own."""
+    b, x = builder(channels=4)
+    y = b.add("scale", [b.add("add", [conv(b, x, 4), x])], {}, {"gamma": RNG.random(4) + 0.5,
+                                                                  "beta": RNG.standard_normal(4)})
+    before = b.finish([b.add("prelu", [y], {}, {"slope": RNG.standard_normal(4)})])
+    after = optimize(before).graph
+    assert ops(after) == ["conv", "prelu"] and after.nodes[0].attrs["epilogue"] == ("add", "scale")
+    assert_same_numbers(before, after)

@@ -38,7 +38,15 @@ import torch
 from znnx.backends import torch_eager
 from znnx.errors import DeviceError, KernelUnavailable
 from znnx.ir.graph import Graph, Node
-from znnx.ir.ops import ACTIVATIONS, conv_input, conv_sources, epilogue, fragment_window, pool_dilation
+from znnx.ir.ops import (
+    ACTIVATIONS,
+    EPILOGUE_ACTIVATIONS,
+    conv_input,
+    conv_sources,
+    epilogue,
+    fragment_window,
+    pool_dilation,
+)
 from znnx.ir.verify import infer_types
 from znnx.kernels.epilogue import Scale, activation, epilogue_step, prelu
 from znnx.plan import algorithm as algorithms
@@ -278,12 +286,14 @@ class _Builder:
         spatial = self.graph.types[node.inputs[0]].spatial
         weight, bias = self.eager.need(node, "weight"), self.eager.param(node, "bias")
         steps, alpha, scale = epilogue(node), float(a.get("alpha", 0.0)), self.eager.scale_of(node)
+        slope = self.eager.slope_of(node)
         if algorithm.kind == "implicit":
-            return implicit.ImplicitConv(weight, bias, a["pads"], steps, alpha, spatial, scale=scale)
+            return implicit.ImplicitConv(weight, bias, a["pads"], steps, alpha, spatial, scale=scale, slope=slope)
         if algorithm.kind == "winograd":
             return winograd.WinogradConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial, scale=scale,
-                                         parts=sources_channels(self.graph, node))
-        return fft.FFTConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial, scale=scale, c_products=True)
+                                         parts=sources_channels(self.graph, node), slope=slope)
+        return fft.FFTConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial, scale=scale, c_products=True,
+                           slope=slope)
 
     def fast_conv(self, node: Node, step: Step) -> Run:
         """A conv through `fast_kernel`; Winograd takes a conv's sources as they are."""
@@ -351,7 +361,7 @@ class _Builder:
         b = self.eager.param(node, "bias")
         args = (padding, stride, dilation, groups)
         steps = epilogue(node)
-        act = next((s for s in steps if s in ACTIVATIONS), None)
+        act = next((s for s in steps if s in EPILOGUE_ACTIVATIONS), None)
         alpha = float(a.get("alpha", 0.0))
         add_first, add_last = steps[:1] == ("add",), steps[-1:] == ("add",) and act is not None
         scale = self.eager.scale_of(node)
@@ -362,9 +372,11 @@ class _Builder:
             after_relu = after_plain = self.scale_then(scale, act, alpha)
         else:
             relu = "relu" if act == "relu" else None
-            after_relu = None if act in (None, "relu") else self.activation_(act, alpha)
+            finish = self.prelu_(self.eager.need(node, "prelu_slope")) if act == "prelu" else \
+                None if act is None else self.activation_(act, alpha)
+            after_relu = None if act == "relu" else finish
             plain = act if act in ONEDNN_UNARY else "none"
-            after_plain = None if act is None or act in ONEDNN_UNARY else self.activation_(act, alpha)
+            after_plain = None if act in ONEDNN_UNARY else finish
         scalars = [alpha] if plain == "leaky_relu" else []
         pointwise, accumulate = torch.ops.mkldnn._convolution_pointwise, torch.ops.mkldnn._convolution_pointwise_
 
@@ -395,7 +407,7 @@ class _Builder:
                 raise KernelUnavailable(f"{node.op}: the C kernel is an fp32 kernel")
             conv = shuffle.ShuffleConv(self.eager.need(node, "weight"), self.eager.param(node, "bias"),
                                        epilogue(node), float(node.attrs.get("alpha", 0.0)),
-                                       scale=self.eager.scale_of(node))
+                                       scale=self.eager.scale_of(node), slope=self.eager.slope_of(node))
         except KernelUnavailable:
             return self.shuffle_gemm(node, step)
         return calling(conv, step)
@@ -411,7 +423,8 @@ class _Builder:
                 raise KernelUnavailable(f"{node.op}: the C kernel is an fp32 kernel")
             conv = scatter.ScatterConv(self.eager.need(node, "weight"), self.eager.param(node, "bias"), a["stride"],
                                        a["pads"], self.graph.types[node.output].spatial, epilogue(node),
-                                       float(a.get("alpha", 0.0)), scale=self.eager.scale_of(node))
+                                       float(a.get("alpha", 0.0)), scale=self.eager.scale_of(node),
+                                       slope=self.eager.slope_of(node))
         except KernelUnavailable:
             fn = self.conv_transpose(node, step) if _onednn_pads(node) else self.eager.kernel(node)
             if step.inplace is not None and not _onednn_pads(node):
@@ -431,7 +444,8 @@ class _Builder:
         add_first = epilogue(node)[:1] == ("add",)
         alpha = float(node.attrs.get("alpha", 0.0))
         scale = self.eager.scale_of(node)
-        actions = [epilogue_step(s, alpha, inplace=True, scale=scale) for s in epilogue(node)[add_first:]]
+        slope = self.eager.slope_of(node)
+        actions = [epilogue_step(s, alpha, inplace=True, scale=scale, slope=slope) for s in epilogue(node)[add_first:]]
 
         def tiles(t: Tensor, n: int, d: int, h: int, w: int) -> Tensor:
             """An NDHWC output as (n, d, kd, h, kh, w, kw, c_out) without copying."""
@@ -471,7 +485,8 @@ class _Builder:
         b = self.eager.param(node, "bias")
         alpha = float(a.get("alpha", 0.0))
         scale = self.eager.scale_of(node)
-        actions = [epilogue_step(s, alpha, inplace=True, scale=scale) for s in epilogue(node)]
+        slope = self.eager.slope_of(node)
+        actions = [epilogue_step(s, alpha, inplace=True, scale=scale, slope=slope) for s in epilogue(node)]
         args = (padding, out_pad, stride, dilation, groups)
 
         def run(xs: Sequence[Tensor]) -> Tensor:

@@ -137,7 +137,7 @@ class _Builder(torch_eager.Builder):
         a = node.attrs
         conv = fft.FFTConv(self.need(node, "weight"), self.param(node, "bias"), a["pads"], algorithm.tile,
                            epilogue(node), float(a.get("alpha", 0.0)), self.in_type(node).spatial,
-                           scale=self.scale_of(node))
+                           scale=self.scale_of(node), slope=self.slope_of(node))
         return lambda x: conv(x[0], residual=x[1] if len(x) > 1 else None)
 
 

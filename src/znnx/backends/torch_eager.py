@@ -98,16 +98,20 @@ class Builder:
             return None
         return self.need(node, "scale_gamma", channel_view=True), self.need(node, "scale_beta", channel_view=True)
 
+    def slope_of(self, node: Node) -> Tensor | None:
+        """A conv's fused PReLU slopes ((C,)), None without one."""
+        return self.need(node, "prelu_slope") if "prelu" in node.attrs.get("epilogue", ()) else None
+
     def conv(self, node: Node) -> Kernel:
         w, b = self.need(node, "weight"), self.param(node, "bias")
         a = node.attrs
         pads = a["pads"]
         if _symmetric(pads):
             return with_epilogue(node, lambda x: F.conv3d(x[0], w, b, a["stride"], pads[:3], a["dilation"],
-                                                          a["groups"]), self.scale_of(node))
+                                                          a["groups"]), self.scale_of(node), self.slope_of(node))
         explicit = _torch_pad(pads)
         return with_epilogue(node, lambda x: F.conv3d(F.pad(x[0], explicit), w, b, a["stride"], 0, a["dilation"],
-                                                      a["groups"]), self.scale_of(node))
+                                                      a["groups"]), self.scale_of(node), self.slope_of(node))
 
     def conv_transpose(self, node: Node) -> Kernel:
         """A transposed conv; trainable parameters are reshaped per call, not at build (as in
@@ -120,7 +124,8 @@ class Builder:
                                                                         a["dilation"], a["kernel"])]
         if not any(pads) and tuple(full_size) == tuple(out):
             return with_epilogue(node, lambda x: F.conv_transpose3d(x[0], w, b, a["stride"], 0, 0, a["groups"],
-                                                                    a["dilation"]), self.scale_of(node))
+                                                                    a["dilation"]),
+                                 self.scale_of(node), self.slope_of(node))
 
         def run(x: Sequence[Tensor]) -> Tensor:
             full = F.conv_transpose3d(x[0], w, None, a["stride"], 0, 0, a["groups"], a["dilation"])
@@ -130,7 +135,7 @@ class Builder:
                 window = F.pad(window, [0, short[2], 0, short[1], 0, short[0]])
             return window if b is None else window + b.reshape(1, -1, 1, 1, 1)
 
-        return with_epilogue(node, run, self.scale_of(node))
+        return with_epilogue(node, run, self.scale_of(node), self.slope_of(node))
 
     def pool(self, node: Node) -> Kernel:
         a = node.attrs

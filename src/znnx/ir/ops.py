@@ -120,22 +120,32 @@ def conv_input(types: Mapping[str, TensorType], node: Node) -> TensorType:
 def epilogue(node: Node) -> tuple[str, ...]:
     """The fused steps a conv applies to its biased output, in order: "add" (the input after its sources),
     "scale" (y * scale_gamma + scale_beta per channel: a folded BatchNorm after a residual add) and
-    at most one activation (with `alpha` for elu and leaky_relu)."""
+    at most one activation (with `alpha` for elu and leaky_relu; "prelu": below 0 times the channel's
+    `prelu_slope`, never beside a "scale")."""
     return tuple(node.attrs.get("epilogue", ()))
 
 
-EPILOGUE_STEPS = frozenset({"add", "scale", *ACTIVATIONS})
+EPILOGUE_ACTIVATIONS = frozenset({*ACTIVATIONS, "prelu"})
+EPILOGUE_STEPS = frozenset({"add", "scale", *EPILOGUE_ACTIVATIONS})
 SCALE_PARAMS = ("scale_gamma", "scale_beta")
+
+
+def epilogue_params(node: Node) -> tuple[str, ...]:
+    """The parameters a conv's fused steps hold: the scale's gamma and beta, PReLU's slopes."""
+    steps = epilogue(node)
+    return (*(SCALE_PARAMS if "scale" in steps else ()), *(("prelu_slope",) if "prelu" in steps else ()))
 
 
 def _check_epilogue(node: Node, types: Sequence[TensorType], out: TensorType) -> TensorType:
     steps = node.attrs.get("epilogue", ())
     if not isinstance(steps, tuple) or not all(s in EPILOGUE_STEPS for s in steps):
         raise _fail(node, f"attribute 'epilogue' must be a tuple of {sorted(EPILOGUE_STEPS)}, got {steps!r}")
-    activations = [s for s in steps if s in ACTIVATIONS]
+    activations = [s for s in steps if s in EPILOGUE_ACTIVATIONS]
     if steps.count("add") > 1 or steps.count("scale") > 1 or len(activations) > 1:
         raise _fail(node, f"epilogue {steps} may hold one 'add', one 'scale' and one activation at most")
-    for key in SCALE_PARAMS if "scale" in steps else ():
+    if "prelu" in steps and "scale" in steps:
+        raise _fail(node, f"epilogue {steps} holds 'prelu' beside 'scale' (the kernels carry one vector for both)")
+    for key in epilogue_params(node):
         _param(node, key, (out.channels,))
     if set(activations) & {"elu", "leaky_relu"}:
         _scalar(node, "alpha", (int, float))
@@ -175,7 +185,7 @@ def _conv(node: Node, types: Sequence[TensorType]) -> TensorType:
     _param(node, "weight", (c_out, x.channels // groups, *kernel))
     if "bias" in node.params:
         _param(node, "bias", (c_out,))
-    _no_params(node, ("weight", "bias", *(SCALE_PARAMS if "scale" in epilogue(node) else ())))
+    _no_params(node, ("weight", "bias", *epilogue_params(node)))
     spatial = conv_spatial(x.spatial, kernel, pads, stride, dilation)
     out = TensorType(c_out, _positive(node, spatial, f"input {x} with kernel {kernel}"))
     return _check_epilogue(node, [x, *types[sources:]], out)
@@ -198,7 +208,7 @@ def _conv_transpose(node: Node, types: Sequence[TensorType]) -> TensorType:
     _param(node, "weight", (x.channels, c_out // groups, *kernel))
     if "bias" in node.params:
         _param(node, "bias", (c_out,))
-    _no_params(node, ("weight", "bias", *(SCALE_PARAMS if "scale" in epilogue(node) else ())))
+    _no_params(node, ("weight", "bias", *epilogue_params(node)))
     for i in range(3):
         if output_padding[i] >= max(stride[i], dilation[i]):
             raise _fail(

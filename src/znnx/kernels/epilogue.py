@@ -45,10 +45,10 @@ def prelu(slope: Tensor, inplace: bool = False) -> Callable[[Tensor], Tensor]:
     return (lambda x: x.copy_(F.prelu(x, slope))) if inplace else (lambda x: F.prelu(x, slope))
 
 
-def epilogue_step(step: str, alpha: float, inplace: bool = False,
-                  scale: Scale | None = None) -> Callable[[Tensor, Sequence[Tensor]], Tensor]:
+def epilogue_step(step: str, alpha: float, inplace: bool = False, scale: Scale | None = None,
+                  slope: Tensor | None = None) -> Callable[[Tensor, Sequence[Tensor]], Tensor]:
     """One fused step as a function of the conv output and the node's inputs (the residual is input 1);
-    a "scale" step needs its `scale`."""
+    a "scale" step needs its `scale`, a "prelu" its `slope` ((C,))."""
     if step == "add":
         return (lambda y, x: y.add_(x[1])) if inplace else (lambda y, x: y + x[1])
     if step == "scale":
@@ -56,17 +56,21 @@ def epilogue_step(step: str, alpha: float, inplace: bool = False,
         gamma, beta = scale
         return (lambda y, x: torch.addcmul(beta, y, gamma, out=y)) if inplace else \
             (lambda y, x: torch.addcmul(beta, y, gamma))
-    fn = activation(step, alpha, inplace)
+    if step == "prelu":
+        assert slope is not None, "a prelu step needs its slopes"
+        fn = prelu(slope, inplace)
+    else:
+        fn = activation(step, alpha, inplace)
     return lambda y, x: fn(y)
 
 
-def with_epilogue(node: Node, conv: Kernel, scale: Scale | None = None) -> Kernel:
+def with_epilogue(node: Node, conv: Kernel, scale: Scale | None = None, slope: Tensor | None = None) -> Kernel:
     """`conv` followed by the node's fused steps: add the residual (second input), scale, activate."""
     steps = tuple(node.attrs.get("epilogue", ()))
     if not steps:
         return conv
     alpha = float(node.attrs.get("alpha", 0.0))
-    fns = [epilogue_step(step, alpha, scale=scale) for step in steps]
+    fns = [epilogue_step(step, alpha, scale=scale, slope=slope) for step in steps]
 
     def run(x: Sequence[Tensor]) -> Tensor:
         y = conv(x)

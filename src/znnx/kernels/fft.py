@@ -121,7 +121,7 @@ class FFTConv:
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, pads: Sequence[int], size: int,
                  steps: Sequence[str], alpha: float, spatial: Sequence[int], slab_bytes: int = SLAB_BYTES,
-                 scale: Scale | None = None, c_products: bool = False) -> None:
+                 scale: Scale | None = None, c_products: bool = False, slope: torch.Tensor | None = None) -> None:
         """`c_products`: the frequency products by kernels/spectral.c, a CPU kernel (the CPU backend
         asks for it), else by torch.bmm on the weights' device."""
         c_out, c_in = int(weight.shape[0]), int(weight.shape[1])
@@ -141,7 +141,7 @@ class FFTConv:
         self.bias = None if bias is None else bias.detach().float()
         add_first = tuple(steps[:1]) == ("add",)
         self.add_first = add_first
-        self.actions = [epilogue_step(s, alpha, inplace=True, scale=scale) for s in steps[add_first:]]
+        self.actions = [epilogue_step(s, alpha, inplace=True, scale=scale, slope=slope) for s in steps[add_first:]]
         self.count = slab_tiles(self.freqs, c_in, c_out, slab_bytes)
 
     def _products(self, tiles: torch.Tensor, work: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -61,7 +61,8 @@ class ImplicitConv:
     """One stride-1 convolution for one input spatial shape; called like winograd.WinogradConv."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, pads: Sequence[int], steps: Sequence[str],
-                 alpha: float, spatial: Sequence[int], scale: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+                 alpha: float, spatial: Sequence[int], scale: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 slope: torch.Tensor | None = None) -> None:
         c_out, c_in = int(weight.shape[0]), int(weight.shape[1])
         self.kernel = tuple(int(k) for k in weight.shape[2:])
         self.narrow = narrow(c_in, c_out)
@@ -69,18 +70,18 @@ class ImplicitConv:
         self.lib = winograd._library(self.lanes)
         self.c_in, self.c_out, self.cop = c_in, c_out, winograd._round(c_out, self.lanes)
         if self.narrow:
-            self.w, self.perm, self.epilogue = self._spread(weight, bias, steps, alpha, scale)
+            self.w, self.perm, self.epilogue = self._spread(weight, bias, steps, alpha, scale, slope)
         else:
             self.w = tap_weights(weight.permute(2, 3, 4, 1, 0), self.cop)
-            self.epilogue = winograd.CEpilogue(steps, alpha, c_out, self.cop, bias, scale)
+            self.epilogue = winograd.CEpilogue(steps, alpha, c_out, self.cop, bias, scale, slope)
         self.pads = tuple(int(p) for p in pads)
         self.spatial = tuple(int(s) for s in spatial)
         self.padded = tuple(s + a + b for s, a, b in zip(self.spatial, self.pads[:3], self.pads[3:]))
         self.out_spatial = conv_spatial(self.spatial, self.kernel, self.pads)
 
     def _spread(self, weight: torch.Tensor, bias: torch.Tensor | None, steps: Sequence[str], alpha: float,
-                scale: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, np.ndarray,
-                                                                           winograd.CEpilogue]:
+                scale: tuple[torch.Tensor, torch.Tensor] | None,
+                slope: torch.Tensor | None) -> tuple[torch.Tensor, np.ndarray, winograd.CEpilogue]:
         """`narrow_conv`'s weights (tap, C_in, lane: lane k * C_out + o holds w[o, c, tap]), shuffle
         indices (C_in, lane: k * C_in + c) and epilogue vectors spread over the lanes the same way."""
         vb, c_in, c_out = winograd.VB, self.c_in, self.c_out
@@ -92,7 +93,7 @@ class ImplicitConv:
         w[:, :, :used] = taps[:, :, torch.from_numpy(channel)]
         perm = np.zeros((c_in, vb), dtype=np.int32)
         perm[:, :used] = (np.arange(used) // c_out)[None, :] * c_in + np.arange(c_in)[:, None]
-        epilogue = winograd.CEpilogue(steps, alpha, c_out, c_out, bias, scale)
+        epilogue = winograd.CEpilogue(steps, alpha, c_out, c_out, bias, scale, slope)
         epilogue.vectors = [torch.cat([v[torch.from_numpy(channel)], torch.zeros(vb - used)]) for v in epilogue.vectors]
         return w.contiguous(), perm, epilogue
 

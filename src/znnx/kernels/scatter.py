@@ -34,7 +34,7 @@ class ScatterConv:
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, stride: Sequence[int], pads: Sequence[int],
                  out_spatial: Sequence[int], steps: Sequence[str], alpha: float,
-                 scale: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+                 scale: tuple[torch.Tensor, torch.Tensor] | None = None, slope: torch.Tensor | None = None) -> None:
         c_in, c_out = int(weight.shape[0]), int(weight.shape[1])
         self.kernel = tuple(int(k) for k in weight.shape[2:])
         self.stride, self.pads = tuple(int(s) for s in stride), tuple(int(p) for p in pads[:3])
@@ -45,7 +45,7 @@ class ScatterConv:
         self.np = winograd._round(columns.shape[1], winograd.VB)
         self.w = torch.zeros(c_in, self.np)
         self.w[:, :columns.shape[1]] = columns
-        self.epilogue = winograd.CEpilogue(steps, alpha, c_out, c_out, bias, scale)
+        self.epilogue = winograd.CEpilogue(steps, alpha, c_out, c_out, bias, scale, slope)
         self.period = math.lcm(c_out, winograd.VB)
         self.patterns = [v.repeat(self.period // c_out) for v in self.epilogue.vectors]
 

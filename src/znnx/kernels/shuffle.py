@@ -22,14 +22,14 @@ class ShuffleConv:
     winograd.WinogradConv: (channels-last input, *, out=None, residual=None) -> output."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, steps: Sequence[str], alpha: float,
-                 scale: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+                 scale: tuple[torch.Tensor, torch.Tensor] | None = None, slope: torch.Tensor | None = None) -> None:
         c_in, c_out = int(weight.shape[0]), int(weight.shape[1])
         self.kernel = tuple(int(k) for k in weight.shape[2:])
         self.lanes = implicit.lanes(c_out)
         self.lib = winograd._library(self.lanes)
         self.c_in, self.c_out, self.cop = c_in, c_out, winograd._round(c_out, self.lanes)
         self.w = implicit.tap_weights(weight.permute(2, 3, 4, 0, 1), self.cop)
-        self.epilogue = winograd.CEpilogue(steps, alpha, c_out, self.cop, bias, scale)
+        self.epilogue = winograd.CEpilogue(steps, alpha, c_out, self.cop, bias, scale, slope)
 
     def __call__(self, x: torch.Tensor, *, out: torch.Tensor | None = None,
                  residual: torch.Tensor | None = None) -> torch.Tensor:

@@ -263,7 +263,7 @@ void wino_gemm(const float *V, const float *U, float *M, idx P, idx count, idx C
 }
 
 enum { OP_ADD = 1, OP_RELU, OP_LEAKY, OP_ELU, OP_SIGMOID, OP_TANH, OP_SCALE, OP_GELU, OP_GELU_TANH, OP_SILU, OP_MISH,
-       OP_SOFTPLUS, OP_ERF };
+       OP_SOFTPLUS, OP_ERF, OP_PRELU };
 
 /* erf(x) to 1.5e-7 (Abramowitz and Stegun 7.1.26), for the erf form of GELU. */
 static inline vf erf_approx(vf x) {
@@ -291,7 +291,8 @@ static inline vf softplus_approx(vf v) {
     return sel(v > 0.0f, v, splat(0.0f)) + 2.0f * s * p;
 }
 
-/* One epilogue step (not the residual add) on v; g and b: the scale step's gamma and beta vectors. */
+/* One epilogue step (not the residual add) on v; g and b: the scale step's gamma and beta vectors (g:
+ * PReLU's slopes, which never meet a scale step). */
 static inline __attribute__((always_inline)) vf step(int op, vf v, vf g, vf b, float alpha) {
     switch (op) {
     case OP_SCALE:
@@ -320,6 +321,8 @@ static inline __attribute__((always_inline)) vf step(int op, vf v, vf g, vf b, f
         return softplus_approx(v);
     case OP_ERF:
         return erf_approx(v);
+    case OP_PRELU:
+        return sel(v > 0.0f, v, v * g);
     }
     return v;
 }
@@ -344,6 +347,7 @@ static inline __attribute__((always_inline)) void step_over(int op, float *v, in
     STEP_OVER(OP_MISH)
     STEP_OVER(OP_SOFTPLUS)
     STEP_OVER(OP_ERF)
+    STEP_OVER(OP_PRELU)
 #undef STEP_OVER
     }
 }

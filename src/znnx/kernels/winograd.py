@@ -51,7 +51,7 @@ POINTS = (F(0), F(1), F(-1), F(2), F(-2), F(1, 2), F(-1, 2))
 TILES = (2, 4)
 SIZES = (3, 5)
 OPS = {"add": 1, "relu": 2, "leaky_relu": 3, "elu": 4, "sigmoid": 5, "tanh": 6, "scale": 7, "gelu": 8, "gelu_tanh": 9,
-       "silu": 10, "mish": 11, "softplus": 12, "erf": 13}
+       "silu": 10, "mish": 11, "softplus": 12, "erf": 13, "prelu": 14}
 VB = 16
 SLAB_BYTES = 6 << 20
 FUSED_WEIGHT_BYTES = 4 << 20
@@ -323,12 +323,14 @@ def _buffer(name: str, numel: int) -> torch.Tensor:
 class CEpilogue:
     """A conv's bias and fused steps as the C kernels take them (the last six arguments of
     `wino_output`, `wino_fused`, `implicit_conv` and `shuffle_conv`): bias, scale gamma and beta as
-    `padded`-float vectors (0, 1, 0 where absent), the step codes, their count and alpha."""
+    `padded`-float vectors (0, 1, 0 where absent), the step codes, their count and alpha. A PReLU's
+    slopes take gamma's place (the IR never fuses a PReLU beside a scale)."""
 
     def __init__(self, steps: Sequence[str], alpha: float, c_out: int, padded: int, bias: torch.Tensor | None,
-                 scale: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+                 scale: tuple[torch.Tensor, torch.Tensor] | None, slope: torch.Tensor | None = None) -> None:
         self.vectors = [torch.zeros(padded), torch.ones(padded), torch.zeros(padded)]
-        for vector, given in zip(self.vectors, (bias, *(scale or (None, None)))):
+        gamma, beta = scale or (slope, None)
+        for vector, given in zip(self.vectors, (bias, gamma, beta)):
             if given is not None:
                 vector[:c_out] = given.detach().float().reshape(-1)
         self.ops = np.array([OPS[s] for s in steps] or [0], dtype=np.int32)
@@ -424,7 +426,8 @@ class WinogradConv:
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, pads: Sequence[int], m: int,
                  steps: Sequence[str], alpha: float, spatial: Sequence[int], slab_bytes: int | None = None,
                  fast_transform: bool = False, fused: bool | None = None,
-                 scale: tuple[torch.Tensor, torch.Tensor] | None = None, parts: Sequence[int] = ()) -> None:
+                 scale: tuple[torch.Tensor, torch.Tensor] | None = None, parts: Sequence[int] = (),
+                 slope: torch.Tensor | None = None) -> None:
         """`fast_transform`: the kernel transformed in float32 on torch's threads (training, whose
         weights change every call) instead of once in float64 (`transform_weight`). `fused`: each
         thread runs all three stages on its own tiles (C `wino_fused`), or the stages run slab by slab
@@ -453,7 +456,7 @@ class WinogradConv:
                 self.u[:, row:row + c, :c_out] = u[:, first:first + c]
                 row += _round(c, self.lanes)
         self.depth = self.cp - _round(self.parts[-1], self.lanes) + self.parts[-1]
-        self.epilogue = CEpilogue(steps, alpha, c_out, self.cop, bias, scale)
+        self.epilogue = CEpilogue(steps, alpha, c_out, self.cop, bias, scale, slope)
         self.pads = tuple(int(p) for p in pads)
         self.spatial = tuple(int(s) for s in spatial)
         self.out_spatial = conv_spatial(self.spatial, self.kernel, self.pads)

@@ -20,7 +20,7 @@ from dataclasses import replace
 import numpy as np
 
 from znnx.ir.graph import Graph
-from znnx.ir.ops import ACTIVATIONS, epilogue
+from znnx.ir.ops import EPILOGUE_ACTIVATIONS, epilogue
 from znnx.passes.rewrite import consumers, exhaust, merge, sole_consumer
 
 
@@ -28,7 +28,7 @@ def _fuse_one(graph: Graph) -> Graph | None:
     users = consumers(graph)
     for conv in graph.nodes:
         steps = epilogue(conv)
-        if conv.op not in ("conv", "conv_transpose") or "add" not in steps or ACTIVATIONS & set(steps):
+        if conv.op not in ("conv", "conv_transpose") or "add" not in steps or EPILOGUE_ACTIVATIONS & set(steps):
             continue
         scale = sole_consumer(graph, users, conv.output)
         if scale is None or scale.op != "scale":

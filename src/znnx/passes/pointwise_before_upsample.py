@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from znnx.ir.graph import Graph, Node, TensorType
-from znnx.ir.ops import ACTIVATIONS, epilogue
+from znnx.ir.ops import EPILOGUE_ACTIVATIONS, epilogue
 from znnx.passes.rewrite import consumers, exhaust, rebuild, sole_consumer
 
 
@@ -28,7 +28,7 @@ def _commutes(graph: Graph, up: Node, conv: Node) -> bool:
     steps = epilogue(conv)
     pointwise = (tuple(a["kernel"]) == (1, 1, 1) and tuple(a["stride"]) == (1, 1, 1) and not any(a["pads"])
                  and len(conv.inputs) == 1 and "add" not in steps)
-    activations = ACTIVATIONS & set(steps)
+    activations = EPILOGUE_ACTIVATIONS & set(steps)
     narrows = graph.types[conv.output].channels <= graph.types[up.output].channels
     return pointwise and narrows and (up.attrs["mode"] == "nearest" or not activations)
 

@@ -44,7 +44,15 @@ OUTPUT_ACTIVATIONS = ("sigmoid", "softmax")
 
 
 def training_graph(graph: Graph) -> Graph:
-    """`graph` with the fusions that keep its parameters (no BatchNorm folding)."""
+    """`graph` with the fusions that keep its parameters (no BatchNorm folding). A conv whose epilogue
+    already holds a step training cannot differentiate from the conv's output (a scale, GELU, PReLU:
+    a compiled net's graph) is an error."""
+    for node in graph.nodes:
+        foreign = [s for s in node.attrs.get("epilogue", ()) if s != "add" and s not in OUTPUT_DERIVATIVE_ACTIVATIONS]
+        if node.op in ("conv", "conv_transpose") and foreign:
+            raise ModelError(f"train: conv {node.name!r} has fused steps {foreign} (a compiled net's graph); training "
+                             f"differentiates {sorted(OUTPUT_DERIVATIVE_ACTIVATIONS)} fused into a conv; train the "
+                             f"imported graph (znnx.load) instead")
     return optimize(graph, PIPELINE).graph
 
 
