@@ -134,7 +134,8 @@ def load_graph(model: nn.Module, x: np.ndarray) -> znnx.Graph:
 
 
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random weights (PyTorch's default init, seeded) and random BatchNorm statistics; eval mode."""
+    """Random weights (PyTorch's default init, seeded), random BatchNorm statistics and PReLU slopes;
+    eval mode."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
@@ -144,6 +145,8 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
                 bias = module.bias
                 if bias is not None:
                     bias.copy_(torch.randn(bias.shape, generator=generator) * 0.1)
+            if isinstance(module, nn.PReLU):
+                module.weight.copy_(torch.rand(module.weight.shape, generator=generator) * 0.4 + 0.05)
             if isinstance(module, nn.BatchNorm3d):
                 c = module.num_features
                 stats = (module.running_mean, module.running_var, module.weight, module.bias)
@@ -237,6 +240,8 @@ USER_NETS: dict[str, BenchNet] = {
                          (16, 32, 32), ((16, 32, 32), (16, 48, 48)), channels=2),
     "tiny": BenchNet("tiny", _user(user_nets.TinyValidUNet), (108, 108, 108), _cubes(92, 108, 124),
                      (44, 44, 44), _cubes(44, 60)),
+    "monai": BenchNet("monai", _user(user_nets.MonaiUNet), (96, 96, 96), _cubes(64, 96, 128), (32, 32, 32),
+                      _cubes(32, 48)),
 }
 """Nets shaped like users' (bench/user_nets.py): narrow, varied in padding, pooling, upsampling, skips,
 kernels and input channels."""

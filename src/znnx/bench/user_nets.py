@@ -15,6 +15,9 @@ Each follows a published family at a size a lab would train on one GPU:
   nearest upsampling, concat skips, BatchNorm + ReLU, one sigmoid output.
 - tiny: a minimal valid-conv U-Net: 8-16-32 channels, average pool 2, transposed conv, crop +
   concat, ELU.
+- monai: MONAI's `UNet` as its tutorials build it (channels 16-256, strides 2, two residual units,
+  BatchNorm): strided 3x3x3 convs down, residual units with a strided conv on the skip, PReLU,
+  3x3x3 stride-2 transposed convs up (output padding 1), concat skips, the last straight to 2 classes.
 """
 
 from __future__ import annotations
@@ -185,3 +188,49 @@ class TinyValidUNet(nn.Module):
             x = up(x)
             x = block(torch.cat([crop_to(skip, x), x], dim=1))
         return torch.softmax(self.head(x), dim=1)
+
+
+def _monai_unit(c_in: int, c_out: int, stride: int, conv_only: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv3d(c_in, c_out, 3, stride=stride, padding=1)]
+    return nn.Sequential(*layers, *([] if conv_only else [nn.BatchNorm3d(c_out), nn.PReLU()]))
+
+
+class MonaiResidualUnit(nn.Module):
+    """MONAI's ResidualUnit: `subunits` conv-BN-PReLU units (the first strided, the last conv only
+    where `last_conv_only`) plus the input through a 3x3x3 strided conv, a 1x1x1 conv where only the
+    channels change, or as it is."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, subunits: int, last_conv_only: bool = False) -> None:
+        super().__init__()
+        self.units = nn.Sequential(*(_monai_unit(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1,
+                                                 last_conv_only and i == subunits - 1) for i in range(subunits)))
+        self.residual: nn.Module = (nn.Conv3d(c_in, c_out, 3, stride=stride, padding=1) if stride != 1 else
+                                    nn.Conv3d(c_in, c_out, 1) if c_in != c_out else nn.Identity())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.units(x) + self.residual(x)
+
+
+class MonaiUNet(nn.Module):
+    def __init__(self, channels: Sequence[int] = (16, 32, 64, 128, 256), c_in: int = 1, c_out: int = 2) -> None:
+        super().__init__()
+        self.down = nn.ModuleList(MonaiResidualUnit(i, o, 2, 2) for i, o in zip([c_in, *channels[:-2]], channels[:-1]))
+        self.bottom = MonaiResidualUnit(channels[-2], channels[-1], 1, 2)
+        outs = [c_out, *channels[:-2]]
+        self.up = nn.ModuleList()
+        for level in reversed(range(len(channels) - 1)):
+            below = channels[level + 1] if level == len(channels) - 2 else channels[level]
+            c = outs[level]
+            self.up.append(nn.Sequential(
+                nn.ConvTranspose3d(channels[level] + below, c, 3, stride=2, padding=1, output_padding=1),
+                nn.BatchNorm3d(c), nn.PReLU(), MonaiResidualUnit(c, c, 1, 1, last_conv_only=level == 0)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+        x = self.bottom(x)
+        for block, skip in zip(self.up, reversed(skips)):
+            x = block(torch.cat([skip, x], dim=1))
+        return x
