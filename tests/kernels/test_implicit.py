@@ -20,6 +20,7 @@ from tests.kernels.epilogue import (
     relative_error,
     steps_for,
 )
+from znnx import reference
 from znnx.kernels import implicit
 
 TOLERANCE = 1e-5
@@ -67,10 +68,10 @@ def test_output_channels_pick_the_vector_width(c_out: int, width: int) -> None:
     assert implicit.lanes(c_out) == width
 
 
-def test_applies_to_stride_one_undilated_ungrouped_convs_of_few_input_channels() -> None:
+def test_applies_to_undilated_ungrouped_convs_of_few_input_channels_at_any_stride() -> None:
     assert implicit.applicable(implicit.CHANNELS, (1, 1, 1), (1, 1, 1), 1)
     assert not implicit.applicable(implicit.CHANNELS + 1, (1, 1, 1), (1, 1, 1), 1)
-    assert not implicit.applicable(1, (2, 2, 2), (1, 1, 1), 1)
+    assert implicit.applicable(1, (2, 2, 2), (1, 1, 1), 1)
     assert not implicit.applicable(1, (1, 1, 1), (2, 1, 1), 1)
     assert not implicit.applicable(1, (1, 1, 1), (1, 1, 1), 2)
 
@@ -111,3 +112,22 @@ def test_few_output_channels_run_voxels_along_the_vector(c_in: int, c_out: int) 
     y, want = run(case, batch=2, seed=c_in * 10 + c_out, inplace=True)
     assert relative_error(y, want) <= TOLERANCE
     assert not implicit.narrow(3, 1) and not implicit.narrow(2, 8)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_strided_convs_match_the_reference(seed: int) -> None:
+    """Strides 1-3 per axis (MONAI's stride-2 first convs), pads, output channels on both kernels'
+    sides (the narrow one runs stride 1 only)."""
+    rng = np.random.default_rng(seed)
+    kernel = tuple(int(k) for k in rng.integers(1, 5, 3))
+    stride = tuple(int(s) for s in rng.integers(1, 4, 3))
+    spatial = tuple(int(rng.integers(k, k + 12)) for k in kernel)
+    pads = tuple(int(rng.integers(0, k)) for k in kernel * 2)
+    c_in, c_out = int(rng.integers(1, 5)), int(rng.choice([2, 8, 16, 24]))
+    x = rng.standard_normal((1 + seed % 2, c_in, *spatial))
+    w = rng.standard_normal((c_out, c_in, *kernel)) / np.sqrt(c_in * np.prod(kernel))
+    b = rng.standard_normal(c_out)
+    want = reference.conv(x, w, b, stride, (1, 1, 1), pads, 1)
+    conv = implicit.ImplicitConv(torch.from_numpy(w).float(), torch.from_numpy(b).float(), pads, ("elu",), ALPHA,
+                                 spatial, stride=stride)
+    assert relative_error(conv(channels_last(x)), ACTIVATIONS["elu"](want)) <= TOLERANCE, (kernel, stride, pads)

@@ -288,7 +288,8 @@ class _Builder:
         steps, alpha, scale = epilogue(node), float(a.get("alpha", 0.0)), self.eager.scale_of(node)
         slope = self.eager.slope_of(node)
         if algorithm.kind == "implicit":
-            return implicit.ImplicitConv(weight, bias, a["pads"], steps, alpha, spatial, scale=scale, slope=slope)
+            return implicit.ImplicitConv(weight, bias, a["pads"], steps, alpha, spatial, scale=scale, slope=slope,
+                                         stride=a["stride"])
         if algorithm.kind == "winograd":
             return winograd.WinogradConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial, scale=scale,
                                          parts=sources_channels(self.graph, node), slope=slope)

@@ -90,6 +90,8 @@ def _algorithm(node: Node, algorithms: dict[str, Algorithm]) -> str:
 
     if cpu.shuffles(node):
         return "GEMM + shuffle"
+    if cpu.overlaps(node):
+        return "GEMM + scatter"
     if not node.op.startswith("conv"):
         return ""
     algorithm = algorithms.get(node.name, DIRECT)

@@ -502,16 +502,16 @@ void wino_wgrad_gemm(const float *V, const float *Gt, float *Mw, idx P, idx coun
         }
 }
 
-/* Direct convolution as implicit GEMMs (kernels/implicit.py): stride 1, undilated, on an input padded
+/* Direct convolution as implicit GEMMs (kernels/implicit.py): any stride, undilated, on an input padded
  * beforehand, channels-last. Output voxels ow0 .. ow0 + ROWS of row (n, od, oh) are the rows of one GEMM
  * whose K runs over the kernel rows (i, j) and, within one, over k < kw * C: a[ow][(i, j), k] =
- * x[n, od + i, oh + j, ow0 + ow, 0][k] (the kw taps of a kernel row and the input channels are contiguous,
- * rows overlap with stride C), b = Wt[i][j][k][co]. No im2col copy, no transform; the R x NV
+ * x[n, od*sd + i, oh*sh + j, (ow0 + ow)*sw, 0][k] (the kw taps of a kernel row and the input channels are
+ * contiguous, rows rs = sw * C floats apart: overlapping at stride 1), b = Wt[i][j][k][co]. No im2col copy, no transform; the R x NV
  * accumulators stay in registers over every tap. The bias and the fused epilogue are applied as the block
  * is written. */
 #define IMPLICIT_BLOCK(NAME, R, NV, LIVE)                                                                \
     static inline __attribute__((always_inline)) void NAME(int live, const float *restrict a, const idx *offs, \
-                                                           int taps, idx C, const float *restrict b, idx ldb, \
+                                                           int taps, idx rs, const float *restrict b, idx ldb, \
                                                            float *restrict c, idx ldc, idx K) {           \
         vf acc[R][NV];                                                                                   \
         _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                                             \
@@ -523,7 +523,7 @@ void wino_wgrad_gemm(const float *V, const float *Gt, float *Mw, idx P, idx coun
                 _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) bv[j] = load(bt + k * ldb + j * VB); \
                 _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                                   \
                     if (LIVE) {                                                                          \
-                        const vf av = splat(at[r * C + k]);                                              \
+                        const vf av = splat(at[r * rs + k]);                                             \
                         _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) acc[r][j] += av * bv[j];    \
                     }                                                                                    \
                 }                                                                                        \
@@ -536,13 +536,13 @@ void wino_wgrad_gemm(const float *V, const float *Gt, float *Mw, idx P, idx coun
 #define IMPLICIT(R, NV)                                                                                   \
     IMPLICIT_BLOCK(implicit_full_##R##_##NV, R, NV, 1)                                                   \
     IMPLICIT_BLOCK(implicit_part_##R##_##NV, R, NV, r < live)                                            \
-    static void implicit_##R##_##NV(idx rows, const float *a, const idx *offs, int taps, idx C, const float *b, \
+    static void implicit_##R##_##NV(idx rows, const float *a, const idx *offs, int taps, idx rs, const float *b, \
                                     idx ldb, float *c, idx ldc, idx K) {                                 \
         idx r0 = 0;                                                                                      \
         for (; r0 + R <= rows; r0 += R)                                                                  \
-            implicit_full_##R##_##NV(R, a + r0 * C, offs, taps, C, b, ldb, c + r0 * ldc, ldc, K);        \
+            implicit_full_##R##_##NV(R, a + r0 * rs, offs, taps, rs, b, ldb, c + r0 * ldc, ldc, K);      \
         if (r0 < rows)                                                                                   \
-            implicit_part_##R##_##NV((int)(rows - r0), a + r0 * C, offs, taps, C, b, ldb, c + r0 * ldc, ldc, K); \
+            implicit_part_##R##_##NV((int)(rows - r0), a + r0 * rs, offs, taps, rs, b, ldb, c + r0 * ldc, ldc, K); \
     }
 IMPLICIT(6, 4)
 IMPLICIT(8, 3)
@@ -577,9 +577,9 @@ static inline __attribute__((always_inline)) void store_rows(const float *acc, i
 }
 
 void implicit_conv(const float *x, idx N, idx D, idx H, idx W, idx C, const float *Wt, int kd, int kh, int kw,
-                   idx Cop, float *y, const float *res, idx Do, idx Ho, idx Wo, idx Co, const float *bias,
-                   const float *gamma, const float *beta, const int *ops, int nops, float alpha) {
-    const idx K = (idx)kw * C, blocks = (Cop + 4 * VB - 1) / (4 * VB);
+                   int sd, int sh, int sw, idx Cop, float *y, const float *res, idx Do, idx Ho, idx Wo, idx Co,
+                   const float *bias, const float *gamma, const float *beta, const int *ops, int nops, float alpha) {
+    const idx K = (idx)kw * C, blocks = (Cop + 4 * VB - 1) / (4 * VB), rs = (idx)sw * C;
     const int taps = kd * kh;
     idx offs[taps];
     for (int i = 0; i < kd; i++)
@@ -594,15 +594,15 @@ void implicit_conv(const float *x, idx N, idx D, idx H, idx W, idx C, const floa
                     for (idx ow0 = 0; ow0 < Wo; ow0 += ROWS) {
                         const idx rows = Wo - ow0 < ROWS ? Wo - ow0 : ROWS;
                         const idx at = (((n * Do + od) * Ho + oh) * Wo + ow0) * Co;
-                        const float *a = x + (((n * D + od) * H + oh) * W + ow0) * C;
+                        const float *a = x + (((n * D + od * sd) * H + oh * sh) * W + ow0 * sw) * C;
                         for (idx nb = 0; nb < blocks; nb++) {
                             const idx n0 = nb * 4 * VB, width = Cop - n0 < 4 * VB ? Cop - n0 : 4 * VB;
                             const float *b = Wt + n0;
                             switch (width / VB) {
-                            case 4: implicit_6_4(rows, a, offs, taps, C, b, Cop, acc, width, K); break;
-                            case 3: implicit_8_3(rows, a, offs, taps, C, b, Cop, acc, width, K); break;
-                            case 2: implicit_12_2(rows, a, offs, taps, C, b, Cop, acc, width, K); break;
-                            default: implicit_16_1(rows, a, offs, taps, C, b, Cop, acc, width, K); break;
+                            case 4: implicit_6_4(rows, a, offs, taps, rs, b, Cop, acc, width, K); break;
+                            case 3: implicit_8_3(rows, a, offs, taps, rs, b, Cop, acc, width, K); break;
+                            case 2: implicit_12_2(rows, a, offs, taps, rs, b, Cop, acc, width, K); break;
+                            default: implicit_16_1(rows, a, offs, taps, rs, b, Cop, acc, width, K); break;
                             }
                             store_rows(acc, rows, width, n0, Co, y + at, res ? res + at : 0, Co, bias, gamma, beta,
                                        ops, nops, alpha);

@@ -229,7 +229,7 @@ def _library(lanes: int = VB) -> object:
     lib.wino_fused.argtypes = [c, p, p, p, i, i, i, i, i, i, c, c, c, c, i, i, i, i, p, i, p, p, i, i, i, i, p, p, p,
                                p, c, f, i, p, c]
     lib.wino_fused.restype = None
-    lib.implicit_conv.argtypes = [p, i, i, i, i, i, p, c, c, c, i, p, p, i, i, i, i, p, p, p, p, c, f]
+    lib.implicit_conv.argtypes = [p, i, i, i, i, i, p, c, c, c, c, c, c, i, p, p, i, i, i, i, p, p, p, p, c, f]
     lib.implicit_conv.restype = None
     lib.shuffle_conv.argtypes = [p, i, i, i, i, i, p, c, c, c, i, p, p, i, p, p, p, p, c, f]
     lib.shuffle_conv.restype = None

@@ -79,11 +79,11 @@ class ConvAlgorithms:
 
 
 def _fast(algorithm: Algorithm, weight: Tensor, bias: Tensor | None, pads: Sequence[int], steps: Sequence[str],
-          alpha: float, spatial: Sequence[int]) -> Any:
+          alpha: float, spatial: Sequence[int], stride: Sequence[int]) -> Any:
     from znnx.kernels import fft, implicit, winograd
 
     if algorithm.kind == "implicit":
-        return implicit.ImplicitConv(weight, bias, (*pads, *pads), steps, alpha, spatial)
+        return implicit.ImplicitConv(weight, bias, (*pads, *pads), steps, alpha, spatial, stride=stride)
     if algorithm.kind == "winograd":
         return winograd.WinogradConv(weight, bias, (*pads, *pads), algorithm.tile, steps, alpha, spatial,
                                      fast_transform=True)
@@ -94,7 +94,7 @@ def forward(x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | N
             algorithm: Algorithm) -> Tensor:
     """The conv with its epilogue, no autograd."""
     if algorithm.kind != "direct":
-        conv = _fast(algorithm, weight, bias, spec.pads, spec.steps, spec.alpha, x.shape[2:])
+        conv = _fast(algorithm, weight, bias, spec.pads, spec.steps, spec.alpha, x.shape[2:], spec.stride)
         return conv(x, residual=residual)
     y = onednn(x, weight, bias, spec.pads, spec.stride, spec.dilation, spec.groups)
     inputs = [x] if residual is None else [x, residual]
@@ -136,7 +136,8 @@ def data_gradient(g: Tensor, x: Tensor, weight: Tensor, spec: ConvSpec, algorith
             return onednn(g, flipped(weight).contiguous(memory_format=torch.channels_last_3d), None,
                           data_pads(spec, kernel))
         return _backward(g, x, weight, spec, [True, False, False])[0]
-    conv = _fast(algorithm, flipped(weight).contiguous(), None, data_pads(spec, kernel), (), 0.0, g.shape[2:])
+    conv = _fast(algorithm, flipped(weight).contiguous(), None, data_pads(spec, kernel), (), 0.0, g.shape[2:],
+                 (1, 1, 1))
     return conv(g)
 
 
