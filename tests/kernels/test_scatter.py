@@ -60,3 +60,20 @@ def test_applies_to_few_output_channels_of_one_undilated_group() -> None:
     assert not scatter.applicable(5, (1, 1, 1), 1)
     assert not scatter.applicable(2, (2, 1, 1), 1)
     assert not scatter.applicable(2, (1, 1, 1), 2)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_forward_conv_as_the_scatter_of_its_flipped_kernel(seed: int) -> None:
+    """Stride-1 convs into 1-4 channels (a score layer), asymmetric pads, anisotropic kernels."""
+    rng = np.random.default_rng(100 + seed)
+    kernel = tuple(int(k) for k in rng.integers(1, 6, 3))
+    pads = tuple(int(rng.integers(0, k)) for k in kernel * 2)
+    spatial = tuple(int(rng.integers(k, k + 9)) for k in kernel)
+    c_in, c_out = int(rng.choice([3, 8, 28])), int(rng.integers(1, scatter.CHANNELS + 1))
+    x = rng.standard_normal((1 + seed % 2, c_in, *spatial))
+    w = rng.standard_normal((c_out, c_in, *kernel)) / np.sqrt(c_in * np.prod(kernel))
+    b = rng.standard_normal(c_out)
+    want = ACTIVATIONS["sigmoid"](reference.conv(x, w, b, (1, 1, 1), (1, 1, 1), pads, 1))
+    conv = scatter.forward_conv(torch.from_numpy(w).float(), torch.from_numpy(b).float(), pads, want.shape[2:],
+                                ("sigmoid",), ALPHA)
+    assert relative_error(conv(channels_last(x)), want) <= TOLERANCE, (kernel, pads, spatial, c_in, c_out)

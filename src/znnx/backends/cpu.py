@@ -199,17 +199,20 @@ def memory_plan(graph: Graph, batch: int, precision: Precision) -> MemoryPlan:
 
 def conv_candidates(graph: Graph, node: Node, precision: Precision) -> tuple[Algorithm, ...]:
     """The algorithms this backend can run `node` (a conv) with: direct always; in fp32 also
-    znnx's implicit-GEMM direct conv for stride-1 convs of at most implicit.CHANNELS input channels
-    (first layers, where oneDNN is slow), Winograd for kernel sizes 1, 3 and 5 (stride 1) and FFT
+    znnx's implicit-GEMM direct conv for convs of at most implicit.CHANNELS input channels (first
+    layers, where oneDNN is slow), the scatter for stride-1 convs into at most scatter.CHANNELS
+    without a residual add (score layers), Winograd for kernel sizes 1, 3 and 5 (stride 1) and FFT
     for stride-1 kernels larger than 1 (znnx's own kernels are fp32 kernels)."""
-    from znnx.kernels import fft, implicit, winograd
+    from znnx.kernels import fft, implicit, scatter, winograd
 
     a = node.attrs
     shape = (a["kernel"], a["stride"], a["dilation"], int(a["groups"]))
     if precision.name != "fp32":
         return (DIRECT,)
     few = implicit.applicable(conv_input(graph.types, node).channels, *shape[1:])
-    return (DIRECT, *((algorithms.IMPLICIT,) if few else ()),
+    to_few = (scatter.applicable(int(node.params["weight"].shape[0]), a["dilation"], int(a["groups"]))
+              and tuple(a["stride"]) == (1, 1, 1) and "add" not in epilogue(node))
+    return (DIRECT, *((algorithms.IMPLICIT,) if few else ()), *((algorithms.SCATTER,) if to_few else ()),
             *((algorithms.winograd(2), algorithms.winograd(4)) if winograd.applicable(*shape) else ()),
             *(algorithms.fft(size) for size in fft_sizes(a["kernel"]) if fft.applicable(*shape)))
 
@@ -223,7 +226,7 @@ def fft_sizes(kernel: Sequence[int]) -> tuple[int, ...]:
 
 def algorithm_bytes(graph: Graph, node: Node, algorithm: Algorithm) -> tuple[int, int]:
     """(weight bytes beyond the raw weights, scratch bytes while it runs) of a conv under `algorithm`."""
-    from znnx.kernels import fft, implicit, winograd
+    from znnx.kernels import fft, implicit, scatter, winograd
 
     if algorithm.kind == "direct":
         return 0, 0
@@ -233,6 +236,8 @@ def algorithm_bytes(graph: Graph, node: Node, algorithm: Algorithm) -> tuple[int
     if algorithm.kind == "implicit":
         weights, scratch = implicit.footprint(x.channels, y.channels, kernel, node.attrs["pads"], x.spatial)
         scratch *= x.fragments
+    elif algorithm.kind == "scatter":
+        weights, scratch = scatter.footprint(x.channels, y.channels, kernel), 0
     elif algorithm.kind == "winograd":
         weights, scratch, _ = winograd.footprint(x.channels, y.channels, kernel, algorithm.tile, y.spatial,
                                                  parts=sources_channels(graph, node))
@@ -279,8 +284,9 @@ class _Builder:
         self.dtype = dtype
 
     def fast_kernel(self, node: Node) -> Callable[..., Tensor]:
-        """The conv's kernel object of znnx's implicit-GEMM, Winograd or FFT kernels, epilogue fused."""
-        from znnx.kernels import fft, implicit, winograd
+        """The conv's kernel object of znnx's implicit-GEMM, scatter, Winograd or FFT kernels, epilogue
+        fused."""
+        from znnx.kernels import fft, implicit, scatter, winograd
 
         a, algorithm = node.attrs, self.algorithms[node.name]
         spatial = self.graph.types[node.inputs[0]].spatial
@@ -290,6 +296,9 @@ class _Builder:
         if algorithm.kind == "implicit":
             return implicit.ImplicitConv(weight, bias, a["pads"], steps, alpha, spatial, scale=scale, slope=slope,
                                          stride=a["stride"])
+        if algorithm.kind == "scatter":
+            return scatter.forward_conv(weight, bias, a["pads"], self.graph.types[node.output].spatial, steps, alpha,
+                                        scale=scale, slope=slope)
         if algorithm.kind == "winograd":
             return winograd.WinogradConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial, scale=scale,
                                          parts=sources_channels(self.graph, node), slope=slope)

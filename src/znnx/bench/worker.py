@@ -97,7 +97,8 @@ def _algorithm(node: Node, algorithms: dict[str, Algorithm]) -> str:
     algorithm = algorithms.get(node.name, DIRECT)
     if algorithm.kind == "winograd":
         return f"Winograd F({algorithm.tile},{max(node.attrs['kernel'])})"
-    return {"direct": "oneDNN direct", "implicit": "implicit GEMM", "fft": "FFT"}[algorithm.kind]
+    return {"direct": "oneDNN direct", "implicit": "implicit GEMM", "scatter": "GEMM + scatter",
+            "fft": "FFT"}[algorithm.kind]
 
 
 def main(path: str) -> int:

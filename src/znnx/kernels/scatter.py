@@ -1,6 +1,8 @@
 """A transposed convolution with overlapping windows and few output channels in C (kernels/winograd.c
 `scatter_conv`): a U-Net's last up-convolution straight to its classes (MONAI's UNet: 32 -> 2 channels,
-kernel 3, stride 2, 48^3 -> 96^3).
+kernel 3, stride 2, 48^3 -> 96^3). A stride-1 convolution is the transposed convolution of its
+spatially flipped kernel (`forward_conv`): a score layer into few channels (PZnet's 28 -> 3, (1,5,5)
+at 18x192x192: Winograd F(4,5) 26.7 ms, oneDNN 44).
 
 oneDNN's deconvolution blocks the output channels by 16, so at 2 output channels it runs at 33
 GFLOP/s (11.4 ms for that layer; OpenVINO the same). Here each run of input voxels takes one GEMM with
@@ -13,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from znnx.kernels import winograd
@@ -25,6 +28,22 @@ added into the output)."""
 
 def applicable(c_out: int, dilation: Sequence[int], groups: int) -> bool:
     return c_out <= CHANNELS and tuple(dilation) == (1, 1, 1) and groups == 1
+
+
+def footprint(c_in: int, c_out: int, kernel: Sequence[int]) -> int:
+    """Weight bytes: every tap's C_in x C_out weights as GEMM columns, padded to the vector width."""
+    return c_in * winograd._round(int(np.prod(kernel)) * c_out, winograd.VB) * 4
+
+
+def forward_conv(weight: torch.Tensor, bias: torch.Tensor | None, pads: Sequence[int], out_spatial: Sequence[int],
+                 steps: Sequence[str], alpha: float, scale: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 slope: torch.Tensor | None = None) -> ScatterConv:
+    """The stride-1 convolution with `weight` (C_out, C_in, kd, kh, kw) and `pads` as a ScatterConv: y[p]
+    = sum_t x[p + t - pad] w[t] is the transposed convolution of the flipped kernel with pads k - 1 - pad."""
+    kernel = weight.shape[2:]
+    flipped = weight.detach().float().flip(2, 3, 4).transpose(0, 1)
+    return ScatterConv(flipped, bias, (1, 1, 1), [k - 1 - p for k, p in zip(kernel, pads[:3])], out_spatial, steps,
+                       alpha, scale, slope)
 
 
 class ScatterConv:

@@ -2,6 +2,8 @@
 
 - direct: the device library's own convolution (oneDNN, cuDNN); `tile` 0.
 - implicit: znnx's direct convolution as implicit GEMMs (kernels/implicit.py, CPU); `tile` 0.
+- scatter: a conv into few channels as one GEMM over every tap per input voxel, each tap's sums added
+  into its output voxel (kernels/scatter.py, CPU); `tile` 0.
 - winograd: F(m, r) with `tile` = m output voxels per transformed axis (2 or 4).
 - fft: overlap-save FFT convolution with `tile` = the FFT size per transformed axis.
 
@@ -19,11 +21,12 @@ from typing import Literal
 
 from znnx.errors import GraphError
 
-Kind = Literal["direct", "implicit", "winograd", "fft"]
-NAMES = ("direct", "implicit", "winograd2", "winograd4", "fft")
+Kind = Literal["direct", "implicit", "scatter", "winograd", "fft"]
+NAMES = ("direct", "implicit", "scatter", "winograd2", "winograd4", "fft")
 WINOGRAD_TOLERANCE = {2: 1e-5, 4: 1e-4}
 FFT_TOLERANCE = 1e-5
 IMPLICIT_TOLERANCE = 1e-5  # the direct sums in another order
+SCATTER_TOLERANCE = 1e-5  # the direct sums in another order
 
 
 @dataclass(frozen=True)
@@ -33,13 +36,13 @@ class Algorithm:
 
     @property
     def name(self) -> str:
-        return self.kind if self.kind in ("direct", "implicit") else f"{self.kind}{self.tile}"
+        return self.kind if self.kind in ("direct", "implicit", "scatter") else f"{self.kind}{self.tile}"
 
     @property
     def tolerance(self) -> float:
         if self.kind == "winograd":
             return WINOGRAD_TOLERANCE[self.tile]
-        return {"fft": FFT_TOLERANCE, "implicit": IMPLICIT_TOLERANCE}.get(self.kind, 0.0)
+        return {"fft": FFT_TOLERANCE, "implicit": IMPLICIT_TOLERANCE, "scatter": SCATTER_TOLERANCE}.get(self.kind, 0.0)
 
     def outputs(self, k: int) -> int:
         """Output voxels one tile covers along an axis of kernel size `k` (1 for the direct kernels,
@@ -56,6 +59,7 @@ class Algorithm:
 
 DIRECT = Algorithm("direct")
 IMPLICIT = Algorithm("implicit")
+SCATTER = Algorithm("scatter")
 
 
 def winograd(m: int) -> Algorithm:

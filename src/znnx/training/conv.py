@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from znnx.ir.graph import Graph, Node, TensorType
-from znnx.ir.ops import epilogue
+from znnx.ir.ops import conv_spatial, epilogue
 from znnx.kernels.epilogue import epilogue_step
 from znnx.plan.algorithm import DIRECT, Algorithm
 from znnx.plan.autotune import Forced, LayerChoice
@@ -80,10 +80,13 @@ class ConvAlgorithms:
 
 def _fast(algorithm: Algorithm, weight: Tensor, bias: Tensor | None, pads: Sequence[int], steps: Sequence[str],
           alpha: float, spatial: Sequence[int], stride: Sequence[int]) -> Any:
-    from znnx.kernels import fft, implicit, winograd
+    from znnx.kernels import fft, implicit, scatter, winograd
 
     if algorithm.kind == "implicit":
         return implicit.ImplicitConv(weight, bias, (*pads, *pads), steps, alpha, spatial, stride=stride)
+    if algorithm.kind == "scatter":
+        out = conv_spatial(spatial, weight.shape[2:], (*pads, *pads))
+        return scatter.forward_conv(weight, bias, (*pads, *pads), out, steps, alpha)
     if algorithm.kind == "winograd":
         return winograd.WinogradConv(weight, bias, (*pads, *pads), algorithm.tile, steps, alpha, spatial,
                                      fast_transform=True)
