@@ -142,3 +142,8 @@ def test_onnx_instance_normalization_is_refused_with_the_reason() -> None:
     with pytest.raises(znnx.UnsupportedError, match=r"'norm' \(InstanceNormalization\): InstanceNormalization "
                                                     r"normalizes .* whole input"):
         znnx.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_softplus_with_another_beta_is_refused() -> None:
+    with pytest.raises(znnx.UnsupportedError, match=r"softplus with beta=2.0; znnx supports beta=1"):
+        znnx.load(nn.Sequential(nn.Conv3d(1, 2, 3), nn.Softplus(beta=2.0)).eval(), input_shape=(1, 8, 8, 8))

@@ -105,6 +105,31 @@ def test_hand_written_net_matches_pytorch(tmp_path: Path) -> None:
     assert rel_error(znnx.compile(graph)(x.numpy().astype(np.float32)), expected) < TOLERANCE
 
 
+PRELU_NET = """
+input: "data"
+input_dim: 1 input_dim: 2 input_dim: 5 input_dim: 7 input_dim: 6
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 3 kernel_size: 3 pad: 1 bias_term: false } }
+layer { name: "per_channel" type: "PReLU" bottom: "conv" top: "conv" }
+layer { name: "shared" type: "PReLU" bottom: "conv" top: "out" prelu_param { channel_shared: true } }
+"""
+
+
+def test_prelu_per_channel_and_shared(tmp_path: Path) -> None:
+    """Caffe's PReLU: a slope per channel, or one with channel_shared; random weights start at 0.25."""
+    (tmp_path / "prelu.prototxt").write_text(PRELU_NET)
+    rng = np.random.default_rng(4)
+    weight, per_channel, shared = rng.standard_normal((3, 2, 3, 3, 3)), rng.uniform(-1, 1, 3), rng.uniform(-1, 1, 1)
+    graph = znnx.load(tmp_path / "prelu.prototxt", weights={"conv": [weight], "per_channel": [per_channel],
+                                                            "shared": [shared]})
+    x = torch.from_numpy(rng.standard_normal((1, 2, 5, 7, 6)))
+    conv = F.conv3d(x, torch.from_numpy(weight), padding=1)
+    expected = F.prelu(F.prelu(conv, torch.from_numpy(per_channel)), torch.from_numpy(shared)).numpy()
+    assert rel_error(znnx.compile(graph)(x.numpy().astype(np.float32)), expected) < TOLERANCE
+    random = znnx.load(tmp_path / "prelu.prototxt", weights="random")
+    assert [n.params["slope"].tolist() for n in random.nodes if n.op == "prelu"] == [[0.25] * 3, [0.25]]
+
+
 def test_pznet_reference_model_loads_and_runs() -> None:
     """The PZnet authors' own net (no published weights): structure, shapes, backend vs reference."""
     graph = znnx.load(PZNET, weights="random")
