@@ -215,6 +215,11 @@ def activation(op: str, x: Array, alpha: float = 0.0) -> Array:
     return np.tanh(x)
 
 
+def _prelu(x: Array, slope: Array) -> Array:
+    """x below 0 times its channel's slope (one per channel, or one shared)."""
+    return np.where(x > 0, x, x * _channel(slope))
+
+
 def _erf(x: Array) -> Array:
     """erf elementwise (NumPy has none): math.erf voxel by voxel, exact to double, slow."""
     return np.vectorize(math.erf, otypes=[np.float64])(x)
@@ -229,7 +234,7 @@ def _epilogue(node: Node, out: Array, args: Sequence[Array]) -> Array:
         elif step == "scale":
             out = out * _channel(node.params["scale_gamma"]) + _channel(node.params["scale_beta"])
         elif step == "prelu":
-            out = np.where(out > 0, out, out * _channel(node.params["prelu_slope"]))
+            out = _prelu(out, node.params["prelu_slope"])
         else:
             out = activation(step, out, node.attrs.get("alpha", 0.0))
     return out
@@ -250,7 +255,7 @@ OPS: dict[str, OpFn] = {
     "scale": lambda n, a: a[0] * _channel(n.params["gamma"])
     + (_channel(n.params["beta"]) if "beta" in n.params else 0.0),
     **{op: (lambda n, a: activation(n.op, a[0], n.attrs.get("alpha", 0.0))) for op in ACTIVATIONS},
-    "prelu": lambda n, a: np.where(a[0] > 0, a[0], a[0] * _channel(n.params["slope"])),
+    "prelu": lambda n, a: _prelu(a[0], n.params["slope"]),
     "softmax": lambda n, a: softmax(a[0]),
     "add": _binary,
     "mul": _binary,

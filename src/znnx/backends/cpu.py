@@ -422,25 +422,21 @@ class _Builder:
             return self.shuffle_gemm(node, step)
         return calling(conv, step)
 
-    def scatter(self, node: Node, step: Step) -> Run:
-        """A transposed conv into few output channels through the C kernel, where there is one; else
-        oneDNN's (or PyTorch's, for pads oneDNN cannot take), copied into the slot the plan gave it."""
+    def scatter(self, node: Node, step: Step) -> Run | None:
+        """A transposed conv into few output channels through the C kernel; None where there is none
+        (below fp32, no compiler): `single` then runs it as any other transposed conv."""
         from znnx.kernels import scatter
 
         a = node.attrs
+        if self.dtype != torch.float32:
+            return None
         try:
-            if self.dtype != torch.float32:
-                raise KernelUnavailable(f"{node.op}: the C kernel is an fp32 kernel")
             conv = scatter.ScatterConv(self.eager.need(node, "weight"), self.eager.param(node, "bias"), a["stride"],
                                        a["pads"], self.graph.types[node.output].spatial, epilogue(node),
                                        float(a.get("alpha", 0.0)), scale=self.eager.scale_of(node),
                                        slope=self.eager.slope_of(node))
         except KernelUnavailable:
-            fn = self.conv_transpose(node, step) if _onednn_pads(node) else self.eager.kernel(node)
-            if step.inplace is not None and not _onednn_pads(node):
-                eager, k = fn, step.inplace
-                fn = lambda xs: xs[k].copy_(eager(xs))
-            return lambda xs, out, scratch: fn(xs) if out is None else out.copy_(fn(xs))
+            return None
         return calling(conv, step)
 
     def shuffle_gemm(self, node: Node, step: Step) -> Run:
@@ -624,8 +620,8 @@ class _Builder:
             return self.conv(node, step)
         if shuffles(node):
             return self.shuffle(node, step)
-        if overlaps(node):
-            return self.scatter(node, step)
+        if overlaps(node) and (scattered := self.scatter(node, step)) is not None:
+            return scattered
         if node.op in POOLS:
             return self.pool(node)
         if node.op == "upsample":
@@ -641,7 +637,8 @@ class _Builder:
             if step.inplace is not None:  # a (transposed) conv oneDNN cannot pad, into its residual's buffer
                 eager, k = fn, step.inplace
                 fn = lambda xs: xs[k].copy_(eager(xs))
-        return lambda xs, out, scratch: fn(xs)
+        # a slot only where the plan counted on the scatter (`placeable`) and it is not at hand
+        return lambda xs, out, scratch: fn(xs) if out is None else out.copy_(fn(xs))
 
 
 class _Arena:

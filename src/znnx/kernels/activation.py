@@ -1,5 +1,5 @@
-"""ELU and PReLU in place in C (kernels/activation.c), for the convs whose ELU oneDNN cannot fuse
-and for PReLU, which no conv epilogue takes.
+"""ELU and PReLU in place in C (kernels/activation.c), for the convs whose ELU or PReLU oneDNN cannot
+fuse and for the PReLUs no conv took (after a scale step, or after another op).
 
 PyTorch has no ELU post-op for its oneDNN convolution, so an ELU runs as a second pass over the
 conv's output; PyTorch's in-place elu_ computes exp at 6.4 ms for 8 channels at 106^3 (9.5 M

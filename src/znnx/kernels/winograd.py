@@ -322,7 +322,8 @@ def _buffer(name: str, numel: int) -> torch.Tensor:
 
 class CEpilogue:
     """A conv's bias and fused steps as the C kernels take them (the last six arguments of
-    `wino_output`, `wino_fused`, `implicit_conv` and `shuffle_conv`): bias, scale gamma and beta as
+    `wino_output`, `wino_fused`, `implicit_conv`, `narrow_conv` and `shuffle_conv`; `scatter_conv` takes
+    the vectors spread over its period, kernels/scatter.py): bias, scale gamma and beta as
     `padded`-float vectors (0, 1, 0 where absent), the step codes, their count and alpha. A PReLU's
     slopes take gamma's place (the IR never fuses a PReLU beside a scale)."""
 
