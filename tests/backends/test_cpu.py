@@ -8,11 +8,11 @@ import pytest
 from tests.nets import rel_error
 from tests.passes.graphs import batchnorm, builder, conv
 from znnx import reference
-from znnx.backends.cpu import overlaps, placeable
+from znnx.backends.cpu import FITTED_FFT_SIZES, fft_sizes, fitted_fft_size, overlaps, placeable
 from znnx.errors import KernelUnavailable
 from znnx.ir.graph import Graph
 from znnx.ir.ops import ACTIVATIONS
-from znnx.kernels import pool, shuffle
+from znnx.kernels import fft, pool, shuffle
 from znnx.net import Net, compile  # noqa: A004
 from znnx.passes import optimize
 
@@ -312,3 +312,20 @@ def test_up_convolution_into_few_channels_with_a_residual(monkeypatch: pytest.Mo
     graph = optimize(b.finish([b.add("elu", [b.add("add", [conv(b, up, 2), skip])], {"alpha": 1.0})])).graph
     assert any(overlaps(n) for n in graph.nodes)
     _check(graph)
+
+
+def test_large_kernels_get_an_fft_tile_fitted_to_their_output() -> None:
+    """The fitted tile covers the output in whole tiles with less waste than 24 points where that pays
+    (99 = five 20-voxel tiles of 28 points; 33 = two of 17 of 25), is transformable by the C stages,
+    and joins 16 and 24 only for kernels of 6 and more; an output one tile fits takes the smallest
+    tile that holds it."""
+    assert fitted_fft_size((9, 9, 9), (99, 99, 99), 80, 80) == 28
+    assert fitted_fft_size((9, 9, 9), (33, 33, 33), 80, 80) == 25
+    assert fitted_fft_size((9, 9, 9), (8, 8, 8), 80, 80) == 16
+    for out in range(1, 140, 7):
+        n = fitted_fft_size((1, 7, 7), (3, out, out + 5), 24, 3)
+        assert n in FITTED_FFT_SIZES and fft.smooth(n) and n > 7
+    assert fft_sizes((3, 3, 3), ((40, 40, 40), 8, 8)) == (16,)
+    assert fft_sizes((9, 9, 9)) == (16, 24)
+    assert fft_sizes((9, 9, 9), ((99, 99, 99), 80, 80)) == (16, 24, 28)
+    assert fft_sizes((9, 9, 9), ((16, 16, 16), 80, 80)) == (16, 24)

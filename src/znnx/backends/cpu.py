@@ -65,6 +65,10 @@ oneDNN's sigmoid post-op cost 5.4 ms on an 8 -> 1 1x1x1 head at 64x128x128 (a se
 sigmoid: 0.24 ms), 1.2 ms against 0.19 on 48 -> 3, and about as much as in place on wide layers."""
 FFT_SIZE = 16
 LARGE_KERNEL_FFT_SIZE = 24  # kernels of 6 and more: a 16-point tile keeps 11 outputs or fewer per axis
+FITTED_FFT_SIZES = range(16, 33)
+"""Where a kernel of 6 and more gets a third FFT tile, fitted to its output (`fitted_fft_size`); up to
+32 points, whose scratch cube (32 x 32 x 17 points of 16 channels) is about L2's size."""
+TRANSFORM_COST = 2.5
 PRECISIONS = ("fp32", "bf16")
 POOLS = ("max_pool", "avg_pool", "fragment")  # the ops of the C pool kernel
 TRAINING_KERNELS = True
@@ -214,14 +218,41 @@ def conv_candidates(graph: Graph, node: Node, precision: Precision) -> tuple[Alg
               and tuple(a["stride"]) == (1, 1, 1) and "add" not in epilogue(node))
     return (DIRECT, *((algorithms.IMPLICIT,) if few else ()), *((algorithms.SCATTER,) if to_few else ()),
             *((algorithms.winograd(2), algorithms.winograd(4)) if winograd.applicable(*shape) else ()),
-            *(algorithms.fft(size) for size in fft_sizes(a["kernel"]) if fft.applicable(*shape)))
+            *(algorithms.fft(size) for size in fft_sizes(a["kernel"], (
+                graph.types[node.output].spatial, conv_input(graph.types, node).channels,
+                graph.types[node.output].channels)) if fft.applicable(*shape)))
 
 
-def fft_sizes(kernel: Sequence[int]) -> tuple[int, ...]:
-    """The FFT tiles tried for `kernel`: 16 points, and 24 for kernels of 6 and more (a 9^3 kernel
+def fft_sizes(kernel: Sequence[int],
+              layer: tuple[Sequence[int], int, int] | None = None) -> tuple[int, ...]:
+    """The FFT tiles tried for `kernel`: 16 points, and for kernels of 6 and more 24 (a 9^3 kernel
     keeps 8^3 of a 16^3 tile, 16^3 of a 24^3 one: 2.5x fewer products per output voxel; on small
-    inputs, such as deep max-pooling fragments, the larger tile pads more than it saves)."""
-    return (FFT_SIZE, LARGE_KERNEL_FFT_SIZE) if max(kernel) >= 6 else (FFT_SIZE,)
+    inputs, such as deep max-pooling fragments, the larger tile pads more than it saves) and, given
+    `layer` (its output size, C and C'), the tile fitted to it (`fitted_fft_size`)."""
+    if max(kernel) < 6:
+        return (FFT_SIZE,)
+    fitted = () if layer is None else (fitted_fft_size(kernel, *layer),)
+    return tuple(dict.fromkeys((FFT_SIZE, LARGE_KERNEL_FFT_SIZE, *fitted)))
+
+
+def fitted_fft_size(kernel: Sequence[int], out_spatial: Sequence[int], c_in: int, c_out: int) -> int:
+    """The FFT tile of FITTED_FFT_SIZES (those kernels/spectral.c transforms) that costs this output
+    least: per tile (whole tiles per axis) its products (frequencies x C x C' complex multiply-adds)
+    and its transforms (C + C' channels, counted at TRANSFORM_COST times their 5 N log2 N flops: on
+    an 80-channel 24-point layer they took as long as the products, with 2.5x fewer flops); the
+    smaller tile among equals. n926's fragment layers: 99 outputs get five 20-voxel tiles of a
+    28-point FFT (a 24-point one: seven of 16; measured 1.9 -> 1.3 s per 107^3 fragment)."""
+    from znnx.kernels import fft
+
+    def cost(n: int) -> float:
+        points = [n if k > 1 else 1 for k in kernel]
+        half = [*points[:-1], points[-1] // 2 + 1]
+        tiles = math.prod(-(-o // (n - k + 1)) if k > 1 else 1 for o, k in zip(out_spatial, kernel))
+        volume = math.prod(points)
+        transforms = TRANSFORM_COST * (c_in + c_out) * 5 * volume * math.log2(volume)
+        return tiles * (8 * math.prod(half) * c_in * c_out + transforms)
+
+    return min((n for n in FITTED_FFT_SIZES if fft.smooth(n) and n > max(kernel)), key=lambda n: (cost(n), n))
 
 
 def algorithm_bytes(graph: Graph, node: Node, algorithm: Algorithm) -> tuple[int, int]:
@@ -302,7 +333,7 @@ class _Builder:
         if algorithm.kind == "winograd":
             return winograd.WinogradConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial, scale=scale,
                                          parts=sources_channels(self.graph, node), slope=slope)
-        return fft.FFTConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial, scale=scale, c_products=True,
+        return fft.FFTConv(weight, bias, a["pads"], algorithm.tile, steps, alpha, spatial, scale=scale, native=True,
                            slope=slope)
 
     def fast_conv(self, node: Node, step: Step) -> Run:

@@ -5,10 +5,11 @@ tile, whose real FFT is multiplied with the kernel's spectrum (computed once, at
 complex GEMM per frequency over the channels: Y[f] (tiles x C') = X[f] (tiles x C) @ conj(W[f])
 (C x C'). The inverse FFT's first m voxels per axis are exact (cross-correlation, no wrap-around).
 Tiles of every item and depth row go slab by slab (`slab_tiles`), so each frequency's kernel block
-serves a slab's tiles. The products run in C on the spectra as they are (kernels/spectral.c) where
-the CPU backend asks for it, else (CUDA, or no C compiler) as torch.bmm on frequency-major copies.
-Error is that of float32 FFTs, about 1e-6 relative. `weight_gradient` is training's weight gradient
-on the same tiles.
+serves a slab's tiles. Where the CPU backend asks for it (`native`), every stage runs in C
+(kernels/spectral.c): the transforms vectorized over channels on the channels-last input, line plans
+from `line_plan`, the products, and the inverse written straight into the output; else (CUDA,
+training, or no C compiler) torch's FFTs and torch.bmm on frequency-major copies. Error is that of
+float32 FFTs, about 1e-6 relative. `weight_gradient` is training's weight gradient on the same tiles.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,9 +29,13 @@ from znnx.kernels.epilogue import Scale, epilogue_step
 
 SLAB_BYTES = 16 << 20
 MIN_TILES = 16
-LANES = 8
-"""Complex values per vector of the C products: the kernel spectra's output channels are padded to
-a multiple of it (zeros)."""
+LANES = 16
+"""Channels per vector of the C stages: the kernel spectra's output channels are padded to a multiple
+of it (zeros)."""
+FACTORS = (4, 2, 3, 5, 7)
+"""The radices a line plan splits its size by, in this order (then any other prime)."""
+
+_POINTER, _SIZE = ctypes.c_void_p, ctypes.c_ssize_t
 
 
 @functools.cache
@@ -37,9 +43,112 @@ def _library() -> ctypes.CDLL:
     from importlib.resources import files
 
     lib = native.load("spectral", native.with_vectors(files("znnx.kernels").joinpath("spectral.c").read_text()))
-    lib.spectral_products.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_ssize_t] * 5
-    lib.spectral_products.restype = None
+    lib.fft_forward.argtypes = [_POINTER, _SIZE, _SIZE, _SIZE, _SIZE, _POINTER, _SIZE, _POINTER, _POINTER, _POINTER,
+                                _POINTER, _POINTER]
+    lib.spectral_products.argtypes = [_POINTER] * 3 + [_SIZE] * 4
+    lib.fft_inverse.argtypes = [_POINTER, _SIZE, _POINTER, _SIZE, _POINTER, _POINTER, _POINTER, _POINTER, _SIZE, _SIZE,
+                                _SIZE, _SIZE, _POINTER, _POINTER, _SIZE]
+    for function in (lib.fft_forward, lib.spectral_products, lib.fft_inverse):
+        function.restype = None
     return lib
+
+
+def _available() -> bool:
+    """Whether kernels/spectral.c builds here (a C compiler is at hand)."""
+    try:
+        _library()
+    except KernelUnavailable:
+        return False
+    return True
+
+
+def _radices(n: int) -> list[int]:
+    radices, rest = [], n
+    for p in FACTORS:
+        while rest % p == 0:
+            radices.append(p)
+            rest //= p
+    if rest > 1:
+        raise ValueError(f"fft: {n} points have the prime factor {rest}; FFT sizes must be products of {FACTORS}")
+    return radices
+
+
+def smooth(n: int) -> bool:
+    """Whether an FFT of n points has a line plan (n a product of FACTORS)."""
+    for p in FACTORS:
+        while n % p == 0:
+            n //= p
+    return n == 1
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a line plan: radix `p`, `blocks` DFTs of `size` points out, the first `rows`
+    points kept; `twiddles` (p, size / p) and the p-point DFT `dft` (p, p)."""
+
+    p: int
+    blocks: int
+    size: int
+    rows: int
+    twiddles: np.ndarray
+    dft: np.ndarray
+
+    def __call__(self, y: np.ndarray) -> np.ndarray:
+        """NumPy's version of kernels/spectral.c `transform` for this stage, on the points of `y`."""
+        z = self.twiddles[:, None, :] * y.reshape(self.p, self.blocks, self.size // self.p)
+        return np.einsum("jq,qbk->bjk", self.dft, z).reshape(-1)[:self.rows]
+
+
+def line_plan(n: int, sign: int, rows: int) -> list[Stage]:
+    """The stages of an n-point DFT (exp(sign 2 pi i j k / n), unnormalized) that keeps its first `rows`
+    points, in the order they run. Decimation in time over the radices r_0 ... r_s-1: level t holds
+    DFTs of N_t = r_t ... r_s-1 points of the input's every (r_0 ... r_t-1)-th point from offset b
+    (block b); point k0 + j N_t / r_t of block b is the r_t-point DFT (index j) of the points k0 of the
+    blocks b + q r_0 ... r_t-1 one level down, each times exp(sign 2 pi i q k0 / N_t); the deepest
+    level's blocks are the input's points in natural order."""
+    radices = _radices(n)
+    stages = []
+    for t in reversed(range(len(radices))):
+        p, blocks, size = radices[t], int(np.prod(radices[:t])), int(np.prod(radices[t:]))
+        q, k = np.meshgrid(np.arange(p), np.arange(size // p), indexing="ij")
+        twiddles = np.exp(sign * 2j * np.pi * q * k / size)
+        dft = np.exp(sign * 2j * np.pi * np.outer(np.arange(p), np.arange(p)) / p)
+        stages.append(Stage(p, blocks, size, rows if t == 0 else blocks * size, twiddles, dft))
+    return stages
+
+
+def _line_plans(lines: Sequence[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`lines` ((n, sign, rows) each) packed for kernels/spectral.c: the int plan (per line: stages, then
+    p, blocks, size, rows and first coefficient per stage), where each line starts in it, and the
+    coefficients (per stage its twiddles then its DFT, as re, im floats)."""
+    plan: list[int] = []
+    starts, coefficients = [], []
+    first = 0
+    for n, sign, rows in lines:
+        stages = line_plan(n, sign, rows)
+        starts.append(len(plan))
+        plan.append(len(stages))
+        for stage in stages:
+            plan += [stage.p, stage.blocks, stage.size, stage.rows, first]
+            coefficients += [stage.twiddles.reshape(-1), stage.dft.reshape(-1)]
+            first += stage.twiddles.size + stage.dft.size
+    return (np.array(plan, dtype=np.int32), np.array(starts, dtype=np.int32),
+            np.concatenate([*coefficients, np.zeros(0)]).astype(np.complex64).view(np.float32))
+
+
+def _address(a: np.ndarray) -> int:
+    return int(a.ctypes.data)
+
+
+def _hermitian_weights(n: int) -> np.ndarray:
+    """Per point of a real n-point signal's half spectrum, how many times it counts in the full
+    spectrum (1 for the mean and, n even, the Nyquist point; 2 for the others, whose mirror image is
+    the conjugate): Re(inverse DFT of the weighted half spectrum) is the signal."""
+    weights = np.full(n // 2 + 1, 2.0)
+    weights[0] = 1.0
+    if n % 2 == 0:
+        weights[-1] = 1.0
+    return weights
 
 
 def _padded_channels(c_out: int) -> int:
@@ -121,9 +230,10 @@ class FFTConv:
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, pads: Sequence[int], size: int,
                  steps: Sequence[str], alpha: float, spatial: Sequence[int], slab_bytes: int = SLAB_BYTES,
-                 scale: Scale | None = None, c_products: bool = False, slope: torch.Tensor | None = None) -> None:
-        """`c_products`: the frequency products by kernels/spectral.c, a CPU kernel (the CPU backend
-        asks for it), else by torch.bmm on the weights' device."""
+                 scale: Scale | None = None, native: bool = False, slope: torch.Tensor | None = None) -> None:
+        """`native`: every stage by kernels/spectral.c, a CPU kernel (the CPU backend asks for it; torch's
+        way where no C compiler is at hand or a tile size has a prime factor above 7), else torch's FFTs
+        and torch.bmm on the weights' device."""
         c_out, c_in = int(weight.shape[0]), int(weight.shape[1])
         self.kernel = tuple(int(k) for k in weight.shape[2:])
         self.c_in, self.c_out = c_in, c_out
@@ -133,16 +243,29 @@ class FFTConv:
         self.spatial = tuple(int(s) for s in spatial)
         self.out_spatial = conv_spatial(self.spatial, self.kernel, self.pads)
         self.grid = tuple(-(-o // m) for o, m in zip(self.out_spatial, self.m))
-        spectrum = torch.fft.rfftn(weight.detach().float(), s=self.n, dim=(2, 3, 4))
+        spectrum = torch.conj_physical(torch.fft.rfftn(weight.detach().float(), s=self.n, dim=(2, 3, 4)))
         self.freqs = spectrum.shape[2] * spectrum.shape[3] * spectrum.shape[4]
-        self.w = torch.zeros((self.freqs, c_in, _padded_channels(c_out)), dtype=torch.complex64, device=weight.device)
-        self.w[:, :, :c_out] = torch.conj_physical(spectrum).permute(2, 3, 4, 1, 0).reshape(-1, c_in, c_out)
-        self.products = self._c_products if c_products else self._bmm_products
+        self.native = native and all(smooth(n) for n in self.n) and _available()
+        self.w = self._native_weights(spectrum) if self.native else spectrum.permute(2, 3, 4, 1, 0).reshape(
+            -1, c_in, c_out)
         self.bias = None if bias is None else bias.detach().float()
         add_first = tuple(steps[:1]) == ("add",)
         self.add_first = add_first
         self.actions = [epilogue_step(s, alpha, inplace=True, scale=scale, slope=slope) for s in steps[add_first:]]
         self.count = slab_tiles(self.freqs, c_in, c_out, slab_bytes)
+
+    def _native_weights(self, spectrum: torch.Tensor) -> torch.Tensor:
+        """The kernel spectra for kernels/spectral.c: (F, C, re | im, C' padded to LANES), scaled by the
+        inverse transform's 1 / N and each width frequency's Hermitian weight."""
+        nd, nh, nw = self.n
+        weights = torch.from_numpy(_hermitian_weights(nw) / (nd * nh * nw)).to(spectrum.device, torch.float32)
+        scaled = (spectrum * weights).permute(2, 3, 4, 1, 0).reshape(self.freqs, self.c_in, self.c_out)
+        w = torch.zeros((self.freqs, self.c_in, 2, _padded_channels(self.c_out)), device=spectrum.device)
+        w[:, :, 0, :self.c_out] = scaled.real
+        w[:, :, 1, :self.c_out] = scaled.imag
+        self.lines = _line_plans([(nw, -1, nw // 2 + 1), (nh, -1, nh), (nd, -1, nd),
+                                  (nw, 1, self.m[2]), (nh, 1, self.m[1]), (nd, 1, self.m[0])])
+        return w
 
     def _products(self, tiles: torch.Tensor, work: Sequence[torch.Tensor]) -> torch.Tensor:
         """The exact (first m per axis) outputs of input `tiles` (T, nd, nh, nw, C): their spectra times
@@ -156,7 +279,7 @@ class FFTConv:
         count = tiles.shape[0]
         spec_buffer, prod_buffer, plane_buffer, row_buffer = (buffer[:count] for buffer in work)
         spec = torch.fft.rfftn(tiles, dim=(1, 2, 3), out=spec_buffer).view(count, self.freqs, self.c_in)
-        prod = self.products(spec, prod_buffer.view(count, self.freqs, self.c_out))
+        prod = self._bmm_products(spec, prod_buffer.view(count, self.freqs, self.c_out))
         planes = torch.fft.ifftn(prod.view(count, nd, nh, -1, self.c_out), dim=(1, 2), out=plane_buffer)
         return torch.fft.irfft(planes[:, :md, :mh], n=nw, dim=3, out=row_buffer)[:, :, :, :mw]
 
@@ -172,37 +295,50 @@ class FFTConv:
     def _bmm_products(self, spec: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """`out` (T, F, C') = products of (T, F, C) spectra: torch.bmm per frequency on frequency-major
         copies."""
-        return out.copy_(torch.bmm(spec.transpose(0, 1).contiguous(), self.w[:, :, :self.c_out]).transpose(0, 1))
+        return out.copy_(torch.bmm(spec.transpose(0, 1).contiguous(), self.w).transpose(0, 1))
 
-    def _c_products(self, spec: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """`out` (T, F, C') = products of (T, F, C) spectra by kernels/spectral.c, reading them where
-        they are; torch.bmm's way where no C compiler is at hand."""
-        try:
-            lib = _library()
-        except KernelUnavailable:
-            self.products = self._bmm_products
-            return self._bmm_products(spec, out)
-        lib.spectral_products(spec.data_ptr(), self.w.data_ptr(), out.data_ptr(), spec.shape[0], self.freqs,
-                              self.c_in, self.c_out, self.w.shape[2])
-        return out
+    def _native(self, xl: torch.Tensor, yl: torch.Tensor) -> None:
+        """Every tile of `xl` (the padded input, (N, D, H, W, C)) into `yl` ((N, D', H', W', C'), channels
+        contiguous) by kernels/spectral.c, slab by slab: forward transforms, products, inverse
+        transforms written into `yl` where each tile lies inside it."""
+        lib = _library()
+        plan, starts, coefficients = self.lines
+        items, tiles = xl.shape[0], int(np.prod(self.grid))
+        index = np.stack(np.unravel_index(np.arange(items * tiles), (items, *self.grid)), axis=1)
+        first = index[:, 1:] * np.array(self.m)
+        in_origin = index[:, 0] * xl.stride(0) + first @ np.array(xl.stride()[1:4])
+        out_origin = index[:, 0] * yl.stride(0) + first @ np.array(yl.stride()[1:4])
+        extent = np.minimum(np.array(self.m), np.array(self.out_spatial) - first)
+        n = np.array(self.n, dtype=np.int64)
+        count = min(self.count, len(index))
+        cop = int(self.w.shape[3])
+        spec = torch.empty((count, self.freqs, 2, self.c_in))
+        prod = torch.empty((count, self.freqs, 2, cop))
+        forward, inverse = (np.ascontiguousarray(axes) for axes in (starts[:3], starts[3:]))
+        for start in range(0, len(index), count):
+            chunk = slice(start, start + count)
+            tiles_in = np.ascontiguousarray(in_origin[chunk], dtype=np.int64)
+            tiles_out = np.ascontiguousarray(out_origin[chunk], dtype=np.int64)
+            extents = np.ascontiguousarray(extent[chunk], dtype=np.int64)
+            t = len(tiles_in)
+            lib.fft_forward(xl.data_ptr(), *xl.stride()[1:4], self.c_in, _address(tiles_in), t, _address(n),
+                            _address(plan), _address(coefficients), _address(forward), spec.data_ptr())
+            lib.spectral_products(spec.data_ptr(), self.w.data_ptr(), prod.data_ptr(), t, self.freqs, self.c_in, cop)
+            lib.fft_inverse(prod.data_ptr(), cop, _address(n), self.m[0], _address(plan), _address(coefficients),
+                            _address(inverse), yl.data_ptr(), *yl.stride()[1:4], self.c_out, _address(tiles_out),
+                            _address(extents), t)
 
-    def __call__(self, x: torch.Tensor, *, out: torch.Tensor | None = None,
-                 residual: torch.Tensor | None = None) -> torch.Tensor:
-        n_items = x.shape[0]
+    def _torch(self, xl: torch.Tensor, yl: torch.Tensor) -> None:
+        """Every tile of `xl` (the padded input, (N, D, H, W, C)) into `yl` by torch's FFTs: a slab's
+        tiles copied out depth row by depth row, `_products`, the exact outputs stored."""
         (md, mh, mw), (gd, gh, gw) = self.m, self.grid
-        xl = _padded(x, self.pads[:3], self.kernel, self.grid, self.m, self.spatial)
-        aliased = out is not None and residual is not None and out.data_ptr() == residual.data_ptr()
-        y = out if out is not None and not aliased else torch.empty(
-            (n_items, self.c_out, *self.out_spatial), device=x.device, dtype=x.dtype,
-            memory_format=torch.channels_last_3d)
-        yl = y.permute(0, 2, 3, 4, 1)
         do = self.out_spatial[0]
         per_plane = gh * gw
-        planes = [(i, td) for i in range(n_items) for td in range(gd)]
+        planes = [(i, td) for i in range(xl.shape[0]) for td in range(gd)]
         group = max(1, -(-self.count // per_plane))
-        tile_rows = torch.empty((group * per_plane, *self.n, self.c_in), dtype=x.dtype, device=x.device)
-        output_rows = torch.empty((group * per_plane, md, mh, mw, self.c_out), dtype=x.dtype, device=x.device)
-        work = self._work(x.device)
+        tile_rows = torch.empty((group * per_plane, *self.n, self.c_in), dtype=xl.dtype, device=xl.device)
+        output_rows = torch.empty((group * per_plane, md, mh, mw, self.c_out), dtype=xl.dtype, device=xl.device)
+        work = self._work(xl.device)
         for start in range(0, len(planes), group):
             chosen = planes[start:start + group]
             tiles, outputs = tile_rows[:len(chosen) * per_plane], output_rows[:len(chosen) * per_plane]
@@ -214,6 +350,19 @@ class FFTConv:
             for k, (i, td) in enumerate(chosen):
                 _store(outputs[k * per_plane:(k + 1) * per_plane], yl[i, td * md:min(td * md + md, do)],
                        self.grid, self.m)
+
+    def __call__(self, x: torch.Tensor, *, out: torch.Tensor | None = None,
+                 residual: torch.Tensor | None = None) -> torch.Tensor:
+        xl = _padded(x, self.pads[:3], self.kernel, self.grid, self.m, self.spatial)
+        aliased = out is not None and residual is not None and out.data_ptr() == residual.data_ptr()
+        y = out if out is not None and not aliased else torch.empty(
+            (x.shape[0], self.c_out, *self.out_spatial), device=x.device, dtype=x.dtype,
+            memory_format=torch.channels_last_3d)
+        yl = y.permute(0, 2, 3, 4, 1)
+        if self.native and yl.stride(4) == 1:
+            self._native(xl, yl)
+        else:
+            self._torch(xl, yl)
         if self.bias is not None:
             y.add_(self.bias.view(1, -1, 1, 1, 1))
         if self.add_first:
