@@ -273,7 +273,8 @@ def algorithm_bytes(graph: Graph, node: Node, algorithm: Algorithm) -> tuple[int
         weights, scratch, _ = winograd.footprint(x.channels, y.channels, kernel, algorithm.tile, y.spatial,
                                                  parts=sources_channels(graph, node))
     else:
-        weights, scratch = fft.footprint(x.channels, y.channels, kernel, algorithm.tile, x.spatial)
+        weights, scratch = fft.footprint(x.channels, y.channels, kernel, algorithm.tile, x.spatial,
+                                         native=fft.available())
     return weights - raw, scratch
 
 

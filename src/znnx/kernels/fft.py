@@ -43,8 +43,8 @@ def _library() -> ctypes.CDLL:
     from importlib.resources import files
 
     lib = native.load("spectral", native.with_vectors(files("znnx.kernels").joinpath("spectral.c").read_text()))
-    lib.fft_forward.argtypes = [_POINTER, _SIZE, _SIZE, _SIZE, _SIZE, _POINTER, _SIZE, _POINTER, _POINTER, _POINTER,
-                                _POINTER, _POINTER]
+    lib.fft_forward.argtypes = [_POINTER, _SIZE, _SIZE, _SIZE, _SIZE, _POINTER, _POINTER, _SIZE, _POINTER, _POINTER,
+                                _POINTER, _POINTER, _POINTER]
     lib.spectral_products.argtypes = [_POINTER] * 3 + [_SIZE] * 4
     lib.fft_inverse.argtypes = [_POINTER, _SIZE, _POINTER, _SIZE, _POINTER, _POINTER, _POINTER, _POINTER, _SIZE, _SIZE,
                                 _SIZE, _SIZE, _POINTER, _POINTER, _SIZE]
@@ -53,7 +53,7 @@ def _library() -> ctypes.CDLL:
     return lib
 
 
-def _available() -> bool:
+def available() -> bool:
     """Whether kernels/spectral.c builds here (a C compiler is at hand)."""
     try:
         _library()
@@ -173,13 +173,18 @@ def slab_tiles(freqs: int, c_in: int, c_out: int, slab_bytes: int = SLAB_BYTES) 
     return max(MIN_TILES, slab_bytes // (freqs * (c_in + c_out) * 8))
 
 
-def footprint(c_in: int, c_out: int, kernel: Sequence[int], size: int, in_spatial: Sequence[int]) -> tuple[int, int]:
-    """(kernel spectra bytes, scratch bytes: the padded input and a slab's spectra, about three times)."""
+def footprint(c_in: int, c_out: int, kernel: Sequence[int], size: int, in_spatial: Sequence[int],
+              native: bool = False) -> tuple[int, int]:
+    """(kernel spectra bytes, scratch bytes): torch's way (`native` False) needs the padded input and a
+    slab's spectra about three times, kernels/spectral.c a slab's spectra and products only (it reads
+    the input where it is)."""
     n = _tile(kernel, size)
     freqs = n[0] * n[1] * (n[2] // 2 + 1)
+    slab = slab_tiles(freqs, c_in, c_out) * freqs * (c_in + _padded_channels(c_out)) * 8
+    if native:
+        return freqs * c_in * _padded_channels(c_out) * 8, slab
     padded = c_in * int(np.prod([s + n_ for s, n_ in zip(in_spatial, n)])) * 4
-    slab = slab_tiles(freqs, c_in, c_out) * freqs * (c_in + c_out) * 8
-    return freqs * c_in * _padded_channels(c_out) * 8, padded + 3 * slab
+    return freqs * c_in * c_out * 8, padded + 3 * slab
 
 
 def _padded(x: torch.Tensor, pads: Sequence[int], kernel: Sequence[int], grid: Sequence[int], m: Sequence[int],
@@ -245,7 +250,7 @@ class FFTConv:
         self.grid = tuple(-(-o // m) for o, m in zip(self.out_spatial, self.m))
         spectrum = torch.conj_physical(torch.fft.rfftn(weight.detach().float(), s=self.n, dim=(2, 3, 4)))
         self.freqs = spectrum.shape[2] * spectrum.shape[3] * spectrum.shape[4]
-        self.native = native and all(smooth(n) for n in self.n) and _available()
+        self.native = native and all(smooth(n) for n in self.n) and available()
         self.w = self._native_weights(spectrum) if self.native else spectrum.permute(2, 3, 4, 1, 0).reshape(
             -1, c_in, c_out)
         self.bias = None if bias is None else bias.detach().float()
@@ -298,15 +303,19 @@ class FFTConv:
         return out.copy_(torch.bmm(spec.transpose(0, 1).contiguous(), self.w).transpose(0, 1))
 
     def _native(self, xl: torch.Tensor, yl: torch.Tensor) -> None:
-        """Every tile of `xl` (the padded input, (N, D, H, W, C)) into `yl` ((N, D', H', W', C'), channels
-        contiguous) by kernels/spectral.c, slab by slab: forward transforms, products, inverse
-        transforms written into `yl` where each tile lies inside it."""
+        """Every tile of `xl` (the unpadded input, (N, D, H, W, C), channels contiguous) into `yl`
+        ((N, D', H', W', C'), channels contiguous) by kernels/spectral.c, slab by slab: forward
+        transforms reading zeros wherever a tile reaches past the input (padding, last tiles), products,
+        inverse transforms written into `yl` where each tile lies inside it."""
         lib = _library()
         plan, starts, coefficients = self.lines
         items, tiles = xl.shape[0], int(np.prod(self.grid))
         index = np.stack(np.unravel_index(np.arange(items * tiles), (items, *self.grid)), axis=1)
         first = index[:, 1:] * np.array(self.m)
-        in_origin = index[:, 0] * xl.stride(0) + first @ np.array(xl.stride()[1:4])
+        start = first - np.array(self.pads[:3])
+        in_origin = index[:, 0] * xl.stride(0) + start @ np.array(xl.stride()[1:4])
+        bounds = np.stack([np.clip(-start, 0, None), np.minimum(np.array(self.n), np.array(self.spatial) - start)],
+                          axis=2).reshape(-1, 6)
         out_origin = index[:, 0] * yl.stride(0) + first @ np.array(yl.stride()[1:4])
         extent = np.minimum(np.array(self.m), np.array(self.out_spatial) - first)
         n = np.array(self.n, dtype=np.int64)
@@ -315,14 +324,12 @@ class FFTConv:
         spec = torch.empty((count, self.freqs, 2, self.c_in))
         prod = torch.empty((count, self.freqs, 2, cop))
         forward, inverse = (np.ascontiguousarray(axes) for axes in (starts[:3], starts[3:]))
-        for start in range(0, len(index), count):
-            chunk = slice(start, start + count)
-            tiles_in = np.ascontiguousarray(in_origin[chunk], dtype=np.int64)
-            tiles_out = np.ascontiguousarray(out_origin[chunk], dtype=np.int64)
-            extents = np.ascontiguousarray(extent[chunk], dtype=np.int64)
+        for chunk in (slice(s, s + count) for s in range(0, len(index), count)):
+            tiles_in, tile_bounds, tiles_out, extents = (np.ascontiguousarray(a[chunk], dtype=np.int64)
+                                                         for a in (in_origin, bounds, out_origin, extent))
             t = len(tiles_in)
-            lib.fft_forward(xl.data_ptr(), *xl.stride()[1:4], self.c_in, _address(tiles_in), t, _address(n),
-                            _address(plan), _address(coefficients), _address(forward), spec.data_ptr())
+            lib.fft_forward(xl.data_ptr(), *xl.stride()[1:4], self.c_in, _address(tiles_in), _address(tile_bounds), t,
+                            _address(n), _address(plan), _address(coefficients), _address(forward), spec.data_ptr())
             lib.spectral_products(spec.data_ptr(), self.w.data_ptr(), prod.data_ptr(), t, self.freqs, self.c_in, cop)
             lib.fft_inverse(prod.data_ptr(), cop, _address(n), self.m[0], _address(plan), _address(coefficients),
                             _address(inverse), yl.data_ptr(), *yl.stride()[1:4], self.c_out, _address(tiles_out),
@@ -353,16 +360,16 @@ class FFTConv:
 
     def __call__(self, x: torch.Tensor, *, out: torch.Tensor | None = None,
                  residual: torch.Tensor | None = None) -> torch.Tensor:
-        xl = _padded(x, self.pads[:3], self.kernel, self.grid, self.m, self.spatial)
-        aliased = out is not None and residual is not None and out.data_ptr() == residual.data_ptr()
+        aliased = out is not None and out.data_ptr() in {x.data_ptr(), *(() if residual is None else
+                                                                          (residual.data_ptr(),))}
         y = out if out is not None and not aliased else torch.empty(
             (x.shape[0], self.c_out, *self.out_spatial), device=x.device, dtype=x.dtype,
             memory_format=torch.channels_last_3d)
         yl = y.permute(0, 2, 3, 4, 1)
         if self.native and yl.stride(4) == 1:
-            self._native(xl, yl)
+            self._native(x.contiguous(memory_format=torch.channels_last_3d).permute(0, 2, 3, 4, 1), yl)
         else:
-            self._torch(xl, yl)
+            self._torch(_padded(x, self.pads[:3], self.kernel, self.grid, self.m, self.spatial), yl)
         if self.bias is not None:
             y.add_(self.bias.view(1, -1, 1, 1, 1))
         if self.add_first:

@@ -108,11 +108,13 @@ static vf *scratch(idx floats) {
     return (vf *)aligned_alloc(64, (size_t)(floats * 4 + 63) / 64 * 64);
 }
 
-/* x: channels-last input, sd, sh, sw: its strides in floats, C channels; origin[t]: tile t's first
- * voxel (floats from x); n: FFT points per axis (d, h, w); lines: width, height, depth. spec:
- * [T][nd * nh * (nw / 2 + 1)][2][C]. */
-void fft_forward(const float *x, idx sd, idx sh, idx sw, idx C, const idx *origin, idx T, const idx *n,
-                 const int *plan, const float *coef, const int *axes, float *spec) {
+/* x: channels-last input, sd, sh, sw: its strides in floats, C channels; origin[t]: where tile t's
+ * first voxel would be (floats from x; it may lie in the padding, before x), bounds[6 t ...]: per axis
+ * (d, h, w) the tile's points [lo, hi) that lie inside x, the others read as zeros (padding and the
+ * last tiles' overhang, so no padded copy of x is made); n: FFT points per axis; lines: width,
+ * height, depth. spec: [T][nd * nh * (nw / 2 + 1)][2][C]. */
+void fft_forward(const float *x, idx sd, idx sh, idx sw, idx C, const idx *origin, const idx *bounds, idx T,
+                 const idx *n, const int *plan, const float *coef, const int *axes, float *spec) {
     const idx nd = n[0], nh = n[1], nw = n[2], half = nw / 2 + 1, F = nd * nh * half;
     const idx groups = (C + VB - 1) / VB, longest = nd > nh ? (nd > nw ? nd : nw) : (nh > nw ? nh : nw);
     line_t line[AXES];
@@ -126,15 +128,18 @@ void fft_forward(const float *x, idx sd, idx sh, idx sw, idx C, const idx *origi
         for (idx job = 0; job < T * groups; job++) {
             const idx t = job / groups, g = job % groups;
             const int lanes = (int)(C - g * VB < VB ? C - g * VB : VB);
-            const float *xt = x + origin[t] + g * VB;
+            const idx *bound = bounds + 6 * t, first = origin[t] + g * VB;
+            for (idx w = 0; w < 2 * nw; w++) in[w] = splat(0.0f);
             for (idx d = 0; d < nd; d++)
                 for (idx h = 0; h < nh; h++) {
-                    for (idx w = 0; w < nw; w++) {
-                        in[2 * w] = load_n(xt + d * sd + h * sh + w * sw, lanes);
-                        in[2 * w + 1] = splat(0.0f);
-                    }
-                    transform(&line[0], in, a, b, &res);
                     vf *row = cube + 2 * ((d * nh + h) * half);
+                    if (d < bound[0] || d >= bound[1] || h < bound[2] || h >= bound[3]) {
+                        for (idx k = 0; k < 2 * half; k++) row[k] = splat(0.0f);
+                        continue;
+                    }
+                    for (idx w = bound[4]; w < bound[5]; w++)
+                        in[2 * w] = load_n(x + (first + d * sd + h * sh + w * sw), lanes);
+                    transform(&line[0], in, a, b, &res);
                     for (idx k = 0; k < 2 * half; k++) row[k] = res[k];
                 }
             for (idx d = 0; d < nd; d++)
