@@ -234,8 +234,10 @@ void spectral_products(const float *a, const float *w, float *out, idx T, idx F,
 
 /* spec: [T][nd * nh * (nw / 2 + 1)][2][Cop] products; md: exact outputs along depth; y: channels-last
  * output, sd, sh, sw its strides in floats, Co channels; origin[t]: tile t's first output voxel
- * (floats from y), extent[3 t + axis]: how many of its m outputs lie inside y along each axis. */
-void fft_inverse(const float *spec, idx Cop, const idx *n, idx md, const int *plan, const float *coef,
+ * (floats from y), extent[3 t + axis]: how many of its m outputs lie inside y along each axis; bias
+ * (Cop floats, zeros beyond Co) added to every output, then ReLU where `relu`. */
+void fft_inverse(const float *spec, idx Cop, const idx *n, idx md, const float *bias, int relu, const int *plan,
+                 const float *coef,
                  const int *axes, float *y, idx sd, idx sh, idx sw, idx Co, const idx *origin,
                  const idx *extent, idx T) {
     const idx nd = n[0], nh = n[1], nw = n[2], half = nw / 2 + 1, F = nd * nh * half;
@@ -253,6 +255,7 @@ void fft_inverse(const float *spec, idx Cop, const idx *n, idx md, const int *pl
             const int lanes = (int)(Co - g * VB < VB ? Co - g * VB : VB);
             const idx ed = extent[3 * t], eh = extent[3 * t + 1], ew = extent[3 * t + 2];
             const float *st = spec + t * F * 2 * Cop + g * VB;
+            const vf shift = load(bias + g * VB);
             for (idx h = 0; h < nh; h++)
                 for (idx k = 0; k < half; k++) {
                     for (idx d = 0; d < nd; d++) {
@@ -286,7 +289,11 @@ void fft_inverse(const float *spec, idx Cop, const idx *n, idx md, const int *pl
                     const vf *row = cube + 2 * ((d * nh + h) * half);
                     for (idx k = 0; k < 2 * half; k++) in[k] = row[k];
                     transform(&line[0], in, a, b, &res);
-                    for (idx w = 0; w < ew; w++) store_n(yt + d * sd + h * sh + w * sw, res[2 * w], lanes);
+                    for (idx w = 0; w < ew; w++) {
+                        vf v = res[2 * w] + shift;
+                        if (relu) v = sel(v > 0.0f, v, splat(0.0f));
+                        store_n(yt + d * sd + h * sh + w * sw, v, lanes);
+                    }
                 }
         }
         free(cube);
