@@ -29,6 +29,11 @@ from znnx.kernels.epilogue import Scale, epilogue_step
 
 SLAB_BYTES = 16 << 20
 MIN_TILES = 16
+NATIVE_MIN_TILES = 48
+"""The C path's least tiles per slab: its kernel spectra stream from memory once per slab (602 MB for an
+80-channel 28-point layer), so more tiles per slab read them less often: two 107^3 fragments of n926's
+largest layer at FFT 28 ran 2.6-2.7 s with 16, 2.2 with 32, 2.05-2.09 with 48, 2.0 with 64 and 2.3 with 96
+(slab buffers beyond the caches' reach); 48 holds a slab's spectra and products in 0.7-0.9 GB there."""
 LANES = 16
 """Channels per vector of the C stages: the kernel spectra's output channels are padded to a multiple
 of it (zeros)."""
@@ -165,12 +170,12 @@ def _tile(kernel: Sequence[int], size: int) -> tuple[int, ...]:
     return tuple(max(size, k) if k > 1 else 1 for k in kernel)
 
 
-def slab_tiles(freqs: int, c_in: int, c_out: int, slab_bytes: int = SLAB_BYTES) -> int:
+def slab_tiles(freqs: int, c_in: int, c_out: int, slab_bytes: int = SLAB_BYTES, least: int = MIN_TILES) -> int:
     """Tiles transformed and multiplied together: as many as `slab_bytes` of spectra hold, at least
-    MIN_TILES, since each frequency's kernel block (C x C' complex) is read once per slab: one tile
+    `least`, since each frequency's kernel block (C x C' complex) is read once per slab: one tile
     per slab made a 24^3-point FFT layer of 80 channels a string of matrix-vector products (383 MB
     of kernel spectra streamed per tile: 21.7 s, slower than direct)."""
-    return max(MIN_TILES, slab_bytes // (freqs * (c_in + c_out) * 8))
+    return max(least, slab_bytes // (freqs * (c_in + c_out) * 8))
 
 
 def footprint(c_in: int, c_out: int, kernel: Sequence[int], size: int, in_spatial: Sequence[int],
@@ -180,9 +185,10 @@ def footprint(c_in: int, c_out: int, kernel: Sequence[int], size: int, in_spatia
     the input where it is)."""
     n = _tile(kernel, size)
     freqs = n[0] * n[1] * (n[2] // 2 + 1)
-    slab = slab_tiles(freqs, c_in, c_out) * freqs * (c_in + _padded_channels(c_out)) * 8
     if native:
+        slab = slab_tiles(freqs, c_in, c_out, least=NATIVE_MIN_TILES) * freqs * (c_in + _padded_channels(c_out)) * 8
         return freqs * c_in * _padded_channels(c_out) * 8, slab
+    slab = slab_tiles(freqs, c_in, c_out) * freqs * (c_in + c_out) * 8
     padded = c_in * int(np.prod([s + n_ for s, n_ in zip(in_spatial, n)])) * 4
     return freqs * c_in * c_out * 8, padded + 3 * slab
 
@@ -263,7 +269,7 @@ class FFTConv:
         self.shift = torch.zeros(_padded_channels(c_out))
         if self.bias is not None:
             self.shift[:c_out] = self.bias
-        self.count = slab_tiles(self.freqs, c_in, c_out, slab_bytes)
+        self.count = slab_tiles(self.freqs, c_in, c_out, slab_bytes, NATIVE_MIN_TILES if self.native else MIN_TILES)
 
     def _native_weights(self, spectrum: torch.Tensor) -> torch.Tensor:
         """The kernel spectra for kernels/spectral.c: (F, C, re | im, C' padded to LANES), scaled by the
