@@ -38,7 +38,7 @@ LANES = 16
 """Channels per vector of the C stages: the kernel spectra's output channels are padded to a multiple
 of it (zeros)."""
 FACTORS = (4, 2, 3, 5, 7)
-"""The radices a line plan splits its size by, in this order (then any other prime)."""
+"""The radices a line plan splits its size by, in this order (sizes with other prime factors have none)."""
 
 _POINTER, _SIZE = ctypes.c_void_p, ctypes.c_ssize_t
 
@@ -67,23 +67,19 @@ def available() -> bool:
     return True
 
 
-def _radices(n: int) -> list[int]:
+def _factors(n: int) -> tuple[list[int], int]:
+    """n split into FACTORS, in their order, and what is left (1 where n is a product of them)."""
     radices, rest = [], n
     for p in FACTORS:
         while rest % p == 0:
             radices.append(p)
             rest //= p
-    if rest > 1:
-        raise ValueError(f"fft: {n} points have the prime factor {rest}; FFT sizes must be products of {FACTORS}")
-    return radices
+    return radices, rest
 
 
 def smooth(n: int) -> bool:
     """Whether an FFT of n points has a line plan (n a product of FACTORS)."""
-    for p in FACTORS:
-        while n % p == 0:
-            n //= p
-    return n == 1
+    return _factors(n)[1] == 1
 
 
 @dataclass(frozen=True)
@@ -111,7 +107,9 @@ def line_plan(n: int, sign: int, rows: int) -> list[Stage]:
     (block b); point k0 + j N_t / r_t of block b is the r_t-point DFT (index j) of the points k0 of the
     blocks b + q r_0 ... r_t-1 one level down, each times exp(sign 2 pi i q k0 / N_t); the deepest
     level's blocks are the input's points in natural order."""
-    radices = _radices(n)
+    radices, rest = _factors(n)
+    if rest > 1:
+        raise ValueError(f"fft: {n} points have the prime factor {rest}; FFT sizes must be products of {FACTORS}")
     stages = []
     for t in reversed(range(len(radices))):
         p, blocks, size = radices[t], int(np.prod(radices[:t])), int(np.prod(radices[t:]))
@@ -259,13 +257,16 @@ class FFTConv:
         self.native = native and all(smooth(n) for n in self.n) and available()
         self.w = self._native_weights(spectrum) if self.native else spectrum.permute(2, 3, 4, 1, 0).reshape(
             -1, c_in, c_out)
+        nd, nh, nw = self.n
+        self.lines = _line_plans([(nw, -1, nw // 2 + 1), (nh, -1, nh), (nd, -1, nd), (nw, 1, self.m[2]),
+                                  (nh, 1, self.m[1]), (nd, 1, self.m[0])]) if self.native else None
         self.bias = None if bias is None else bias.detach().float()
         add_first = tuple(steps[:1]) == ("add",)
         self.add_first = add_first
         self.actions = [epilogue_step(s, alpha, inplace=True, scale=scale, slope=slope) for s in steps[add_first:]]
+        # The C inverse adds the bias (`shift`) and, where the whole epilogue is one (`relu`), the ReLU as
+        # it stores: two passes over the output fewer (0.5 s on n926's largest fragment layer).
         self.relu = tuple(steps) == ("relu",)
-        """Where the C inverse applies the bias and (`relu`: the whole epilogue is a ReLU) the ReLU as it
-        stores (two passes over the output fewer: 0.5 s on n926's largest fragment layer)."""
         self.shift = torch.zeros(_padded_channels(c_out))
         if self.bias is not None:
             self.shift[:c_out] = self.bias
@@ -280,8 +281,6 @@ class FFTConv:
         w = torch.zeros((self.freqs, self.c_in, 2, _padded_channels(self.c_out)), device=spectrum.device)
         w[:, :, 0, :self.c_out] = scaled.real
         w[:, :, 1, :self.c_out] = scaled.imag
-        self.lines = _line_plans([(nw, -1, nw // 2 + 1), (nh, -1, nh), (nd, -1, nd),
-                                  (nw, 1, self.m[2]), (nh, 1, self.m[1]), (nd, 1, self.m[0])])
         return w
 
     def _products(self, tiles: torch.Tensor, work: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -321,6 +320,7 @@ class FFTConv:
         inverse transforms written into `yl` (with the bias, and the ReLU where it is the epilogue)
         where each tile lies inside it."""
         lib = _library()
+        assert self.lines is not None
         plan, starts, coefficients = self.lines
         items, tiles = xl.shape[0], int(np.prod(self.grid))
         index = np.stack(np.unravel_index(np.arange(items * tiles), (items, *self.grid)), axis=1)

@@ -108,6 +108,27 @@ static vf *scratch(idx floats) {
     return (vf *)aligned_alloc(64, (size_t)(floats * 4 + 63) / 64 * 64);
 }
 
+/* The height step of both directions on a scratch cube [planes][nh][half] of complex vectors: every
+ * column (plane, width frequency) transformed in place along height, the first `kept` rows written
+ * back. */
+static void along_height(const line_t *line, vf *cube, idx planes, idx nh, idx half, idx kept, vf *in, vf *a,
+                         vf *b) {
+    const vf *res;
+    for (idx d = 0; d < planes; d++)
+        for (idx k = 0; k < half; k++) {
+            vf *column = cube + 2 * (d * nh * half + k);
+            for (idx h = 0; h < nh; h++) {
+                in[2 * h] = column[2 * h * half];
+                in[2 * h + 1] = column[2 * h * half + 1];
+            }
+            transform(line, in, a, b, &res);
+            for (idx h = 0; h < kept; h++) {
+                column[2 * h * half] = res[2 * h];
+                column[2 * h * half + 1] = res[2 * h + 1];
+            }
+        }
+}
+
 /* x: channels-last input, sd, sh, sw: its strides in floats, C channels; origin[t]: where tile t's
  * first voxel would be (floats from x; it may lie in the padding, before x), bounds[6 t ...]: per axis
  * (d, h, w) the tile's points [lo, hi) that lie inside x, the others read as zeros (padding and the
@@ -142,19 +163,7 @@ void fft_forward(const float *x, idx sd, idx sh, idx sw, idx C, const idx *origi
                     transform(&line[0], in, a, b, &res);
                     for (idx k = 0; k < 2 * half; k++) row[k] = res[k];
                 }
-            for (idx d = 0; d < nd; d++)
-                for (idx k = 0; k < half; k++) {
-                    vf *column = cube + 2 * (d * nh * half + k);
-                    for (idx h = 0; h < nh; h++) {
-                        in[2 * h] = column[2 * h * half];
-                        in[2 * h + 1] = column[2 * h * half + 1];
-                    }
-                    transform(&line[1], in, a, b, &res);
-                    for (idx h = 0; h < nh; h++) {
-                        column[2 * h * half] = res[2 * h];
-                        column[2 * h * half + 1] = res[2 * h + 1];
-                    }
-                }
+            along_height(&line[1], cube, nd, nh, half, nh, in, a, b);
             float *st = spec + t * F * 2 * C + g * VB;
             for (idx h = 0; h < nh; h++)
                 for (idx k = 0; k < half; k++) {
@@ -269,19 +278,7 @@ void fft_inverse(const float *spec, idx Cop, const idx *n, idx md, const float *
                         cube[2 * ((d * nh + h) * half + k) + 1] = res[2 * d + 1];
                     }
                 }
-            for (idx d = 0; d < ed; d++)
-                for (idx k = 0; k < half; k++) {
-                    vf *column = cube + 2 * (d * nh * half + k);
-                    for (idx h = 0; h < nh; h++) {
-                        in[2 * h] = column[2 * h * half];
-                        in[2 * h + 1] = column[2 * h * half + 1];
-                    }
-                    transform(&line[1], in, a, b, &res);
-                    for (idx h = 0; h < eh; h++) {
-                        column[2 * h * half] = res[2 * h];
-                        column[2 * h * half + 1] = res[2 * h + 1];
-                    }
-                }
+            along_height(&line[1], cube, ed, nh, half, eh, in, a, b);
             for (idx w = 0; w < 2 * nw; w++) in[w] = splat(0.0f);
             float *yt = y + origin[t] + g * VB;
             for (idx d = 0; d < ed; d++)
