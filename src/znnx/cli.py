@@ -488,8 +488,9 @@ def parser() -> argparse.ArgumentParser:
                        help="blend mode: window overlap per axis (default 0.25)")
     infer.add_argument("--weighting", choices=("gaussian", "bump", "constant"), default="gaussian",
                        help="blend mode: window weights (default gaussian)")
-    infer.add_argument("--memory", metavar="SIZE", help="memory budget for --patch auto, e.g. 8GiB (default: half "
-                       "the free memory); with --cluster local:N each worker's memory limit (default: RAM / N)")
+    infer.add_argument("--memory", metavar="SIZE",
+                       help="memory budget for --patch auto, e.g. 8GiB (default: 80%% of the free RAM, half the free "
+                            "GPU memory); with --cluster local:N each worker's memory limit (default: RAM / N)")
     infer.add_argument("--device", default="cpu",
                        help="cpu (default), cuda[:N], or several, e.g. cuda,cpu: each device runs its own net (own "
                             "automatic patch, --memory applying to each) on blocks from one queue")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 import znnx
 from znnx.demo import model_path
 from znnx.errors import InputError
 from znnx.units import human_bytes, parse_bytes
-from znnx.volume.autopatch import candidate_patches, choose_patch
+from znnx.volume.autopatch import _cost, candidate_patches, choose_patch, default_budget, largest_fitting
 from znnx.volume.runner import VolumeOptions
 
 
@@ -48,3 +49,23 @@ def test_memory_sizes_print_in_a_readable_unit() -> None:
     assert human_bytes(2**20) == "1.0 MiB"
     assert human_bytes(3 * 2**29) == "1.50 GiB"
     assert human_bytes(1000) == "1000 B"
+
+
+def test_the_largest_patch_that_fits_is_a_candidate(graph: znnx.Graph) -> None:
+    volume = (400, 400, 400)
+    costed = [c for c in (_cost(graph, p, volume, VolumeOptions()) for p in candidate_patches(graph, volume)) if c]
+    sizes = sorted(c.memory_bytes for c in costed)
+    budget = (sizes[-3] + sizes[-2]) // 2  # between two grid scales
+    largest = largest_fitting(graph, volume, VolumeOptions(), budget, costed)
+    assert largest is not None and largest.memory_bytes <= budget
+    grid = max((c for c in costed if c.memory_bytes <= budget), key=lambda c: c.patch)
+    assert largest.patch > grid.patch
+    bigger = _cost(graph, tuple(p + 2 for p in largest.patch), volume, VolumeOptions())
+    assert bigger is not None and bigger.memory_bytes > budget * 0.97
+
+
+def test_the_default_budget_is_most_of_the_free_ram_on_the_cpu() -> None:
+    from znnx.backends import cpu
+
+    free = cpu.free_memory(torch.device("cpu"))
+    assert 0.7 * free <= default_budget("cpu") <= 0.85 * free

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Placement:
     """Where and how big a volume run's nets are: `patch` (a shape, or "auto": the fastest within
-    `memory_bytes`, default half the free memory of each device), `device` (one, or several as
+    `memory_bytes`, default `autopatch.default_budget` of each device), `device` (one, or several as
     "cuda,cpu"; default the Net's own, or the CPU for a Graph), `precision` (default the Net's own,
     or fp32), `threads` (each Dask worker's compute threads), `dense` (a Graph's dense form, as
     `compile` takes it; a Net runs the form it was compiled in)."""

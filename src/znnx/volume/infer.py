@@ -70,8 +70,8 @@ def infer_volume(model: Graph | Net, input: str | Any, output: str | Any,  # noq
                  stream: TextIO | None = None, client: Client | None = None, threads: int | None = None,
                  precision: str | None = None, dense: Dense = False) -> Summary:
     """`run` with the placement spelled as keywords: `patch` ("auto" or a shape), `memory_bytes`
-    (default: half the free memory of each device), `device` ("cpu", "cuda", "cuda,cpu"; default
-    the Net's own, or the CPU), `precision`, `threads` (each Dask worker's), `dense` (a Graph's
+    (default: 80% of the free RAM on the CPU, half the free memory of a GPU), `device` ("cpu", "cuda",
+    "cuda,cpu"; default the Net's own, or the CPU), `precision`, `threads` (each Dask worker's), `dense` (a Graph's
     dense form, as `compile` takes it: the output at every voxel for a net that pools)."""
     if threads is not None and threads < 1:
         raise InputError(f"volume: threads must be at least 1, got {threads}")
