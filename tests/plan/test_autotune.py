@@ -171,7 +171,19 @@ def test_few_output_channels_still_time_winograd() -> None:
     graph = optimize(b.finish([conv(b, x, 3, kernel=(1, 5, 5), pads=(0, 2, 2, 0, 2, 2))])).graph
     node = graph.nodes[0]
     timed = autotune.choosable(graph, node, cpu.conv_candidates(graph, node, PRECISIONS["fp32"]))
-    assert {"direct", "winograd2", "winograd4"} <= {a.name for a in timed}
+    assert {"direct", "winograd2", "winograd4", "fft16"} <= {a.name for a in timed}
+
+
+def test_fft_is_timed_beside_winograd_on_kernels_above_three_only() -> None:
+    from znnx.backends import cpu
+    from znnx.plan.precision import PRECISIONS
+
+    for kernel, fft in (((3, 3, 3), False), ((1, 3, 3), False), ((5, 5, 5), True), ((3, 5, 3), True)):
+        b, x = builder(channels=16, spatial=(9, 11, 10))
+        graph = optimize(b.finish([conv(b, x, 16, kernel=kernel)])).graph
+        node = graph.nodes[0]
+        names = {a.name for a in autotune.choosable(graph, node, cpu.conv_candidates(graph, node, PRECISIONS["fp32"]))}
+        assert "winograd4" in names and ("fft16" in names) == fft, kernel
 
 
 def test_first_layers_time_the_direct_kernels_only(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:

@@ -11,8 +11,9 @@ the input transform costs more than the multiplications it saves (1 -> 8 channel
 direct, 45 ms Winograd F(4,3); 8 -> 8 at 106^3: 29.3 and 29.6). Few output channels do not make a
 layer narrow: oneDNN's direct conv is slow there, and Winograd F(4,5) ran PZnet's 28 -> 3 (1,5,5)
 score layer in 28 ms against 49.
-FFT is timed only where Winograd does not apply: on 3x3x3 layers it measured 2-10x slower than
-Winograd on this project's machine, so timing it there would only lengthen tuning.
+FFT is timed beside Winograd only on kernels larger than 3: on 3x3x3 layers it measured 2-10x slower
+than Winograd on this project's machine, so timing it there would only lengthen tuning; on n537's
+80-channel 5^3 fragment layers the C FFT (16-point tiles) ran 1.5x faster than F(4,5).
 
 Choices are cached on disk (`cache_dir()/autotune.json`) under a key of the layer's signature
 (shapes, kernel, pads, epilogue), the batch, dtype, thread count, library versions and the backend's
@@ -311,12 +312,12 @@ def direct_only(graph: Graph, forced: Forced, precision: str) -> tuple[LayerChoi
 
 def choosable(graph: Graph, node: Node, candidates: tuple[Algorithm, ...]) -> tuple[Algorithm, ...]:
     """The algorithms `tune` may give `node` unforced: the direct ones (direct, implicit) alone below
-    MIN_CHANNELS input channels, else its `candidates` less FFT where Winograd F(4,r) applies (FFT is
-    timed only where it does not)."""
+    MIN_CHANNELS input channels, else its `candidates` less FFT on kernels of at most 3 per axis where
+    Winograd F(4,r) applies (FFT is timed only on larger kernels)."""
     narrow = conv_input(graph.types, node).channels < MIN_CHANNELS
     if narrow:
         return tuple(a for a in candidates if a.kind in ("direct", "implicit"))
-    winograd4 = any(a.kind == "winograd" and a.tile == 4 for a in candidates)
+    winograd4 = any(a.kind == "winograd" and a.tile == 4 for a in candidates) and max(node.attrs["kernel"]) <= 3
     return tuple(a for a in candidates if a.kind != "fft" or not winograd4)
 
 
