@@ -317,7 +317,7 @@ def test_up_convolution_into_few_channels_with_a_residual(monkeypatch: pytest.Mo
 def test_large_kernels_get_an_fft_tile_fitted_to_their_output() -> None:
     """The fitted tile covers the output in whole tiles with less waste than 24 points where that pays
     (99 = five 20-voxel tiles of 28 points; 33 = two of 17 of 25), is transformable by the C stages,
-    and joins 16 and 24 only for kernels of 6 and more; an output one tile fits takes the smallest
+    and joins 16 and 24 only for kernels of 5 and more; an output one tile fits takes the smallest
     tile that holds it."""
     assert fitted_fft_size((9, 9, 9), (99, 99, 99), 80, 80) == 28
     assert fitted_fft_size((9, 9, 9), (33, 33, 33), 80, 80) == 25
@@ -326,6 +326,7 @@ def test_large_kernels_get_an_fft_tile_fitted_to_their_output() -> None:
         n = fitted_fft_size((1, 7, 7), (3, out, out + 5), 24, 3)
         assert n in FITTED_FFT_SIZES and fft.smooth(n) and n > 7
     assert fft_sizes((3, 3, 3), ((40, 40, 40), 8, 8)) == (16,)
+    assert fft_sizes((5, 5, 5), ((21, 21, 21), 80, 80)) == (16, 24, 25)
     assert fft_sizes((9, 9, 9)) == (16, 24)
     assert fft_sizes((9, 9, 9), ((99, 99, 99), 80, 80)) == (16, 24, 28)
     assert fft_sizes((9, 9, 9), ((16, 16, 16), 80, 80)) == (16, 24)

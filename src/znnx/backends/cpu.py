@@ -64,10 +64,15 @@ ONEDNN_UNARY = frozenset({"relu", "leaky_relu"})
 oneDNN's sigmoid post-op cost 5.4 ms on an 8 -> 1 1x1x1 head at 64x128x128 (a separate in-place
 sigmoid: 0.24 ms), 1.2 ms against 0.19 on 48 -> 3, and about as much as in place on wide layers."""
 FFT_SIZE = 16
-LARGE_KERNEL_FFT_SIZE = 24  # kernels of 6 and more: a 16-point tile keeps 11 outputs or fewer per axis
+LARGE_KERNEL = 5
+"""Kernels this large and larger (along some axis) time 24-point FFT tiles and a fitted one beside 16:
+a 16-point tile keeps 12 outputs or fewer per axis. n537's 80-channel 5^3 layers, per fragment set, in
+seconds (fft16 / fft24 / fitted / Winograd F(4,5)): 8 x 115^3 10.97 / 8.20 / 6.85 (32) / 18.3; 64 x 25^3
+0.65 / 2.04 / 0.45 (25) / 0.84."""
+LARGE_KERNEL_FFT_SIZE = 24
 FITTED_FFT_SIZES = range(16, 33)
-"""Where a kernel of 6 and more gets a third FFT tile, fitted to its output (`fitted_fft_size`); up to
-32 points, whose scratch cube (32 x 32 x 17 points of 16 channels) is about L2's size."""
+"""Where a LARGE_KERNEL gets a third FFT tile, fitted to its output (`fitted_fft_size`); up to 32
+points, whose scratch cube (32 x 32 x 17 points of 16 channels) is about L2's size."""
 TRANSFORM_COST = 2.5
 PRECISIONS = ("fp32", "bf16")
 POOLS = ("max_pool", "avg_pool", "fragment")  # the ops of the C pool kernel
@@ -225,11 +230,11 @@ def conv_candidates(graph: Graph, node: Node, precision: Precision) -> tuple[Alg
 
 def fft_sizes(kernel: Sequence[int],
               layer: tuple[Sequence[int], int, int] | None = None) -> tuple[int, ...]:
-    """The FFT tiles tried for `kernel`: 16 points, and for kernels of 6 and more 24 (a 9^3 kernel
+    """The FFT tiles tried for `kernel`: 16 points, and for LARGE_KERNELs 24 (a 9^3 kernel
     keeps 8^3 of a 16^3 tile, 16^3 of a 24^3 one: 2.5x fewer products per output voxel; on small
     inputs, such as deep max-pooling fragments, the larger tile pads more than it saves) and, given
     `layer` (its output size, C and C'), the tile fitted to it (`fitted_fft_size`)."""
-    if max(kernel) < 6:
+    if max(kernel) < LARGE_KERNEL:
         return (FFT_SIZE,)
     fitted = () if layer is None else (fitted_fft_size(kernel, *layer),)
     return tuple(dict.fromkeys((FFT_SIZE, LARGE_KERNEL_FFT_SIZE, *fitted)))
