@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--net", default="symmetric", choices=sorted(NETS))
     parser.add_argument("--size", type=int, default=256, help="edge of the cubic uint8 volume (default 256)")
     parser.add_argument("--threads", type=int, default=2, help="CPU compute threads")
-    parser.add_argument("--memory", help="memory budget per device for the automatic patch (default: half the free)")
+    parser.add_argument("--memory", help="memory budget per device for the automatic patch (default: 80%% of the "
+                        "free RAM, half a GPU's free memory)")
     parser.add_argument("--tiny", action="store_true", help="narrow net (smoke test)")
     parser.add_argument("--out", default="benchmarks/results-hybrid")
     args = parser.parse_args(argv)
