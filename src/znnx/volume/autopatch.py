@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from znnx.units import human_bytes
 from znnx.volume.runner import VolumeOptions, plan_blocks
 
 SCALES = (0.5, 0.625, 0.75, 0.875, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0)
-BUDGET_SHARES = {"cpu": 0.8}
+BUDGET_SHARES = MappingProxyType({"cpu": 0.8})
 """The share of a device's free memory the automatic patch may fill (others: DEFAULT_BUDGET_SHARE). On
 the CPU the memory plan's footprint (with the pipeline's patches) came within 2% of the measured peak
 RSS of dense n337, n537, n726 and n926 at 6-17 GB, and a dense net's throughput grows steeply with the
