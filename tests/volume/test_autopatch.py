@@ -51,7 +51,7 @@ def test_memory_sizes_print_in_a_readable_unit() -> None:
     assert human_bytes(1000) == "1000 B"
 
 
-def test_the_largest_patch_that_fits_is_a_candidate(graph: znnx.Graph) -> None:
+def test_the_largest_patch_that_fits_lies_between_grid_scales(graph: znnx.Graph) -> None:
     volume = (400, 400, 400)
     costed = [c for c in (_cost(graph, p, volume, VolumeOptions()) for p in candidate_patches(graph, volume)) if c]
     sizes = sorted(c.memory_bytes for c in costed)
