@@ -85,9 +85,11 @@ def _mib(nbytes: int) -> str:
 
 def _memory_lines(net: Any) -> list[str]:
     plan = net.plan.memory
+    loop = ([f"one fragment at a time: the {plan.loop.passes} offsets of {plan.loop.fragment!r} run their section "
+             f"({len(plan.loop.body.nodes)} nodes) one after another"] if plan.loop else [])
     return [f"memory per patch: planned peak {_mib(plan.peak_bytes)} (arena {_mib(plan.arena_bytes)} in "
             f"{len(plan.slot_bytes)} slots), all tensors live {_mib(plan.naive_bytes)}, "
-            f"weights {_mib(plan.weight_bytes)}"]
+            f"weights {_mib(plan.weight_bytes)}", *loop]
 
 
 def _algorithm(text: str) -> str | dict[str, str]:

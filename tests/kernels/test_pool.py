@@ -73,3 +73,24 @@ def test_writes_into_a_given_channels_last_output() -> None:
     torch.testing.assert_close(out, torch.nn.functional.max_pool3d(x, 2, 2), rtol=0, atol=0)
     with pytest.raises(ValueError, match="channels-last"):
         pool.Pool((2, 2, 2), (2, 2, 2), (0, 0, 0), (2, 3, 3))(x, out=torch.empty(1, 20, 2, 3, 3))
+
+
+@pytest.mark.parametrize("block, window", [((2, 2, 2), (2, 2, 2)), ((2, 1, 3), (3, 1, 2)), ((1, 2, 2), (1, 1, 1))])
+def test_depth_slabs_write_their_planes_of_every_fragment(block: tuple[int, ...], window: tuple[int, ...]) -> None:
+    """`into`, as a streamed conv's slabs use it: each slab of input planes (a block per fragment
+    plane plus the window's reach) writes those planes of every fragment of one batch entry."""
+    n, depth = 2, 5  # fragment planes
+    x = torch.randn(n, 17, depth * block[0] + window[0] - 1, 4 * block[1] + window[1] - 1, 3 * block[2] + window[2] - 1)
+    x = x.contiguous(memory_format=torch.channels_last_3d)
+    pooled = [s - w + 1 for s, w in zip(x.shape[2:], window)]
+    want = pool.Pool(window, (1, 1, 1), (0,) * 6, pooled, block=block)(x)
+    got = torch.full_like(want, float("nan"))
+    for item in range(n):
+        for first, planes in ((0, 2), (2, 2), (4, 1)):
+            slab = x[item:item + 1, :, first * block[0]:(first + planes) * block[0] + window[0] - 1]
+            pool.Pool(window, (1, 1, 1), (0,) * 6, (planes * block[0], *pooled[1:]), block=block).into(
+                slab, got, item, first)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="do not fit"):
+        pool.Pool(window, (1, 1, 1), (0,) * 6, (2 * block[0], *pooled[1:]), block=block).into(
+            x[:1, :, :2 * block[0] + window[0] - 1], got, 0, 4)

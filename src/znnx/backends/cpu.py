@@ -52,7 +52,8 @@ from znnx.kernels.epilogue import Scale, activation, epilogue_step, prelu
 from znnx.plan import algorithm as algorithms
 from znnx.plan.algorithm import DIRECT, Algorithm
 from znnx.plan.autotune import Forced, Input, LayerChoice, as_sources, direct_only, reserved_bytes, tune
-from znnx.plan.memory import FLOAT_BYTES, MemoryPlan, Step, plan_memory, stream_slab
+from znnx.plan.fragment_loop import LOOP_GAIN, fragment_loop, plan_loop
+from znnx.plan.memory import FLOAT_BYTES, MemoryPlan, Step, consumed_planes, plan_memory, stream_slab
 from znnx.plan.plan import Plan
 from znnx.plan.precision import Precision, resolve
 
@@ -180,30 +181,48 @@ def scratch_elements(graph: Graph, node: Node, precision: Precision) -> int:
     return graph.types[node.output].numel if shuffles(node) and precision.name != "fp32" else 0
 
 
-def streamable(graph: Graph, a: Node, b: Node) -> bool:
-    """Whether conv `a` can be streamed into conv `b` in depth slabs (plan.memory.Stream): each reads
-    one input of one patch per buffer entry (no sources, no residual, no fragments), both step one
-    plane at a time along depth without padding it (a slab needs no zeros from beyond the patch),
-    and neither reaches over more than 3 planes (slabs of 16 planes keep whole Winograd tiles)."""
+def streamable(graph: Graph, a: Node, b: Node, fragments: bool = False) -> bool:
+    """Whether conv `a` can be streamed into `b` in depth slabs (plan.memory.Stream): each reads one
+    input of one patch per buffer entry (no sources, no residual, no fragments), both step one plane
+    at a time along depth without padding it (a slab needs no zeros from beyond the patch), and
+    neither reaches over more than 3 planes (slabs of 16 planes keep whole Winograd tiles); with
+    `fragments` (a fragment loop's prefix, whose first conv reads few channels), `b` may be the
+    `fragment` of `a`'s output, `a` then of any depth (16 fragment planes of a 2-plane block and
+    window read 33 planes of `a`). Elsewhere such a stream would cut an FFT conv's depth into slabs
+    its tiles do not fit (n926's second conv, FFT 24 in slabs of 33 planes: 49 s against 38)."""
 
-    def slides(node: Node) -> bool:
+    def slides(node: Node, reach: int | None = 3) -> bool:
         at = node.attrs
         return (node.op == "conv" and len(node.inputs) == 1 and at["stride"][0] == 1 and at["dilation"][0] == 1
-                and at["pads"][0] == at["pads"][3] == 0 and at["kernel"][0] <= 3
+                and at["pads"][0] == at["pads"][3] == 0 and (reach is None or at["kernel"][0] <= reach)
                 and graph.types[node.inputs[0]].fragments == 1)
 
+    if b.op == "fragment":
+        return fragments and slides(a, reach=None) and b.inputs == (a.output,)
     return slides(a) and slides(b) and b.inputs == (a.output,)
 
 
 def memory_plan(graph: Graph, batch: int, precision: Precision) -> MemoryPlan:
     """Channels-last buffers, arena slots for the ops this backend can point at one (`placeable`),
     the scratch of `scratch_elements`; the fp32 shuffling transposed convs (C kernel) add into their
-    residual as they compute; large conv outputs streamed into the next conv where `streamable`."""
-    return plan_memory(graph, batch, relayout=True, placeable=placeable,
-                       scratch=lambda g, node: scratch_elements(g, node, precision),
-                       element_bytes=precision.element_bytes,
-                       accumulates=lambda node: shuffles(node) and precision.name == "fp32",
-                       streamable=streamable)
+    residual as they compute; large conv outputs streamed into the next conv where `streamable`; a
+    dense net's fragment section run one offset at a time (plan/fragment_loop.py) where that lowers
+    the peak below LOOP_GAIN of it."""
+
+    def plan(g: Graph, phase: str | None = None) -> MemoryPlan:
+        return plan_memory(g, batch, relayout=True, placeable=placeable,
+                           scratch=lambda g, node: scratch_elements(g, node, precision),
+                           element_bytes=precision.element_bytes,
+                           accumulates=lambda node: shuffles(node) and precision.name == "fp32",
+                           streamable=lambda g, a, b: streamable(g, a, b, fragments=phase == "prefix"),
+                           enters=phase in (None, "prefix"), exits=phase in (None, "suffix"))
+
+    whole = plan(graph)
+    loop = fragment_loop(graph)
+    if loop is None:
+        return whole
+    looped = plan_loop(graph, loop, batch, precision.element_bytes, plan)
+    return looped if looped.peak_bytes < LOOP_GAIN * whole.peak_bytes else whole
 
 
 def conv_candidates(graph: Graph, node: Node, precision: Precision) -> tuple[Algorithm, ...]:
@@ -596,6 +615,66 @@ class _Builder:
             return lambda xs: fn(xs[0], constant, out=xs[0])
         return lambda xs: fn(xs[0], xs[1], out=xs[k])
 
+    def stream_fragment(self, producer: Node, consumer: Node) -> Run:
+        """The fragment's step of a streamed conv and fragment (plan.memory.Stream), called with the
+        conv's input and its slab (a view of its slot) as scratch: per patch of the batch and per
+        slab of fragment planes, the conv computes the planes those read into the slab, the C pool
+        kernel writes the slab's fragments into their planes of every fragment of the output. Each
+        slab depth gets its own kernels, built on first use."""
+        from znnx.kernels import pool
+
+        window, block = fragment_window(consumer), tuple(consumer.attrs["block"])
+        reach = producer.attrs["kernel"][0] - 1
+        source = producer.inputs[0]
+        x = self.graph.types[source]
+        y = self.graph.types[consumer.output]
+        pooled = tuple(s * b for s, b in zip(y.spatial, block))
+        alone = Graph((producer,), (source,), (producer.output,), {source: x}, self.graph.spatial_rank,
+                      f"{self.graph.name}:{producer.name}")
+        kernels: dict[int, tuple[Run, Callable[[Tensor, Tensor, int, int], None]]] = {}
+        eager = self.eager.kernel(consumer)
+
+        def into(planes: int) -> Callable[[Tensor, Tensor, int, int], None]:
+            """(slab, whole output, patch, first plane) -> None: the slab's fragments written in place,
+            by the C kernel in fp32, else by the eager kernel and a copy."""
+            if self.dtype == torch.float32:
+                try:
+                    return pool.Pool(window, (1, 1, 1), (0,) * 6, (planes * block[0], *pooled[1:]), block=block).into
+                except KernelUnavailable:
+                    pass
+
+            def copy(a: Tensor, whole: Tensor, item: int, first: int) -> None:
+                whole.unflatten(0, (math.prod(block), -1))[:, item, :, first:first + planes].copy_(eager([a]))
+
+            return copy
+
+        def slab_kernels(planes: int) -> tuple[Run, Callable[[Tensor, Tensor, int, int], None]]:
+            if planes not in kernels:
+                depth = consumed_planes(consumer, planes) + reach
+                slab = infer_types(alone, {source: replace(x, spatial=(depth, *x.spatial[1:]))})
+                conv = _Builder(slab, self.algorithms, self.dtype).kernel(producer, Step(producer.name, None, False,
+                                                                                        None, 0))
+                kernels[planes] = (conv, into(planes))
+            return kernels[planes]
+
+        def run(xs: Sequence[Tensor], out: Tensor | None, scratch: Tensor | None) -> Tensor:
+            assert scratch is not None, "a streamed pair computes its producer into the producer's slot"
+            n, depth = xs[0].shape[0], y.spatial[0]
+            result = out if out is not None else torch.empty(
+                (n * math.prod(block), y.channels, *y.spatial), dtype=self.dtype, memory_format=CHANNELS_LAST)
+            planes = (scratch.shape[2] - window[0] + 1) // block[0]
+            for item in range(n):
+                for p0 in range(0, depth, planes):
+                    p = min(planes, depth - p0)
+                    conv, write = slab_kernels(p)
+                    first = p0 * block[0]
+                    a = conv([xs[0][item:item + 1, :, first:first + consumed_planes(consumer, p) + reach]],
+                             scratch[:, :, :consumed_planes(consumer, p)], None)
+                    write(a, result, item, p0)
+            return result
+
+        return run
+
     def stream(self, producer: Node, consumer: Node) -> Run:
         """The consumer's step of a streamed pair (plan.memory.Stream), called with the producer's
         input and the producer's slab (a view of its slot) as scratch: per patch of the batch and per
@@ -678,13 +757,32 @@ class _Builder:
         return lambda xs, out, scratch: fn(xs) if out is None else out.copy_(fn(xs))
 
 
-class _Arena:
-    """The plan's slots for one batch size, allocated on first use and kept between calls."""
+class _SlotStore:
+    """The arena's slots (`slot_bytes` per patch) for one batch size, allocated on first use and kept
+    between calls; the phases of a fragment loop share one store (they never run at once)."""
 
-    def __init__(self, graph: Graph, plan: MemoryPlan, dtype: torch.dtype) -> None:
+    def __init__(self, slot_bytes: Sequence[int], dtype: torch.dtype) -> None:
+        self.slot_bytes = tuple(slot_bytes)
+        self.dtype = dtype
+        self.batch = 0
+        self.tensors: list[Tensor] = []
+
+    def slots(self, batch: int) -> list[Tensor]:
+        if batch != self.batch:
+            self.tensors = []
+            size = torch.empty((), dtype=self.dtype).element_size()
+            self.tensors = [torch.empty(n * batch // size, dtype=self.dtype) for n in self.slot_bytes]
+            self.batch = batch
+        return self.tensors
+
+
+class _Arena:
+    """Views of the plan's slots (in `store`) for one batch size, rebuilt when the batch changes."""
+
+    def __init__(self, graph: Graph, plan: MemoryPlan, store: _SlotStore) -> None:
         self.graph = graph
         self.plan = plan
-        self.dtype = dtype
+        self.store = store
         self.batch = 0
         self.views: dict[str, tuple[Tensor | None, Tensor | None]] = {}
 
@@ -692,8 +790,7 @@ class _Arena:
         """Node name -> (channels-last view of its output slot, its flat scratch slot) for `batch` patches."""
         if batch != self.batch:
             self.views = {}
-            size = torch.empty((), dtype=self.dtype).element_size()
-            slots = [torch.empty(n * batch // size, dtype=self.dtype) for n in self.plan.slot_bytes]
+            slots = self.store.slots(batch)
             slabs = {stream.producer: stream_slab(self.graph, stream) for stream in self.plan.streams}
             for node, step in zip(self.graph.nodes, self.plan.steps):
                 out = scratch = None
@@ -722,7 +819,7 @@ class _Program:
     consumer reads its producer's input), and which die after each step."""
 
     def __init__(self, graph: Graph, plan: MemoryPlan, algorithms: Mapping[str, Algorithm],
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, store: _SlotStore | None = None) -> None:
         builder = _Builder(graph, algorithms, dtype)
         self.graph = graph
         self.dtype = dtype
@@ -732,28 +829,97 @@ class _Program:
         self.reads = [() if node.name in producers else consumers[node.name].inputs if node.name in consumers
                       else node.inputs for node in graph.nodes]
         self.steps = [(node, _placeholder if node.name in producers else
+                       builder.stream_fragment(consumers[node.name], node) if node.name in consumers
+                       and node.op == "fragment" else
                        builder.stream(consumers[node.name], node) if node.name in consumers else
                        builder.kernel(node, step)) for node, step in zip(graph.nodes, plan.steps)]
         last_use = {value: i for i, reads in enumerate(self.reads) for value in reads}
         keep = set(graph.outputs)
         self.frees = [[v for v in dict.fromkeys(reads) if last_use[v] == i and v not in keep]
                       for i, reads in enumerate(self.reads)]
-        self.arena = _Arena(graph, plan, dtype)
+        self.arena = _Arena(graph, plan, store or _SlotStore(plan.slot_bytes, dtype))
 
     def run(self, inputs: Sequence[Tensor], times: list[float] | None = None) -> list[Tensor]:
         """Outputs for `inputs` (NCDHW float32: a one-channel output, channels-last and NCDHW alike, is
         returned as computed, as the memory plan counts it); with `times`, append each step's wall time
         in seconds."""
-        buffers = self.arena.buffers(inputs[0].shape[0])
-        values = {name: _enter(x, self.dtype) for name, x in zip(self.graph.inputs, inputs)}
+        outputs = self.execute([_enter(x, self.dtype) for x in inputs], times)
+        return [y.float().contiguous() for y in outputs]
+
+    def execute(self, inputs: list[Tensor], times: list[float] | None = None,
+                into: Mapping[str, Tensor] | None = None) -> list[Tensor]:
+        """The outputs as computed (channels-last, the program's dtype) for `inputs` in that form,
+        which it owns: `inputs` is emptied, so that each input dies at its last reader. `into` gives
+        nodes the buffer to write their output in (node name -> channels-last tensor)."""
+        name = self.graph.inputs[0]
+        buffers = self.arena.buffers(inputs[0].shape[0] // self.graph.types[name].fragments)
+        values = dict(zip(self.graph.inputs, inputs))
+        inputs.clear()
         for (node, fn), reads, dead in zip(self.steps, self.reads, self.frees):
             start = time.perf_counter()
-            values[node.output] = fn([values[v] for v in reads], *buffers[node.name])
+            out, scratch = buffers[node.name]
+            if into is not None and node.name in into:
+                out = into[node.name]
+            values[node.output] = fn([values[v] for v in reads], out, scratch)
             if times is not None:
                 times.append(time.perf_counter() - start)
             for value in dead:
                 del values[value]
-        return [values[name].float().contiguous() for name in self.graph.outputs]
+        return [values[name] for name in self.graph.outputs]
+
+
+class _LoopProgram:
+    """A graph run through its fragment loop (plan/fragment_loop.py): the prefix, its fragments
+    written into a buffer kept between calls (allocated afresh, 11 GB for n926 at 334^3 were paged
+    in 4 KiB at a time on every call), then per offset the body on that offset's entries of them,
+    each pass copied into its offset's entries of the whole buffers, then the suffix. The phases'
+    arenas share one store. `steps` lists every node once; `times` (see `_Program.run`) gives each
+    body step its sum over the passes."""
+
+    def __init__(self, graph: Graph, plan: MemoryPlan, algorithms: Mapping[str, Algorithm],
+                 dtype: torch.dtype) -> None:
+        loop = plan.loop
+        assert loop is not None, "a loop program runs a plan with a fragment loop"
+        store = _SlotStore(plan.slot_bytes, dtype)
+        self.loop = loop
+        self.passes = loop.passes
+        self.dtype = dtype
+        self.phases = [_Program(g, p, algorithms, dtype, store)
+                       for g, p in zip((loop.prefix, loop.body, loop.suffix), plan.phases)]
+        self.steps = [step for phase in self.phases for step in phase.steps]
+        self.fragments = torch.empty(0, dtype=dtype)
+
+    def _held(self, n: int) -> Tensor:
+        """The buffer of the fragments of `n` patches."""
+        t = self.loop.prefix.types[self.loop.value]
+        shape = (n * t.fragments, t.channels, *t.spatial)
+        if tuple(self.fragments.shape) != shape:
+            self.fragments = torch.empty(0, dtype=self.dtype)
+            self.fragments = torch.empty(shape, dtype=self.dtype, memory_format=CHANNELS_LAST)
+        return self.fragments
+
+    def run(self, inputs: Sequence[Tensor], times: list[float] | None = None) -> list[Tensor]:
+        prefix, body, suffix = self.phases
+        held = {self.loop.fragment: self._held(inputs[0].shape[0])}
+        (fragments,) = prefix.execute([_enter(x, self.dtype) for x in inputs], times, held)
+        n = fragments.shape[0] // self.passes
+        whole: list[Tensor] = []
+        sums = [0.0] * len(body.steps)
+        for i in range(self.passes):
+            passed: list[float] | None = None if times is None else []
+            ys = body.execute([fragments[i * n:(i + 1) * n]], passed)
+            if passed is not None:
+                sums = [a + b for a, b in zip(sums, passed)]
+            if not whole:
+                whole = [torch.empty((self.passes * n, *y.shape[1:]), dtype=y.dtype, memory_format=CHANNELS_LAST)
+                         for y in ys]
+            for target, y in zip(whole, ys):
+                target[i * n:(i + 1) * n].copy_(y)
+            del ys
+        del fragments
+        if times is not None:
+            times.extend(sums)
+        return [y.float().contiguous() for y in suffix.execute(whole, times)]
 
 
 def conv_kernel(graph: Graph, node: Node, algorithm: Algorithm) -> Callable[..., Tensor]:
@@ -782,8 +948,11 @@ def choose_algorithms(graph: Graph, batch: int, device: torch.device, precision:
                 refresh, cpu_threads=True)
 
 
-def _program(plan: Plan) -> _Program:
-    return _Program(plan.graph, plan.memory, plan.algorithms, precision(plan.precision).torch_dtype)
+def _program(plan: Plan) -> _Program | _LoopProgram:
+    dtype = precision(plan.precision).torch_dtype
+    if plan.memory.loop is not None:
+        return _LoopProgram(plan.graph, plan.memory, plan.algorithms, dtype)
+    return _Program(plan.graph, plan.memory, plan.algorithms, dtype)
 
 
 def build(plan: Plan, device: torch.device) -> Callable[[Sequence[Tensor]], list[Tensor]]:

@@ -15,8 +15,10 @@
  * division without dilation (a division per voxel and axis took half of a 12-channel (1,3,3) pool).
  *
  * With a block b other than 1x1x1 the output is written as max-pooling fragments (ir/ops.py
- * `fragment`): output voxel (n, od, oh, ow) goes to batch entry ((od%bd*bh + oh%bh)*bw + ow%bw)*N + n
- * at (od/bd, oh/bh, ow/bw), each fragment (N, Do/bd, Ho/bh, Wo/bw, C).
+ * `fragment`): output voxel (n, od, oh, ow) goes to batch entry ((od%bd*bh + oh%bh)*bw + ow%bw)*No + n0 + n
+ * at (od/bd, oh/bh, ow/bw), each fragment (Fs, Ho/bh, Wo/bw, C): No entries per offset and Fs planes per
+ * entry (N and Do/bd for a whole output; more where y points into a larger one, as a depth slab of
+ * the input writes planes of every fragment of one batch entry n0 of No).
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -90,8 +92,8 @@ static inline idx counted(idx start, idx k, idx step, idx lo, idx hi) {
 
 void pool(int average, int include_pad, const float *x, idx N, idx D, idx H, idx W, idx C, const int k[3],
           const int s[3], const int p[3], const int q[3], const int dl[3], const int b[3], float *y, idx Do,
-          idx Ho, idx Wo) {
-    const idx Fd = Do / b[0], Fh = Ho / b[1], Fw = Wo / b[2];
+          idx Ho, idx Wo, idx No, idx n0, idx Fs) {
+    const idx Fh = Ho / b[1], Fw = Wo / b[2];
     #pragma omp parallel for schedule(static) collapse(3)
     for (idx n = 0; n < N; n++)
         for (idx od = 0; od < Do; od++)
@@ -109,8 +111,8 @@ void pool(int average, int include_pad, const float *x, idx N, idx D, idx H, idx
                     const idx wa = first(w0, dl[2], 0), wb = last(w0, k[2], dl[2], W);
                     const idx taps = dh * (include_pad ? counted(w0, k[2], dl[2], -p[2], W + q[2]) : wb - wa);
                     const float scale = taps > 0 ? 1.0f / (float)taps : __builtin_nanf("");
-                    const idx entry = (part + ow % b[2]) * N + n;
-                    float *out = y + (((entry * Fd + od / b[0]) * Fh + oh / b[1]) * Fw + ow / b[2]) * C;
+                    const idx entry = (part + ow % b[2]) * No + n0 + n;
+                    float *out = y + (((entry * Fs + od / b[0]) * Fh + oh / b[1]) * Fw + ow / b[2]) * C;
                     if (C >= 16) {
                         REDUCE(16, v16, i16, v16u)
                     } else

@@ -28,7 +28,7 @@ def _library() -> ctypes.CDLL:
 
     lib = native.load("pool", files("znnx.kernels").joinpath("pool.c").read_text())
     i, p, flag = ctypes.c_ssize_t, ctypes.c_void_p, ctypes.c_int
-    lib.pool.argtypes = [flag, flag, p, i, i, i, i, i, p, p, p, p, p, p, p, i, i, i]
+    lib.pool.argtypes = [flag, flag, p, i, i, i, i, i, p, p, p, p, p, p, p, i, i, i, i, i, i]
     lib.pool.restype = None
     return lib
 
@@ -56,13 +56,35 @@ class Pool:
     def __call__(self, x: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
         """The pooled `x` (any layout), channels-last, in `out` if given (channels-last)."""
         x = x.contiguous(memory_format=torch.channels_last_3d)
-        n, c, d, h, w = x.shape
+        n, c = x.shape[:2]
         shape = (n * math.prod(self.block), c, *(s // b for s, b in zip(self.out_spatial, self.block)))
         y = out if out is not None else torch.empty(shape, memory_format=torch.channels_last_3d)
         if tuple(y.shape) != shape or not y.permute(0, 2, 3, 4, 1).is_contiguous():
             raise ValueError(f"kernels.pool: out must be a channels-last {shape}, got {tuple(y.shape)} with strides "
                              f"{y.stride()}")
+        self._run(x, y, n, 0, shape[2])
+        return y
+
+    def into(self, x: torch.Tensor, whole: torch.Tensor, item: int, plane: int) -> None:
+        """Write the fragments of `x` (one batch entry: a depth slab of a larger input, `out_spatial`
+        its pooled size) into `whole`, the channels-last fragments of that larger output, as batch
+        entry `item` of each offset from fragment plane `plane` on."""
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+        entries, c, depth, *rest = whole.shape
+        slab = self.out_spatial[0] // self.block[0]
+        fragments = math.prod(self.block)
+        if (x.shape[0] != 1 or x.shape[1] != c or tuple(rest) != tuple(s // b for s, b in zip(self.out_spatial[1:],
+                                                                                             self.block[1:]))
+                or entries % fragments or not 0 <= item < entries // fragments or plane + slab > depth
+                or not whole.permute(0, 2, 3, 4, 1).is_contiguous()):
+            raise ValueError(f"kernels.pool: fragments of a {tuple(x.shape)} slab ({self.out_spatial} pooled) do "
+                             f"not fit entry {item}, planes {plane}..{plane + slab} of a channels-last "
+                             f"{tuple(whole.shape)}")
+        target = whole[0, 0, plane].data_ptr()
+        self._run(x, target, entries // fragments, item, depth)
+
+    def _run(self, x: torch.Tensor, y: torch.Tensor | int, entries: int, item: int, planes: int) -> None:
+        n, c, d, h, w = x.shape
         k, s, p, q, dl, b = (a.ctypes.data for a in self.shape)
         self.lib.pool(*self.flags, x.data_ptr(), n, d, h, w, c, k, s, p, q, dl, b,  # type: ignore[attr-defined]
-                      y.data_ptr(), *self.out_spatial)
-        return y
+                      y if isinstance(y, int) else y.data_ptr(), *self.out_spatial, entries, item, planes)

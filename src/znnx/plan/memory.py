@@ -21,10 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from znnx.errors import GraphError
 from znnx.ir.graph import Graph, Node, TensorType
-from znnx.ir.ops import ACTIVATIONS, BINARY, conv_input, conv_sources, epilogue
+from znnx.ir.ops import ACTIVATIONS, BINARY, conv_input, conv_sources, epilogue, fragment_window
+
+if TYPE_CHECKING:
+    from znnx.plan.fragment_loop import FragmentLoop
 
 FLOAT_BYTES = 4
 BUFFERS: dict[str, str] = {
@@ -56,9 +60,10 @@ class Step:
 
 @dataclass(frozen=True)
 class Stream:
-    """Conv `producer` streamed into conv `consumer` (the next node, its only reader): the consumer's
-    step computes `planes` of its output depth at a time, each from the producer's slab for them,
-    computed then into the producer's slot (one slab, one patch of the batch at a time)."""
+    """Conv `producer` streamed into `consumer` (the next node, its only reader: a conv, or a
+    `fragment`): the consumer's step computes `planes` of its output depth at a time (of each
+    fragment), each from the producer's slab for them, computed then into the producer's slot (one
+    slab, one patch of the batch at a time)."""
 
     producer: str
     consumer: str
@@ -67,6 +72,11 @@ class Stream:
 
 @dataclass(frozen=True)
 class MemoryPlan:
+    """Where each node's output lives (`steps`), the arena's slots, the peak bytes of one call of
+    `batch` patches; `streams` run conv pairs in depth slabs; with a `loop` (plan/fragment_loop.py)
+    the net runs in three `phases` (prefix, body, suffix), each with its own plan, their slots laid
+    over `slot_bytes`."""
+
     steps: tuple[Step, ...]
     slot_bytes: tuple[int, ...]
     peak_bytes: int
@@ -74,6 +84,8 @@ class MemoryPlan:
     weight_bytes: int
     batch: int
     streams: tuple[Stream, ...] = ()
+    loop: FragmentLoop | None = None
+    phases: tuple[MemoryPlan, ...] = ()
 
     @property
     def arena_bytes(self) -> int:
@@ -186,10 +198,18 @@ def _node(graph: Graph, name: str) -> Node:
     return next(node for node in graph.nodes if node.name == name)
 
 
+def consumed_planes(consumer: Node, planes: int) -> int:
+    """The input planes `planes` output planes of a streamed consumer read: a conv's plus its
+    kernel's reach; a fragment's blocks of them plus its window's reach."""
+    if consumer.op == "fragment":
+        return planes * consumer.attrs["block"][0] + fragment_window(consumer)[0] - 1
+    return planes + consumer.attrs["kernel"][0] - 1
+
+
 def stream_slab(graph: Graph, stream: Stream) -> TensorType:
-    """The producer's output slab for one patch: `planes` of the consumer plus its kernel's reach."""
+    """The producer's output slab for one patch: what `planes` of the consumer read."""
     t = graph.types[_node(graph, stream.producer).output]
-    depth = min(t.spatial[0], stream.planes + _node(graph, stream.consumer).attrs["kernel"][0] - 1)
+    depth = min(t.spatial[0], consumed_planes(_node(graph, stream.consumer), stream.planes))
     return TensorType(t.channels, (depth, *t.spatial[1:]))
 
 
@@ -198,7 +218,8 @@ def plan_memory(graph: Graph, batch: int = 1, relayout: bool = False,
                 scratch: Callable[[Graph, Node], int] = lambda graph, node: 0,
                 element_bytes: int = FLOAT_BYTES,
                 accumulates: Callable[[Node], bool] = lambda node: False,
-                streamable: Callable[[Graph, Node, Node], bool] = lambda graph, a, b: False) -> MemoryPlan:
+                streamable: Callable[[Graph, Node, Node], bool] = lambda graph, a, b: False,
+                enters: bool = True, exits: bool = True) -> MemoryPlan:
     """The memory plan of running `graph` once on a batch of `batch` patches, activations and
     weights held in `element_bytes` per value (4 for fp32, 2 for fp16 / bf16).
 
@@ -206,14 +227,15 @@ def plan_memory(graph: Graph, batch: int = 1, relayout: bool = False,
     `scratch(graph, node)` how many elements per patch of arena scratch the step needs while it runs;
     `accumulates(node)` whether a transposed conv adds into its residual's buffer as it computes
     (otherwise its result is computed apart, then added, where it has no scratch for it).
-    With `relayout`, the backend copies multi-channel inputs into its own layout on entry (a buffer
-    it owns and frees after the last reader) and multi-channel outputs back to NCDHW on exit.
-    `streamable(graph, a, b)` says whether the backend can stream conv `a` into conv `b` (`Stream`):
+    With `relayout`, the backend copies multi-channel inputs into its own layout on entry (with
+    `enters`: a buffer it owns and frees after the last reader; else they come in its layout and
+    stay the caller's) and multi-channel outputs back to NCDHW on exit (with `exits`).
+    `streamable(graph, a, b)` says whether the backend can stream conv `a` into `b` (`Stream`):
     pairs whose producer output takes at least STREAM_MIN_BYTES a patch are streamed, largest
     first, each where it brings the peak below STREAM_GAIN of what it was; a conv takes part in
     one stream at most.
     """
-    options = (batch, relayout, placeable, scratch, element_bytes, accumulates)
+    options = (batch, relayout, placeable, scratch, element_bytes, accumulates, enters, exits)
     plan = _plan(graph, (), *options)
     pairs = [Stream(a.name, b.name, STREAM_PLANES) for a, b in zip(graph.nodes, graph.nodes[1:])
              if graph.consumers(a.output) == (b,) and a.output not in graph.outputs and streamable(graph, a, b)
@@ -229,13 +251,13 @@ def plan_memory(graph: Graph, batch: int = 1, relayout: bool = False,
 
 def _plan(graph: Graph, streams: tuple[Stream, ...], batch: int, relayout: bool, placeable: Callable[[Node], bool],
           scratch: Callable[[Graph, Node], int], element_bytes: int,
-          accumulates: Callable[[Node], bool]) -> MemoryPlan:
+          accumulates: Callable[[Node], bool], enters: bool, exits: bool) -> MemoryPlan:
     """`plan_memory` with the given streams."""
     size = {name: t.numel * batch * element_bytes for name, t in graph.types.items()}
     producers = {stream.producer for stream in streams}
     for stream in streams:
         size[_node(graph, stream.producer).output] = stream_slab(graph, stream).numel * element_bytes
-    copied = {name for name in graph.inputs if relayout and graph.types[name].channels > 1}
+    copied = {name for name in graph.inputs if relayout and enters and graph.types[name].channels > 1}
     aliasing = _alias(graph, size, copied, streams)
     forever = len(graph.nodes)
     slots, slot_of, scratch_of = _Slots(), {}, {}
@@ -258,7 +280,7 @@ def _plan(graph: Graph, streams: tuple[Stream, ...], batch: int, relayout: bool,
                           slot_of.get(buffer) if buffer == node.output else None,
                           live + transient_bytes(graph, node, batch, element_bytes), scratch_of.get(node.name)))
     at_exit = sum(size[b] for b in fresh if aliasing.last[b] >= forever)
-    exit_copies = sum(size[name] for name in graph.outputs if relayout and graph.types[name].channels > 1)
+    exit_copies = sum(size[name] for name in graph.outputs if relayout and exits and graph.types[name].channels > 1)
     intermediates = [node.output for node in graph.nodes if node.op not in VIEW_OPS]
     weights = sum(int(p.size) * element_bytes for node in graph.nodes for p in node.params.values())
     arena = sum(slots.size)

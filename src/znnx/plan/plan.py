@@ -83,6 +83,8 @@ def memory_json(memory: MemoryPlan) -> dict[str, Any]:
         "slot_bytes": list(memory.slot_bytes),
         "steps": [[s.node, s.inplace, s.view, s.slot] for s in memory.steps],
         **({"streams": [[s.producer, s.consumer, s.planes] for s in memory.streams]} if memory.streams else {}),
+        **({"loop": {"fragment": memory.loop.fragment, "passes": memory.loop.passes,
+                     "phases": [memory_json(phase) for phase in memory.phases]}} if memory.loop else {}),
     }
 
 
