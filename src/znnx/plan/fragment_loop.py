@@ -5,9 +5,10 @@ into B = prod(block) offsets, and every value after it, up to the defragments th
 times what one offset needs, each offset's part computed from that offset's fragment alone. Run
 once per offset on that fragment, the section holds 1/B of each of its values. With the conv
 before the fragment streamed into it in depth slabs (plan/memory.py `Stream`), its whole output is
-never held: the peak falls from two whole-patch values (the first conv's output and its fragments:
-2 x 7 GB for n926 at 286^3) to the fragments and two values of 1/B (1.25 x 7 GB), and the automatic
-patch grows to match, for no more work (each pass reads its fragments where they lie).
+never held: the peak falls from two whole-patch values (the first conv's output and its fragments,
+then each fragment layer's input and output) to the fragments, one slab and two values of 1/B (n926 at
+334^3: 13.7 GB planned against 22.4), and the automatic patch grows to match (n926 286^3 -> 338^3 in
+24 GiB), for no more work: each pass reads its fragments where they lie.
 
 The net then runs in three phases, each its own graph with its own memory plan, their arena slots
 laid over one another (phases never run at once):
