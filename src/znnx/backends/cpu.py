@@ -870,8 +870,8 @@ class _Program:
 
 class _LoopProgram:
     """A graph run through its fragment loop (plan/fragment_loop.py): the prefix, its fragments
-    written into a buffer kept between calls (allocated afresh, 11 GB for n926 at 334^3 were paged
-    in 4 KiB at a time on every call), then per offset the body on that offset's entries of them,
+    written into a buffer kept between calls (allocated afresh, n926's 11 GB at 334^3 were paged in
+    again on every call), then per offset the body on that offset's entries of them,
     each pass copied into its offset's entries of the whole buffers, then the suffix. The phases'
     arenas share one store. `steps` lists every node once; `times` (see `_Program.run`) gives each
     body step its sum over the passes."""

@@ -50,7 +50,6 @@ class FragmentLoop:
         return math.prod(self.block)
 
 
-
 def fragment_loop(graph: Graph) -> FragmentLoop | None:
     """The loop of `graph` (see the module), or None where it has no top-level fragment section of
     that shape: exactly one `fragment` of unfragmented input, its section contiguous in node order
