@@ -8,10 +8,11 @@ node's output is one of:
 - a *slot* of the net's arena: buffers allocated once and reused by values whose lifetimes do not
   overlap (best fit among free slots), for ops the backend can point at a given buffer;
 - *fresh*: allocated by the op itself and freed after its last reader.
-A conv whose only reader is the next node, another conv, may be *streamed* into it (`Stream`): the
-pair runs in depth slabs at the reader's step, the first conv's output never whole, only one slab
-of it in its slot (ZNNi's lesson: activations, not weights, bound the patch, and the largest are
-the first layers' of a valid U-Net).
+A conv whose only reader is the next node, another conv or a `fragment`, may be *streamed* into it
+(`Stream`): the pair runs in depth slabs at the reader's step, the first conv's output never whole,
+only one slab of it in its slot (ZNNi's lesson: activations, not weights, bound the patch, and the
+largest are the first layers' of a valid U-Net, or a dense net's before its first pool). A dense
+net's fragment section may run one offset at a time (`loop`, plan/fragment_loop.py).
 Graph inputs belong to the caller; graph outputs live to the end and never in a slot, since the
 arena is overwritten by the next call. Peak bytes = the arena + the largest sum of live fresh
 buffers at any step, plus that step's transient scratch.
