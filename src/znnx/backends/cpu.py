@@ -632,7 +632,6 @@ class _Builder:
         alone = Graph((producer,), (source,), (producer.output,), {source: x}, self.graph.spatial_rank,
                       f"{self.graph.name}:{producer.name}")
         kernels: dict[int, tuple[Run, Callable[[Tensor, Tensor, int, int], None]]] = {}
-        eager = self.eager.kernel(consumer)
 
         def into(planes: int) -> Callable[[Tensor, Tensor, int, int], None]:
             """(slab, whole output, patch, first plane) -> None: the slab's fragments written in place,
@@ -642,6 +641,7 @@ class _Builder:
                     return pool.Pool(window, (1, 1, 1), (0,) * 6, (planes * block[0], *pooled[1:]), block=block).into
                 except KernelUnavailable:
                     pass
+            eager = self.eager.kernel(consumer)
 
             def copy(a: Tensor, whole: Tensor, item: int, first: int) -> None:
                 whole.unflatten(0, (math.prod(block), -1))[:, item, :, first:first + planes].copy_(eager([a]))
@@ -667,9 +667,8 @@ class _Builder:
                 for p0 in range(0, depth, planes):
                     p = min(planes, depth - p0)
                     conv, write = slab_kernels(p)
-                    first = p0 * block[0]
-                    a = conv([xs[0][item:item + 1, :, first:first + consumed_planes(consumer, p) + reach]],
-                             scratch[:, :, :consumed_planes(consumer, p)], None)
+                    first, read = p0 * block[0], consumed_planes(consumer, p)
+                    a = conv([xs[0][item:item + 1, :, first:first + read + reach]], scratch[:, :, :read], None)
                     write(a, result, item, p0)
             return result
 
@@ -882,7 +881,6 @@ class _LoopProgram:
         assert loop is not None, "a loop program runs a plan with a fragment loop"
         store = _SlotStore(plan.slot_bytes, dtype)
         self.loop = loop
-        self.passes = loop.passes
         self.dtype = dtype
         self.phases = [_Program(g, p, algorithms, dtype, store)
                        for g, p in zip((loop.prefix, loop.body, loop.suffix), plan.phases)]
@@ -902,16 +900,16 @@ class _LoopProgram:
         prefix, body, suffix = self.phases
         held = {self.loop.fragment: self._held(inputs[0].shape[0])}
         (fragments,) = prefix.execute([_enter(x, self.dtype) for x in inputs], times, held)
-        n = fragments.shape[0] // self.passes
+        n = fragments.shape[0] // self.loop.passes
         whole: list[Tensor] = []
         sums = [0.0] * len(body.steps)
-        for i in range(self.passes):
+        for i in range(self.loop.passes):
             passed: list[float] | None = None if times is None else []
             ys = body.execute([fragments[i * n:(i + 1) * n]], passed)
             if passed is not None:
                 sums = [a + b for a, b in zip(sums, passed)]
             if not whole:
-                whole = [torch.empty((self.passes * n, *y.shape[1:]), dtype=y.dtype, memory_format=CHANNELS_LAST)
+                whole = [torch.empty((self.loop.passes * n, *y.shape[1:]), dtype=y.dtype, memory_format=CHANNELS_LAST)
                          for y in ys]
             for target, y in zip(whole, ys):
                 target[i * n:(i + 1) * n].copy_(y)

@@ -62,7 +62,7 @@ class Pool:
         if tuple(y.shape) != shape or not y.permute(0, 2, 3, 4, 1).is_contiguous():
             raise ValueError(f"kernels.pool: out must be a channels-last {shape}, got {tuple(y.shape)} with strides "
                              f"{y.stride()}")
-        self._run(x, y, n, 0, shape[2])
+        self._run(x, y.data_ptr(), n, 0, shape[2])
         return y
 
     def into(self, x: torch.Tensor, whole: torch.Tensor, item: int, plane: int) -> None:
@@ -80,11 +80,12 @@ class Pool:
             raise ValueError(f"kernels.pool: fragments of a {tuple(x.shape)} slab ({self.out_spatial} pooled) do "
                              f"not fit entry {item}, planes {plane}..{plane + slab} of a channels-last "
                              f"{tuple(whole.shape)}")
-        target = whole[0, 0, plane].data_ptr()
-        self._run(x, target, entries // fragments, item, depth)
+        self._run(x, whole[0, 0, plane].data_ptr(), entries // fragments, item, depth)
 
-    def _run(self, x: torch.Tensor, y: torch.Tensor | int, entries: int, item: int, planes: int) -> None:
+    def _run(self, x: torch.Tensor, y: int, entries: int, item: int, planes: int) -> None:
+        """The C kernel on channels-last `x` into the fragments at address `y` (kernels/pool.c: `entries`
+        per offset from `item` on, `planes` per entry)."""
         n, c, d, h, w = x.shape
         k, s, p, q, dl, b = (a.ctypes.data for a in self.shape)
         self.lib.pool(*self.flags, x.data_ptr(), n, d, h, w, c, k, s, p, q, dl, b,  # type: ignore[attr-defined]
-                      y if isinstance(y, int) else y.data_ptr(), *self.out_spatial, entries, item, planes)
+                      y, *self.out_spatial, entries, item, planes)

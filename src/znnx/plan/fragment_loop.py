@@ -115,6 +115,6 @@ def plan_loop(graph: Graph, loop: FragmentLoop, batch: int, element_bytes: int,
     outside = max(prefix.peak_bytes - prefix.arena_bytes,
                   value + whole_outputs + body.peak_bytes - body.arena_bytes,
                   value + whole_outputs + suffix.peak_bytes - suffix.arena_bytes)
-    weights = sum(int(p.size) * element_bytes for node in graph.nodes for p in node.params.values())
     return MemoryPlan((*prefix.steps, *body.steps, *suffix.steps), slots, sum(slots) + outside,
-                      sum(p.naive_bytes for p in phases), weights, batch, loop=loop, phases=phases)
+                      sum(p.naive_bytes for p in phases), sum(p.weight_bytes for p in phases), batch, loop=loop,
+                      phases=phases)
