@@ -43,10 +43,10 @@ def test_applicable_to_stride_one_kernels_larger_than_one() -> None:
     assert not fft.applicable((3, 3, 3), (1, 2, 2), (1, 1, 1), 1)
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 8, 12, 16, 24, 25, 27, 30, 32, 42, 49, 210])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 8, 12, 16, 24, 25, 27, 30, 32, 40, 42, 49, 64, 210])
 @pytest.mark.parametrize("sign", [-1, 1])
 def test_line_plans_are_the_dft(n: int, sign: int) -> None:
-    """Each size's stages (radices 4, 2, 3, 5, 7) equal NumPy's DFT on the rows kept."""
+    """Each size's stages (radices 8, 4, 2, 3, 5, 7) equal NumPy's DFT on the rows kept."""
     x = np.random.default_rng(n).standard_normal((n, 2)) @ np.array([1, 1j])
     want = np.fft.fft(x) if sign < 0 else np.fft.ifft(x) * n
     for rows in {n, n // 2 + 1, max(1, n - 3)}:
@@ -68,12 +68,15 @@ def test_sizes_with_other_primes_have_no_line_plan() -> None:
     (17, 33, (1, 5, 5), 12, (3, 20, 17), 2),
     (5, 40, (5, 1, 3), 9, (13, 4, 11), 2),
     (24, 3, (2, 3, 4), 27, (7, 31, 6), 1),
+    (16, 32, (3, 3, 3), 16, (19, 21, 18), 2),
+    (32, 16, (7, 7, 7), 32, (40, 35, 37), 1),
 ])
 def test_native_stages_equal_torch_ffts(c_in: int, c_out: int, kernel: tuple[int, int, int], size: int,
                                         spatial: tuple[int, int, int], items: int) -> None:
     """kernels/spectral.c against torch's FFTs and bmm: channel counts within one vector, over two and a
-    partial third, axes of one point (k = 1), odd and composite sizes, tiles past every edge, several
-    slabs (a slab of 16 tiles), item batches, an epilogue."""
+    partial third, whole vectors only (stored past the caches), axes of one point (k = 1), odd and
+    composite sizes (radix 8 stages among them), odd row counts (a row without a partner in the width
+    steps), tiles past every edge, several slabs (a slab of 16 tiles), item batches, an epilogue."""
     g = torch.Generator().manual_seed(c_in)
     w, b = torch.randn(c_out, c_in, *kernel, generator=g), torch.randn(c_out, generator=g)
     x = channels_last(torch.randn(items, c_in, *spatial, generator=g).numpy())

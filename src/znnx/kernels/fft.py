@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ import torch
 
 from znnx.errors import KernelUnavailable
 from znnx.ir.ops import conv_spatial
-from znnx.kernels import native
+from znnx.kernels import native, scratch
 from znnx.kernels.epilogue import Scale, epilogue_step
 
 SLAB_BYTES = 16 << 20
@@ -37,7 +38,7 @@ largest layer at FFT 28 ran 2.6-2.7 s with 16, 2.2 with 32, 2.05-2.09 with 48, 2
 LANES = 16
 """Channels per vector of the C stages: the kernel spectra's output channels are padded to a multiple
 of it (zeros)."""
-FACTORS = (4, 2, 3, 5, 7)
+FACTORS = (8, 4, 2, 3, 5, 7)
 """The radices a line plan splits its size by, in this order (sizes with other prime factors have none)."""
 
 _POINTER, _SIZE = ctypes.c_void_p, ctypes.c_ssize_t
@@ -141,17 +142,6 @@ def _line_plans(lines: Sequence[tuple[int, int, int]]) -> tuple[np.ndarray, np.n
 
 def _address(a: np.ndarray) -> int:
     return int(a.ctypes.data)
-
-
-def _hermitian_weights(n: int) -> np.ndarray:
-    """Per point of a real n-point signal's half spectrum, how many times it counts in the full
-    spectrum (1 for the mean and, n even, the Nyquist point; 2 for the others, whose mirror image is
-    the conjugate): Re(inverse DFT of the weighted half spectrum) is the signal."""
-    weights = np.full(n // 2 + 1, 2.0)
-    weights[0] = 1.0
-    if n % 2 == 0:
-        weights[-1] = 1.0
-    return weights
 
 
 def _padded_channels(c_out: int) -> int:
@@ -258,7 +248,7 @@ class FFTConv:
         self.w = self._native_weights(spectrum) if self.native else spectrum.permute(2, 3, 4, 1, 0).reshape(
             -1, c_in, c_out)
         nd, nh, nw = self.n
-        self.lines = _line_plans([(nw, -1, nw // 2 + 1), (nh, -1, nh), (nd, -1, nd), (nw, 1, self.m[2]),
+        self.lines = _line_plans([(nw, -1, nw), (nh, -1, nh), (nd, -1, nd), (nw, 1, self.m[2]),
                                   (nh, 1, self.m[1]), (nd, 1, self.m[0])]) if self.native else None
         self.bias = None if bias is None else bias.detach().float()
         add_first = tuple(steps[:1]) == ("add",)
@@ -274,10 +264,9 @@ class FFTConv:
 
     def _native_weights(self, spectrum: torch.Tensor) -> torch.Tensor:
         """The kernel spectra for kernels/spectral.c: (F, C, re | im, C' padded to LANES), scaled by the
-        inverse transform's 1 / N and each width frequency's Hermitian weight."""
-        nd, nh, nw = self.n
-        weights = torch.from_numpy(_hermitian_weights(nw) / (nd * nh * nw)).to(spectrum.device, torch.float32)
-        scaled = (spectrum * weights).permute(2, 3, 4, 1, 0).reshape(self.freqs, self.c_in, self.c_out)
+        inverse transform's 1 / N and the 1 / 2 of the forward transform's doubled spectra."""
+        scaled = (spectrum / (2 * math.prod(self.n))).permute(2, 3, 4, 1, 0).reshape(self.freqs, self.c_in,
+                                                                                       self.c_out)
         w = torch.zeros((self.freqs, self.c_in, 2, _padded_channels(self.c_out)), device=spectrum.device)
         w[:, :, 0, :self.c_out] = scaled.real
         w[:, :, 1, :self.c_out] = scaled.imag
@@ -334,8 +323,8 @@ class FFTConv:
         n = np.array(self.n, dtype=np.int64)
         count = min(self.count, len(index))
         cop = int(self.w.shape[3])
-        spec = torch.empty((count, self.freqs, 2, self.c_in))
-        prod = torch.empty((count, self.freqs, 2, cop))
+        spec = scratch.buffer("v", count * self.freqs * 2 * self.c_in)
+        prod = scratch.buffer("m", count * self.freqs * 2 * cop)
         forward, inverse = (np.ascontiguousarray(axes) for axes in (starts[:3], starts[3:]))
         for chunk in (slice(s, s + count) for s in range(0, len(index), count)):
             tiles_in, tile_bounds, tiles_out, extents = (np.ascontiguousarray(a[chunk], dtype=np.int64)

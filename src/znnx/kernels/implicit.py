@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from znnx.ir.ops import conv_spatial
-from znnx.kernels import winograd
+from znnx.kernels import scratch, winograd
 
 CHANNELS = 4  # 1 -> 64 channels at 116x132x132: oneDNN 82 ms, implicit GEMM 60; at 8 in, oneDNN wins
 
@@ -104,7 +104,7 @@ class ImplicitConv:
         if not any(self.pads):
             return x
         n = x.shape[0]
-        buffer = winograd._buffer("pad", n * self.c_in * int(np.prod(self.padded)))
+        buffer = scratch.buffer("pad", n * self.c_in * int(np.prod(self.padded)))
         xp = buffer.view(n, *self.padded, self.c_in).permute(0, 4, 1, 2, 3)
         xp.zero_()
         (d, h, w), (pd, ph, pw) = self.spatial, self.pads[:3]

@@ -21,7 +21,6 @@ import ctypes
 import functools
 import itertools
 import math
-import threading
 from collections.abc import Sequence
 from fractions import Fraction
 
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 
 from znnx.ir.ops import conv_spatial
-from znnx.kernels import native
+from znnx.kernels import native, scratch
 
 F = Fraction
 Table = dict[int, list[list[int | Fraction]]]
@@ -309,20 +308,6 @@ def lanes(c_in: int, c_out: int, parts: Sequence[int] = ()) -> int:
     return 8 if 4 * (wide - narrow) >= wide else VB
 
 
-_scratch = threading.local()
-
-
-def _buffer(name: str, numel: int) -> torch.Tensor:
-    """A scratch buffer of `numel` floats shared by every layer this thread runs (one slab's V or M);
-    a normal tensor, so calls inside and outside inference mode can both write it."""
-    buffer = getattr(_scratch, name, None)
-    if buffer is None or buffer.numel() < numel:
-        with torch.inference_mode(False):
-            buffer = torch.empty(numel)
-        setattr(_scratch, name, buffer)
-    return buffer[:numel]
-
-
 class CEpilogue:
     """A conv's bias and fused steps as the C kernels take them (the last six arguments of
     `wino_output`, `wino_fused`, `implicit_conv`, `narrow_conv` and `shuffle_conv`; `scatter_conv` takes
@@ -476,7 +461,7 @@ class WinogradConv:
     def _fused(self, xs: Sequence[torch.Tensor], y: torch.Tensor, residual: torch.Tensor | None) -> None:
         threads = torch.get_num_threads()
         chunk = _run_tiles(self.count, self.tiles, threads)
-        scratch = _buffer("fused", threads * chunk * self.points * (self.cp + self.cop)).data_ptr()
+        work = scratch.buffer("fused", threads * chunk * self.points * (self.cp + self.cop)).data_ptr()
         (d, h, w), (kd, kh, kw), (do, ho, wo) = self.spatial, self.kernel, self.out_spatial
         _, gh, gw = self.grid
         item_out = self.c_out * do * ho * wo * 4
@@ -486,7 +471,7 @@ class WinogradConv:
                                 *self.pads[:3], kd, kh, kw, self.m, gh, gw, self.tiles, self.cp, self.u.data_ptr(),
                                 self.cop,
                                 y.data_ptr() + i * item_out, rp, do, ho, wo, self.c_out, *self.epilogue.args(),
-                                chunk, scratch, threads)
+                                chunk, work, threads)
 
     def __call__(self, x: torch.Tensor | Sequence[torch.Tensor], *, out: torch.Tensor | None = None,
                  residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -509,8 +494,8 @@ class WinogradConv:
         _, gh, gw = self.grid
         item_out = self.c_out * do * ho * wo * 4
         epilogue = self.epilogue.args()
-        v = _buffer("v", self.points * self.count * self.cp).data_ptr()
-        mm = _buffer("m", self.points * self.count * self.cop).data_ptr()
+        v = scratch.buffer("v", self.points * self.count * self.cp).data_ptr()
+        mm = scratch.buffer("m", self.points * self.count * self.cop).data_ptr()
         u = self.u.data_ptr()
         strides = _strides(xs)
         for i in range(n):
@@ -547,8 +532,8 @@ def weight_gradient(x: torch.Tensor, g: torch.Tensor, kernel: Sequence[int], pad
     grid = _grid(kernel, m, out_spatial)
     tiles = math.prod(grid)
     count = _slab_tiles(points * (cp + cop) * 4, tiles)
-    v = _buffer("v", points * count * cp).data_ptr()
-    gt = _buffer("m", points * count * cop).data_ptr()
+    v = scratch.buffer("v", points * count * cp).data_ptr()
+    gt = scratch.buffer("m", points * count * cop).data_ptr()
     slab = torch.empty(points * cp * cop)
     total = torch.zeros(points * cp * cop, dtype=torch.float64)
     do, ho, wo = out_spatial
