@@ -70,12 +70,14 @@ def test_sizes_with_other_primes_have_no_line_plan() -> None:
     (24, 3, (2, 3, 4), 27, (7, 31, 6), 1),
     (16, 32, (3, 3, 3), 16, (19, 21, 18), 2),
     (32, 16, (7, 7, 7), 32, (40, 35, 37), 1),
+    (20, 24, (5, 3, 5), 28, (31, 26, 29), 1),
+    (7, 18, (3, 3, 3), 30, (33, 31, 32), 1),
 ])
 def test_native_stages_equal_torch_ffts(c_in: int, c_out: int, kernel: tuple[int, int, int], size: int,
                                         spatial: tuple[int, int, int], items: int) -> None:
     """kernels/spectral.c against torch's FFTs and bmm: channel counts within one vector, over two and a
     partial third, whole vectors only (stored past the caches), axes of one point (k = 1), odd and
-    composite sizes (radix 8 stages among them), odd row counts (a row without a partner in the width
+    composite sizes (stages of every radix, 8 to 7), odd row counts (a row without a partner in the width
     steps), tiles past every edge, several slabs (a slab of 16 tiles), item batches, an epilogue."""
     g = torch.Generator().manual_seed(c_in)
     w, b = torch.randn(c_out, c_in, *kernel, generator=g), torch.randn(c_out, generator=g)
