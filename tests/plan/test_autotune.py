@@ -318,6 +318,22 @@ def test_a_fragmented_layer_is_cut_to_fewer_fragments_first_and_an_fft_slab_hold
     assert x_cut.shape[0] == 1
 
 
+def test_small_fragments_are_timed_whole_and_many_so_their_data_leave_the_caches() -> None:
+    from dataclasses import replace
+
+    b, x = builder(channels=8, spatial=(20, 20, 20))
+    graph = optimize(b.finish([conv(b, x, 8, kernel=(3, 3, 3), pads=(0,) * 6)])).graph
+    node = graph.nodes[-1]
+    graph = replace(graph, types={name: replace(t, fragments=64) for name, t in graph.types.items()})
+    whole = graph.types[node.output]
+    per_fragment = 20 ** 3 * 8 * 4
+    layer = autotune.timing_layer(graph, node, 1, limit=1_000_000, fragment_limit=15 * per_fragment + 1)
+    cut = layer.types[node.output]
+    assert cut.fragments == 15 and cut.spatial == whole.spatial
+    assert autotune.slab_scale(whole, cut, DIRECT, (3, 3, 3)) == 64 / 15
+    assert autotune.timing_layer(graph, node, 1, limit=1_000_000, fragment_limit=10 ** 9) is graph
+
+
 def test_direct_speedup_sums_the_layers_timed_both_ways() -> None:
     choices = (autotune.LayerChoice("a", winograd(4), (("direct", 3.0), ("winograd4", 1.0))),
                autotune.LayerChoice("b", DIRECT, (("direct", 1.0), ("winograd4", 2.0))),

@@ -56,6 +56,11 @@ near ties), while timing the whole of a wide layer held its input, the reference
 oneDNN's reorders at once (a 1 -> 12 conv of 77 MB outputs raised a net's compile to 739 MiB
 resident against its run's 580; at 16 MB slabs the 32-channel ffn's compile still peaked at 580 MiB
 against its run's 450, at 8 MB 459)."""
+FRAGMENT_TIMING_BYTES = 64 << 20
+"""A fragmented layer is timed on this many bytes of whole fragments (about twice the 32 MB L3 here):
+timed on one 25^3 fragment, which stays in the caches, n537's last 80-channel 5^3 layer at 338^3
+estimated F(4,5) Winograd at 10.8 s and FFT 16 at 16.5, and F(4,5) then took 18.2 s over the layer's 512
+fragments, which stream from memory."""
 LEAN_MARGIN = 0.05
 LEAN_BYTES = 16 << 20
 """Of the candidates measured within LEAN_MARGIN of the fastest, the one whose kernel holds the fewest
@@ -465,10 +470,11 @@ def _noisy_choice(valid: list[Algorithm], seconds: Mapping[str, float]) -> Algor
 
 
 def timing_layer(graph: Graph, node: Node, batch: int, algorithms: Sequence[Algorithm] = (),
-                 limit: int = TIMING_BYTES) -> Graph:
+                 limit: int = TIMING_BYTES, fragment_limit: int = FRAGMENT_TIMING_BYTES) -> Graph:
     """The conv alone in a graph of its own, cut to a slab whose input and output take at most `limit`
-    bytes for `batch` patches: first to fewer max-pooling fragments (each a patch of its own, its
-    time per voxel the same), then along depth, then height, keeping along a cut axis at least 8
+    bytes for `batch` patches: a fragmented layer whose fragment fits `limit` to as many whole
+    max-pooling fragments (each a patch of its own, its time per voxel the same) as `fragment_limit`
+    holds, else to one fragment and then along depth, then height, keeping along a cut axis at least 8
     output voxels and two of the largest output tile of `algorithms` (or the whole axis); `graph`
     itself where the layer is within `limit`, timed whole. `slab_scale` scales its times. Cut to 8
     outputs, a tile of 18 (FFT 24 on a 7^3 kernel) computed 2.25x the outputs it kept: on n726's
@@ -477,12 +483,14 @@ def timing_layer(graph: Graph, node: Node, batch: int, algorithms: Sequence[Algo
     (6.2 us per output voxel, at two 4.5, the whole 59^3 layer 4.6)."""
     x, y = conv_input(graph.types, node), graph.types[node.output]
     largest = max(x.numel, y.numel) * batch * 4
-    fragments = max(1, min(x.fragments, x.fragments * limit // largest))
-    largest = largest * fragments // x.fragments
+    per_fragment = largest // x.fragments
+    fragments = x.fragments if largest <= limit else (
+        min(x.fragments, max(1, fragment_limit // per_fragment)) if per_fragment <= limit else 1)
+    largest = per_fragment * fragments
     spatial = list(x.spatial)
     a = node.attrs
     for axis in (0, 1):
-        if largest <= limit:
+        if largest <= limit or fragments > 1:
             break
         reach = a["dilation"][axis] * (a["kernel"][axis] - 1) + 1 - a["pads"][axis] - a["pads"][axis + 3]
         outputs = max([8, *(2 * algorithm.outputs(a["kernel"][axis]) for algorithm in algorithms)])
