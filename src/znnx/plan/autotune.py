@@ -86,6 +86,14 @@ fused-concat layer at 98 ms a patch; Winograd runs it in 50."""
 CONTENDED = 0.75
 """A timed run on CPU threads whose process CPU time is below this share of threads x wall time did
 not have its cores (another process ran on them)."""
+CONTENDED_RETRIES = 2
+"""A layer whose timings ran beside another process is measured again up to this many times: on this
+VM such spells pass (the hypervisor's), and the fallback for timings that stay contended
+(`_noisy_choice`) cost n537 at 338^3 a patch of 118.8 s instead of 64.4 (F(4,5) on three 5^3 layers
+where FFT runs them 1.2-3.7x faster)."""
+FFT_TRUSTED = 2.0
+"""A contended FFT timing this many times faster than the largest Winograd tile's is taken over it
+(contention misled Winograd tiles against each other by about 2x, `_noisy_choice`)."""
 Conv = Callable[..., torch.Tensor]
 """A conv alone: (input, *, out=None, residual=None) -> output, written into `out` when given; the
 input of a conv with sources (a fused concat) is the tuple of them."""
@@ -387,8 +395,11 @@ def tune(graph: Graph, batch: int, candidates: Candidates, build: LayerBuilder, 
         x, residual = _inputs(layer, node, batch, device)
         label = f"autotune: conv {i} of {len(nodes)} ({name}), {time.perf_counter() - started:.0f} s so far"
         with torch.inference_mode():
-            seconds, errors, noise = _measure(functools.partial(build, layer), node, x, residual, timed, label,
-                                              torch.get_num_threads() if cpu_threads else None)
+            for _ in range(1 + CONTENDED_RETRIES):
+                seconds, errors, noise = _measure(functools.partial(build, layer), node, x, residual, timed, label,
+                                                  torch.get_num_threads() if cpu_threads else None)
+                if noise != "contended":
+                    break
         del x, residual
         heap.release()
         scales = {a.name: slab_scale(graph.types[node.output], layer.types[node.output], a, node.attrs["kernel"])
@@ -459,14 +470,17 @@ def lean_choice(valid: Sequence[Algorithm], seconds: Mapping[str, float],
 
 def _noisy_choice(valid: list[Algorithm], seconds: Mapping[str, float]) -> Algorithm:
     """The choice from timings that ran beside another process: the largest valid Winograd tile (the
-    fewest multiplications), or the measured best where Winograd does not apply (timings that merely
-    never agreed choose by what they measured, uncached).
+    fewest multiplications), or the measured best where Winograd does not apply or an FFT measured
+    FFT_TRUSTED times faster than that tile (timings that merely never agreed choose by what they
+    measured, uncached).
     Such timings mislead by more than any margin: another process's memory traffic slows the
     transform-bound Winograd kernels far more than direct ones (beside two busy processes F(2,3)
     measured over 2x faster than F(4,3) on layers where it is slower on a quiet machine; a plan
     chosen by those timings ran 1.13-1.20x slower quiet)."""
     best = min(valid, key=lambda a: seconds[a.name])
-    return max((a for a in valid if a.kind == "winograd"), key=lambda a: a.tile, default=best)
+    tile = max((a for a in valid if a.kind == "winograd"), key=lambda a: a.tile, default=best)
+    trusted = best.kind == "fft" and seconds[tile.name] >= FFT_TRUSTED * seconds[best.name]
+    return best if trusted else tile
 
 
 def timing_layer(graph: Graph, node: Node, batch: int, algorithms: Sequence[Algorithm] = (),
