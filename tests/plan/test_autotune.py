@@ -11,7 +11,7 @@ import pytest
 from tests.passes.graphs import builder, conv
 from znnx import reference
 from znnx.errors import GraphError
-from znnx.ir.graph import Graph
+from znnx.ir.graph import Graph, Node
 from znnx.net import Net, compile  # noqa: A004
 from znnx.passes import optimize
 from znnx.plan import autotune
@@ -298,15 +298,21 @@ def test_a_large_layer_is_timed_on_a_slab_and_its_times_scaled_to_the_layer(pads
     assert conv_kernel(layer, node, DIRECT)(x_cut, residual=residual).shape[2:] == cut.spatial
 
 
-def test_a_fragmented_layer_is_cut_to_fewer_fragments_first_and_an_fft_slab_holds_its_tile() -> None:
+def fragmented_conv(spatial: tuple[int, int, int], kernel: tuple[int, int, int],
+                    fragments: int) -> tuple[Graph, Node]:
+    """A valid 8 -> 8 conv alone, its values typed as `fragments` max-pooling fragments."""
     from dataclasses import replace
 
+    b, x = builder(channels=8, spatial=spatial)
+    graph = optimize(b.finish([conv(b, x, 8, kernel=kernel, pads=(0,) * 6)])).graph
+    fragmented = replace(graph, types={name: replace(t, fragments=fragments) for name, t in graph.types.items()})
+    return fragmented, graph.nodes[-1]
+
+
+def test_a_fragmented_layer_is_cut_to_fewer_fragments_first_and_an_fft_slab_holds_its_tile() -> None:
     from znnx.plan.algorithm import fft
 
-    b, x = builder(channels=8, spatial=(60, 60, 60))
-    graph = optimize(b.finish([conv(b, x, 8, kernel=(7, 7, 7), pads=(0,) * 6)])).graph
-    node = graph.nodes[-1]
-    graph = replace(graph, types={name: replace(t, fragments=8) for name, t in graph.types.items()})
+    graph, node = fragmented_conv((60, 60, 60), (7, 7, 7), 8)
     whole = graph.types[node.output]
     layer = autotune.timing_layer(graph, node, 1, (DIRECT, fft(24)), limit=2_000_000)
     cut = layer.types[node.output]
@@ -319,12 +325,7 @@ def test_a_fragmented_layer_is_cut_to_fewer_fragments_first_and_an_fft_slab_hold
 
 
 def test_small_fragments_are_timed_whole_and_many_so_their_data_leave_the_caches() -> None:
-    from dataclasses import replace
-
-    b, x = builder(channels=8, spatial=(20, 20, 20))
-    graph = optimize(b.finish([conv(b, x, 8, kernel=(3, 3, 3), pads=(0,) * 6)])).graph
-    node = graph.nodes[-1]
-    graph = replace(graph, types={name: replace(t, fragments=64) for name, t in graph.types.items()})
+    graph, node = fragmented_conv((20, 20, 20), (3, 3, 3), 64)
     whole = graph.types[node.output]
     per_fragment = 20 ** 3 * 8 * 4
     layer = autotune.timing_layer(graph, node, 1, limit=1_000_000, fragment_limit=15 * per_fragment + 1)

@@ -392,16 +392,12 @@ void fft_inverse(const float *spec, idx Cop, const idx *n, idx md, const float *
                     join_rows(row, pair ? row + 2 * half : NULL, nw, half, in);
                     transform(&line[0], in, 1, z, 1, a, b);
                     float *at = yt + d * sd + h * sh;
-                    for (idx w = 0; w < ew; w++) {
-                        vf v = z[2 * w] + shift;
-                        if (relu) v = sel(v > 0.0f, v, splat(0.0f));
-                        put(at + w * sw, v, lanes);
-                        if (pair) {
-                            vf u = z[2 * w + 1] + shift;
-                            if (relu) u = sel(u > 0.0f, u, splat(0.0f));
-                            put(at + sh + w * sw, u, lanes);
+                    for (idx w = 0; w < ew; w++)
+                        for (int r = 0; r <= pair; r++) { /* the real parts row h, the imaginary row h + 1 */
+                            vf v = z[2 * w + r] + shift;
+                            if (relu) v = sel(v > 0.0f, v, splat(0.0f));
+                            put(at + r * sh + w * sw, v, lanes);
                         }
-                    }
                 }
         }
         fence();

@@ -394,10 +394,10 @@ def tune(graph: Graph, batch: int, candidates: Candidates, build: LayerBuilder, 
                           "measuring again", force=True)
         x, residual = _inputs(layer, node, batch, device)
         label = f"autotune: conv {i} of {len(nodes)} ({name}), {time.perf_counter() - started:.0f} s so far"
+        layer_build, threads = functools.partial(build, layer), torch.get_num_threads() if cpu_threads else None
         with torch.inference_mode():
             for _ in range(1 + CONTENDED_RETRIES):
-                seconds, errors, noise = _measure(functools.partial(build, layer), node, x, residual, timed, label,
-                                                  torch.get_num_threads() if cpu_threads else None)
+                seconds, errors, noise = _measure(layer_build, node, x, residual, timed, label, threads)
                 if noise != "contended":
                     break
         del x, residual
